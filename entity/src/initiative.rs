@@ -1,0 +1,24 @@
+use sea_orm::entity::prelude::*;
+
+use crate::enums::InitiativeStatus;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "initiative")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub team_id: Uuid,
+    pub strategy_id: Option<Uuid>,
+    pub status: InitiativeStatus,
+    pub name: String,
+    pub description: String,
+    pub result: Option<String>,
+    pub procedure_id: Option<Uuid>,
+    pub procedure_version: Option<i32>,
+    pub run_id: Option<Uuid>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

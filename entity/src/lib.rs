@@ -1,0 +1,16 @@
+//! SeaORM entities: the persisted shape of teams, systems, procedures and their runs, plus the
+//! command inbox and event outbox. Plain data only; the rules live in the worker's `domain`
+//! and the mapping in its `store`. Enums are string-backed (`varchar` with a CHECK constraint
+//! in the migration), so the schema is the same on Postgres and SQLite.
+
+pub mod command_inbox;
+pub mod enums;
+pub mod initiative;
+pub mod outbox;
+pub mod procedure;
+pub mod procedure_run;
+pub mod procedure_task;
+pub mod run_review;
+pub mod system;
+pub mod task;
+pub mod team;

@@ -1,0 +1,25 @@
+use sea_orm::entity::prelude::*;
+
+use crate::enums::RunStatus;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "procedure_run")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub procedure_id: Uuid,
+    pub series_id: Uuid,
+    pub procedure_version: i32,
+    pub team_id: Uuid,
+    #[sea_orm(unique)]
+    pub initiative_id: Uuid,
+    pub status: RunStatus,
+    pub started_by_system_id: Uuid,
+    pub started_at: DateTimeUtc,
+    pub completed_at: Option<DateTimeUtc>,
+    /// Why the run was canceled.
+    pub reason: Option<String>,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,20 @@
+use sea_orm::entity::prelude::*;
+
+use crate::enums::SystemType;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "system")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub team_id: Uuid,
+    /// The agent identity, e.g. `System3/root`; unique within the team.
+    pub name: String,
+    pub kind: SystemType,
+    /// JSON array of skill names.
+    pub skills: Json,
+    pub created_at: DateTimeUtc,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,15 @@
+//! Schema migrations, one change per file. They run identically on Postgres and SQLite, at
+//! worker start-up and with `sop migrate`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_schema;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_create_schema::Migration)]
+    }
+}

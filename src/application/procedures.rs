@@ -1,0 +1,272 @@
+//! Procedure use cases: draft, revise, edit, discard, approve, reject, retire, execute.
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
+use uuid::Uuid;
+
+use super::{CommandError, Effect, ProcedureChanges, Rejection};
+use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
+use crate::domain::ids::*;
+use crate::domain::procedure::{MetaDraft, Procedure, ProcedureMeta, Series};
+use crate::domain::run::{Execution, NewRunIds};
+use crate::domain::system::{Actor, SystemKind};
+use crate::domain::template::{TaskTemplate, TemplateDraft, Templates};
+use crate::domain::text;
+use crate::store;
+use crate::wire::outcome::Accepted;
+
+fn accepted(p: &Procedure) -> Accepted {
+    Accepted {
+        procedure_id: Some(p.id.0),
+        series_id: Some(p.series_id.0),
+        version: Some(p.version.0),
+        status: Some(p.status().as_str().to_owned()),
+        ..Default::default()
+    }
+}
+
+fn data(p: &Procedure) -> ProcedureEvent {
+    ProcedureEvent {
+        procedure: ProcedureView::of(p),
+        tasks: None,
+        reason: None,
+        based_on: None,
+        superseded: None,
+    }
+}
+
+fn emit(kind: EventKind, p: &Procedure, data: ProcedureEvent) -> Event {
+    Event::new(kind, p.team_id, EventData::Procedure(Box::new(data)))
+}
+
+fn tasks_of(templates: &Templates) -> Option<Vec<TaskTemplate>> {
+    Some(templates.as_slice().to_vec())
+}
+
+async fn series_for(txn: &DatabaseTransaction, procedure_id: Uuid) -> Result<Series, CommandError> {
+    let series = store::procedures::series_of(txn, procedure_id)
+        .await?
+        .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?;
+    Ok(store::procedures::load_series(txn, series)
+        .await?
+        .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?)
+}
+
+pub async fn draft(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    meta: MetaDraft,
+    tasks: Vec<TemplateDraft>,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    // Authorise before validating: a system that may not draft learns only that.
+    actor.authorise(SystemKind::System4, actor.team_id)?;
+    let meta = ProcedureMeta::parse(meta)?;
+    let templates = Templates::parse(tasks)?;
+    let p = Procedure::draft(ProcedureId(Uuid::now_v7()), meta, actor, now)?;
+    store::procedures::insert(txn, &p).await?;
+    store::procedures::insert_templates(txn, p.id, &templates).await?;
+    let mut data = data(&p);
+    data.tasks = tasks_of(&templates);
+    Ok(Effect {
+        accepted: accepted(&p),
+        events: vec![emit(EventKind::ProcedureDrafted, &p, data)],
+    })
+}
+
+pub async fn revise(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    base_id: Uuid,
+    changes: ProcedureChanges,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    let series = series_for(txn, base_id).await?;
+    actor.authorise(SystemKind::System4, series.latest().team_id)?;
+    let base = series
+        .get(ProcedureId(base_id))
+        .ok_or_else(|| Rejection::not_found("procedure", base_id))?;
+    let meta = ProcedureMeta::parse(changes.over(base.meta.to_draft()))?;
+    let templates = match changes.tasks {
+        Some(tasks) => Templates::parse(tasks)?,
+        // Copied from the base version; the store mints new ids and remaps dependencies.
+        None => store::procedures::templates(txn, base.id).await?.0,
+    };
+    let p = series.revise(base.id, meta, ProcedureId(Uuid::now_v7()), actor, now)?;
+    store::procedures::insert(txn, &p).await?;
+    store::procedures::insert_templates(txn, p.id, &templates).await?;
+    let mut data = data(&p);
+    data.tasks = tasks_of(&templates);
+    data.based_on = Some(base.id);
+    Ok(Effect {
+        accepted: accepted(&p),
+        events: vec![emit(EventKind::ProcedureRevised, &p, data)],
+    })
+}
+
+pub async fn edit(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    id: Uuid,
+    changes: ProcedureChanges,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    let mut series = series_for(txn, id).await?;
+    let p = series
+        .get_mut(ProcedureId(id))
+        .ok_or_else(|| Rejection::not_found("procedure", id))?;
+    actor.authorise(SystemKind::System4, p.team_id)?;
+    let meta = ProcedureMeta::parse(changes.over(p.meta.to_draft()))?;
+    let templates = changes.tasks.map(Templates::parse).transpose()?;
+    p.edit(meta, actor, now)?;
+    store::procedures::update(txn, p).await?;
+    if let Some(templates) = &templates {
+        store::procedures::delete_templates(txn, p.id).await?;
+        store::procedures::insert_templates(txn, p.id, templates).await?;
+    }
+    let mut data = data(p);
+    data.tasks = templates.as_ref().and_then(tasks_of);
+    Ok(Effect {
+        accepted: accepted(p),
+        events: vec![emit(EventKind::ProcedureEdited, p, data)],
+    })
+}
+
+/// Discard, reject and retire: one version changes state for a reason.
+async fn with_reason(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    raw_reason: &str,
+    kind: EventKind,
+    decide: impl FnOnce(&mut Procedure, String) -> Result<(), crate::domain::error::DomainError>,
+) -> Result<Effect, CommandError> {
+    let mut series = series_for(txn, id).await?;
+    let p = series
+        .get_mut(ProcedureId(id))
+        .ok_or_else(|| Rejection::not_found("procedure", id))?;
+    // The domain authorises before the reason is checked: an unauthorised system learns only
+    // that it is `forbidden`.
+    let checked = text::required("reason", raw_reason, text::MAX_TEXT);
+    decide(p, checked.clone().unwrap_or_default())?;
+    let reason = checked?;
+    store::procedures::update(txn, p).await?;
+    let mut data = data(p);
+    data.reason = Some(reason);
+    Ok(Effect {
+        accepted: accepted(p),
+        events: vec![emit(kind, p, data)],
+    })
+}
+
+pub async fn discard(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    id: Uuid,
+    reason: String,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    with_reason(txn, id, &reason, EventKind::ProcedureDiscarded, |p, r| {
+        p.discard(r, actor, now)
+    })
+    .await
+}
+
+pub async fn reject(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    id: Uuid,
+    reason: String,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    with_reason(txn, id, &reason, EventKind::ProcedureRejected, |p, r| {
+        p.reject(r, actor, now)
+    })
+    .await
+}
+
+pub async fn retire(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    id: Uuid,
+    reason: String,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    with_reason(txn, id, &reason, EventKind::ProcedureRetired, |p, r| {
+        p.retire(r, actor, now)
+    })
+    .await
+}
+
+pub async fn approve(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    let mut series = series_for(txn, id).await?;
+    let out = series.approve(ProcedureId(id), actor, now)?;
+    let mut events = Vec::new();
+    // The superseded version is written first: the database allows one approved version per
+    // series at every moment, not only at commit.
+    let mut superseded_event = None;
+    if let Some(old) = out.superseded.and_then(|old| series.get(old)) {
+        store::procedures::update(txn, old).await?;
+        let mut data = data(old);
+        data.reason = ProcedureView::of(old).retired_reason;
+        superseded_event = Some(emit(EventKind::ProcedureRetired, old, data));
+    }
+    let p = series
+        .get(out.approved)
+        .ok_or_else(|| Rejection::not_found("procedure", id))?;
+    store::procedures::update(txn, p).await?;
+    let mut data = data(p);
+    data.superseded = out.superseded;
+    events.push(emit(EventKind::ProcedureApproved, p, data));
+    events.extend(superseded_event);
+    let mut result = accepted(p);
+    result.superseded_procedure_id = out.superseded.map(|s| s.0);
+    Ok(Effect {
+        accepted: result,
+        events,
+    })
+}
+
+pub async fn execute(
+    txn: &DatabaseTransaction,
+    actor: &Actor,
+    series_id: Uuid,
+    expected_version: Option<u32>,
+    strategy_id: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    let series = store::procedures::load_series(txn, SeriesId(series_id))
+        .await?
+        .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
+    let approved = series.executable(actor, expected_version.map(Version))?;
+    let procedure = approved.procedure();
+    let (templates, template_ids) = store::procedures::templates(txn, procedure.id).await?;
+    let team = store::teams::members(txn, procedure.team_id).await?;
+    let ids = NewRunIds {
+        run: RunId(Uuid::now_v7()),
+        initiative: InitiativeId(Uuid::now_v7()),
+        tasks: (0..templates.len())
+            .map(|_| TaskId(Uuid::now_v7()))
+            .collect(),
+    };
+    let (run, events) =
+        Execution::materialise(approved, &templates, &team, ids, strategy_id, actor, now)?;
+    store::runs::insert(txn, &run, &template_ids).await?;
+    Ok(Effect {
+        accepted: Accepted {
+            procedure_id: Some(procedure.id.0),
+            series_id: Some(procedure.series_id.0),
+            version: Some(procedure.version.0),
+            status: Some(run.status.as_str().to_owned()),
+            run_id: Some(run.provenance.run_id.0),
+            initiative_id: Some(run.initiative.id.0),
+            task_ids: run.tasks.iter().map(|t| t.id.0).collect(),
+            ..Default::default()
+        },
+        events,
+    })
+}

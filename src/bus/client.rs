@@ -1,0 +1,217 @@
+//! A typed client for agents written in Rust, the CLI and the tests: send a command and await
+//! its outcome, fetch an outcome later by command id, read events.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{
+    self, consumer::DeliverPolicy, consumer::pull, message::PublishMessage,
+};
+use futures::StreamExt;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::ids::CommandId;
+use crate::wire::command::{CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION};
+use crate::wire::event::EventEnvelope;
+use crate::wire::outcome::Outcome;
+use crate::wire::subjects::{FAMILIES, Subjects, matches};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("no outcome for command {0} within the timeout")]
+    Timeout(Uuid),
+    #[error("undecodable message: {0}")]
+    Decode(String),
+}
+
+fn nats_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Nats(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct Client {
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(nats: async_nats::Client, subjects: Subjects) -> Client {
+        let js = jetstream::new(nats.clone());
+        Client {
+            nats,
+            js,
+            subjects,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// Sends a command with a fresh id and waits for its outcome.
+    pub async fn send<P: Serialize>(
+        &self,
+        name: CommandName,
+        actor: Uuid,
+        payload: P,
+    ) -> Result<Outcome, ClientError> {
+        self.send_with_id(Uuid::now_v7(), name, actor, payload)
+            .await
+    }
+
+    /// Sends a command under a chosen id (re-sending an id is safe: one effect, same outcome).
+    pub async fn send_with_id<P: Serialize>(
+        &self,
+        command_id: Uuid,
+        name: CommandName,
+        actor: Uuid,
+        payload: P,
+    ) -> Result<Outcome, ClientError> {
+        let envelope = Envelope {
+            schema_version: SCHEMA_VERSION,
+            command_id,
+            actor,
+            correlation_id: None,
+            payload,
+        };
+        let bytes =
+            serde_json::to_vec(&envelope).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.send_raw(&self.subjects.command(name.as_str()), command_id, bytes)
+            .await
+    }
+
+    /// Publishes raw bytes on a command subject and waits for the outcome of `command_id`
+    /// (also for malformed commands, whose outcome is keyed by the `Nats-Msg-Id`).
+    pub async fn send_raw(
+        &self,
+        subject: &str,
+        command_id: Uuid,
+        bytes: Vec<u8>,
+    ) -> Result<Outcome, ClientError> {
+        let inbox = self.nats.new_inbox();
+        let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(nats_err)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID_HEADER, command_id.to_string().as_str());
+        headers.insert(REPLY_TO_HEADER, inbox.as_str());
+        let ack = self
+            .js
+            .send_publish(
+                subject.to_owned(),
+                PublishMessage::build()
+                    .payload(bytes.into())
+                    .headers(headers),
+            )
+            .await
+            .map_err(nats_err)?
+            .await
+            .map_err(nats_err)?;
+        if ack.duplicate {
+            // JetStream dropped this copy inside its duplicate window, so the worker will not
+            // answer it: read the first copy's outcome instead.
+            return self.wait_for_stored(command_id).await;
+        }
+        match tokio::time::timeout(self.timeout, replies.next()).await {
+            Ok(Some(msg)) => {
+                serde_json::from_slice(&msg.payload).map_err(|e| ClientError::Decode(e.to_string()))
+            }
+            _ => self.wait_for_stored(command_id).await,
+        }
+    }
+
+    async fn wait_for_stored(&self, command_id: Uuid) -> Result<Outcome, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            if let Some(o) = self.outcome(command_id).await? {
+                return Ok(o);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout(command_id));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The outcome of a command from the outcomes stream, if it has one yet.
+    pub async fn outcome(&self, command_id: Uuid) -> Result<Option<Outcome>, ClientError> {
+        let stream = self
+            .js
+            .get_stream(self.subjects.outcomes_stream())
+            .await
+            .map_err(nats_err)?;
+        match stream
+            .get_last_raw_message_by_subject(&self.subjects.outcome(CommandId(command_id)))
+            .await
+        {
+            Ok(m) => serde_json::from_slice(&m.payload)
+                .map(Some)
+                .map_err(|e| ClientError::Decode(e.to_string())),
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok(None)
+            }
+            Err(e) => Err(nats_err(e)),
+        }
+    }
+
+    /// An ordered replay of the events matching `filter` (`>` for all).
+    ///
+    /// A filter whose first token (after the prefix) names an event family (`task.ready.*`)
+    /// is applied by the server. Others, such as a team's events (`*.*.<team>`), are not a
+    /// subset of one stream subject, which a 2.9 server requires of a consumer filter: those
+    /// are applied here, on the whole stream.
+    pub async fn events(
+        &self,
+        filter: &str,
+        deliver: DeliverPolicy,
+    ) -> Result<
+        impl futures::Stream<Item = Result<EventEnvelope<serde_json::Value>, ClientError>> + use<>,
+        ClientError,
+    > {
+        let stream = self
+            .js
+            .get_stream(self.subjects.events_stream())
+            .await
+            .map_err(nats_err)?;
+        let family = self
+            .subjects
+            .command_name(filter)
+            .and_then(|rest| rest.split('.').next())
+            .filter(|f| FAMILIES.contains(f));
+        let (server_filter, local_filter) = match (filter, family) {
+            (">", _) => (String::new(), None),
+            (_, Some(_)) => (filter.to_owned(), None),
+            (_, None) => (String::new(), Some(filter.to_owned())),
+        };
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: server_filter,
+                deliver_policy: deliver,
+                ..Default::default()
+            })
+            .await
+            .map_err(nats_err)?;
+        let messages = consumer.messages().await.map_err(nats_err)?;
+        Ok(messages
+            .filter(move |m| {
+                let keep = match (m, &local_filter) {
+                    (Ok(m), Some(f)) => matches(f, m.subject.as_str()),
+                    _ => true,
+                };
+                std::future::ready(keep)
+            })
+            .map(|m| {
+                let m = m.map_err(nats_err)?;
+                serde_json::from_slice(&m.payload).map_err(|e| ClientError::Decode(e.to_string()))
+            }))
+    }
+}

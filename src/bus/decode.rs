@@ -1,0 +1,366 @@
+//! Bytes on a command subject → a typed [`Incoming`] command, or the rejection that becomes
+//! its outcome. Every failure is named: `invalid_payload` (not JSON, not an envelope, a
+//! payload that does not fit its command), `unsupported_schema`, `unknown_command`.
+
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::application::{Command, Incoming, MessageMeta, ProcedureChanges, Rejection};
+use crate::domain::error::ErrorCode;
+use crate::domain::procedure::MetaDraft;
+use crate::domain::review::ReviewDraft;
+use crate::domain::template::TemplateDraft;
+use crate::wire::command::{self as dto, CommandName, RawEnvelope, SCHEMA_VERSION};
+
+/// What arrived, before decoding.
+#[derive(Debug, Clone)]
+pub struct Arrival<'a> {
+    /// The command name (subject without prefix).
+    pub name: &'a str,
+    pub payload: &'a [u8],
+    /// `Nats-Msg-Id`, if set.
+    pub msg_id: Option<&'a str>,
+    pub reply_to: Option<&'a str>,
+    /// Used as the command id when the message carries none (stable across redeliveries).
+    pub fallback_id: Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct Undecodable {
+    pub meta: MessageMeta,
+    pub rejection: Rejection,
+}
+
+fn invalid(message: impl Into<String>) -> Rejection {
+    Rejection::new(ErrorCode::InvalidPayload, message)
+}
+
+pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
+    let header_id = a.msg_id.and_then(|h| Uuid::parse_str(h.trim()).ok());
+    let mut meta = MessageMeta {
+        command_id: header_id.unwrap_or(a.fallback_id),
+        command: a.name.to_owned(),
+        actor: None,
+        team: None,
+        reply_to: a.reply_to.map(str::to_owned),
+    };
+    let fail = |meta: &MessageMeta, rejection: Rejection| {
+        Box::new(Undecodable {
+            meta: meta.clone(),
+            rejection,
+        })
+    };
+    let envelope: RawEnvelope = match serde_json::from_slice(a.payload) {
+        Ok(e) => e,
+        Err(e) => return Err(fail(&meta, invalid(format!("not a command envelope: {e}")))),
+    };
+    if let Some(id) = envelope.command_id {
+        meta.command_id = id;
+    }
+    meta.actor = envelope.actor;
+    if let (Some(h), Some(b)) = (header_id, envelope.command_id)
+        && h != b
+    {
+        return Err(fail(
+            &meta,
+            invalid(format!(
+                "command_id {b} differs from the Nats-Msg-Id header {h}"
+            )),
+        ));
+    }
+    match envelope.schema_version {
+        Some(SCHEMA_VERSION) => {}
+        Some(v) => {
+            return Err(fail(
+                &meta,
+                Rejection::new(
+                    ErrorCode::UnsupportedSchema,
+                    format!(
+                        "schema_version {v} is not supported (this worker speaks {SCHEMA_VERSION})"
+                    ),
+                ),
+            ));
+        }
+        None => return Err(fail(&meta, invalid("schema_version is required"))),
+    }
+    let Some(name) = CommandName::parse(a.name) else {
+        return Err(fail(
+            &meta,
+            Rejection::new(
+                ErrorCode::UnknownCommand,
+                format!("no command `{}`", a.name),
+            ),
+        ));
+    };
+    if envelope.command_id.is_none() && header_id.is_none() {
+        return Err(fail(&meta, invalid("command_id is required (a UUID)")));
+    }
+    let Some(actor) = envelope.actor else {
+        return Err(fail(
+            &meta,
+            invalid("actor is required (the acting system's id)"),
+        ));
+    };
+    let payload = envelope.payload.unwrap_or(serde_json::Value::Null);
+    let command = to_command(name, payload).map_err(|r| fail(&meta, r))?;
+    Ok(Incoming {
+        command_id: meta.command_id,
+        name,
+        actor,
+        correlation_id: envelope.correlation_id,
+        reply_to: meta.reply_to,
+        command,
+    })
+}
+
+fn parse<T: DeserializeOwned>(payload: serde_json::Value) -> Result<T, Rejection> {
+    serde_json::from_value(payload).map_err(|e| invalid(format!("payload: {e}")))
+}
+
+fn templates(list: Vec<dto::TemplateDto>) -> Vec<TemplateDraft> {
+    list.into_iter()
+        .map(|t| TemplateDraft {
+            position: t.position,
+            name: t.name,
+            description: t.description,
+            depends_on: t.depends_on,
+            default_assignee_type: t.default_assignee_type,
+            required_skills: t.required_skills,
+        })
+        .collect()
+}
+
+fn changes(c: dto::ChangeProcedure) -> (Uuid, ProcedureChanges) {
+    (
+        c.procedure_id,
+        ProcedureChanges {
+            name: c.name,
+            description: c.description,
+            risk_level: c.risk_level,
+            impact: c.impact,
+            rollback_plan: c.rollback_plan,
+            tasks: c.tasks.map(templates),
+        },
+    )
+}
+
+fn to_command(name: CommandName, payload: serde_json::Value) -> Result<Command, Rejection> {
+    use CommandName as N;
+    Ok(match name {
+        N::DraftProcedure => {
+            let d: dto::DraftProcedure = parse(payload)?;
+            Command::DraftProcedure {
+                meta: MetaDraft {
+                    name: d.name,
+                    description: d.description,
+                    risk_level: d.risk_level,
+                    impact: d.impact,
+                    rollback_plan: d.rollback_plan,
+                },
+                tasks: templates(d.tasks),
+            }
+        }
+        N::ReviseProcedure => {
+            let (procedure_id, changes) = changes(parse(payload)?);
+            Command::ReviseProcedure {
+                procedure_id,
+                changes,
+            }
+        }
+        N::EditProcedure => {
+            let (procedure_id, changes) = changes(parse(payload)?);
+            Command::EditProcedure {
+                procedure_id,
+                changes,
+            }
+        }
+        N::DiscardProcedure => {
+            let r: dto::ProcedureWithReason = parse(payload)?;
+            Command::DiscardProcedure {
+                procedure_id: r.procedure_id,
+                reason: r.reason,
+            }
+        }
+        N::ApproveProcedure => {
+            let r: dto::ProcedureRef = parse(payload)?;
+            Command::ApproveProcedure {
+                procedure_id: r.procedure_id,
+            }
+        }
+        N::RejectProcedure => {
+            let r: dto::ProcedureWithReason = parse(payload)?;
+            Command::RejectProcedure {
+                procedure_id: r.procedure_id,
+                reason: r.reason,
+            }
+        }
+        N::RetireProcedure => {
+            let r: dto::ProcedureWithReason = parse(payload)?;
+            Command::RetireProcedure {
+                procedure_id: r.procedure_id,
+                reason: r.reason,
+            }
+        }
+        N::ExecuteProcedure => {
+            let e: dto::ExecuteProcedure = parse(payload)?;
+            Command::ExecuteProcedure {
+                series_id: e.series_id,
+                expected_version: e.expected_version,
+                strategy_id: e.strategy_id,
+            }
+        }
+        N::StartTask => Command::StartTask {
+            task_id: parse::<dto::TaskRef>(payload)?.task_id,
+        },
+        N::CompleteTask => {
+            let c: dto::CompleteTask = parse(payload)?;
+            Command::CompleteTask {
+                task_id: c.task_id,
+                result: c.result,
+            }
+        }
+        N::BlockTask => {
+            let b: dto::TaskWithReason = parse(payload)?;
+            Command::BlockTask {
+                task_id: b.task_id,
+                reason: b.reason,
+            }
+        }
+        N::UnblockTask => {
+            let u: dto::UnblockTask = parse(payload)?;
+            Command::UnblockTask {
+                task_id: u.task_id,
+                note: u.note,
+            }
+        }
+        N::ReviewTask => {
+            let r: dto::ReviewTask = parse(payload)?;
+            Command::ReviewTask {
+                task_id: r.task_id,
+                verdict: r.verdict,
+                reasoning: r.reasoning,
+            }
+        }
+        N::CancelTask => {
+            let c: dto::TaskWithReason = parse(payload)?;
+            Command::CancelTask {
+                task_id: c.task_id,
+                reason: c.reason,
+            }
+        }
+        N::ReplaceTask => {
+            let r: dto::ReplaceTask = parse(payload)?;
+            Command::ReplaceTask {
+                task_id: r.task_id,
+                reason: r.reason,
+                name: r.name,
+                content: r.content,
+            }
+        }
+        N::CancelRun => {
+            let c: dto::CancelRun = parse(payload)?;
+            Command::CancelRun {
+                run_id: c.run_id,
+                reason: c.reason,
+            }
+        }
+        N::ReviewInitiative => {
+            let r: dto::ReviewInitiative = parse(payload)?;
+            Command::ReviewInitiative {
+                initiative_id: r.initiative_id,
+                review: ReviewDraft {
+                    outcome: r.outcome,
+                    summary: r.summary,
+                    lessons: r.lessons,
+                    follow_ups: r.follow_ups,
+                },
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arrival<'a>(name: &'a str, payload: &'a [u8]) -> Arrival<'a> {
+        Arrival {
+            name,
+            payload,
+            msg_id: None,
+            reply_to: None,
+            fallback_id: Uuid::from_u128(42),
+        }
+    }
+
+    fn code(r: Result<Incoming, Box<Undecodable>>) -> (&'static str, Uuid) {
+        let u = r.unwrap_err();
+        (u.rejection.code.as_str(), u.meta.command_id)
+    }
+
+    #[test]
+    fn malformed_bytes_are_invalid_payload_with_the_fallback_id() {
+        assert_eq!(
+            code(decode(&arrival("procedure.draft", b"{nope"))),
+            ("invalid_payload", Uuid::from_u128(42))
+        );
+        assert_eq!(
+            code(decode(&arrival("procedure.draft", &[0xff, 0xfe]))).0,
+            "invalid_payload"
+        );
+    }
+
+    #[test]
+    fn the_header_id_names_an_undecodable_command() {
+        let id = Uuid::from_u128(7).to_string();
+        let mut a = arrival("procedure.draft", b"[]");
+        a.msg_id = Some(&id);
+        assert_eq!(code(decode(&a)).1, Uuid::from_u128(7));
+    }
+
+    #[test]
+    fn schema_version_and_command_name_are_checked() {
+        let body = br#"{"schema_version":2,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","payload":{}}"#;
+        assert_eq!(
+            code(decode(&arrival("procedure.draft", body))).0,
+            "unsupported_schema"
+        );
+        let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","payload":{}}"#;
+        let (c, id) = code(decode(&arrival("procedure.fly", body)));
+        assert_eq!((c, id), ("unknown_command", Uuid::from_u128(1)));
+    }
+
+    #[test]
+    fn payloads_refuse_missing_and_unknown_fields() {
+        let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","payload":{"procedure_id":"00000000-0000-0000-0000-000000000003","colour":"red"}}"#;
+        let u = decode(&arrival("procedure.approve", body)).unwrap_err();
+        assert_eq!(u.rejection.code.as_str(), "invalid_payload");
+        assert!(u.rejection.message.contains("colour"));
+        let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","payload":{}}"#;
+        assert_eq!(
+            code(decode(&arrival("task.start", body))).0,
+            "invalid_payload"
+        );
+    }
+
+    #[test]
+    fn a_well_formed_command_decodes() {
+        let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","correlation_id":"c-1","payload":{"task_id":"00000000-0000-0000-0000-000000000003"}}"#;
+        let i = decode(&arrival("task.start", body)).unwrap();
+        assert_eq!(i.name, CommandName::StartTask);
+        assert_eq!(i.actor, Uuid::from_u128(2));
+        assert_eq!(i.correlation_id.as_deref(), Some("c-1"));
+        assert!(
+            matches!(i.command, Command::StartTask { task_id } if task_id == Uuid::from_u128(3))
+        );
+    }
+
+    #[test]
+    fn a_header_id_that_contradicts_the_body_is_refused() {
+        let id = Uuid::from_u128(9).to_string();
+        let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","payload":{"task_id":"00000000-0000-0000-0000-000000000003"}}"#;
+        let mut a = arrival("task.start", body);
+        a.msg_id = Some(&id);
+        assert_eq!(code(decode(&a)).0, "invalid_payload");
+    }
+}

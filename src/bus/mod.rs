@@ -1,0 +1,8 @@
+//! The NATS edge: stream set-up, the command consumer, the outbox relay, and the client.
+//! Decoding from bytes to commands happens here, once; nothing below this layer sees NATS.
+
+pub mod client;
+pub mod decode;
+pub mod relay;
+pub mod streams;
+pub mod worker;

@@ -1,0 +1,148 @@
+//! The outbox relay: publishes committed events and outcomes to JetStream in commit order,
+//! each with `Nats-Msg-Id` = its message id, awaits every PubAck, then marks the rows
+//! published. A crash between publish and mark re-publishes, and the stream's duplicate
+//! window drops the copy; listeners can also de-duplicate on `event_id`.
+//!
+//! With several workers on Postgres, one relay publishes at a time (a transaction-scoped
+//! advisory lock), which keeps the global order. SQLite deployments run one worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::Context;
+use async_nats::jetstream::message::PublishMessage;
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::store::outbox;
+
+const BATCH: u64 = 256;
+/// Fallback poll, for messages committed by another worker process.
+const POLL: Duration = Duration::from_millis(500);
+/// Arbitrary, fixed key of the relay's Postgres advisory lock.
+const RELAY_LOCK_KEY: i64 = 0x736f_7072_656c_6179; // "soprelay"
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("publishing to NATS: {0}")]
+    Publish(String),
+}
+
+async fn publish_batch(
+    db: &impl ConnectionTrait,
+    js: &Context,
+    nats: &async_nats::Client,
+) -> Result<usize, RelayError> {
+    let rows = outbox::unpublished(db, BATCH).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Send the whole batch, then await the acks: one round trip per batch, order kept.
+    let mut acks = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let bytes =
+            serde_json::to_vec(&row.payload).map_err(|e| RelayError::Publish(e.to_string()))?;
+        let publish = PublishMessage::build()
+            .payload(bytes.into())
+            .message_id(row.message_id.to_string());
+        let ack = js
+            .send_publish(row.subject.clone(), publish)
+            .await
+            .map_err(|e| RelayError::Publish(e.to_string()))?;
+        acks.push(ack);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| RelayError::Publish(e.to_string()))?;
+    }
+    for row in rows.iter().filter(|r| r.reply_to.is_some()) {
+        if let (Some(reply), Ok(bytes)) = (&row.reply_to, serde_json::to_vec(&row.payload)) {
+            // Best effort: the sender may be gone; the outcome is in the stream regardless.
+            let _ = nats.publish(reply.clone(), bytes.into()).await;
+        }
+    }
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    outbox::mark_published(db, &seqs, Utc::now()).await?;
+    Ok(rows.len())
+}
+
+/// One relay pass; `Ok(0)` when there was nothing to do (or another relay holds the lock).
+pub async fn relay_once(
+    db: &DatabaseConnection,
+    js: &Context,
+    nats: &async_nats::Client,
+) -> Result<usize, RelayError> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return publish_batch(db, js, nats).await;
+    }
+    let txn = db.begin().await?;
+    let locked = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_try_advisory_xact_lock({RELAY_LOCK_KEY}) AS locked"),
+        ))
+        .await?
+        .map(|r| r.try_get::<bool>("", "locked"))
+        .transpose()?
+        .unwrap_or(false);
+    if !locked {
+        txn.rollback().await?;
+        return Ok(0);
+    }
+    let n = publish_batch(&txn, js, nats).await?;
+    txn.commit().await?;
+    Ok(n)
+}
+
+/// Runs until `shutdown`; then drains what is left (bounded by `drain_for`) and returns.
+pub async fn run(
+    db: DatabaseConnection,
+    js: Context,
+    nats: async_nats::Client,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    drain_for: Duration,
+) {
+    let mut failures = 0u32;
+    while !*shutdown.borrow() {
+        match relay_once(&db, &js, &nats).await {
+            Ok(n) if n as u64 == BATCH => continue,
+            Ok(n) => {
+                failures = 0;
+                if n > 0 {
+                    debug!(published = n, "relayed");
+                    continue;
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                warn!(error = %e, ?delay, "relay failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + drain_for;
+    while tokio::time::Instant::now() < deadline {
+        match relay_once(&db, &js, &nats).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "relay drain failed");
+                break;
+            }
+        }
+    }
+    info!("outbox relay stopped");
+}

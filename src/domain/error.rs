@@ -1,0 +1,149 @@
+//! Every business rule a command can break, as data. The wire code of each is decided here,
+//! once, by [`DomainError::code`]; messages are for people, codes are for programs.
+
+use super::ids::{ProcedureId, SystemId, TaskId, TeamId, Version};
+use super::system::SystemKind;
+
+/// The stable rejection codes published on the wire (see README "Error codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The bytes are not a command: malformed JSON, missing or mistyped fields.
+    InvalidPayload,
+    /// The envelope's schema version is not one this worker speaks.
+    UnsupportedSchema,
+    /// No command of that name exists.
+    UnknownCommand,
+    /// The command is well-formed but its content breaks a validation rule.
+    ValidationFailed,
+    /// The acting system may not do this (wrong type, wrong team, not the assignee, unknown).
+    Forbidden,
+    /// A referenced entity does not exist.
+    NotFound,
+    /// The entity is not in a state that allows this command.
+    InvalidState,
+    /// The command raced or contradicts newer data (stale version, already recorded).
+    Conflict,
+    /// The worker could not process the command (a bug or a persistent infrastructure fault).
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidPayload => "invalid_payload",
+            ErrorCode::UnsupportedSchema => "unsupported_schema",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+
+    #[error("this command needs a {required}; the acting system is a {actual}")]
+    WrongSystem {
+        required: SystemKind,
+        actual: SystemKind,
+    },
+
+    #[error("the acting system belongs to team {actor_team}, not to team {resource_team}")]
+    WrongTeam {
+        actor_team: TeamId,
+        resource_team: TeamId,
+    },
+
+    #[error("task {task} is assigned to system {assignee}; only it (or System3) may do this")]
+    NotAssignee { task: TaskId, assignee: SystemId },
+
+    #[error("{entity} is {status}: cannot {action}")]
+    InvalidTransition {
+        entity: String,
+        status: String,
+        action: &'static str,
+    },
+
+    #[error("version {requested} is not the latest version of its series ({latest} is)")]
+    NotLatestVersion { requested: Version, latest: Version },
+
+    #[error("the series already has an open draft ({version}, {draft}); edit that draft instead")]
+    OpenDraftExists {
+        draft: ProcedureId,
+        version: Version,
+    },
+
+    #[error("the series has no approved version to execute")]
+    NoApprovedVersion,
+
+    #[error("expected to execute {expected}, but the approved version is {current}")]
+    VersionMismatch { expected: Version, current: Version },
+
+    #[error("task {task} is not ready: waiting for {waiting_on:?} to be approved")]
+    NotReady {
+        task: TaskId,
+        waiting_on: Vec<TaskId>,
+    },
+
+    #[error("the team has no {kind} to assign task at position {position} to")]
+    NoAssignee { kind: SystemKind, position: u32 },
+
+    #[error("the run is {status}; a post-run review needs an ended run")]
+    RunNotEnded { status: String },
+
+    #[error("the run already has its post-run review")]
+    AlreadyReviewed,
+}
+
+impl DomainError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> DomainError {
+        DomainError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn transition(
+        entity: impl Into<String>,
+        status: impl std::fmt::Display,
+        action: &'static str,
+    ) -> DomainError {
+        DomainError::InvalidTransition {
+            entity: entity.into(),
+            status: status.to_string(),
+            action,
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DomainError::Invalid { .. } => ErrorCode::ValidationFailed,
+            DomainError::WrongSystem { .. }
+            | DomainError::WrongTeam { .. }
+            | DomainError::NotAssignee { .. } => ErrorCode::Forbidden,
+            DomainError::InvalidTransition { .. }
+            | DomainError::OpenDraftExists { .. }
+            | DomainError::NoApprovedVersion
+            | DomainError::NotReady { .. }
+            | DomainError::NoAssignee { .. }
+            | DomainError::RunNotEnded { .. } => ErrorCode::InvalidState,
+            DomainError::NotLatestVersion { .. }
+            | DomainError::VersionMismatch { .. }
+            | DomainError::AlreadyReviewed => ErrorCode::Conflict,
+        }
+    }
+
+    /// The offending field, when the rule concerns one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            DomainError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}

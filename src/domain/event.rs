@@ -1,0 +1,290 @@
+//! Domain events: what changed, in past tense, with a payload complete enough that a listener
+//! never has to query back. The wire envelope (ids, time, causation) is added by the outbox.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::ids::*;
+use super::procedure::{Impact, Procedure, ProcedureState, RetireReason, RiskLevel};
+use super::system::SystemKind;
+use super::template::TaskTemplate;
+
+/// Every event type; `as_str` is the first two tokens of its subject (`task.ready.<team>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    ProcedureDrafted,
+    ProcedureRevised,
+    ProcedureEdited,
+    ProcedureDiscarded,
+    ProcedureApproved,
+    ProcedureRejected,
+    ProcedureRetired,
+    RunStarted,
+    RunCompleted,
+    RunFailed,
+    RunCanceled,
+    InitiativeCreated,
+    InitiativeStarted,
+    InitiativeCompleted,
+    InitiativeCanceled,
+    InitiativeReviewed,
+    TaskCreated,
+    TaskReady,
+    TaskStarted,
+    TaskCompleted,
+    TaskBlocked,
+    TaskUnblocked,
+    TaskApproved,
+    TaskRejected,
+    TaskCanceled,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 25] = [
+        EventKind::ProcedureDrafted,
+        EventKind::ProcedureRevised,
+        EventKind::ProcedureEdited,
+        EventKind::ProcedureDiscarded,
+        EventKind::ProcedureApproved,
+        EventKind::ProcedureRejected,
+        EventKind::ProcedureRetired,
+        EventKind::RunStarted,
+        EventKind::RunCompleted,
+        EventKind::RunFailed,
+        EventKind::RunCanceled,
+        EventKind::InitiativeCreated,
+        EventKind::InitiativeStarted,
+        EventKind::InitiativeCompleted,
+        EventKind::InitiativeCanceled,
+        EventKind::InitiativeReviewed,
+        EventKind::TaskCreated,
+        EventKind::TaskReady,
+        EventKind::TaskStarted,
+        EventKind::TaskCompleted,
+        EventKind::TaskBlocked,
+        EventKind::TaskUnblocked,
+        EventKind::TaskApproved,
+        EventKind::TaskRejected,
+        EventKind::TaskCanceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ProcedureDrafted => "procedure.drafted",
+            EventKind::ProcedureRevised => "procedure.revised",
+            EventKind::ProcedureEdited => "procedure.edited",
+            EventKind::ProcedureDiscarded => "procedure.discarded",
+            EventKind::ProcedureApproved => "procedure.approved",
+            EventKind::ProcedureRejected => "procedure.rejected",
+            EventKind::ProcedureRetired => "procedure.retired",
+            EventKind::RunStarted => "run.started",
+            EventKind::RunCompleted => "run.completed",
+            EventKind::RunFailed => "run.failed",
+            EventKind::RunCanceled => "run.canceled",
+            EventKind::InitiativeCreated => "initiative.created",
+            EventKind::InitiativeStarted => "initiative.started",
+            EventKind::InitiativeCompleted => "initiative.completed",
+            EventKind::InitiativeCanceled => "initiative.canceled",
+            EventKind::InitiativeReviewed => "initiative.reviewed",
+            EventKind::TaskCreated => "task.created",
+            EventKind::TaskReady => "task.ready",
+            EventKind::TaskStarted => "task.started",
+            EventKind::TaskCompleted => "task.completed",
+            EventKind::TaskBlocked => "task.blocked",
+            EventKind::TaskUnblocked => "task.unblocked",
+            EventKind::TaskApproved => "task.approved",
+            EventKind::TaskRejected => "task.rejected",
+            EventKind::TaskCanceled => "task.canceled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    #[serde(skip)]
+    pub kind: EventKind,
+    #[serde(skip)]
+    pub team_id: TeamId,
+    #[serde(flatten)]
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EventData {
+    Procedure(Box<ProcedureEvent>),
+    Run(Box<RunView>),
+    Initiative(Box<InitiativeView>),
+    Task(Box<TaskView>),
+    Review(Box<ReviewView>),
+}
+
+impl Event {
+    pub fn new(kind: EventKind, team_id: TeamId, data: EventData) -> Event {
+        Event {
+            kind,
+            team_id,
+            data,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcedureEvent {
+    pub procedure: ProcedureView,
+    /// Present when the templates changed (drafted, revised, edited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<TaskTemplate>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// On `procedure.revised`: the version this draft was made from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub based_on: Option<ProcedureId>,
+    /// On `procedure.approved`: the version this approval retired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<ProcedureId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcedureView {
+    pub procedure_id: ProcedureId,
+    pub series_id: SeriesId,
+    pub team_id: TeamId,
+    pub version: Version,
+    pub status: &'static str,
+    pub name: String,
+    pub description: String,
+    pub risk_level: RiskLevel,
+    pub impact: Impact,
+    pub rollback_plan: String,
+    pub created_by_system_id: SystemId,
+    pub approved_by_system_id: Option<SystemId>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub retired_by_system_id: Option<SystemId>,
+    pub retired_at: Option<DateTime<Utc>>,
+    pub retired_reason: Option<String>,
+    pub rejected_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ProcedureView {
+    pub fn of(p: &Procedure) -> ProcedureView {
+        let (approval, retirement, rejection) = match &p.state {
+            ProcedureState::Draft { rejection } => (None, None, rejection.as_ref()),
+            ProcedureState::Approved(a) => (Some(a), None, None),
+            ProcedureState::Retired {
+                approval,
+                retirement,
+            } => (approval.as_ref(), Some(retirement), None),
+        };
+        ProcedureView {
+            procedure_id: p.id,
+            series_id: p.series_id,
+            team_id: p.team_id,
+            version: p.version,
+            status: p.status().as_str(),
+            name: p.meta.name.clone(),
+            description: p.meta.description.clone(),
+            risk_level: p.meta.risk_level,
+            impact: p.meta.impact,
+            rollback_plan: p.meta.rollback_plan.clone(),
+            created_by_system_id: p.created_by,
+            approved_by_system_id: approval.map(|a| a.by),
+            approved_at: approval.map(|a| a.at),
+            retired_by_system_id: retirement.map(|r| r.by),
+            retired_at: retirement.map(|r| r.at),
+            retired_reason: retirement.map(|r| r.reason.describe()),
+            rejected_reason: rejection.map(|r| r.reason.clone()),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+
+    pub fn superseded_by(p: &Procedure) -> Option<ProcedureId> {
+        match &p.state {
+            ProcedureState::Retired { retirement, .. } => match retirement.reason {
+                RetireReason::Superseded { by } => Some(by),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Where a run came from: carried by every run, initiative, task and review event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    pub run_id: RunId,
+    pub initiative_id: InitiativeId,
+    pub procedure_id: ProcedureId,
+    pub series_id: SeriesId,
+    pub procedure_version: Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    pub status: &'static str,
+    pub started_by_system_id: SystemId,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    /// Task counts by status, so a listener sees the outcome at a glance.
+    pub task_counts: std::collections::BTreeMap<&'static str, usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InitiativeView {
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    pub team_id: TeamId,
+    pub strategy_id: Option<Uuid>,
+    pub status: &'static str,
+    pub name: String,
+    pub description: String,
+    pub result: Option<String>,
+    pub risk_level: RiskLevel,
+    pub impact: Impact,
+    pub rollback_plan: String,
+    pub task_ids: Vec<TaskId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskView {
+    pub task_id: TaskId,
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    pub position: u32,
+    pub name: String,
+    pub content: String,
+    pub status: &'static str,
+    pub ready: bool,
+    pub assignee_system_id: SystemId,
+    pub assignee_type: SystemKind,
+    pub depends_on: Vec<TaskId>,
+    pub default_assignee_type: Option<SystemKind>,
+    pub required_skills: Vec<String>,
+    pub result: Option<String>,
+    pub reasoning: Option<String>,
+    pub review_reasoning: Option<String>,
+    pub replaces_task_id: Option<TaskId>,
+    pub follow_up_task_id: Option<TaskId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReviewView {
+    pub review_id: ReviewId,
+    #[serde(flatten)]
+    pub provenance: Provenance,
+    pub reviewer_system_id: SystemId,
+    pub run_status: &'static str,
+    pub outcome: &'static str,
+    pub summary: String,
+    pub lessons: Vec<String>,
+    pub follow_ups: Vec<String>,
+    pub context: super::review::ReviewContext,
+    pub recorded_at: DateTime<Utc>,
+}

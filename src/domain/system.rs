@@ -1,0 +1,155 @@
+//! Systems of the Viable System Model and the authorisation rule every command passes:
+//! the acting system must have the required type *and* belong to the team that owns the data.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::DomainError;
+use super::ids::{SystemId, TeamId};
+
+/// The five VSM roles. A team has one each of System2..System5 and one or more System1s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemKind {
+    /// Operation: works tasks.
+    System1,
+    /// Coordination.
+    System2,
+    /// Control: executes procedures, reviews tasks and runs.
+    System3,
+    /// Intelligence: drafts and revises procedures.
+    System4,
+    /// Policy: approves, rejects and retires procedures.
+    System5,
+}
+
+impl SystemKind {
+    pub const ALL: [SystemKind; 5] = [
+        SystemKind::System1,
+        SystemKind::System2,
+        SystemKind::System3,
+        SystemKind::System4,
+        SystemKind::System5,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemKind::System1 => "system1",
+            SystemKind::System2 => "system2",
+            SystemKind::System3 => "system3",
+            SystemKind::System4 => "system4",
+            SystemKind::System5 => "system5",
+        }
+    }
+
+    /// Accepts `system3`, `System3` and `3`.
+    pub fn parse(field: &str, raw: &str) -> Result<SystemKind, DomainError> {
+        let lower = raw.trim().to_ascii_lowercase();
+        let key = lower.strip_prefix("system").unwrap_or(&lower);
+        match key {
+            "1" => Ok(SystemKind::System1),
+            "2" => Ok(SystemKind::System2),
+            "3" => Ok(SystemKind::System3),
+            "4" => Ok(SystemKind::System4),
+            "5" => Ok(SystemKind::System5),
+            _ => Err(DomainError::invalid(
+                field,
+                format!("`{raw}` is not a system type (system1..system5)"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SystemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A registered system as the worker knows it, loaded inside the command's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub id: SystemId,
+    pub team_id: TeamId,
+    pub kind: SystemKind,
+    pub name: String,
+    /// Skills used to pick an assignee for templates that require them.
+    pub skills: Vec<String>,
+}
+
+impl Actor {
+    /// Fails closed: the wrong type or the wrong team is refused, naming what was required.
+    pub fn authorise(&self, required: SystemKind, team: TeamId) -> Result<(), DomainError> {
+        if self.kind != required {
+            return Err(DomainError::WrongSystem {
+                required,
+                actual: self.kind,
+            });
+        }
+        self.same_team(team)
+    }
+
+    pub fn same_team(&self, team: TeamId) -> Result<(), DomainError> {
+        if self.team_id != team {
+            return Err(DomainError::WrongTeam {
+                actor_team: self.team_id,
+                resource_team: team,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn actor(kind: SystemKind, team: TeamId) -> Actor {
+        Actor {
+            id: SystemId(Uuid::from_u128(1)),
+            team_id: team,
+            kind,
+            name: "a".into(),
+            skills: vec![],
+        }
+    }
+
+    #[test]
+    fn system4_cannot_approve() {
+        let team = TeamId(Uuid::from_u128(7));
+        let err = actor(SystemKind::System4, team)
+            .authorise(SystemKind::System5, team)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DomainError::WrongSystem {
+                required: SystemKind::System5,
+                actual: SystemKind::System4
+            }
+        );
+    }
+
+    #[test]
+    fn a_system_of_another_team_is_refused() {
+        let ours = TeamId(Uuid::from_u128(7));
+        let theirs = TeamId(Uuid::from_u128(8));
+        let err = actor(SystemKind::System5, theirs)
+            .authorise(SystemKind::System5, ours)
+            .unwrap_err();
+        assert!(matches!(err, DomainError::WrongTeam { .. }));
+    }
+
+    #[test]
+    fn system_kinds_parse_in_their_usual_spellings() {
+        assert_eq!(
+            SystemKind::parse("f", "System3").unwrap(),
+            SystemKind::System3
+        );
+        assert_eq!(
+            SystemKind::parse("f", "system1").unwrap(),
+            SystemKind::System1
+        );
+        assert_eq!(SystemKind::parse("f", "5").unwrap(), SystemKind::System5);
+        assert!(SystemKind::parse("f", "system6").is_err());
+    }
+}

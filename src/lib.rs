@@ -1,0 +1,27 @@
+//! vsm-sop: governed, versioned Standard Operating Procedures for a Viable System Model
+//! organisation of agents, over NATS JetStream.
+//!
+//! # Layout
+//! Layers, each importing only the ones below it:
+//!
+//! - [`app`]: composition root (connect, migrate, ensure streams, spawn consumer + relay);
+//! - [`bus`]: the NATS edge — streams, the command consumer, decoding, the outbox relay, the client;
+//! - [`application`]: one use case per command and the transaction pipeline around them;
+//! - [`store`]: persistence with SeaORM — repositories, command inbox, event outbox;
+//! - [`wire`]: the contract — subjects, envelopes, payload DTOs, outcomes;
+//! - [`domain`]: the pure rules — procedures, templates, runs, tasks, reviews, events.
+//!
+//! # One command's path
+//! ```text
+//! agent → JetStream SOP_COMMANDS → consumer → decode → application::process {
+//!     inbox check → authorise + decide (domain) → write → outbox events + outcome → commit
+//! } → ack → relay → SOP_EVENTS / SOP_OUTCOMES (+ reply inbox)
+//! ```
+
+pub mod app;
+pub mod application;
+pub mod bus;
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod wire;

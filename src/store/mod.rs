@@ -1,0 +1,67 @@
+//! Persistence: connecting, migrating, transactions, and one repository module per aggregate.
+//! Repositories take the open transaction from the use case (they never begin or commit one)
+//! and map rows to domain types and back; no business rule is decided here.
+//!
+//! Locking: on Postgres the rows a command decides on are read `FOR UPDATE`; on SQLite that
+//! clause does not exist, and every command transaction is `BEGIN IMMEDIATE` instead, which
+//! serialises writers. Either way two commands never decide on the same state concurrently.
+
+pub mod inbox;
+pub mod mapping;
+pub mod outbox;
+pub mod procedures;
+pub mod reviews;
+pub mod runs;
+pub mod teams;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+/// Opens the pool. SQLite gets one connection (it has one writer anyway), WAL journaling so
+/// readers such as the CLI never block the worker, and foreign keys on.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    let sqlite = url.starts_with("sqlite:");
+    let mut opt = ConnectOptions::new(url);
+    opt.max_connections(if sqlite { 1 } else { max_connections.max(1) })
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    if sqlite {
+        opt.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
+    }
+    Database::connect(opt).await
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// A command transaction: `BEGIN IMMEDIATE` on SQLite (see module doc), plain on Postgres.
+pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let options = match db.get_database_backend() {
+        DbBackend::Sqlite => TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        },
+        _ => TransactionOptions::default(),
+    };
+    db.begin_with_options(options).await
+}
+
+/// Database errors that say "someone else got there first" rather than "something is broken".
+pub fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(
+        e.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}

@@ -1,0 +1,136 @@
+//! The transactional outbox. Events and outcomes are written in the command's transaction and
+//! published by the relay after commit, in `seq` order, with `Nats-Msg-Id` = `message_id`.
+//! Published rows stay: they are the audit trail of every change.
+
+use chrono::{DateTime, Utc};
+use entity::outbox;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use uuid::Uuid;
+
+use super::mapping::to_json;
+use crate::domain::event::Event;
+use crate::wire::event::{EventEnvelope, SCHEMA_VERSION};
+use crate::wire::outcome::Outcome;
+use crate::wire::subjects::Subjects;
+
+pub const OUTCOME_KIND: &str = "outcome";
+
+/// What every event of one command shares.
+#[derive(Debug, Clone)]
+pub struct Causation<'a> {
+    pub command_id: Uuid,
+    pub correlation_id: Option<&'a str>,
+    pub actor: Uuid,
+    pub team_name: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+pub async fn append_events(
+    db: &impl ConnectionTrait,
+    subjects: &Subjects,
+    cause: &Causation<'_>,
+    events: &[Event],
+) -> Result<(), DbErr> {
+    let rows: Vec<outbox::ActiveModel> = events
+        .iter()
+        .map(|e| {
+            let event_id = Uuid::now_v7();
+            let envelope = EventEnvelope {
+                schema_version: SCHEMA_VERSION,
+                event_id,
+                kind: e.kind.as_str().to_owned(),
+                occurred_at: cause.at,
+                team_id: e.team_id.0,
+                team: cause.team_name.to_owned(),
+                causation_id: cause.command_id,
+                correlation_id: cause.correlation_id.map(str::to_owned),
+                actor: cause.actor,
+                data: e,
+            };
+            outbox::ActiveModel {
+                message_id: Set(event_id),
+                kind: Set(format!("event.{}", e.kind.as_str())),
+                subject: Set(subjects.event(e.kind, cause.team_name)),
+                team_id: Set(Some(e.team_id.0)),
+                causation_id: Set(Some(cause.command_id)),
+                payload: Set(to_json(&envelope)),
+                reply_to: Set(None),
+                created_at: Set(cause.at),
+                published_at: Set(None),
+                ..Default::default()
+            }
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        outbox::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The outcome's message id is the command id: the outcomes stream then de-duplicates it too.
+pub async fn append_outcome(
+    db: &impl ConnectionTrait,
+    subjects: &Subjects,
+    outcome: &Outcome,
+    team: Option<Uuid>,
+    reply_to: Option<&str>,
+) -> Result<(), DbErr> {
+    outbox::Entity::insert(outbox::ActiveModel {
+        message_id: Set(outcome.command_id),
+        kind: Set(OUTCOME_KIND.to_owned()),
+        subject: Set(subjects.outcome(crate::domain::ids::CommandId(outcome.command_id))),
+        team_id: Set(team),
+        causation_id: Set(Some(outcome.command_id)),
+        payload: Set(to_json(outcome)),
+        reply_to: Set(reply_to.map(str::to_owned)),
+        created_at: Set(outcome.processed_at),
+        published_at: Set(None),
+        ..Default::default()
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// The oldest unpublished messages, in commit order.
+pub async fn unpublished(
+    db: &impl ConnectionTrait,
+    limit: u64,
+) -> Result<Vec<outbox::Model>, DbErr> {
+    outbox::Entity::find()
+        .filter(outbox::Column::PublishedAt.is_null())
+        .order_by_asc(outbox::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+pub async fn mark_published(
+    db: &impl ConnectionTrait,
+    seqs: &[i64],
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::PublishedAt, Expr::value(at))
+        .filter(outbox::Column::Seq.is_in(seqs.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// How many messages wait for the relay (for tests, health and metrics).
+pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    outbox::Entity::find()
+        .filter(outbox::Column::PublishedAt.is_null())
+        .count(db)
+        .await
+}

@@ -1,0 +1,273 @@
+//! Procedure versions and their task templates.
+
+use std::collections::BTreeMap;
+
+use entity::enums::RetireKind;
+use entity::{procedure, procedure_task};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use uuid::Uuid;
+
+use super::mapping::{from_json, to_json};
+use crate::domain::ids::*;
+use crate::domain::procedure::*;
+use crate::domain::template::{TaskTemplate, Templates};
+
+fn to_row(p: &Procedure) -> procedure::ActiveModel {
+    let mut row = procedure::ActiveModel {
+        id: Set(p.id.0),
+        series_id: Set(p.series_id.0),
+        team_id: Set(p.team_id.0),
+        version: Set(p.version.0 as i32),
+        status: Set(p.status().into()),
+        name: Set(p.meta.name.clone()),
+        description: Set(p.meta.description.clone()),
+        risk_level: Set(p.meta.risk_level.into()),
+        impact: Set(p.meta.impact.into()),
+        rollback_plan: Set(p.meta.rollback_plan.clone()),
+        created_by_system_id: Set(p.created_by.0),
+        approved_by_system_id: Set(None),
+        approved_at: Set(None),
+        rejected_by_system_id: Set(None),
+        rejected_at: Set(None),
+        rejected_reason: Set(None),
+        retired_by_system_id: Set(None),
+        retired_at: Set(None),
+        retired_kind: Set(None),
+        retired_reason: Set(None),
+        created_at: Set(p.created_at),
+        updated_at: Set(p.updated_at),
+    };
+    let approval = match &p.state {
+        ProcedureState::Draft { rejection } => {
+            if let Some(r) = rejection {
+                row.rejected_by_system_id = Set(Some(r.by.0));
+                row.rejected_at = Set(Some(r.at));
+                row.rejected_reason = Set(Some(r.reason.clone()));
+            }
+            None
+        }
+        ProcedureState::Approved(a) => Some(a),
+        ProcedureState::Retired {
+            approval,
+            retirement,
+        } => {
+            let (kind, reason) = match &retirement.reason {
+                RetireReason::Superseded { by } => (RetireKind::Superseded, by.to_string()),
+                RetireReason::Retired { reason } => (RetireKind::Retired, reason.clone()),
+                RetireReason::Discarded { reason } => (RetireKind::Discarded, reason.clone()),
+            };
+            row.retired_by_system_id = Set(Some(retirement.by.0));
+            row.retired_at = Set(Some(retirement.at));
+            row.retired_kind = Set(Some(kind));
+            row.retired_reason = Set(Some(reason));
+            approval.as_ref()
+        }
+    };
+    if let Some(a) = approval {
+        row.approved_by_system_id = Set(Some(a.by.0));
+        row.approved_at = Set(Some(a.at));
+    }
+    row
+}
+
+fn corrupt(id: Uuid, what: &str) -> DbErr {
+    DbErr::Type(format!("procedure {id}: {what}"))
+}
+
+pub fn from_row(row: procedure::Model) -> Result<Procedure, DbErr> {
+    let approval = match (row.approved_by_system_id, row.approved_at) {
+        (Some(by), Some(at)) => Some(Approval {
+            by: SystemId(by),
+            at,
+        }),
+        _ => None,
+    };
+    let state = match row.status {
+        entity::enums::ProcedureStatus::Draft => ProcedureState::Draft {
+            rejection: match (
+                row.rejected_by_system_id,
+                row.rejected_at,
+                row.rejected_reason,
+            ) {
+                (Some(by), Some(at), Some(reason)) => Some(Rejection {
+                    by: SystemId(by),
+                    at,
+                    reason,
+                }),
+                _ => None,
+            },
+        },
+        entity::enums::ProcedureStatus::Approved => ProcedureState::Approved(
+            approval.ok_or_else(|| corrupt(row.id, "approved without approver"))?,
+        ),
+        entity::enums::ProcedureStatus::Retired => {
+            let (Some(by), Some(at), Some(kind), Some(reason)) = (
+                row.retired_by_system_id,
+                row.retired_at,
+                row.retired_kind,
+                row.retired_reason,
+            ) else {
+                return Err(corrupt(row.id, "retired without retirement"));
+            };
+            let reason = match kind {
+                RetireKind::Superseded => RetireReason::Superseded {
+                    by: ProcedureId(
+                        reason
+                            .parse()
+                            .map_err(|_| corrupt(row.id, "superseded by a non-id"))?,
+                    ),
+                },
+                RetireKind::Retired => RetireReason::Retired { reason },
+                RetireKind::Discarded => RetireReason::Discarded { reason },
+            };
+            ProcedureState::Retired {
+                approval,
+                retirement: Retirement {
+                    by: SystemId(by),
+                    at,
+                    reason,
+                },
+            }
+        }
+    };
+    Ok(Procedure {
+        id: ProcedureId(row.id),
+        series_id: SeriesId(row.series_id),
+        team_id: TeamId(row.team_id),
+        version: Version(row.version as u32),
+        meta: ProcedureMeta {
+            name: row.name,
+            description: row.description,
+            risk_level: row.risk_level.into(),
+            impact: row.impact.into(),
+            rollback_plan: row.rollback_plan,
+        },
+        state,
+        created_by: SystemId(row.created_by_system_id),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+pub async fn insert(db: &impl ConnectionTrait, p: &Procedure) -> Result<(), DbErr> {
+    procedure::Entity::insert(to_row(p))
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn update(db: &impl ConnectionTrait, p: &Procedure) -> Result<(), DbErr> {
+    to_row(p).reset_all().update(db).await?;
+    Ok(())
+}
+
+/// The series a version belongs to.
+pub async fn series_of(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<SeriesId>, DbErr> {
+    Ok(procedure::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(|p| SeriesId(p.series_id)))
+}
+
+/// Every version of a series, locked for the rest of the transaction (Postgres).
+pub async fn load_series(
+    db: &impl ConnectionTrait,
+    series: SeriesId,
+) -> Result<Option<Series>, DbErr> {
+    let rows = procedure::Entity::find()
+        .filter(procedure::Column::SeriesId.eq(series.0))
+        .order_by_asc(procedure::Column::Version)
+        .lock_exclusive()
+        .all(db)
+        .await?;
+    let versions = rows
+        .into_iter()
+        .map(from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Series::new(versions))
+}
+
+/// Stores a version's templates, minting their ids; dependencies are stored as template ids
+/// of the same version (so a copy is always remapped). Returns position → template id.
+pub async fn insert_templates(
+    db: &impl ConnectionTrait,
+    procedure_id: ProcedureId,
+    templates: &Templates,
+) -> Result<BTreeMap<u32, Uuid>, DbErr> {
+    let ids: BTreeMap<u32, Uuid> = templates
+        .as_slice()
+        .iter()
+        .map(|t| (t.position, Uuid::now_v7()))
+        .collect();
+    let rows: Vec<procedure_task::ActiveModel> = templates
+        .as_slice()
+        .iter()
+        .map(|t| {
+            let deps: Vec<Uuid> = t.depends_on.iter().map(|p| ids[p]).collect();
+            procedure_task::ActiveModel {
+                id: Set(ids[&t.position]),
+                procedure_id: Set(procedure_id.0),
+                position: Set(t.position as i32),
+                name: Set(t.name.clone()),
+                description: Set(t.description.clone()),
+                depends_on: Set(to_json(&deps)),
+                default_assignee_system_type: Set(t.default_assignee_type.map(Into::into)),
+                required_skills: Set(to_json(&t.required_skills)),
+            }
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        procedure_task::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(ids)
+}
+
+pub async fn delete_templates(
+    db: &impl ConnectionTrait,
+    procedure_id: ProcedureId,
+) -> Result<(), DbErr> {
+    procedure_task::Entity::delete_many()
+        .filter(procedure_task::Column::ProcedureId.eq(procedure_id.0))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// A version's templates (dependencies back as positions) and position → template id.
+pub async fn templates(
+    db: &impl ConnectionTrait,
+    procedure_id: ProcedureId,
+) -> Result<(Templates, BTreeMap<u32, Uuid>), DbErr> {
+    let rows = procedure_task::Entity::find()
+        .filter(procedure_task::Column::ProcedureId.eq(procedure_id.0))
+        .order_by_asc(procedure_task::Column::Position)
+        .all(db)
+        .await?;
+    let position_of: BTreeMap<Uuid, u32> = rows.iter().map(|r| (r.id, r.position as u32)).collect();
+    let mut list = Vec::with_capacity(rows.len());
+    for r in rows {
+        let deps: Vec<Uuid> = from_json("procedure_task.depends_on", r.depends_on)?;
+        list.push(TaskTemplate {
+            position: r.position as u32,
+            name: r.name,
+            description: r.description,
+            depends_on: deps
+                .iter()
+                .map(|d| {
+                    position_of.get(d).copied().ok_or_else(|| {
+                        DbErr::Type(format!("template {} depends on unknown {d}", r.id))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            default_assignee_type: r.default_assignee_system_type.map(Into::into),
+            required_skills: from_json("procedure_task.required_skills", r.required_skills)?,
+        });
+    }
+    let ids = position_of.into_iter().map(|(id, p)| (p, id)).collect();
+    Ok((Templates::from_stored(list), ids))
+}

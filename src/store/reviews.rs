@@ -1,0 +1,45 @@
+//! Post-run reviews.
+
+use entity::run_review;
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
+
+use super::mapping::to_json;
+use crate::domain::review::Review;
+
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    team: uuid::Uuid,
+    review: &Review,
+) -> Result<(), DbErr> {
+    let v = &review.view;
+    run_review::Entity::insert(run_review::ActiveModel {
+        id: Set(v.review_id.0),
+        run_id: Set(v.provenance.run_id.0),
+        initiative_id: Set(v.provenance.initiative_id.0),
+        procedure_id: Set(v.provenance.procedure_id.0),
+        procedure_version: Set(v.provenance.procedure_version.0 as i32),
+        team_id: Set(team),
+        reviewer_system_id: Set(v.reviewer_system_id.0),
+        outcome: Set(review.outcome.into()),
+        summary: Set(v.summary.clone()),
+        lessons: Set(to_json(&v.lessons)),
+        follow_ups: Set(to_json(&v.follow_ups)),
+        context: Set(to_json(&v.context)),
+        created_at: Set(v.recorded_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// The stored review of a run, as recorded (context included).
+pub async fn of_run(
+    db: &impl ConnectionTrait,
+    run_id: uuid::Uuid,
+) -> Result<Option<run_review::Model>, DbErr> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    run_review::Entity::find()
+        .filter(run_review::Column::RunId.eq(run_id))
+        .one(db)
+        .await
+}

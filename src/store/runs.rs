@@ -1,0 +1,277 @@
+//! Runs with their initiative and tasks, loaded and saved as one aggregate.
+
+use std::collections::BTreeMap;
+
+use entity::{initiative, procedure, procedure_run, procedure_task, run_review, task};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use uuid::Uuid;
+
+use super::mapping::{from_json, to_json};
+use crate::domain::event::Provenance;
+use crate::domain::ids::*;
+use crate::domain::run::*;
+
+fn task_row(
+    team: TeamId,
+    initiative: InitiativeId,
+    seq: usize,
+    t: &Task,
+    template: Option<Uuid>,
+) -> task::ActiveModel {
+    task::ActiveModel {
+        id: Set(t.id.0),
+        team_id: Set(team.0),
+        initiative_id: Set(initiative.0),
+        procedure_task_id: Set(template),
+        seq: Set(seq as i32),
+        position: Set(t.position as i32),
+        status: Set(t.status.into()),
+        ready: Set(t.ready),
+        assignee_system_id: Set(t.assignee.0),
+        assignee_type: Set(t.assignee_type.into()),
+        name: Set(t.name.clone()),
+        content: Set(t.content.clone()),
+        result: Set(t.result.clone()),
+        reasoning: Set(t.reasoning.clone()),
+        review_verdict: Set(t.review_verdict.map(Into::into)),
+        review_reasoning: Set(t.review_reasoning.clone()),
+        depends_on: Set(to_json(&t.depends_on)),
+        default_assignee_system_type: Set(t.default_assignee_type.map(Into::into)),
+        required_skills: Set(to_json(&t.required_skills)),
+        replaces_task_id: Set(t.replaces.map(|r| r.0)),
+        follow_up_task_id: Set(t.follow_up.map(|r| r.0)),
+        created_at: Set(t.created_at),
+        updated_at: Set(t.updated_at),
+    }
+}
+
+fn run_row(e: &Execution) -> procedure_run::ActiveModel {
+    procedure_run::ActiveModel {
+        id: Set(e.provenance.run_id.0),
+        procedure_id: Set(e.provenance.procedure_id.0),
+        series_id: Set(e.provenance.series_id.0),
+        procedure_version: Set(e.provenance.procedure_version.0 as i32),
+        team_id: Set(e.team_id.0),
+        initiative_id: Set(e.initiative.id.0),
+        status: Set(e.status.into()),
+        started_by_system_id: Set(e.started_by.0),
+        started_at: Set(e.started_at),
+        completed_at: Set(e.completed_at),
+        reason: Set(e.reason.clone()),
+    }
+}
+
+fn initiative_row(
+    e: &Execution,
+    updated_at: chrono::DateTime<chrono::Utc>,
+) -> initiative::ActiveModel {
+    initiative::ActiveModel {
+        id: Set(e.initiative.id.0),
+        team_id: Set(e.team_id.0),
+        strategy_id: Set(e.initiative.strategy_id),
+        status: Set(e.initiative.status.into()),
+        name: Set(e.initiative.name.clone()),
+        description: Set(e.initiative.description.clone()),
+        result: Set(e.initiative.result.clone()),
+        procedure_id: Set(Some(e.provenance.procedure_id.0)),
+        procedure_version: Set(Some(e.provenance.procedure_version.0 as i32)),
+        run_id: Set(Some(e.provenance.run_id.0)),
+        created_at: Set(e.started_at),
+        updated_at: Set(updated_at),
+    }
+}
+
+/// Writes a new run: run row, initiative, and its tasks in batches.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    e: &Execution,
+    template_ids: &BTreeMap<u32, Uuid>,
+) -> Result<(), DbErr> {
+    procedure_run::Entity::insert(run_row(e))
+        .exec_without_returning(db)
+        .await?;
+    initiative::Entity::insert(initiative_row(e, e.started_at))
+        .exec_without_returning(db)
+        .await?;
+    let rows: Vec<task::ActiveModel> = e
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(seq, t)| {
+            task_row(
+                e.team_id,
+                e.initiative.id,
+                seq,
+                t,
+                template_ids.get(&t.position).copied(),
+            )
+        })
+        .collect();
+    // Bounded batches keep every statement under the databases' bind-parameter limits.
+    for chunk in rows.chunks(500) {
+        task::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn run_of_task(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<RunId>, DbErr> {
+    let Some(t) = task::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    run_of_initiative(db, t.initiative_id).await
+}
+
+pub async fn run_of_initiative(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<RunId>, DbErr> {
+    Ok(initiative::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .and_then(|i| i.run_id)
+        .map(RunId))
+}
+
+/// Loads a run as one aggregate; its run row is locked for the transaction (Postgres).
+pub async fn load(db: &impl ConnectionTrait, run_id: RunId) -> Result<Option<Execution>, DbErr> {
+    let Some(run) = procedure_run::Entity::find_by_id(run_id.0)
+        .lock_exclusive()
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let missing = |what: &str| DbErr::RecordNotFound(format!("{what} of run {}", run.id));
+    let ini = initiative::Entity::find_by_id(run.initiative_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| missing("initiative"))?;
+    let proc_row = procedure::Entity::find_by_id(run.procedure_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| missing("procedure"))?;
+    let rows = task::Entity::find()
+        .filter(task::Column::InitiativeId.eq(run.initiative_id))
+        .order_by_asc(task::Column::Seq)
+        .all(db)
+        .await?;
+    let tasks = rows
+        .into_iter()
+        .map(|r| {
+            Ok(Task {
+                id: TaskId(r.id),
+                position: r.position as u32,
+                name: r.name,
+                content: r.content,
+                status: r.status.into(),
+                ready: r.ready,
+                assignee: SystemId(r.assignee_system_id),
+                assignee_type: r.assignee_type.into(),
+                depends_on: from_json("task.depends_on", r.depends_on)?,
+                default_assignee_type: r.default_assignee_system_type.map(Into::into),
+                required_skills: from_json("task.required_skills", r.required_skills)?,
+                result: r.result,
+                reasoning: r.reasoning,
+                review_verdict: r.review_verdict.map(Into::into),
+                review_reasoning: r.review_reasoning,
+                replaces: r.replaces_task_id.map(TaskId),
+                follow_up: r.follow_up_task_id.map(TaskId),
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            })
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    let reviewed = run_review::Entity::find()
+        .filter(run_review::Column::RunId.eq(run.id))
+        .count(db)
+        .await?
+        > 0;
+    Ok(Some(Execution {
+        provenance: Provenance {
+            run_id: RunId(run.id),
+            initiative_id: InitiativeId(run.initiative_id),
+            procedure_id: ProcedureId(run.procedure_id),
+            series_id: SeriesId(run.series_id),
+            procedure_version: Version(run.procedure_version as u32),
+        },
+        team_id: TeamId(run.team_id),
+        status: run.status.into(),
+        started_by: SystemId(run.started_by_system_id),
+        started_at: run.started_at,
+        completed_at: run.completed_at,
+        reason: run.reason,
+        procedure: RunProcedure {
+            risk_level: proc_row.risk_level.into(),
+            impact: proc_row.impact.into(),
+            rollback_plan: proc_row.rollback_plan,
+        },
+        initiative: Initiative {
+            id: InitiativeId(ini.id),
+            strategy_id: ini.strategy_id,
+            status: ini.status.into(),
+            name: ini.name,
+            description: ini.description,
+            result: ini.result,
+        },
+        tasks,
+        reviewed,
+    }))
+}
+
+/// Writes what a decision changed: the run and initiative rows when they differ, changed tasks,
+/// and new tasks (replacements) with their template link.
+pub async fn save(
+    db: &impl ConnectionTrait,
+    before: &Execution,
+    after: &Execution,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbErr> {
+    if before.status != after.status
+        || before.completed_at != after.completed_at
+        || before.reason != after.reason
+    {
+        run_row(after).reset_all().update(db).await?;
+    }
+    if before.initiative != after.initiative {
+        let mut row = initiative_row(after, now).reset_all();
+        // created_at never changes
+        row.created_at = sea_orm::ActiveValue::NotSet;
+        row.update(db).await?;
+    }
+    let old: BTreeMap<TaskId, &Task> = before.tasks.iter().map(|t| (t.id, t)).collect();
+    for (seq, t) in after.tasks.iter().enumerate() {
+        match old.get(&t.id) {
+            Some(prev) if *prev == t => {}
+            Some(_) => {
+                let mut row =
+                    task_row(after.team_id, after.initiative.id, seq, t, None).reset_all();
+                row.procedure_task_id = sea_orm::ActiveValue::NotSet;
+                row.created_at = sea_orm::ActiveValue::NotSet;
+                row.update(db).await?;
+            }
+            None => {
+                let template = procedure_task::Entity::find()
+                    .filter(procedure_task::Column::ProcedureId.eq(after.provenance.procedure_id.0))
+                    .filter(procedure_task::Column::Position.eq(t.position as i32))
+                    .one(db)
+                    .await?
+                    .map(|r| r.id);
+                task::Entity::insert(task_row(
+                    after.team_id,
+                    after.initiative.id,
+                    seq,
+                    t,
+                    template,
+                ))
+                .exec_without_returning(db)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}

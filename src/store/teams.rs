@@ -1,0 +1,198 @@
+//! Teams and systems: registration by operators, and the actor lookup every command starts with.
+
+use chrono::Utc;
+use entity::{system, team};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::mapping::{from_json, to_json};
+use crate::domain::error::DomainError;
+use crate::domain::ids::{SystemId, TeamId};
+use crate::domain::system::{Actor, SystemKind};
+use crate::domain::team::{check_roster, parse_team_name};
+
+/// A team as an operator describes it (bootstrap file or CLI). Applying it is idempotent:
+/// the team and its systems are matched by name, created when missing, updated otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamSpec {
+    pub name: String,
+    pub systems: Vec<SystemSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSpec {
+    /// Agent identity, e.g. `System3/root`.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Keep a known id (e.g. one already configured in an agent); minted when absent.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+    #[serde(default)]
+    pub skills: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub systems: Vec<SystemRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemRecord {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: SystemKind,
+    pub skills: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TeamError {
+    #[error(transparent)]
+    Invalid(#[from] DomainError),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Creates or updates a team and its systems, in the caller's transaction.
+pub async fn apply(db: &impl ConnectionTrait, spec: &TeamSpec) -> Result<TeamRecord, TeamError> {
+    let name = parse_team_name(&spec.name)?;
+    let mut kinds = Vec::new();
+    for (i, s) in spec.systems.iter().enumerate() {
+        kinds.push(SystemKind::parse(&format!("systems[{i}].type"), &s.kind)?);
+        crate::domain::text::required(&format!("systems[{i}].name"), &s.name, 200)?;
+    }
+    let now = Utc::now();
+    let team_id = match team::Entity::find()
+        .filter(team::Column::Name.eq(&name))
+        .one(db)
+        .await?
+    {
+        Some(t) => t.id,
+        None => {
+            let id = Uuid::now_v7();
+            team::ActiveModel {
+                id: Set(id),
+                name: Set(name.clone()),
+                created_at: Set(now),
+            }
+            .insert(db)
+            .await?;
+            id
+        }
+    };
+    for (s, kind) in spec.systems.iter().zip(&kinds) {
+        let existing = system::Entity::find()
+            .filter(system::Column::TeamId.eq(team_id))
+            .filter(system::Column::Name.eq(s.name.trim()))
+            .one(db)
+            .await?;
+        match existing {
+            Some(row) => {
+                let mut am: system::ActiveModel = row.into();
+                am.kind = Set((*kind).into());
+                am.skills = Set(to_json(&s.skills));
+                am.update(db).await?;
+            }
+            None => {
+                system::ActiveModel {
+                    id: Set(s.id.unwrap_or_else(Uuid::now_v7)),
+                    team_id: Set(team_id),
+                    name: Set(s.name.trim().to_owned()),
+                    kind: Set((*kind).into()),
+                    skills: Set(to_json(&s.skills)),
+                    created_at: Set(now),
+                }
+                .insert(db)
+                .await?;
+            }
+        }
+    }
+    let record = load(db, team_id).await?;
+    let all: Vec<SystemKind> = record.systems.iter().map(|s| s.kind).collect();
+    check_roster(&all)?;
+    Ok(record)
+}
+
+async fn load(db: &impl ConnectionTrait, team_id: Uuid) -> Result<TeamRecord, DbErr> {
+    let t = team::Entity::find_by_id(team_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("team {team_id}")))?;
+    let systems = system::Entity::find()
+        .filter(system::Column::TeamId.eq(team_id))
+        .order_by_asc(system::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|s| {
+            Ok(SystemRecord {
+                id: s.id,
+                name: s.name,
+                kind: s.kind.into(),
+                skills: from_json("system.skills", s.skills)?,
+            })
+        })
+        .collect::<Result<_, DbErr>>()?;
+    Ok(TeamRecord {
+        id: t.id,
+        name: t.name,
+        systems,
+    })
+}
+
+pub async fn find_by_name(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Option<TeamRecord>, DbErr> {
+    match team::Entity::find()
+        .filter(team::Column::Name.eq(name))
+        .one(db)
+        .await?
+    {
+        Some(t) => Ok(Some(load(db, t.id).await?)),
+        None => Ok(None),
+    }
+}
+
+fn actor_of(row: system::Model) -> Result<Actor, DbErr> {
+    Ok(Actor {
+        id: SystemId(row.id),
+        team_id: TeamId(row.team_id),
+        kind: row.kind.into(),
+        name: row.name,
+        skills: from_json("system.skills", row.skills)?,
+    })
+}
+
+/// The acting system and its team's name (the event subject token), if it exists.
+pub async fn actor(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<(Actor, String)>, DbErr> {
+    let Some(row) = system::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    let team = team::Entity::find_by_id(row.team_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("team {}", row.team_id)))?;
+    Ok(Some((actor_of(row)?, team.name)))
+}
+
+/// Every system of a team, by name (the order assignment ties are broken in).
+pub async fn members(db: &impl ConnectionTrait, team_id: TeamId) -> Result<Vec<Actor>, DbErr> {
+    system::Entity::find()
+        .filter(system::Column::TeamId.eq(team_id.0))
+        .order_by_asc(system::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(actor_of)
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! The contract on the bus: subjects, command envelopes and payloads, outcomes and event
+//! envelopes. Serde types only: decoding into domain commands happens in `bus`, and nothing
+//! here touches NATS or the database.
+
+pub mod command;
+pub mod event;
+pub mod outcome;
+pub mod subjects;

@@ -1,0 +1,72 @@
+//! The one outcome every command ends in, published on `command.outcome.<id>` (and to the
+//! command's reply inbox when it named one), and stored in the inbox for duplicates.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub schema_version: u32,
+    pub command_id: Uuid,
+    /// The command name, or the subject it arrived on when that names no command.
+    pub command: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub processed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    Accepted { result: Accepted },
+    Rejected { error: ErrorBody },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable, documented code (`validation_failed`, `forbidden`, …).
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// What an accepted command created or changed; only the fields that apply are present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procedure_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// On approve: the version this approval retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_procedure_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiative_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_ids: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_id: Option<Uuid>,
+}
+
+impl Outcome {
+    pub fn is_accepted(&self) -> bool {
+        matches!(self.verdict, Verdict::Accepted { .. })
+    }
+
+    pub fn error_code(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Rejected { error } => Some(&error.code),
+            Verdict::Accepted { .. } => None,
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Every NATS subject and stream name, spelled in one place.
+//!
+//! - Commands: two tokens, imperative — `procedure.approve`, `task.start`, `run.cancel`.
+//! - Events: three tokens, past tense, the team name last — `task.ready.<team>`.
+//! - Outcomes: `command.outcome.<command_id>`.
+//! - Queries (core request/reply, never stored): `sop.query.<name>`.
+//!
+//! The token counts keep the families disjoint, so each JetStream stream captures exactly one
+//! family (`procedure.*` vs `procedure.*.*`); a unit test proves it. An optional prefix
+//! (`acme.` → `acme.procedure.draft`) namespaces everything for shared buses and test isolation.
+
+use crate::domain::event::EventKind;
+use crate::domain::ids::CommandId;
+
+/// The first token of every command and event subject.
+pub const FAMILIES: [&str; 4] = ["procedure", "task", "run", "initiative"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    /// Empty, or ends with a dot.
+    prefix: String,
+    /// Stream-name prefix derived from `prefix` (stream names may not contain dots).
+    stream_prefix: String,
+}
+
+impl Subjects {
+    /// `prefix` may be given with or without its trailing dot.
+    pub fn new(prefix: &str) -> Subjects {
+        let trimmed = prefix.trim().trim_end_matches('.');
+        let prefix = if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("{trimmed}.")
+        };
+        let stream_prefix = trimmed
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>();
+        let stream_prefix = if stream_prefix.is_empty() {
+            stream_prefix
+        } else {
+            format!("{stream_prefix}_")
+        };
+        Subjects {
+            prefix,
+            stream_prefix,
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `procedure.draft` → `<prefix>procedure.draft`.
+    pub fn command(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The command name of a command subject (prefix removed), if it is one of ours.
+    pub fn command_name<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject.strip_prefix(self.prefix.as_str())
+    }
+
+    pub fn command_filters(&self) -> Vec<String> {
+        FAMILIES
+            .iter()
+            .map(|f| format!("{}{f}.*", self.prefix))
+            .collect()
+    }
+
+    pub fn event(&self, kind: EventKind, team: &str) -> String {
+        format!("{}{}.{team}", self.prefix, kind.as_str())
+    }
+
+    pub fn event_filters(&self) -> Vec<String> {
+        FAMILIES
+            .iter()
+            .map(|f| format!("{}{f}.*.*", self.prefix))
+            .collect()
+    }
+
+    /// Every event of one team: `<prefix>*.*.<team>`.
+    pub fn team_events(&self, team: &str) -> String {
+        format!("{}*.*.{team}", self.prefix)
+    }
+
+    pub fn outcome(&self, id: CommandId) -> String {
+        format!("{}command.outcome.{id}", self.prefix)
+    }
+
+    pub fn outcome_filter(&self) -> String {
+        format!("{}command.outcome.*", self.prefix)
+    }
+
+    pub fn commands_stream(&self) -> String {
+        format!("{}SOP_COMMANDS", self.stream_prefix)
+    }
+
+    pub fn events_stream(&self) -> String {
+        format!("{}SOP_EVENTS", self.stream_prefix)
+    }
+
+    pub fn outcomes_stream(&self) -> String {
+        format!("{}SOP_OUTCOMES", self.stream_prefix)
+    }
+
+    /// The durable consumer all workers share (competing consumers).
+    pub fn worker_consumer(&self) -> &'static str {
+        "sop-worker"
+    }
+}
+
+/// NATS subject matching (`*` one token, `>` the rest), for tests and client-side filters.
+pub fn matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::command::CommandName;
+    use uuid::Uuid;
+
+    fn any(filters: &[String], subject: &str) -> bool {
+        filters.iter().any(|f| matches(f, subject))
+    }
+
+    #[test]
+    fn command_event_and_outcome_filters_never_overlap() {
+        for prefix in ["", "acme", "t1.x."] {
+            let s = Subjects::new(prefix);
+            let outcomes = vec![s.outcome_filter()];
+            for name in CommandName::ALL {
+                let subject = s.command(name.as_str());
+                assert!(any(&s.command_filters(), &subject), "{subject}");
+                assert!(!any(&s.event_filters(), &subject), "{subject}");
+                assert!(!any(&outcomes, &subject), "{subject}");
+            }
+            for kind in EventKind::ALL {
+                let subject = s.event(kind, "team-a");
+                assert!(any(&s.event_filters(), &subject), "{subject}");
+                assert!(!any(&s.command_filters(), &subject), "{subject}");
+                assert!(!any(&outcomes, &subject), "{subject}");
+                assert!(matches(&s.team_events("team-a"), &subject));
+                assert!(!matches(&s.team_events("team-b"), &subject));
+            }
+            let outcome = s.outcome(CommandId(Uuid::nil()));
+            assert!(any(&outcomes, &outcome));
+            assert!(!any(&s.command_filters(), &outcome));
+            assert!(!any(&s.event_filters(), &outcome));
+        }
+    }
+
+    #[test]
+    fn a_prefix_namespaces_subjects_and_streams() {
+        let s = Subjects::new("t-42");
+        assert_eq!(s.command("task.start"), "t-42.task.start");
+        assert_eq!(s.command_name("t-42.task.start"), Some("task.start"));
+        assert_eq!(s.commands_stream(), "T_42_SOP_COMMANDS");
+        assert_eq!(Subjects::new("").events_stream(), "SOP_EVENTS");
+        assert_eq!(Subjects::new("a.").command("x.y"), "a.x.y");
+    }
+
+    #[test]
+    fn subject_matching_follows_nats_wildcards() {
+        assert!(matches("a.*", "a.b"));
+        assert!(!matches("a.*", "a.b.c"));
+        assert!(matches("a.>", "a.b.c"));
+        assert!(!matches("a.b", "a"));
+    }
+}

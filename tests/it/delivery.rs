@@ -1,0 +1,216 @@
+//! Delivery guarantees: one outcome per command id, no second effect for a duplicate, a
+//! rejection outcome for every malformed message, and replayable events.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::PublishMessage;
+use entity::{command_inbox, procedure};
+use futures::StreamExt;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::harness::*;
+use crate::on_both_databases;
+use vsm_sop::wire::command::{CommandName as C, REPLY_TO_HEADER};
+use vsm_sop::wire::outcome::Outcome;
+
+on_both_databases!(
+    a_resent_command_id_has_one_effect_and_the_same_outcome,
+    every_malformed_message_gets_one_rejection_outcome,
+    a_listener_replays_every_event_from_the_start
+);
+
+async fn procedures(app: &TestApp) -> u64 {
+    procedure::Entity::find().count(app.db()).await.unwrap()
+}
+
+async fn a_resent_command_id_has_one_effect_and_the_same_outcome(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("dups").await;
+    let id = Uuid::now_v7();
+    let first = app
+        .client
+        .send_with_id(id, C::DraftProcedure, team.s4, first_run_discovery())
+        .await
+        .unwrap();
+    assert!(first.is_accepted());
+    // Inside JetStream's duplicate window: the stream drops the copy, the client reads the
+    // first outcome.
+    let second = app
+        .client
+        .send_with_id(id, C::DraftProcedure, team.s4, first_run_discovery())
+        .await
+        .unwrap();
+    assert_eq!(first, second);
+
+    // Past the window (simulated: no Nats-Msg-Id, so JetStream stores the copy), the worker's
+    // inbox recognises the id and answers with the stored outcome, applying nothing.
+    let envelope = json!({ "schema_version": 1, "command_id": id, "actor": team.s4, "payload": first_run_discovery() });
+    let inbox = app.running.nats.new_inbox();
+    let mut replies = app.running.nats.subscribe(inbox.clone()).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(REPLY_TO_HEADER, inbox.as_str());
+    let js = async_nats::jetstream::new(app.running.nats.clone());
+    js.send_publish(
+        app.client.subjects().command("procedure.draft"),
+        PublishMessage::build()
+            .payload(serde_json::to_vec(&envelope).unwrap().into())
+            .headers(headers),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(WAIT, replies.next())
+        .await
+        .expect("reply")
+        .expect("message");
+    let third: Outcome = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(first, third);
+
+    assert_eq!(procedures(&app).await, 1);
+    assert_eq!(app.client.outcome(id).await.unwrap(), Some(first));
+    app.stop().await;
+}
+
+async fn every_malformed_message_gets_one_rejection_outcome(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("poison").await;
+    let s = app.client.subjects().clone();
+    let envelope = |schema: u32, payload: serde_json::Value| {
+        serde_json::to_vec(&json!({ "schema_version": schema, "command_id": Uuid::nil(), "actor": team.s4, "payload": payload })).unwrap()
+    };
+    let cases: Vec<(&str, String, Vec<u8>)> = vec![
+        (
+            "invalid_payload",
+            s.command("procedure.draft"),
+            b"{not json".to_vec(),
+        ),
+        (
+            "invalid_payload",
+            s.command("procedure.draft"),
+            vec![0xff, 0xfe, 0x00, 0x80],
+        ),
+        (
+            "invalid_payload",
+            s.command("procedure.draft"),
+            b"[1,2,3]".to_vec(),
+        ),
+        (
+            "unknown_command",
+            s.command("procedure.fly"),
+            envelope(1, json!({})),
+        ),
+        (
+            "unsupported_schema",
+            s.command("procedure.draft"),
+            envelope(99, first_run_discovery()),
+        ),
+        (
+            "invalid_payload",
+            s.command("procedure.approve"),
+            envelope(1, json!({ "procedure_id": "not-a-uuid" })),
+        ),
+        (
+            "invalid_payload",
+            s.command("procedure.draft"),
+            envelope(1, json!({ "name": "missing the rest" })),
+        ),
+    ];
+    for (code, subject, bytes) in cases {
+        let id = Uuid::now_v7();
+        // The body's command id is nil; give the real one through Nats-Msg-Id only where the
+        // body has none of its own.
+        let bytes = String::from_utf8(bytes.clone())
+            .map(|t| {
+                t.replace(&Uuid::nil().to_string(), &id.to_string())
+                    .into_bytes()
+            })
+            .unwrap_or(bytes);
+        let outcome = app.client.send_raw(&subject, id, bytes).await.unwrap();
+        assert_eq!(outcome.command_id, id);
+        assert_eq!(outcome.error_code(), Some(code), "{subject}: {outcome:?}");
+    }
+    // A message with no id anywhere is still answered: keyed by its stream position.
+    let before = command_inbox::Entity::find().count(app.db()).await.unwrap();
+    app.running
+        .nats
+        .publish(s.command("task.start"), "garbage".into())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while command_inbox::Entity::find().count(app.db()).await.unwrap() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no outcome for an id-less message"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rejected = command_inbox::Entity::find()
+        .filter(command_inbox::Column::Command.eq("task.start"))
+        .one(app.db())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rejected.outcome["error"]["code"], "invalid_payload");
+    // Other traffic flows.
+    assert!(
+        app.send(C::DraftProcedure, team.s4, first_run_discovery())
+            .await
+            .is_accepted()
+    );
+    assert_eq!(procedures(&app).await, 1);
+    app.stop().await;
+}
+
+async fn a_listener_replays_every_event_from_the_start(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("replay").await;
+    let sop = approved_sop(&app, &team).await;
+    let run = app
+        .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
+        .await;
+    let first = app.events().await;
+    // Every committed event exactly once, in commit order per command.
+    let ids: BTreeSet<Uuid> = first.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), first.len());
+    let kinds: Vec<&str> = first.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        &kinds[..4],
+        [
+            "procedure.drafted",
+            "procedure.approved",
+            "run.started",
+            "initiative.created"
+        ]
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "task.created").count(),
+        run.task_ids.len()
+    );
+    // A second listener, filtering by team, replays the same history.
+    let again = app
+        .client
+        .events(
+            &app.client.subjects().team_events("replay"),
+            async_nats::jetstream::consumer::DeliverPolicy::All,
+        )
+        .await
+        .unwrap();
+    let again: Vec<_> = again
+        .take(first.len())
+        .map(|e| e.unwrap().event_id)
+        .collect()
+        .await;
+    assert_eq!(again, first.iter().map(|e| e.event_id).collect::<Vec<_>>());
+    // Events carry their cause.
+    assert!(
+        first
+            .iter()
+            .all(|e| e.causation_id != Uuid::nil() && e.actor != Uuid::nil())
+    );
+    app.stop().await;
+}

@@ -1,0 +1,356 @@
+//! `TestApp::spawn(backend)`: a worker on real NATS and a real, fresh database (a new Postgres
+//! database or a new SQLite file) under a unique subject prefix, so tests run in parallel on
+//! one server without seeing each other.
+//!
+//! Services come from the environment (`SOP_TEST_NATS_URL`, `SOP_TEST_POSTGRES_URL`, set by
+//! `.ci/run`); when unset, testcontainers starts them where a Docker engine exists. With
+//! neither, the test fails and says so: a test that cannot reach its services proves nothing.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+};
+use serde_json::{Value, json};
+use testcontainers_modules::nats::{Nats, NatsServerCmd};
+use testcontainers_modules::postgres::Postgres;
+use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt, runners::AsyncRunner};
+use uuid::Uuid;
+
+use vsm_sop::app::{self, Running};
+use vsm_sop::bus::client::Client;
+use vsm_sop::config::Settings;
+use vsm_sop::store::{
+    self,
+    teams::{SystemSpec, TeamSpec},
+};
+use vsm_sop::wire::command::CommandName;
+use vsm_sop::wire::event::EventEnvelope;
+use vsm_sop::wire::outcome::{Accepted, ErrorBody, Outcome, Verdict};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one scenario on both databases, as two tests.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario($crate::harness::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario($crate::harness::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// The systems of one registered team.
+#[derive(Debug, Clone)]
+pub struct Team {
+    pub id: Uuid,
+    pub s1a: Uuid,
+    pub s1b: Uuid,
+    pub s3: Uuid,
+    pub s4: Uuid,
+    pub s5: Uuid,
+}
+
+enum Database {
+    Sqlite(std::path::PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+pub struct TestApp {
+    pub running: Running,
+    pub client: Client,
+    database: Database,
+    _nats_container: Option<ContainerAsync<Nats>>,
+    _pg_container: Option<ContainerAsync<Postgres>>,
+}
+
+async fn nats_url() -> (String, Option<ContainerAsync<Nats>>) {
+    if let Ok(url) = std::env::var("SOP_TEST_NATS_URL") {
+        return (url, None);
+    }
+    let c = Nats::default()
+        .with_cmd(&NatsServerCmd::default().with_jetstream())
+        .start()
+        .await
+        .expect("no SOP_TEST_NATS_URL and no Docker engine: start nats-server -js and set SOP_TEST_NATS_URL");
+    let url = format!(
+        "nats://{}:{}",
+        c.get_host().await.expect("container host"),
+        c.get_host_port_ipv4(4222).await.expect("container port")
+    );
+    (url, Some(c))
+}
+
+async fn postgres_admin_url() -> (String, Option<ContainerAsync<Postgres>>) {
+    if let Ok(url) = std::env::var("SOP_TEST_POSTGRES_URL") {
+        return (url, None);
+    }
+    let c = Postgres::default()
+        .with_tag("15-alpine")
+        .start()
+        .await
+        .expect("no SOP_TEST_POSTGRES_URL and no Docker engine: start PostgreSQL and set SOP_TEST_POSTGRES_URL");
+    let url = format!(
+        "postgres://postgres:postgres@{}:{}/postgres",
+        c.get_host().await.expect("container host"),
+        c.get_host_port_ipv4(5432).await.expect("container port")
+    );
+    (url, Some(c))
+}
+
+fn with_database(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    let root = base.rsplit_once('/').map(|(r, _)| r).unwrap_or(base);
+    format!("{root}/{name}{query}")
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let (nats_url, nats_container) = nats_url().await;
+        let mut pg_container = None;
+        let (database_url, database) = match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("sop-test-{tag}.db"));
+                (
+                    format!("sqlite://{}?mode=rwc", path.display()),
+                    Database::Sqlite(path),
+                )
+            }
+            Backend::Postgres => {
+                let (admin_url, container) = postgres_admin_url().await;
+                pg_container = container;
+                let name = format!("sop_test_{tag}");
+                let admin = store::connect(&admin_url, 1)
+                    .await
+                    .expect("connect to Postgres");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                (
+                    with_database(&admin_url, &name),
+                    Database::Postgres { admin_url, name },
+                )
+            }
+        };
+        let settings = Settings {
+            nats_url,
+            database_url,
+            subject_prefix: format!("t{tag}"),
+            concurrency: 8,
+            db_max_connections: 8,
+            shutdown_grace_secs: 5,
+        };
+        let running = app::start(&settings).await.expect("start the worker");
+        let client = running.client().with_timeout(WAIT);
+        TestApp {
+            running,
+            client,
+            database,
+            _nats_container: nats_container,
+            _pg_container: pg_container,
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.running.db
+    }
+
+    /// Registers a team with two System1s (one skilled in interviewing) and System3/4/5.
+    pub async fn register_team(&self, name: &str) -> Team {
+        let spec = TeamSpec {
+            name: name.to_owned(),
+            systems: [
+                ("System1/alpha", "system1", vec!["interviewing".to_owned()]),
+                ("System1/beta", "system1", vec![]),
+                ("System3/root", "system3", vec![]),
+                ("System4/root", "system4", vec![]),
+                ("System5/root", "system5", vec![]),
+            ]
+            .into_iter()
+            .map(|(n, k, skills)| SystemSpec {
+                name: n.into(),
+                kind: k.into(),
+                id: None,
+                skills,
+            })
+            .collect(),
+        };
+        let txn = store::begin(self.db()).await.expect("begin");
+        let record = store::teams::apply(&txn, &spec).await.expect("apply team");
+        txn.commit().await.expect("commit team");
+        let id = |n: &str| {
+            record
+                .systems
+                .iter()
+                .find(|s| s.name == n)
+                .expect("system")
+                .id
+        };
+        Team {
+            id: record.id,
+            s1a: id("System1/alpha"),
+            s1b: id("System1/beta"),
+            s3: id("System3/root"),
+            s4: id("System4/root"),
+            s5: id("System5/root"),
+        }
+    }
+
+    pub async fn send(&self, name: CommandName, actor: Uuid, payload: Value) -> Outcome {
+        self.client
+            .send(name, actor, payload)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// Sends and expects acceptance.
+    pub async fn ok(&self, name: CommandName, actor: Uuid, payload: Value) -> Accepted {
+        match self.send(name, actor, payload).await.verdict {
+            Verdict::Accepted { result } => result,
+            Verdict::Rejected { error } => panic!("{name} rejected: {error:?}"),
+        }
+    }
+
+    /// Sends and expects a rejection.
+    pub async fn refused(&self, name: CommandName, actor: Uuid, payload: Value) -> ErrorBody {
+        match self.send(name, actor, payload).await.verdict {
+            Verdict::Rejected { error } => error,
+            Verdict::Accepted { result } => {
+                panic!("{name} accepted, expected a rejection: {result:?}")
+            }
+        }
+    }
+
+    /// Waits until the relay has published everything committed so far.
+    pub async fn drained(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let backlog = store::outbox::backlog(self.db()).await.expect("backlog");
+            if backlog == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox not drained: {backlog} left"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every event published so far, replayed from the start of the stream.
+    pub async fn events(&self) -> Vec<EventEnvelope<Value>> {
+        self.drained().await;
+        let expected = entity::outbox::Entity::find()
+            .filter(entity::outbox::Column::Kind.starts_with("event."))
+            .count(self.db())
+            .await
+            .expect("count events") as usize;
+        let stream = self
+            .client
+            .events(">", async_nats::jetstream::consumer::DeliverPolicy::All)
+            .await
+            .expect("replay events");
+        let mut stream = std::pin::pin!(stream);
+        let mut events = Vec::with_capacity(expected);
+        while events.len() < expected {
+            let next = tokio::time::timeout(WAIT, stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {expected} events replayed", events.len()));
+            events.push(next.expect("stream ended").expect("event"));
+        }
+        events
+    }
+
+    pub async fn stop(self) {
+        let js = async_nats::jetstream::new(self.running.nats.clone());
+        let subjects = self.running.subjects.clone();
+        self.running.stop().await;
+        vsm_sop::bus::streams::delete(&js, &subjects).await.ok();
+        match self.database {
+            Database::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Database::Postgres { admin_url, name } => {
+                if let Ok(admin) = store::connect(&admin_url, 1).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// The "First Run Discovery" SOP of the original system: six sequential tasks.
+pub fn first_run_discovery() -> Value {
+    let names = [
+        "Collect user identity and links",
+        "Collect user documents and sources",
+        "Analyse documents for needs and active work",
+        "Prepare a discovery interview plan",
+        "Conduct the interview",
+        "Propose initial purpose and strategy",
+    ];
+    let tasks: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut t = json!({
+                "position": i + 1,
+                "name": name,
+                "description": format!("Step {} of first run discovery", i + 1),
+                "depends_on": if i == 0 { vec![] } else { vec![i] },
+                "default_assignee_type": "system1",
+            });
+            if *name == "Conduct the interview" {
+                t["required_skills"] = json!(["interviewing"]);
+            }
+            t
+        })
+        .collect();
+    json!({
+        "name": "First Run Discovery",
+        "description": "Learn who the user is and what they need.",
+        "risk_level": "low",
+        "impact": "high",
+        "rollback_plan": "Revert to prior purpose/strategy and re-interview the user.",
+        "tasks": tasks,
+    })
+}
+
+/// Drafts and approves the First Run Discovery SOP; returns its series (= v1) id.
+pub async fn approved_sop(app: &TestApp, team: &Team) -> Uuid {
+    let drafted = app
+        .ok(CommandName::DraftProcedure, team.s4, first_run_discovery())
+        .await;
+    let id = drafted.procedure_id.expect("procedure id");
+    app.ok(
+        CommandName::ApproveProcedure,
+        team.s5,
+        json!({ "procedure_id": id }),
+    )
+    .await;
+    id
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the worker on real NATS JetStream and real databases (Postgres and
+//! SQLite), driven only through messages, as agents would.
+
+mod delivery;
+mod harness;
+mod lifecycle;
+mod rejections;
