@@ -18,6 +18,8 @@
 //! } → ack → relay → SOP_EVENTS / SOP_OUTCOMES (+ reply inbox)
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod app;
 pub mod application;
 pub mod bus;

@@ -15,6 +15,8 @@ use super::text;
 pub const MAX_TEMPLATES: usize = 1000;
 pub const MAX_SKILLS: usize = 32;
 pub const MAX_SKILL_LEN: usize = 64;
+/// Positions are 1-based and bounded, so they fit every integer column they are stored in.
+pub const MAX_POSITION: u32 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskTemplate {
@@ -65,6 +67,12 @@ impl Templates {
         for (index, t) in raw.into_iter().enumerate() {
             let field = |name: &str| format!("tasks[{index}].{name}");
             let position = t.position.unwrap_or(index as u32 + 1);
+            if position == 0 || position > MAX_POSITION {
+                return Err(DomainError::invalid(
+                    field("position"),
+                    format!("must be between 1 and {MAX_POSITION}"),
+                ));
+            }
             let default_assignee_type = t
                 .default_assignee_type
                 .as_deref()
@@ -227,6 +235,15 @@ mod tests {
         assert!(matches!(&err, DomainError::Invalid { message, .. } if message.contains("2, 3")));
         let err = Templates::parse(vec![t(1, &[1])]).unwrap_err();
         assert_eq!(err.field(), Some("tasks[0].depends_on"));
+    }
+
+    #[test]
+    fn positions_are_1_based_and_bounded() {
+        assert_eq!(
+            Templates::parse(vec![t(0, &[])]).unwrap_err().field(),
+            Some("tasks[0].position")
+        );
+        assert!(Templates::parse(vec![t(MAX_POSITION + 1, &[])]).is_err());
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Integration tests: the worker on real NATS JetStream and real databases (Postgres and
 //! SQLite), driven only through messages, as agents would.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod delivery;
 mod harness;
 mod lifecycle;
 mod rejections;
+mod schema;
