@@ -25,11 +25,6 @@ async fn load(
         .ok_or_else(|| Rejection::not_found(what, id))?)
 }
 
-async fn load_by_task(txn: &DatabaseTransaction, task: Uuid) -> Result<Execution, CommandError> {
-    let run = store::runs::run_of_task(txn, task).await?;
-    load(txn, run, "task", task).await
-}
-
 fn required(field: &str, raw: &str) -> Result<String, CommandError> {
     Ok(text::required(field, raw, text::MAX_TEXT)?)
 }
@@ -48,6 +43,29 @@ fn task_accepted(run: &Execution, task: TaskId) -> Accepted {
     }
 }
 
+/// The run a task, run or review command concerns, loaded (and locked) once.
+async fn target(txn: &DatabaseTransaction, command: &Command) -> Result<Execution, CommandError> {
+    use Command::*;
+    match command {
+        StartTask { task_id }
+        | CompleteTask { task_id, .. }
+        | BlockTask { task_id, .. }
+        | UnblockTask { task_id, .. }
+        | ReviewTask { task_id, .. }
+        | CancelTask { task_id, .. }
+        | ReplaceTask { task_id, .. } => {
+            let run = store::runs::run_of_task(txn, *task_id).await?;
+            load(txn, run, "task", *task_id).await
+        }
+        CancelRun { run_id, .. } => load(txn, Some(RunId(*run_id)), "run", *run_id).await,
+        ReviewInitiative { initiative_id, .. } => {
+            let run = store::runs::run_of_initiative(txn, *initiative_id).await?;
+            load(txn, run, "initiative", *initiative_id).await
+        }
+        other => unreachable!("procedure command {other:?} routed to runs"),
+    }
+}
+
 pub async fn handle(
     txn: &DatabaseTransaction,
     actor: &Actor,
@@ -55,57 +73,41 @@ pub async fn handle(
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
     use Command::*;
-    let (before, after, events, accepted) = match command {
+    let before = target(txn, &command).await?;
+    let mut run = before.clone();
+    let (events, accepted) = match command {
         StartTask { task_id } => {
-            let before = load_by_task(txn, task_id).await?;
-            let mut run = before.clone();
             let events = run.start_task(TaskId(task_id), actor, now)?;
-            let acc = task_accepted(&run, TaskId(task_id));
-            (before, run, events, acc)
+            (events, task_accepted(&run, TaskId(task_id)))
         }
         CompleteTask { task_id, result } => {
-            let before = load_by_task(txn, task_id).await?;
-            let mut run = before.clone();
             let result = optional("result", &result)?;
             let events = run.complete_task(TaskId(task_id), result, actor, now)?;
-            let acc = task_accepted(&run, TaskId(task_id));
-            (before, run, events, acc)
+            (events, task_accepted(&run, TaskId(task_id)))
         }
         BlockTask { task_id, reason } => {
-            let before = load_by_task(txn, task_id).await?;
-            let mut run = before.clone();
             let reason = required("reason", &reason)?;
             let events = run.block_task(TaskId(task_id), reason, actor, now)?;
-            let acc = task_accepted(&run, TaskId(task_id));
-            (before, run, events, acc)
+            (events, task_accepted(&run, TaskId(task_id)))
         }
         UnblockTask { task_id, note } => {
-            let before = load_by_task(txn, task_id).await?;
-            let mut run = before.clone();
             let note = note.map(|n| optional("note", &n)).transpose()?;
             let events = run.unblock_task(TaskId(task_id), note, actor, now)?;
-            let acc = task_accepted(&run, TaskId(task_id));
-            (before, run, events, acc)
+            (events, task_accepted(&run, TaskId(task_id)))
         }
         ReviewTask {
             task_id,
             verdict,
             reasoning,
         } => {
-            let before = load_by_task(txn, task_id).await?;
-            let mut run = before.clone();
             let reasoning = optional("reasoning", &reasoning)?;
             let events = run.review_task(TaskId(task_id), verdict, reasoning, actor, now)?;
-            let acc = task_accepted(&run, TaskId(task_id));
-            (before, run, events, acc)
+            (events, task_accepted(&run, TaskId(task_id)))
         }
         CancelTask { task_id, reason } => {
-            let before = load_by_task(txn, task_id).await?;
-            let mut run = before.clone();
             let reason = required("reason", &reason)?;
             let events = run.cancel_task(TaskId(task_id), reason, actor, now)?;
-            let acc = task_accepted(&run, TaskId(task_id));
-            (before, run, events, acc)
+            (events, task_accepted(&run, TaskId(task_id)))
         }
         ReplaceTask {
             task_id,
@@ -113,8 +115,6 @@ pub async fn handle(
             name,
             content,
         } => {
-            let before = load_by_task(txn, task_id).await?;
-            let mut run = before.clone();
             let change = TaskChange {
                 reason: required("reason", &reason)?,
                 name: name
@@ -125,43 +125,37 @@ pub async fn handle(
             let new_id = TaskId(Uuid::now_v7());
             let events = run.replace_task(TaskId(task_id), new_id, change, actor, now)?;
             // The outcome names the replacement: it is the task to work next.
-            let acc = task_accepted(&run, new_id);
-            (before, run, events, acc)
+            (events, task_accepted(&run, new_id))
         }
         CancelRun { run_id, reason } => {
-            let before = load(txn, Some(RunId(run_id)), "run", run_id).await?;
-            let mut run = before.clone();
             let reason = required("reason", &reason)?;
             let events = run.cancel(reason, actor, now)?;
-            let acc = Accepted {
+            let accepted = Accepted {
                 run_id: Some(run_id),
                 initiative_id: Some(run.initiative.id.0),
                 status: Some(run.status.as_str().to_owned()),
                 ..Default::default()
             };
-            (before, run, events, acc)
+            (events, accepted)
         }
         ReviewInitiative {
             initiative_id,
             review,
         } => {
-            let run_id = store::runs::run_of_initiative(txn, initiative_id).await?;
-            let before = load(txn, run_id, "initiative", initiative_id).await?;
-            let mut run = before.clone();
             let (review, event) =
                 run.record_review(ReviewId(Uuid::now_v7()), review, actor, now)?;
             store::reviews::insert(txn, run.team_id.0, &review).await?;
-            let acc = Accepted {
+            let accepted = Accepted {
                 run_id: Some(run.provenance.run_id.0),
                 initiative_id: Some(initiative_id),
                 review_id: Some(review.view.review_id.0),
                 status: Some(review.outcome.as_str().to_owned()),
                 ..Default::default()
             };
-            (before, run, vec![event], acc)
+            (vec![event], accepted)
         }
         other => unreachable!("procedure command {other:?} routed to runs"),
     };
-    store::runs::save(txn, &before, &after, now).await?;
+    store::runs::save(txn, &before, &run, now).await?;
     Ok(Effect { accepted, events })
 }
