@@ -9,7 +9,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::bus::{client::Client, relay, streams, worker};
+use crate::bus::{client::Client, queries, relay, streams, worker};
 use crate::config::Settings;
 use crate::store;
 use crate::wire::subjects::Subjects;
@@ -58,6 +58,7 @@ pub struct Running {
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     shutdown: watch::Sender<bool>,
+    queries: async_nats::service::Service,
     consumer: JoinHandle<()>,
     relay: JoinHandle<()>,
 }
@@ -69,6 +70,7 @@ impl Running {
 
     /// Stops pulling, lets in-flight commands finish, flushes the outbox, and returns.
     pub async fn stop(self) {
+        let _ = self.queries.stop().await;
         let _ = self.shutdown.send(true);
         let _ = self.consumer.await;
         let _ = self.relay.await;
@@ -85,6 +87,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let consumer = streams::ensure(&js, &subjects).await.map_err(|e| {
         anyhow::anyhow!("creating JetStream streams (is the server started with -js?): {e}")
     })?;
+    let queries = queries::start(&nats, db.clone(), &subjects)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the query service: {e}"))?;
     let (shutdown, stop) = watch::channel(false);
     let wake = Arc::new(Notify::new());
     let ctx = Arc::new(worker::WorkerContext {
@@ -113,6 +118,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         nats,
         subjects,
         shutdown,
+        queries,
         consumer,
         relay,
     })

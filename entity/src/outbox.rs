@@ -16,6 +16,10 @@ pub struct Model {
     pub subject: String,
     pub team_id: Option<Uuid>,
     pub causation_id: Option<Uuid>,
+    /// The procedure series the message concerns (audit trail of a series).
+    pub series_id: Option<Uuid>,
+    /// The run the message concerns (audit trail of a run).
+    pub run_id: Option<Uuid>,
     pub payload: Json,
     /// Core-NATS reply inbox the outcome is also sent to (request/reply feel).
     pub reply_to: Option<String>,

@@ -15,6 +15,7 @@
 
 mod command;
 mod procedures;
+pub mod queries;
 mod runs;
 
 pub use command::{Command, Incoming, ProcedureChanges};

@@ -20,7 +20,7 @@ async fn load(
     id: Uuid,
 ) -> Result<Execution, CommandError> {
     let run = run.ok_or_else(|| Rejection::not_found(what, id))?;
-    Ok(store::runs::load(txn, run)
+    Ok(store::runs::load_for_update(txn, run)
         .await?
         .ok_or_else(|| Rejection::not_found(what, id))?)
 }

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::domain::ids::CommandId;
 use crate::wire::command::{CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION};
 use crate::wire::event::EventEnvelope;
-use crate::wire::outcome::Outcome;
+use crate::wire::outcome::{ErrorBody, Outcome};
+use crate::wire::query::{QueryFailure, QueryName, SERVICE_ERROR_HEADER};
 use crate::wire::subjects::{FAMILIES, Subjects, matches};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum ClientError {
     Timeout(Uuid),
     #[error("undecodable message: {0}")]
     Decode(String),
+    #[error("{}: {}", .0.code, .0.message)]
+    Refused(ErrorBody),
 }
 
 fn nats_err(e: impl std::fmt::Display) -> ClientError {
@@ -140,6 +143,34 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Asks a query (core request/reply); a refusal comes back as [`ClientError::Refused`]
+    /// with the same codes as command rejections.
+    pub async fn query<Q: Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        name: QueryName,
+        request: &Q,
+    ) -> Result<A, ClientError> {
+        let bytes = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let reply = tokio::time::timeout(
+            self.timeout,
+            self.nats
+                .request(self.subjects.query(name.as_str()), bytes.into()),
+        )
+        .await
+        .map_err(|_| ClientError::Nats(format!("no answer to {name} within the timeout")))?
+        .map_err(nats_err)?;
+        let failed = reply
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(SERVICE_ERROR_HEADER).is_some());
+        if failed {
+            let failure: QueryFailure = serde_json::from_slice(&reply.payload)
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
+            return Err(ClientError::Refused(failure.error));
+        }
+        serde_json::from_slice(&reply.payload).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// The outcome of a command from the outcomes stream, if it has one yet.

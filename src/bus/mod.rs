@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod decode;
+pub mod queries;
 pub mod relay;
 pub mod streams;
 pub mod worker;

@@ -121,6 +121,17 @@ pub enum EventData {
 }
 
 impl Event {
+    /// The series and run this event concerns (for the audit trail).
+    pub fn links(&self) -> (Option<SeriesId>, Option<RunId>) {
+        match &self.data {
+            EventData::Procedure(p) => (Some(p.procedure.series_id), None),
+            EventData::Run(r) => (Some(r.provenance.series_id), Some(r.provenance.run_id)),
+            EventData::Initiative(i) => (Some(i.provenance.series_id), Some(i.provenance.run_id)),
+            EventData::Task(t) => (Some(t.provenance.series_id), Some(t.provenance.run_id)),
+            EventData::Review(r) => (Some(r.provenance.series_id), Some(r.provenance.run_id)),
+        }
+    }
+
     pub fn new(kind: EventKind, team_id: TeamId, data: EventData) -> Event {
         Event {
             kind,

@@ -3,6 +3,7 @@
 //! decisions come out as state changes plus [`event::Event`]s. Nothing here imports sea_orm,
 //! async_nats, tokio or serde_json.
 
+pub mod diff;
 pub mod error;
 pub mod event;
 pub mod ids;

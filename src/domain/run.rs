@@ -203,29 +203,46 @@ pub struct NewRunIds {
 /// Chooses the system that works each task: the template's default assignee type (System1 when
 /// absent); among the team's systems of that type, those having every required skill (all of
 /// them when none has); among those, the one with the fewest tasks of this run so far, then by
-/// name. Deterministic, so a replayed decision picks the same systems.
-fn choose_assignee(
+/// name. Deterministic, so a preview shows exactly who an execution would pick.
+///
+/// Returns one assignee per template, in template order.
+pub fn assign(
+    templates: &Templates,
     team: &[Actor],
-    kind: SystemKind,
-    required_skills: &[String],
-    load: &BTreeMap<SystemId, usize>,
-    position: u32,
-) -> Result<(SystemId, SystemKind), DomainError> {
-    let of_kind: Vec<&Actor> = team.iter().filter(|s| s.kind == kind).collect();
-    let skilled: Vec<&Actor> = of_kind
-        .iter()
-        .copied()
-        .filter(|s| required_skills.iter().all(|r| s.skills.contains(r)))
-        .collect();
-    let pool = if skilled.is_empty() { of_kind } else { skilled };
-    pool.into_iter()
-        .min_by(|a, b| {
-            let la = load.get(&a.id).copied().unwrap_or(0);
-            let lb = load.get(&b.id).copied().unwrap_or(0);
-            la.cmp(&lb).then_with(|| a.name.cmp(&b.name))
-        })
-        .map(|s| (s.id, s.kind))
-        .ok_or(DomainError::NoAssignee { kind, position })
+) -> Result<Vec<(SystemId, SystemKind)>, DomainError> {
+    let mut load: BTreeMap<SystemId, usize> = BTreeMap::new();
+    let mut chosen = Vec::with_capacity(templates.len());
+    for template in templates.as_slice() {
+        let kind = template
+            .default_assignee_type
+            .unwrap_or(SystemKind::System1);
+        let of_kind: Vec<&Actor> = team.iter().filter(|s| s.kind == kind).collect();
+        let skilled: Vec<&Actor> = of_kind
+            .iter()
+            .copied()
+            .filter(|s| {
+                template
+                    .required_skills
+                    .iter()
+                    .all(|r| s.skills.contains(r))
+            })
+            .collect();
+        let pool = if skilled.is_empty() { of_kind } else { skilled };
+        let pick = pool
+            .into_iter()
+            .min_by(|a, b| {
+                let la = load.get(&a.id).copied().unwrap_or(0);
+                let lb = load.get(&b.id).copied().unwrap_or(0);
+                la.cmp(&lb).then_with(|| a.name.cmp(&b.name))
+            })
+            .ok_or(DomainError::NoAssignee {
+                kind,
+                position: template.position,
+            })?;
+        *load.entry(pick.id).or_insert(0) += 1;
+        chosen.push((pick.id, pick.kind));
+    }
+    Ok(chosen)
 }
 
 impl Execution {
@@ -250,20 +267,11 @@ impl Execution {
             .zip(&ids.tasks)
             .map(|(t, id)| (t.position, *id))
             .collect();
-        let mut load = BTreeMap::new();
+        let assignees = assign(templates, team)?;
         let mut tasks = Vec::with_capacity(templates.len());
-        for (template, id) in templates.as_slice().iter().zip(&ids.tasks) {
-            let kind = template
-                .default_assignee_type
-                .unwrap_or(SystemKind::System1);
-            let (assignee, assignee_type) = choose_assignee(
-                team,
-                kind,
-                &template.required_skills,
-                &load,
-                template.position,
-            )?;
-            *load.entry(assignee).or_insert(0) += 1;
+        for ((template, id), (assignee, assignee_type)) in
+            templates.as_slice().iter().zip(&ids.tasks).zip(assignees)
+        {
             tasks.push(Task {
                 id: *id,
                 position: template.position,
@@ -774,7 +782,12 @@ impl Execution {
     }
 
     fn initiative_event(&self, kind: EventKind) -> Event {
-        let view = InitiativeView {
+        let view = self.initiative_view();
+        Event::new(kind, self.team_id, EventData::Initiative(Box::new(view)))
+    }
+
+    pub fn initiative_view(&self) -> InitiativeView {
+        InitiativeView {
             provenance: self.provenance.clone(),
             team_id: self.team_id,
             strategy_id: self.initiative.strategy_id,
@@ -786,8 +799,7 @@ impl Execution {
             impact: self.procedure.impact,
             rollback_plan: self.procedure.rollback_plan.clone(),
             task_ids: self.tasks.iter().map(|t| t.id).collect(),
-        };
-        Event::new(kind, self.team_id, EventData::Initiative(Box::new(view)))
+        }
     }
 }
 

@@ -12,11 +12,22 @@ use super::mapping::{from_json, to_json};
 use crate::wire::outcome::Outcome;
 
 pub async fn find(db: &impl ConnectionTrait, command_id: Uuid) -> Result<Option<Outcome>, DbErr> {
+    Ok(find_with_actor(db, command_id).await?.map(|(o, _)| o))
+}
+
+/// The outcome and the system that sent the command (when it was known).
+pub async fn find_with_actor(
+    db: &impl ConnectionTrait,
+    command_id: Uuid,
+) -> Result<Option<(Outcome, Option<Uuid>)>, DbErr> {
     match command_inbox::Entity::find_by_id(command_id)
         .one(db)
         .await?
     {
-        Some(row) => Ok(Some(from_json("command_inbox.outcome", row.outcome)?)),
+        Some(row) => Ok(Some((
+            from_json("command_inbox.outcome", row.outcome)?,
+            row.actor_system_id,
+        ))),
         None => Ok(None),
     }
 }

@@ -38,6 +38,7 @@ pub async fn append_events(
         .iter()
         .map(|e| {
             let event_id = Uuid::now_v7();
+            let (series, run) = e.links();
             let envelope = EventEnvelope {
                 schema_version: SCHEMA_VERSION,
                 event_id,
@@ -56,6 +57,8 @@ pub async fn append_events(
                 subject: Set(subjects.event(e.kind, cause.team_name)),
                 team_id: Set(Some(e.team_id.0)),
                 causation_id: Set(Some(cause.command_id)),
+                series_id: Set(series.map(|s| s.0)),
+                run_id: Set(run.map(|r| r.0)),
                 payload: Set(to_json(&envelope)),
                 reply_to: Set(None),
                 created_at: Set(cause.at),
@@ -132,5 +135,25 @@ pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     outbox::Entity::find()
         .filter(outbox::Column::PublishedAt.is_null())
         .count(db)
+        .await
+}
+
+/// The audit trail: every event of a series or of a run, in commit order.
+pub async fn trail(
+    db: &impl ConnectionTrait,
+    series: Option<Uuid>,
+    run: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<outbox::Model>, DbErr> {
+    let mut q = outbox::Entity::find().filter(outbox::Column::Kind.starts_with("event."));
+    if let Some(s) = series {
+        q = q.filter(outbox::Column::SeriesId.eq(s));
+    }
+    if let Some(r) = run {
+        q = q.filter(outbox::Column::RunId.eq(r));
+    }
+    q.order_by_asc(outbox::Column::Seq)
+        .limit(limit)
+        .all(db)
         .await
 }

@@ -164,6 +164,27 @@ pub async fn update(db: &impl ConnectionTrait, p: &Procedure) -> Result<(), DbEr
     Ok(())
 }
 
+pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Procedure>, DbErr> {
+    procedure::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(from_row)
+        .transpose()
+}
+
+/// Every version of every procedure of a team, by series then version.
+pub async fn of_team(db: &impl ConnectionTrait, team: TeamId) -> Result<Vec<Procedure>, DbErr> {
+    procedure::Entity::find()
+        .filter(procedure::Column::TeamId.eq(team.0))
+        .order_by_asc(procedure::Column::SeriesId)
+        .order_by_asc(procedure::Column::Version)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
 /// The series a version belongs to.
 pub async fn series_of(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<SeriesId>, DbErr> {
     Ok(procedure::Entity::find_by_id(id)

@@ -43,3 +43,33 @@ pub async fn of_run(
         .one(db)
         .await
 }
+
+/// A stored review as its event view.
+pub fn view_of(
+    row: run_review::Model,
+    series_id: crate::domain::ids::SeriesId,
+    run_status: &'static str,
+) -> Result<crate::domain::event::ReviewView, DbErr> {
+    use super::mapping::from_json;
+    use crate::domain::event::{Provenance, ReviewView};
+    use crate::domain::ids::*;
+    let outcome: crate::domain::review::ReviewOutcome = row.outcome.into();
+    Ok(ReviewView {
+        review_id: ReviewId(row.id),
+        provenance: Provenance {
+            run_id: RunId(row.run_id),
+            initiative_id: InitiativeId(row.initiative_id),
+            procedure_id: ProcedureId(row.procedure_id),
+            series_id,
+            procedure_version: Version(row.procedure_version as u32),
+        },
+        reviewer_system_id: SystemId(row.reviewer_system_id),
+        run_status,
+        outcome: outcome.as_str(),
+        summary: row.summary,
+        lessons: from_json("run_review.lessons", row.lessons)?,
+        follow_ups: from_json("run_review.follow_ups", row.follow_ups)?,
+        context: from_json("run_review.context", row.context)?,
+        recorded_at: row.created_at,
+    })
+}

@@ -137,13 +137,30 @@ pub async fn run_of_initiative(
         .map(RunId))
 }
 
-/// Loads a run as one aggregate; its run row is locked for the transaction (Postgres).
+/// Loads a run as one aggregate to decide on; its run row is locked for the transaction
+/// (Postgres), so decisions on one run are serialised.
+pub async fn load_for_update(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+) -> Result<Option<Execution>, DbErr> {
+    load_with(db, run_id, true).await
+}
+
+/// Loads a run to read it.
 pub async fn load(db: &impl ConnectionTrait, run_id: RunId) -> Result<Option<Execution>, DbErr> {
-    let Some(run) = procedure_run::Entity::find_by_id(run_id.0)
-        .lock_exclusive()
-        .one(db)
-        .await?
-    else {
+    load_with(db, run_id, false).await
+}
+
+async fn load_with(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+    for_update: bool,
+) -> Result<Option<Execution>, DbErr> {
+    let mut query = procedure_run::Entity::find_by_id(run_id.0);
+    if for_update {
+        query = query.lock_exclusive();
+    }
+    let Some(run) = query.one(db).await? else {
         return Ok(None);
     };
     let missing = |what: &str| DbErr::RecordNotFound(format!("{what} of run {}", run.id));

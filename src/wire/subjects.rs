@@ -94,6 +94,15 @@ impl Subjects {
         format!("{}command.outcome.{id}", self.prefix)
     }
 
+    /// The subject group of the query service: `<prefix>sop.query`.
+    pub fn query_group(&self) -> String {
+        format!("{}sop.query", self.prefix)
+    }
+
+    pub fn query(&self, name: &str) -> String {
+        format!("{}.{name}", self.query_group())
+    }
+
     pub fn outcome_filter(&self) -> String {
         format!("{}command.outcome.*", self.prefix)
     }
@@ -159,6 +168,12 @@ mod tests {
                 assert!(!any(&outcomes, &subject), "{subject}");
                 assert!(matches(&s.team_events("team-a"), &subject));
                 assert!(!matches(&s.team_events("team-b"), &subject));
+            }
+            for name in crate::wire::query::QueryName::ALL {
+                let subject = s.query(name.as_str());
+                assert!(!any(&s.command_filters(), &subject), "{subject}");
+                assert!(!any(&s.event_filters(), &subject), "{subject}");
+                assert!(!any(&outcomes, &subject), "{subject}");
             }
             let outcome = s.outcome(CommandId(Uuid::nil()));
             assert!(any(&outcomes, &outcome));

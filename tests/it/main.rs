@@ -6,5 +6,6 @@
 mod delivery;
 mod harness;
 mod lifecycle;
+mod queries;
 mod rejections;
 mod schema;

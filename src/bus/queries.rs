@@ -1,0 +1,211 @@
+//! The query service: one NATS service-API endpoint per query (`<prefix>sop.query.<name>`),
+//! discoverable with `$SRV.PING` / `$SRV.INFO` / `$SRV.STATS`, load-balanced across workers by
+//! the service's queue group. Failures answer with the `Nats-Service-Error(-Code)` headers and
+//! a JSON body carrying the same codes as command rejections.
+
+use std::collections::HashMap;
+
+use async_nats::HeaderMap;
+use async_nats::service::{Service, ServiceExt};
+use futures::StreamExt;
+use sea_orm::DatabaseConnection;
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use crate::application::Rejection;
+use crate::application::queries::{self, Query, QueryError};
+use crate::domain::error::ErrorCode;
+use crate::wire::outcome::ErrorBody;
+use crate::wire::query::*;
+use crate::wire::subjects::Subjects;
+
+/// How many requests one endpoint answers at once.
+const CONCURRENCY: usize = 16;
+
+fn status(code: ErrorCode) -> usize {
+    match code {
+        ErrorCode::InvalidPayload
+        | ErrorCode::UnsupportedSchema
+        | ErrorCode::UnknownCommand
+        | ErrorCode::ValidationFailed => 400,
+        ErrorCode::Forbidden => 403,
+        ErrorCode::NotFound => 404,
+        ErrorCode::InvalidState | ErrorCode::Conflict => 409,
+        ErrorCode::Internal => 500,
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Rejection::new(ErrorCode::InvalidPayload, format!("request: {e}")))
+}
+
+/// Bytes of a request → the asking system and its query.
+pub fn decode(name: QueryName, bytes: &[u8]) -> Result<(uuid::Uuid, Query), Rejection> {
+    use QueryName as N;
+    Ok(match name {
+        N::GetProcedure => {
+            let q: ProcedureQuery = parse(bytes)?;
+            (
+                q.actor,
+                Query::GetProcedure {
+                    procedure_id: q.procedure_id,
+                },
+            )
+        }
+        N::ListProcedures => {
+            let q: ListQuery = parse(bytes)?;
+            (
+                q.actor,
+                Query::ListProcedures {
+                    status: q.status,
+                    name: q.name,
+                },
+            )
+        }
+        N::History => {
+            let q: SeriesQuery = parse(bytes)?;
+            (
+                q.actor,
+                Query::History {
+                    series_id: q.series_id,
+                },
+            )
+        }
+        N::Diff => {
+            let q: DiffQuery = parse(bytes)?;
+            (
+                q.actor,
+                Query::Diff {
+                    from: q.from,
+                    to: q.to,
+                },
+            )
+        }
+        N::Preview => {
+            let q: ProcedureQuery = parse(bytes)?;
+            (
+                q.actor,
+                Query::Preview {
+                    procedure_id: q.procedure_id,
+                },
+            )
+        }
+        N::GetRun => {
+            let q: RunQuery = parse(bytes)?;
+            (q.actor, Query::GetRun { run_id: q.run_id })
+        }
+        N::Trace => {
+            let q: InitiativeQuery = parse(bytes)?;
+            (
+                q.actor,
+                Query::Trace {
+                    initiative_id: q.initiative_id,
+                },
+            )
+        }
+        N::Audit => {
+            let q: AuditQuery = parse(bytes)?;
+            (
+                q.actor,
+                Query::Audit {
+                    series_id: q.series_id,
+                    run_id: q.run_id,
+                    limit: q.limit.unwrap_or(1000),
+                },
+            )
+        }
+        N::Outcome => {
+            let q: OutcomeQuery = parse(bytes)?;
+            (
+                q.actor,
+                Query::Outcome {
+                    command_id: q.command_id,
+                },
+            )
+        }
+    })
+}
+
+async fn respond(
+    db: &DatabaseConnection,
+    name: QueryName,
+    bytes: &[u8],
+) -> Result<Vec<u8>, Rejection> {
+    let (actor, query) = decode(name, bytes)?;
+    match queries::answer(db, actor, query).await {
+        Ok(answer) => serde_json::to_vec(&answer)
+            .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string())),
+        Err(QueryError::Rejected(r)) => Err(r),
+        Err(QueryError::Store(e)) => {
+            warn!(query = %name, error = %e, "query failed");
+            Err(Rejection::new(
+                ErrorCode::Internal,
+                "the database could not answer; try again",
+            ))
+        }
+    }
+}
+
+/// Starts the service and one task per endpoint; returns the service to stop it later.
+pub async fn start(
+    nats: &async_nats::Client,
+    db: DatabaseConnection,
+    subjects: &Subjects,
+) -> Result<Service, async_nats::Error> {
+    let service = nats
+        .service_builder()
+        .description(
+            "vsm-sop: queries over Standard Operating Procedures, runs and their audit trail",
+        )
+        .start("sop", env!("CARGO_PKG_VERSION"))
+        .await?;
+    let group = service.group(subjects.query_group());
+    for name in QueryName::ALL.iter().copied() {
+        let metadata = HashMap::from([
+            ("query".to_owned(), name.as_str().to_owned()),
+            (
+                "schema".to_owned(),
+                format!("docs/schemas/query.{}.json", name.as_str()),
+            ),
+        ]);
+        let endpoint = group
+            .endpoint_builder()
+            .name(name.as_str().replace('.', "_"))
+            .metadata(metadata)
+            .add(name.as_str())
+            .await?;
+        let db = db.clone();
+        tokio::spawn(endpoint.for_each_concurrent(CONCURRENCY, move |request| {
+            let db = db.clone();
+            async move {
+                let result = match respond(&db, name, &request.message.payload).await {
+                    Ok(body) => request.respond(Ok(body.into())).await,
+                    Err(r) => {
+                        let mut headers = HeaderMap::new();
+                        headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
+                        headers.insert(
+                            SERVICE_ERROR_CODE_HEADER,
+                            status(r.code).to_string().as_str(),
+                        );
+                        let body = QueryFailure {
+                            error: ErrorBody {
+                                code: r.code.as_str().to_owned(),
+                                message: r.message,
+                                field: r.field,
+                            },
+                        };
+                        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                        request
+                            .respond_with_headers(Ok(bytes.into()), headers)
+                            .await
+                    }
+                };
+                if let Err(e) = result {
+                    warn!(query = %name, error = %e, "could not answer a query");
+                }
+            }
+        }));
+    }
+    Ok(service)
+}

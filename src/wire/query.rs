@@ -1,0 +1,124 @@
+//! Query requests (core request/reply through the NATS service API, never stored in a stream)
+//! and the error body they answer with.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! query_names {
+    ($($variant:ident = $name:literal),* $(,)?) => {
+        /// Every query, named as its subject suffix (`<prefix>sop.query.<name>`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum QueryName { $($variant),* }
+
+        impl QueryName {
+            pub const ALL: &'static [QueryName] = &[$(QueryName::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(QueryName::$variant => $name),* }
+            }
+
+            pub fn parse(name: &str) -> Option<QueryName> {
+                match name { $($name => Some(QueryName::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+query_names!(
+    GetProcedure = "procedure.get",
+    ListProcedures = "procedure.list",
+    History = "procedure.history",
+    Diff = "procedure.diff",
+    Preview = "procedure.preview",
+    GetRun = "run.get",
+    Trace = "initiative.trace",
+    Audit = "audit.get",
+    Outcome = "command.outcome",
+);
+
+impl std::fmt::Display for QueryName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Header carrying the error text of a failed query (NATS service API convention).
+pub const SERVICE_ERROR_HEADER: &str = "Nats-Service-Error";
+/// Header carrying an HTTP-like status of a failed query (400, 403, 404, 409, 500).
+pub const SERVICE_ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedureQuery {
+    /// The asking system (queries answer within its team).
+    pub actor: Uuid,
+    pub procedure_id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub actor: Uuid,
+    /// `draft`, `approved` or `retired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Case-insensitive part of the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesQuery {
+    pub actor: Uuid,
+    pub series_id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    pub actor: Uuid,
+    /// Procedure (version) ids.
+    pub from: Uuid,
+    pub to: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    pub actor: Uuid,
+    pub run_id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitiativeQuery {
+    pub actor: Uuid,
+    pub initiative_id: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    pub actor: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<Uuid>,
+    /// At most this many entries (default 1000, at most 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeQuery {
+    pub actor: Uuid,
+    pub command_id: Uuid,
+}
+
+/// The body of a failed query: the same codes as command rejections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryFailure {
+    pub error: super::outcome::ErrorBody,
+}

@@ -1,0 +1,300 @@
+//! Queries over the NATS service API: answers, team scoping, typed errors, discovery.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::*;
+use crate::on_both_databases;
+use vsm_sop::bus::client::ClientError;
+use vsm_sop::wire::command::CommandName as C;
+use vsm_sop::wire::query::{QueryName as Q, SERVICE_ERROR_CODE_HEADER};
+
+on_both_databases!(queries_answer_about_procedures_runs_and_their_history);
+
+async fn ask(app: &TestApp, name: Q, request: Value) -> Value {
+    app.client
+        .query::<_, Value>(name, &request)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+async fn refused(app: &TestApp, name: Q, request: Value) -> String {
+    match app.client.query::<_, Value>(name, &request).await {
+        Err(ClientError::Refused(e)) => e.code,
+        other => panic!("{name}: expected a refusal, got {other:?}"),
+    }
+}
+
+async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("queries").await;
+    let other = app.register_team("others").await;
+    let v1 = approved_sop(&app, &team).await;
+    let v2 = app
+        .ok(C::ReviseProcedure, team.s4, json!({ "procedure_id": v1, "risk_level": "medium",
+            "tasks": [ { "name": "Collect identity" }, { "name": "Interview", "depends_on": [1], "required_skills": ["interviewing"] } ] }))
+        .await
+        .procedure_id
+        .unwrap();
+
+    // A version with its templates; listing with filters.
+    let got = ask(
+        &app,
+        Q::GetProcedure,
+        json!({ "actor": team.s3, "procedure_id": v1 }),
+    )
+    .await;
+    assert_eq!(got["procedure"]["status"], "approved");
+    assert_eq!(got["tasks"].as_array().unwrap().len(), 6);
+    assert_eq!(got["tasks"][1]["depends_on"], json!([1]));
+    let drafts = ask(
+        &app,
+        Q::ListProcedures,
+        json!({ "actor": team.s5, "status": "draft" }),
+    )
+    .await;
+    assert_eq!(drafts["procedures"].as_array().unwrap().len(), 1);
+    let named = ask(
+        &app,
+        Q::ListProcedures,
+        json!({ "actor": team.s5, "name": "first run" }),
+    )
+    .await;
+    assert_eq!(named["procedures"].as_array().unwrap().len(), 2);
+
+    // Preview of the draft for System5: not executable yet, assignees chosen as execute would.
+    let preview = ask(
+        &app,
+        Q::Preview,
+        json!({ "actor": team.s5, "procedure_id": v2 }),
+    )
+    .await;
+    assert_eq!(preview["executable"], false);
+    assert!(preview["blocked_by"].as_str().unwrap().contains("draft"));
+    assert_eq!(preview["tasks"][1]["assignee_name"], "System1/alpha");
+    assert_eq!(preview["tasks"][1]["depends_on"], json!([1]));
+    assert_eq!(preview["tasks"][0]["ready_at_start"], true);
+
+    // Diff between the versions.
+    let diff = ask(
+        &app,
+        Q::Diff,
+        json!({ "actor": team.s5, "from": v1, "to": v2 }),
+    )
+    .await;
+    assert_eq!(
+        diff["fields"],
+        json!([{ "field": "risk_level", "from": "low", "to": "medium" }])
+    );
+    assert_eq!(diff["tasks_removed"].as_array().unwrap().len(), 4);
+    assert_eq!(diff["tasks_changed"].as_array().unwrap().len(), 2);
+
+    // History after approving v2: who did what, when.
+    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": v2 }))
+        .await;
+    let history = ask(
+        &app,
+        Q::History,
+        json!({ "actor": team.s4, "series_id": v1 }),
+    )
+    .await;
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["status"], "retired");
+    assert_eq!(versions[0]["retired_by_system_id"], json!(team.s5));
+    assert_eq!(versions[1]["approved_by_system_id"], json!(team.s5));
+    assert_eq!(versions[1]["created_by_system_id"], json!(team.s4));
+
+    // A run, its trace and its audit trail.
+    let executed = app
+        .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": v1 }))
+        .await;
+    let (run_id, initiative_id) = (executed.run_id.unwrap(), executed.initiative_id.unwrap());
+    app.ok(
+        C::CancelRun,
+        team.s3,
+        json!({ "run_id": run_id, "reason": "demo" }),
+    )
+    .await;
+    app.ok(
+        C::ReviewInitiative,
+        team.s3,
+        json!({ "initiative_id": initiative_id, "outcome": "failed", "summary": "stopped" }),
+    )
+    .await;
+    let run = ask(
+        &app,
+        Q::GetRun,
+        json!({ "actor": team.s1a, "run_id": run_id }),
+    )
+    .await;
+    assert_eq!(run["run"]["status"], "canceled");
+    assert_eq!(run["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(run["review"]["outcome"], "failed");
+    assert_eq!(run["review"]["context"]["risk_level"], "medium");
+    let trace = ask(
+        &app,
+        Q::Trace,
+        json!({ "actor": team.s3, "initiative_id": initiative_id }),
+    )
+    .await;
+    assert_eq!(trace["procedure"]["procedure_id"], json!(v2));
+    assert_eq!(trace["procedure"]["version"], 2);
+    assert_eq!(trace["run"]["run_id"], json!(run_id));
+    assert!(trace["review_id"].is_string());
+    app.drained().await;
+    let audit = ask(&app, Q::Audit, json!({ "actor": team.s5, "series_id": v1 })).await;
+    let kinds: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &kinds[..4],
+        [
+            "procedure.drafted",
+            "procedure.approved",
+            "procedure.revised",
+            "procedure.approved"
+        ]
+    );
+    assert!(kinds.contains(&"run.canceled") && kinds.contains(&"initiative.reviewed"));
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["published"] == true && e["actor"].is_string())
+    );
+    let run_audit = ask(
+        &app,
+        Q::Audit,
+        json!({ "actor": team.s5, "run_id": run_id }),
+    )
+    .await;
+    assert!(
+        run_audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| !e["type"].as_str().unwrap().starts_with("procedure."))
+    );
+    let id = Uuid::now_v7();
+    app.client
+        .send_with_id(
+            id,
+            C::RetireProcedure,
+            team.s5,
+            json!({ "procedure_id": v1, "reason": "x" }),
+        )
+        .await
+        .unwrap();
+    let outcome = ask(
+        &app,
+        Q::Outcome,
+        json!({ "actor": team.s4, "command_id": id }),
+    )
+    .await;
+    assert_eq!(outcome["error"]["code"], "invalid_state");
+
+    // Typed errors, team isolation.
+    assert_eq!(
+        refused(
+            &app,
+            Q::GetProcedure,
+            json!({ "actor": team.s3, "procedure_id": Uuid::now_v7() })
+        )
+        .await,
+        "not_found"
+    );
+    assert_eq!(
+        refused(
+            &app,
+            Q::GetProcedure,
+            json!({ "actor": other.s3, "procedure_id": v1 })
+        )
+        .await,
+        "forbidden"
+    );
+    assert_eq!(
+        refused(
+            &app,
+            Q::GetRun,
+            json!({ "actor": other.s3, "run_id": run_id })
+        )
+        .await,
+        "forbidden"
+    );
+    assert_eq!(
+        refused(
+            &app,
+            Q::Outcome,
+            json!({ "actor": other.s3, "command_id": id })
+        )
+        .await,
+        "forbidden"
+    );
+    assert_eq!(
+        refused(&app, Q::GetRun, json!({ "actor": team.s3 })).await,
+        "invalid_payload"
+    );
+    assert_eq!(
+        refused(&app, Q::Audit, json!({ "actor": team.s3 })).await,
+        "validation_failed"
+    );
+    let others = ask(&app, Q::ListProcedures, json!({ "actor": other.s4 })).await;
+    assert_eq!(others["procedures"], json!([]));
+    // The error is in the service-API headers too.
+    let reply = app
+        .running
+        .nats
+        .request(
+            app.client.subjects().query("run.get"),
+            serde_json::to_vec(&json!({ "actor": team.s3, "run_id": Uuid::now_v7() }))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply
+            .headers
+            .unwrap()
+            .get(SERVICE_ERROR_CODE_HEADER)
+            .unwrap()
+            .as_str(),
+        "404"
+    );
+
+    // Discoverable through the service API.
+    let inbox = app.running.nats.new_inbox();
+    let mut infos = app.running.nats.subscribe(inbox.clone()).await.unwrap();
+    app.running
+        .nats
+        .publish_with_reply("$SRV.INFO.sop", inbox, "".into())
+        .await
+        .unwrap();
+    let ours = app.client.subjects().query("procedure.preview");
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(m) = infos.next().await {
+            let info: Value = serde_json::from_slice(&m.payload).unwrap();
+            if info["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["subject"] == ours.as_str())
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "no $SRV.INFO response lists {ours}");
+    app.stop().await;
+}
