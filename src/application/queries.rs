@@ -56,25 +56,25 @@ pub enum Query {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProcedureDetail {
     pub procedure: ProcedureView,
     pub tasks: Vec<TaskTemplate>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProcedureList {
     pub procedures: Vec<ProcedureView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct History {
     pub series_id: SeriesId,
     /// Oldest first; each says who drafted, approved, rejected or retired it, and when.
     pub versions: Vec<ProcedureView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VersionDiff {
     pub from: ProcedureView,
     pub to: ProcedureView,
@@ -82,7 +82,7 @@ pub struct VersionDiff {
     pub diff: Diff,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PreviewTask {
     pub position: u32,
     pub name: String,
@@ -97,7 +97,7 @@ pub struct PreviewTask {
 }
 
 /// What executing a version would create, without creating it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Preview {
     pub procedure: ProcedureView,
     /// Whether `procedure.execute` would run this version now.
@@ -109,7 +109,7 @@ pub struct Preview {
     pub tasks: Vec<PreviewTask>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunDetail {
     pub run: RunView,
     pub initiative: InitiativeView,
@@ -118,7 +118,7 @@ pub struct RunDetail {
 }
 
 /// From an initiative back to the procedure version and run that made it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Trace {
     pub initiative_id: InitiativeId,
     pub run: RunView,
@@ -126,7 +126,7 @@ pub struct Trace {
     pub review_id: Option<ReviewId>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub seq: i64,
     pub event_id: Uuid,
@@ -139,12 +139,12 @@ pub struct AuditEntry {
     pub published: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Audit {
     pub entries: Vec<AuditEntry>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Answer {
     Procedure(Box<ProcedureDetail>),

@@ -2,7 +2,10 @@
 //! Decoding from bytes to commands happens here, once; nothing below this layer sees NATS.
 
 pub mod client;
+pub mod contract;
 pub mod decode;
+#[cfg(test)]
+mod golden;
 pub mod queries;
 pub mod relay;
 pub mod streams;

@@ -100,7 +100,7 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Event {
     #[serde(skip)]
     pub kind: EventKind,
@@ -110,7 +110,7 @@ pub struct Event {
     pub data: EventData,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum EventData {
     Procedure(Box<ProcedureEvent>),
@@ -141,7 +141,8 @@ impl Event {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A procedure version and what happened to it (data of `procedure.*` events).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ProcedureEvent {
     pub procedure: ProcedureView,
     /// Present when the templates changed (drafted, revised, edited).
@@ -157,7 +158,7 @@ pub struct ProcedureEvent {
     pub superseded: Option<ProcedureId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ProcedureView {
     pub procedure_id: ProcedureId,
     pub series_id: SeriesId,
@@ -225,7 +226,7 @@ impl ProcedureView {
 }
 
 /// Where a run came from: carried by every run, initiative, task and review event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Provenance {
     pub run_id: RunId,
     pub initiative_id: InitiativeId,
@@ -234,7 +235,8 @@ pub struct Provenance {
     pub procedure_version: Version,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A run: its provenance, status and task counts (data of `run.*` events).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RunView {
     #[serde(flatten)]
     pub provenance: Provenance,
@@ -247,7 +249,8 @@ pub struct RunView {
     pub task_counts: std::collections::BTreeMap<&'static str, usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The initiative a run materialised, with the procedure's risk context (data of `initiative.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct InitiativeView {
     #[serde(flatten)]
     pub provenance: Provenance,
@@ -263,7 +266,8 @@ pub struct InitiativeView {
     pub task_ids: Vec<TaskId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A task in full, so a System1 listener never queries back (data of `task.*` events).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TaskView {
     pub task_id: TaskId,
     #[serde(flatten)]
@@ -285,7 +289,8 @@ pub struct TaskView {
     pub follow_up_task_id: Option<TaskId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A post-run review with its frozen procedure context (data of `initiative.reviewed`).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ReviewView {
     pub review_id: ReviewId,
     #[serde(flatten)]

@@ -15,7 +15,7 @@ use super::text;
 
 pub const MAX_LIST_ITEMS: usize = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewOutcome {
     Succeeded,
@@ -60,7 +60,7 @@ pub struct ReviewDraft {
     pub follow_ups: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskOutcome {
     pub task_id: TaskId,
     pub position: u32,
@@ -72,7 +72,7 @@ pub struct TaskOutcome {
 }
 
 /// The procedure context frozen into a review.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReviewContext {
     pub procedure_name: String,
     pub risk_level: RiskLevel,

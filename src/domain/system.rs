@@ -7,7 +7,19 @@ use super::error::DomainError;
 use super::ids::{SystemId, TeamId};
 
 /// The five VSM roles. A team has one each of System2..System5 and one or more System1s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SystemKind {
     /// Operation: works tasks.

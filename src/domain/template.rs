@@ -18,7 +18,7 @@ pub const MAX_SKILL_LEN: usize = 64;
 /// Positions are 1-based and bounded, so they fit every integer column they are stored in.
 pub const MAX_POSITION: u32 = 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TaskTemplate {
     pub position: u32,
     pub name: String,

@@ -63,7 +63,7 @@ impl std::fmt::Display for CommandName {
 
 /// The envelope as read leniently: every field optional, so that even a broken command yields
 /// its id and actor for the rejection outcome.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RawEnvelope {
     pub schema_version: Option<u32>,
     pub command_id: Option<Uuid>,
@@ -73,7 +73,8 @@ pub struct RawEnvelope {
 }
 
 /// The envelope as sent by clients.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Command_{P}")]
 pub struct Envelope<P> {
     pub schema_version: u32,
     pub command_id: Uuid,
@@ -84,7 +85,7 @@ pub struct Envelope<P> {
     pub payload: P,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,7 +101,7 @@ pub struct TemplateDto {
     pub required_skills: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DraftProcedure {
     pub name: String,
@@ -114,7 +115,7 @@ pub struct DraftProcedure {
 
 /// Revise (new draft from the latest version) and edit (change the draft in place): the fields
 /// given replace the current ones; `tasks`, when given, replaces the whole template list.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeProcedure {
     pub procedure_id: Uuid,
@@ -132,20 +133,20 @@ pub struct ChangeProcedure {
     pub tasks: Option<Vec<TemplateDto>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcedureRef {
     pub procedure_id: Uuid,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcedureWithReason {
     pub procedure_id: Uuid,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteProcedure {
     /// The series to run (its first version's id); the approved version is taken.
@@ -157,27 +158,27 @@ pub struct ExecuteProcedure {
     pub strategy_id: Option<Uuid>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRef {
     pub task_id: Uuid,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteTask {
     pub task_id: Uuid,
     pub result: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskWithReason {
     pub task_id: Uuid,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnblockTask {
     pub task_id: Uuid,
@@ -185,7 +186,7 @@ pub struct UnblockTask {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewTask {
     pub task_id: Uuid,
@@ -194,7 +195,7 @@ pub struct ReviewTask {
     pub reasoning: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceTask {
     pub task_id: Uuid,
@@ -205,14 +206,14 @@ pub struct ReplaceTask {
     pub content: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRun {
     pub run_id: Uuid,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewInitiative {
     pub initiative_id: Uuid,

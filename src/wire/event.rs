@@ -7,7 +7,8 @@ use uuid::Uuid;
 /// Events share the commands' schema version.
 pub use super::command::SCHEMA_VERSION;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Event_{D}")]
 pub struct EventEnvelope<D> {
     pub schema_version: u32,
     pub event_id: Uuid,

@@ -47,7 +47,7 @@ pub const SERVICE_ERROR_HEADER: &str = "Nats-Service-Error";
 /// Header carrying an HTTP-like status of a failed query (400, 403, 404, 409, 500).
 pub const SERVICE_ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcedureQuery {
     /// The asking system (queries answer within its team).
@@ -55,7 +55,7 @@ pub struct ProcedureQuery {
     pub procedure_id: Uuid,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub actor: Uuid,
@@ -67,14 +67,14 @@ pub struct ListQuery {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeriesQuery {
     pub actor: Uuid,
     pub series_id: Uuid,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiffQuery {
     pub actor: Uuid,
@@ -83,21 +83,21 @@ pub struct DiffQuery {
     pub to: Uuid,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunQuery {
     pub actor: Uuid,
     pub run_id: Uuid,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitiativeQuery {
     pub actor: Uuid,
     pub initiative_id: Uuid,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub actor: Uuid,
@@ -110,7 +110,7 @@ pub struct AuditQuery {
     pub limit: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeQuery {
     pub actor: Uuid,
@@ -118,7 +118,7 @@ pub struct OutcomeQuery {
 }
 
 /// The body of a failed query: the same codes as command rejections.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QueryFailure {
     pub error: super::outcome::ErrorBody,
 }

@@ -1,0 +1,432 @@
+//! The published contract: an AsyncAPI 3.0 document generated from the Rust wire types, so the
+//! document cannot say one thing while the code does another. `docs/asyncapi.yaml` is this
+//! document; a test regenerates it and fails on any difference (`sop contract` prints it).
+
+use schemars::JsonSchema;
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use serde_json::{Map, Value, json};
+
+use crate::application::queries::{
+    Audit, History, Preview, ProcedureDetail, ProcedureList, RunDetail, Trace, VersionDiff,
+};
+use crate::domain::error::ErrorCode;
+use crate::domain::event::{
+    EventKind, InitiativeView, ProcedureEvent, ReviewView, RunView, TaskView,
+};
+use crate::wire::command::{
+    self as cmd, CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
+};
+use crate::wire::event::EventEnvelope;
+use crate::wire::outcome::Outcome;
+use crate::wire::query::{
+    self as q, QueryFailure, QueryName, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER,
+};
+
+/// Who may send each command, and what it does (also the README's table).
+pub fn command_doc(name: CommandName) -> (&'static str, &'static str) {
+    use CommandName as N;
+    match name {
+        N::DraftProcedure => ("system4", "Draft version 1 of a new procedure series."),
+        N::ReviseProcedure => (
+            "system4",
+            "Start a new draft (latest + 1) from the latest, non-draft version.",
+        ),
+        N::EditProcedure => (
+            "system4",
+            "Change a draft in place; `tasks` replaces all templates.",
+        ),
+        N::DiscardProcedure => (
+            "system4",
+            "Abandon a draft; it is retired without approval.",
+        ),
+        N::ApproveProcedure => (
+            "system5",
+            "Approve a draft; the series' approved version is retired.",
+        ),
+        N::RejectProcedure => ("system5", "Send a draft back to System4 with a reason."),
+        N::RetireProcedure => ("system5", "Take the approved version out of service."),
+        N::ExecuteProcedure => (
+            "system3",
+            "Run the series' approved version: run, initiative, tasks.",
+        ),
+        N::StartTask => ("the task's assignee", "Start a ready pending task."),
+        N::CompleteTask => (
+            "the task's assignee",
+            "Complete an in-progress task with its result.",
+        ),
+        N::BlockTask => (
+            "the task's assignee",
+            "Block an in-progress task, with the reason.",
+        ),
+        N::UnblockTask => (
+            "the task's assignee or system3",
+            "Put a blocked task back to pending.",
+        ),
+        N::ReviewTask => ("system3", "Approve or reject a completed task."),
+        N::CancelTask => (
+            "system3",
+            "Cancel a task that is not in progress, with its dependents.",
+        ),
+        N::ReplaceTask => (
+            "system3",
+            "Replace a rejected or blocked task by a new pending one.",
+        ),
+        N::CancelRun => ("system3", "Cancel a started run and its open tasks."),
+        N::ReviewInitiative => (
+            "system3",
+            "Record the post-run review of an ended run, once.",
+        ),
+    }
+}
+
+pub fn query_doc(name: QueryName) -> &'static str {
+    use QueryName as N;
+    match name {
+        N::GetProcedure => "A procedure version with its task templates.",
+        N::ListProcedures => "The team's procedure versions, by status and/or part of the name.",
+        N::History => {
+            "Every version of a series: who drafted, approved, rejected, retired each, and when."
+        }
+        N::Diff => "What changed between two versions: fields; templates added, removed, changed.",
+        N::Preview => {
+            "Dry run: the initiative and tasks executing a version would create, and who would work them."
+        }
+        N::GetRun => "A run with its initiative, tasks and post-run review.",
+        N::Trace => "From an initiative back to the procedure version and run that made it.",
+        N::Audit => "Every event of a series or a run, with actor and time, from the database.",
+        N::Outcome => "The outcome of a command, by command id.",
+    }
+}
+
+pub fn error_doc(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidPayload => {
+            "Not JSON, not an envelope, or a payload that does not fit its command."
+        }
+        ErrorCode::UnsupportedSchema => "schema_version is not one this worker speaks.",
+        ErrorCode::UnknownCommand => "The subject names no command.",
+        ErrorCode::ValidationFailed => "The content breaks a validation rule; `field` names it.",
+        ErrorCode::Forbidden => {
+            "Unknown system, wrong system type, wrong team, or not the task's assignee."
+        }
+        ErrorCode::NotFound => "A referenced entity does not exist.",
+        ErrorCode::InvalidState => "The entity's state does not allow this.",
+        ErrorCode::Conflict => "Stale or contradicted by newer data.",
+        ErrorCode::Internal => {
+            "The worker failed on this command persistently; nothing of it was applied."
+        }
+    }
+}
+
+pub const ERROR_CODES: [ErrorCode; 9] = [
+    ErrorCode::InvalidPayload,
+    ErrorCode::UnsupportedSchema,
+    ErrorCode::UnknownCommand,
+    ErrorCode::ValidationFailed,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::InvalidState,
+    ErrorCode::Conflict,
+    ErrorCode::Internal,
+];
+
+struct Builder {
+    schemas: SchemaGenerator,
+    channels: Map<String, Value>,
+    operations: Map<String, Value>,
+    messages: Map<String, Value>,
+}
+
+fn reference(to: &str) -> Value {
+    json!({ "$ref": to })
+}
+
+impl Builder {
+    fn schema<T: JsonSchema>(&mut self) -> Value {
+        self.schemas.subschema_for::<T>().to_value()
+    }
+
+    fn message(&mut self, id: &str, title: String, payload: Value, headers: Option<&str>) -> Value {
+        let mut m = json!({ "name": id, "title": title, "contentType": "application/json", "payload": payload });
+        if let Some(h) = headers {
+            m["headers"] = reference(&format!("#/components/schemas/{h}"));
+        }
+        self.messages.insert(id.to_owned(), m);
+        reference(&format!("#/components/messages/{id}"))
+    }
+
+    fn command<P: JsonSchema>(&mut self, name: CommandName) {
+        let (who, what) = command_doc(name);
+        let payload = self.schema::<Envelope<P>>();
+        let id = name.as_str();
+        let message = self.message(id, format!("{id} command"), payload, Some("CommandHeaders"));
+        self.channels.insert(
+            id.to_owned(),
+            json!({ "address": id, "description": what, "messages": { "command": message } }),
+        );
+        self.operations.insert(
+            format!("send.{id}"),
+            json!({
+                "action": "send",
+                "channel": reference(&format!("#/channels/{id}")),
+                "summary": what,
+                "description": format!("Sent by {who}. Stored in stream SOP_COMMANDS; exactly one outcome follows."),
+                "x-sent-by": who,
+                "reply": {
+                    "address": { "location": format!("$message.header#/{REPLY_TO_HEADER}") },
+                    "channel": reference("#/channels/command.outcome"),
+                },
+            }),
+        );
+    }
+
+    fn event<D: JsonSchema>(&mut self, kind: EventKind) {
+        let payload = self.schema::<EventEnvelope<D>>();
+        let id = kind.as_str();
+        let message = self.message(id, format!("{id} event"), payload, None);
+        self.channels.insert(
+            id.to_owned(),
+            json!({
+                "address": format!("{id}.{{team}}"),
+                "parameters": { "team": { "description": "The team's name." } },
+                "messages": { "event": message },
+                "x-stream": "SOP_EVENTS",
+            }),
+        );
+        self.operations.insert(
+            format!("receive.{id}"),
+            json!({ "action": "receive", "channel": reference(&format!("#/channels/{id}")),
+                    "summary": format!("Published by the worker when it commits a {id}.") }),
+        );
+    }
+
+    fn query<R: JsonSchema, A: JsonSchema>(&mut self, name: QueryName) {
+        let what = query_doc(name);
+        let id = format!("sop.query.{}", name.as_str());
+        let request = self.schema::<R>();
+        let answer = self.schema::<A>();
+        let request = self.message(
+            &format!("{id}.request"),
+            format!("{name} request"),
+            request,
+            None,
+        );
+        let answer = self.message(
+            &format!("{id}.answer"),
+            format!("{name} answer"),
+            answer,
+            None,
+        );
+        let failure = reference("#/components/messages/query.failure");
+        self.channels.insert(
+            id.clone(),
+            json!({ "address": id, "description": what, "messages": { "request": request } }),
+        );
+        self.channels.insert(
+            format!("{id}.reply"),
+            json!({ "address": null, "description": "The requester's inbox.", "messages": { "answer": answer, "failure": failure } }),
+        );
+        self.operations.insert(
+            format!("query.{}", name.as_str()),
+            json!({
+                "action": "send",
+                "channel": reference(&format!("#/channels/{id}")),
+                "summary": what,
+                "description": "Core NATS request/reply (NATS service API, service `sop`); never stored in a stream. Any system of the team may ask.",
+                "reply": { "channel": reference(&format!("#/channels/{id}.reply")) },
+            }),
+        );
+    }
+}
+
+/// The whole AsyncAPI document.
+pub fn asyncapi() -> Value {
+    let settings =
+        SchemaSettings::draft07().with(|s| s.definitions_path = "/components/schemas/".into());
+    let mut b = Builder {
+        schemas: settings.into_generator(),
+        channels: Map::new(),
+        operations: Map::new(),
+        messages: Map::new(),
+    };
+    use CommandName as N;
+    b.command::<cmd::DraftProcedure>(N::DraftProcedure);
+    b.command::<cmd::ChangeProcedure>(N::ReviseProcedure);
+    b.command::<cmd::ChangeProcedure>(N::EditProcedure);
+    b.command::<cmd::ProcedureWithReason>(N::DiscardProcedure);
+    b.command::<cmd::ProcedureRef>(N::ApproveProcedure);
+    b.command::<cmd::ProcedureWithReason>(N::RejectProcedure);
+    b.command::<cmd::ProcedureWithReason>(N::RetireProcedure);
+    b.command::<cmd::ExecuteProcedure>(N::ExecuteProcedure);
+    b.command::<cmd::TaskRef>(N::StartTask);
+    b.command::<cmd::CompleteTask>(N::CompleteTask);
+    b.command::<cmd::TaskWithReason>(N::BlockTask);
+    b.command::<cmd::UnblockTask>(N::UnblockTask);
+    b.command::<cmd::ReviewTask>(N::ReviewTask);
+    b.command::<cmd::TaskWithReason>(N::CancelTask);
+    b.command::<cmd::ReplaceTask>(N::ReplaceTask);
+    b.command::<cmd::CancelRun>(N::CancelRun);
+    b.command::<cmd::ReviewInitiative>(N::ReviewInitiative);
+    for kind in EventKind::ALL {
+        match kind.as_str().split('.').next() {
+            Some("procedure") => b.event::<ProcedureEvent>(kind),
+            Some("run") => b.event::<RunView>(kind),
+            Some("task") => b.event::<TaskView>(kind),
+            _ if kind == EventKind::InitiativeReviewed => b.event::<ReviewView>(kind),
+            _ => b.event::<InitiativeView>(kind),
+        }
+    }
+    let outcome = b.schema::<Outcome>();
+    let outcome = b.message("command.outcome", "command outcome".into(), outcome, None);
+    b.channels.insert(
+        "command.outcome".into(),
+        json!({
+            "address": "command.outcome.{command_id}",
+            "parameters": { "command_id": { "description": "The command's id." } },
+            "description": "The one outcome of each command; also sent to the command's Sop-Reply-To inbox.",
+            "messages": { "outcome": outcome },
+            "x-stream": "SOP_OUTCOMES",
+        }),
+    );
+    b.operations.insert(
+        "receive.command.outcome".into(),
+        json!({ "action": "receive", "channel": reference("#/channels/command.outcome"),
+                "summary": "Await or fetch a command's outcome." }),
+    );
+    let failure = b.schema::<QueryFailure>();
+    b.message(
+        "query.failure",
+        "query failure".into(),
+        failure,
+        Some("QueryErrorHeaders"),
+    );
+    use QueryName as Q;
+    b.query::<q::ProcedureQuery, ProcedureDetail>(Q::GetProcedure);
+    b.query::<q::ListQuery, ProcedureList>(Q::ListProcedures);
+    b.query::<q::SeriesQuery, History>(Q::History);
+    b.query::<q::DiffQuery, VersionDiff>(Q::Diff);
+    b.query::<q::ProcedureQuery, Preview>(Q::Preview);
+    b.query::<q::RunQuery, RunDetail>(Q::GetRun);
+    b.query::<q::InitiativeQuery, Trace>(Q::Trace);
+    b.query::<q::AuditQuery, Audit>(Q::Audit);
+    b.query::<q::OutcomeQuery, Outcome>(Q::Outcome);
+
+    let mut schemas = b.schemas.take_definitions(true);
+    schemas.insert(
+        "CommandHeaders".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                MSG_ID_HEADER: { "type": "string", "format": "uuid", "description": "The command_id: JetStream drops a re-publish inside its 2-minute window." },
+                REPLY_TO_HEADER: { "type": "string", "description": "Optional core-NATS inbox that also receives the outcome." },
+                "traceparent": { "type": "string", "description": "Optional W3C trace context." },
+            },
+            "required": [MSG_ID_HEADER],
+        }),
+    );
+    schemas.insert(
+        "QueryErrorHeaders".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                SERVICE_ERROR_HEADER: { "type": "string", "description": "The error message." },
+                SERVICE_ERROR_CODE_HEADER: { "type": "string", "description": "400, 403, 404, 409 or 500." },
+            },
+        }),
+    );
+    schemas.insert(
+        "ErrorCode".into(),
+        json!({
+            "type": "string",
+            "description": "Stable codes of rejected commands and failed queries.",
+            "enum": ERROR_CODES.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "x-descriptions": ERROR_CODES.iter().map(|c| (c.as_str().to_owned(), Value::from(error_doc(*c)))).collect::<Map<_, _>>(),
+        }),
+    );
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "vsm-sop",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": format!(
+                "Governed, versioned Standard Operating Procedures for VSM agents. Commands (two-token subjects) \
+                 go to JetStream stream SOP_COMMANDS with Nats-Msg-Id = command_id; each ends in exactly one \
+                 outcome on command.outcome.<command_id>. Events (`<type>.<team>`) are published to SOP_EVENTS in \
+                 commit order with Nats-Msg-Id = event_id. Queries are core request/reply on sop.query.<name>. \
+                 Envelopes carry schema_version {SCHEMA_VERSION}. An optional deployment prefix precedes every \
+                 subject (`acme.procedure.draft`) and stream (`ACME_SOP_COMMANDS`)."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": { "local": { "host": "127.0.0.1:4222", "protocol": "nats", "description": "nats-server -js (2.9 or newer)" } },
+        "channels": b.channels,
+        "operations": b.operations,
+        "components": { "messages": b.messages, "schemas": schemas },
+    })
+}
+
+/// The document as YAML, as checked in at `docs/asyncapi.yaml`.
+pub fn asyncapi_yaml() -> String {
+    serde_yaml_ng::to_string(&asyncapi()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    /// `docs/asyncapi.yaml` must be what the code generates. After changing a wire type,
+    /// regenerate with `SOP_WRITE_CONTRACT=1 cargo test contract` and review the diff.
+    #[test]
+    fn the_published_contract_matches_the_code() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/asyncapi.yaml");
+        let generated = asyncapi_yaml();
+        if std::env::var_os("SOP_WRITE_CONTRACT").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let published = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            published == generated,
+            "docs/asyncapi.yaml differs from the code: run SOP_WRITE_CONTRACT=1 cargo test contract"
+        );
+    }
+
+    #[test]
+    fn every_reference_resolves_and_every_subject_is_described() {
+        let doc = asyncapi();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in all {
+            let pointer = r.strip_prefix('#').unwrap();
+            assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+        }
+        for name in CommandName::ALL {
+            assert!(doc["channels"][name.as_str()].is_object(), "{name}");
+        }
+        for kind in EventKind::ALL {
+            assert!(
+                doc["channels"][kind.as_str()].is_object(),
+                "{}",
+                kind.as_str()
+            );
+        }
+        for name in QueryName::ALL {
+            assert!(
+                doc["channels"][format!("sop.query.{}", name.as_str())].is_object(),
+                "{name}"
+            );
+        }
+    }
+}

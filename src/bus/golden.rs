@@ -1,0 +1,358 @@
+//! Golden examples of every message (`docs/examples/`): one per command, event type and
+//! outcome shape, built from fixed ids and times. They are snapshots: a change to the wire
+//! shows up as a diff in review. Command examples must also decode, so the documentation can
+//! be pasted onto the bus as it is. Regenerate with `SOP_WRITE_CONTRACT=1 cargo test golden`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::decode::{Arrival, decode};
+use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
+use crate::domain::ids::*;
+use crate::domain::procedure::Series;
+use crate::domain::review::ReviewDraft;
+use crate::domain::run::{Execution, TaskChange, Verdict};
+use crate::domain::testing::*;
+use crate::wire::command::{CommandName, SCHEMA_VERSION};
+use crate::wire::event::EventEnvelope;
+use crate::wire::outcome::{Accepted, ErrorBody, Outcome, Verdict as OutcomeVerdict};
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
+}
+
+fn command_payload(name: CommandName) -> Value {
+    use CommandName as N;
+    let procedure = id(1);
+    let task = id(20);
+    match name {
+        N::DraftProcedure => json!({
+            "name": "First Run Discovery",
+            "description": "Learn who the user is and what they need.",
+            "risk_level": "low", "impact": "high",
+            "rollback_plan": "Revert to prior purpose/strategy and re-interview the user.",
+            "tasks": [
+                { "position": 1, "name": "Collect user identity and links" },
+                { "position": 2, "name": "Conduct the interview", "depends_on": [1],
+                  "default_assignee_type": "system1", "required_skills": ["interviewing"] },
+            ],
+        }),
+        N::ReviseProcedure => {
+            json!({ "procedure_id": procedure, "description": "Sharper discovery" })
+        }
+        N::EditProcedure => json!({ "procedure_id": procedure, "risk_level": "medium" }),
+        N::DiscardProcedure | N::RejectProcedure | N::RetireProcedure => {
+            json!({ "procedure_id": procedure, "reason": "Superseded by the onboarding SOP" })
+        }
+        N::ApproveProcedure => json!({ "procedure_id": procedure }),
+        N::ExecuteProcedure => json!({ "series_id": procedure, "expected_version": 1 }),
+        N::StartTask => json!({ "task_id": task }),
+        N::CompleteTask => {
+            json!({ "task_id": task, "result": "Identity and three links collected" })
+        }
+        N::BlockTask | N::CancelTask => {
+            json!({ "task_id": task, "reason": "Waiting for the user's reply" })
+        }
+        N::UnblockTask => json!({ "task_id": task, "note": "The user replied" }),
+        N::ReviewTask => json!({ "task_id": task, "verdict": "approve", "reasoning": "Complete" }),
+        N::ReplaceTask => {
+            json!({ "task_id": task, "reason": "Missing links", "content": "Collect all links" })
+        }
+        N::CancelRun => json!({ "run_id": id(10), "reason": "Priorities changed" }),
+        N::ReviewInitiative => json!({
+            "initiative_id": id(11), "outcome": "succeeded", "summary": "Discovery done",
+            "lessons": ["Ask for documents before the interview"], "follow_ups": ["Check in after a week"],
+        }),
+    }
+}
+
+fn command(name: CommandName) -> Value {
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "command_id": id(100),
+        "actor": id(200),
+        "correlation_id": "onboarding-42",
+        "payload": command_payload(name),
+    })
+}
+
+fn procedure_event(kind: EventKind, p: &crate::domain::procedure::Procedure) -> Event {
+    let data = ProcedureEvent {
+        procedure: ProcedureView::of(p),
+        tasks: matches!(kind, EventKind::ProcedureDrafted)
+            .then(|| first_run_discovery().as_slice().to_vec()),
+        reason: matches!(kind, EventKind::ProcedureRejected).then(|| "Too vague".to_owned()),
+        based_on: None,
+        superseded: None,
+    };
+    Event::new(kind, p.team_id, EventData::Procedure(Box::new(data)))
+}
+
+/// One event of every type, from the domain itself.
+fn events() -> BTreeMap<&'static str, Event> {
+    let mut all: Vec<Event> = Vec::new();
+    let mut draft = draft_v1();
+    all.push(procedure_event(EventKind::ProcedureDrafted, &draft));
+    draft.reject("Too vague".into(), &system5(), t(1)).unwrap();
+    all.push(procedure_event(EventKind::ProcedureRejected, &draft));
+    draft.edit(meta(), &system4(), t(2)).unwrap();
+    all.push(procedure_event(EventKind::ProcedureEdited, &draft));
+    let mut series = Series::new(vec![draft.clone()]).unwrap();
+    series.approve(pid(1), &system5(), t(3)).unwrap();
+    all.push(procedure_event(
+        EventKind::ProcedureApproved,
+        series.get(pid(1)).unwrap(),
+    ));
+    let v2 = series
+        .revise(pid(1), meta(), pid(2), &system4(), t(4))
+        .unwrap();
+    all.push(procedure_event(EventKind::ProcedureRevised, &v2));
+    let mut discarded = v2.clone();
+    discarded
+        .discard("Not needed".into(), &system4(), t(5))
+        .unwrap();
+    all.push(procedure_event(EventKind::ProcedureDiscarded, &discarded));
+    let mut retired = series.get(pid(1)).unwrap().clone();
+    retired.retire("Obsolete".into(), &system5(), t(6)).unwrap();
+    all.push(procedure_event(EventKind::ProcedureRetired, &retired));
+
+    let (mut run, events) = execute(&first_run_discovery());
+    all.extend(events);
+    let worker = |run: &Execution, i: usize| {
+        the_team()
+            .into_iter()
+            .find(|s| s.id == run.tasks[i].assignee)
+            .unwrap()
+    };
+    let first = run.tasks[0].id;
+    all.extend(run.start_task(first, &worker(&run, 0), t(11)).unwrap());
+    all.extend(
+        run.block_task(
+            first,
+            "Waiting for the user".into(),
+            &worker(&run, 0),
+            t(12),
+        )
+        .unwrap(),
+    );
+    all.extend(run.unblock_task(first, None, &system3(), t(13)).unwrap());
+    all.extend(run.start_task(first, &worker(&run, 0), t(14)).unwrap());
+    all.extend(
+        run.complete_task(first, "Links collected".into(), &worker(&run, 0), t(15))
+            .unwrap(),
+    );
+    all.extend(
+        run.review_task(
+            first,
+            Verdict::Reject,
+            "Missing links".into(),
+            &system3(),
+            t(16),
+        )
+        .unwrap(),
+    );
+    all.extend(
+        run.replace_task(
+            first,
+            TaskId(id(30)),
+            TaskChange {
+                reason: "Redo".into(),
+                ..Default::default()
+            },
+            &system3(),
+            t(17),
+        )
+        .unwrap(),
+    );
+    all.extend(
+        run.start_task(TaskId(id(30)), &worker(&run, 6), t(18))
+            .unwrap(),
+    );
+    all.extend(
+        run.complete_task(TaskId(id(30)), "All links".into(), &worker(&run, 6), t(19))
+            .unwrap(),
+    );
+    all.extend(
+        run.review_task(
+            TaskId(id(30)),
+            Verdict::Approve,
+            "Good".into(),
+            &system3(),
+            t(20),
+        )
+        .unwrap(),
+    );
+    let mut canceled = run.clone();
+    all.extend(
+        canceled
+            .cancel("Priorities changed".into(), &system3(), t(21))
+            .unwrap(),
+    );
+    let rest: Vec<TaskId> = run.tasks[1..6].iter().map(|t| t.id).collect();
+    for (i, task) in rest.into_iter().enumerate() {
+        let w = worker(&run, i + 1);
+        run.start_task(task, &w, t(30)).unwrap();
+        run.complete_task(task, "done".into(), &w, t(31)).unwrap();
+        all.extend(
+            run.review_task(task, Verdict::Approve, "ok".into(), &system3(), t(32))
+                .unwrap(),
+        );
+    }
+    let review = ReviewDraft {
+        outcome: "succeeded".into(),
+        summary: "Discovery done".into(),
+        lessons: vec!["Ask for documents first".into()],
+        follow_ups: vec![],
+    };
+    all.push(
+        run.record_review(ReviewId(id(40)), review, &system3(), t(40))
+            .unwrap()
+            .1,
+    );
+    let (mut doomed, _) = execute(&first_run_discovery());
+    let second = doomed.tasks[1].id;
+    let first = doomed.tasks[0].id;
+    let w = the_team()
+        .into_iter()
+        .find(|s| s.id == doomed.tasks[0].assignee)
+        .unwrap();
+    doomed.start_task(first, &w, t(50)).unwrap();
+    doomed.complete_task(first, "r".into(), &w, t(51)).unwrap();
+    doomed
+        .review_task(first, Verdict::Approve, "ok".into(), &system3(), t(52))
+        .unwrap();
+    all.extend(
+        doomed
+            .cancel_task(second, "Not needed".into(), &system3(), t(53))
+            .unwrap(),
+    );
+    let mut by_kind = BTreeMap::new();
+    for e in all {
+        by_kind.entry(e.kind.as_str()).or_insert(e);
+    }
+    by_kind
+}
+
+fn envelope(n: u128, e: &Event) -> Value {
+    serde_json::to_value(EventEnvelope {
+        schema_version: SCHEMA_VERSION,
+        event_id: id(1000 + n),
+        kind: e.kind.as_str().to_owned(),
+        occurred_at: t(60),
+        team_id: e.team_id.0,
+        team: "discovery".into(),
+        causation_id: id(100),
+        correlation_id: Some("onboarding-42".into()),
+        actor: id(200),
+        data: e,
+    })
+    .unwrap()
+}
+
+fn outcomes() -> Vec<(&'static str, Value)> {
+    let accepted = Outcome {
+        schema_version: SCHEMA_VERSION,
+        command_id: id(100),
+        command: "procedure.execute".into(),
+        verdict: OutcomeVerdict::Accepted {
+            result: Accepted {
+                procedure_id: Some(id(1)),
+                series_id: Some(id(1)),
+                version: Some(1),
+                status: Some("started".into()),
+                run_id: Some(id(10)),
+                initiative_id: Some(id(11)),
+                task_ids: vec![id(20), id(21)],
+                ..Default::default()
+            },
+        },
+        processed_at: t(60),
+    };
+    let rejected = Outcome {
+        verdict: OutcomeVerdict::Rejected {
+            error: ErrorBody {
+                code: "validation_failed".into(),
+                message: "tasks[position=2].depends_on: no task at position 9 in this procedure"
+                    .into(),
+                field: Some("tasks[position=2].depends_on".into()),
+            },
+        },
+        command: "procedure.draft".into(),
+        ..accepted.clone()
+    };
+    vec![
+        ("accepted", serde_json::to_value(accepted).unwrap()),
+        ("rejected", serde_json::to_value(rejected).unwrap()),
+    ]
+}
+
+fn examples() -> Vec<(PathBuf, Value)> {
+    let mut out = Vec::new();
+    for name in CommandName::ALL {
+        out.push((
+            PathBuf::from(format!("commands/{}.json", name.as_str())),
+            command(*name),
+        ));
+    }
+    let events = events();
+    assert_eq!(
+        events.len(),
+        EventKind::ALL.len(),
+        "an example of every event type"
+    );
+    for (n, (kind, e)) in events.iter().enumerate() {
+        out.push((
+            PathBuf::from(format!("events/{kind}.json")),
+            envelope(n as u128, e),
+        ));
+    }
+    for (name, o) in outcomes() {
+        out.push((PathBuf::from(format!("outcomes/{name}.json")), o));
+    }
+    out
+}
+
+#[test]
+fn golden_examples_match_the_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
+    let write = std::env::var_os("SOP_WRITE_CONTRACT").is_some();
+    for (path, value) in examples() {
+        let path = root.join(path);
+        let text = serde_json::to_string_pretty(&value).unwrap() + "\n";
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+        }
+        let found = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            found == text,
+            "{} differs: run SOP_WRITE_CONTRACT=1 cargo test golden",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn command_examples_decode_as_they_are() {
+    for name in CommandName::ALL {
+        let bytes = serde_json::to_vec(&command(*name)).unwrap();
+        let decoded = decode(&Arrival {
+            name: name.as_str(),
+            payload: &bytes,
+            msg_id: None,
+            reply_to: None,
+            fallback_id: Uuid::nil(),
+        });
+        assert!(
+            decoded.is_ok(),
+            "{name}: {:?}",
+            decoded.err().map(|u| u.rejection)
+        );
+    }
+    for (_, o) in outcomes() {
+        let _: Outcome = serde_json::from_value(o).unwrap();
+    }
+}
