@@ -4,6 +4,7 @@
 //! # Layout
 //! Layers, each importing only the ones below it:
 //!
+//! - [`cli`]: the `sop` command line (worker, operators' and agents' commands, queries);
 //! - [`app`]: composition root (connect, migrate, ensure streams, spawn consumer + relay);
 //! - [`bus`]: the NATS edge — streams, the command consumer, decoding, the outbox relay, the client;
 //! - [`application`]: one use case per command and the transaction pipeline around them;
@@ -23,6 +24,7 @@
 pub mod app;
 pub mod application;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod store;

@@ -34,6 +34,32 @@ fn nats_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Nats(e.to_string())
 }
 
+/// Where an event subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStart {
+    /// The first event in the stream (a full replay).
+    First,
+    /// Only events published from now on.
+    New,
+    /// From this stream sequence.
+    Sequence(u64),
+    /// From the first event at or after this time.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl EventStart {
+    fn policy(self) -> DeliverPolicy {
+        match self {
+            EventStart::First => DeliverPolicy::All,
+            EventStart::New => DeliverPolicy::New,
+            EventStart::Sequence(start_sequence) => {
+                DeliverPolicy::ByStartSequence { start_sequence }
+            }
+            EventStart::Time(start_time) => DeliverPolicy::ByStartTime { start_time },
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     nats: async_nats::Client,
@@ -203,7 +229,7 @@ impl Client {
     pub async fn events(
         &self,
         filter: &str,
-        deliver: DeliverPolicy,
+        start: EventStart,
     ) -> Result<
         impl futures::Stream<Item = Result<EventEnvelope<serde_json::Value>, ClientError>> + use<>,
         ClientError,
@@ -226,7 +252,7 @@ impl Client {
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 filter_subject: server_filter,
-                deliver_policy: deliver,
+                deliver_policy: start.policy(),
                 ..Default::default()
             })
             .await

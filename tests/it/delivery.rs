@@ -196,7 +196,7 @@ async fn a_listener_replays_every_event_from_the_start(backend: Backend) {
         .client
         .events(
             &app.client.subjects().team_events("replay"),
-            async_nats::jetstream::consumer::DeliverPolicy::All,
+            vsm_sop::bus::client::EventStart::First,
         )
         .await
         .unwrap();

@@ -72,6 +72,8 @@ enum Database {
 
 pub struct TestApp {
     pub running: Running,
+    /// What the worker was started with (the CLI tests reuse it).
+    pub settings: Settings,
     pub client: Client,
     database: Database,
     _nats_container: Option<ContainerAsync<Nats>>,
@@ -164,6 +166,7 @@ impl TestApp {
         let client = running.client().with_timeout(WAIT);
         TestApp {
             running,
+            settings,
             client,
             database,
             _nats_container: nats_container,
@@ -267,7 +270,7 @@ impl TestApp {
             .expect("count events") as usize;
         let stream = self
             .client
-            .events(">", async_nats::jetstream::consumer::DeliverPolicy::All)
+            .events(">", vsm_sop::bus::client::EventStart::First)
             .await
             .expect("replay events");
         let mut stream = std::pin::pin!(stream);

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod cli;
 mod delivery;
 mod harness;
 mod lifecycle;

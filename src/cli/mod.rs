@@ -1,0 +1,874 @@
+//! The `sop` command line: the worker, migrations, team registration, every command, every
+//! query, and the event stream, for people (tables) and scripts (`--json`, exit codes).
+//!
+//! Exit codes: 0 done; 1 usage or local error; 2 rejected / refused; 3 NATS unreachable or no
+//! answer in time; 4 not found.
+
+mod render;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::app;
+use crate::bus::client::{Client, ClientError, EventStart};
+use crate::bus::contract;
+use crate::config::Settings;
+use crate::store::{self, teams::TeamSpec};
+use crate::wire::command::CommandName;
+use crate::wire::query::QueryName;
+use crate::wire::subjects::Subjects;
+use render::GraphFormat;
+
+const EXIT_REJECTED: u8 = 2;
+const EXIT_UNREACHABLE: u8 = 3;
+const EXIT_NOT_FOUND: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "sop",
+    version,
+    about = "Standard Operating Procedures for VSM agents, over NATS"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    /// The acting system's id, for commands and queries.
+    #[arg(long, env = "SOP_ACTOR", global = true)]
+    actor: Option<Uuid>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for an outcome or an answer.
+    #[arg(long, default_value_t = 30, global = true)]
+    timeout: u64,
+    /// Log as JSON lines.
+    #[arg(long, env = "SOP_LOG_JSON", global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the worker: consume commands, apply them, publish events, answer queries.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Register teams and their systems (operators; writes the database directly).
+    Team {
+        #[command(subcommand)]
+        command: TeamCmd,
+    },
+    /// Procedure commands and queries.
+    Procedure {
+        #[command(subcommand)]
+        command: ProcedureCmd,
+    },
+    /// Task commands.
+    Task {
+        #[command(subcommand)]
+        command: TaskCmd,
+    },
+    /// Run commands and queries.
+    Run {
+        #[command(subcommand)]
+        command: RunCmd,
+    },
+    /// Initiative commands and queries.
+    Initiative {
+        #[command(subcommand)]
+        command: InitiativeCmd,
+    },
+    /// The audit trail of a series or a run: every event, actor and time.
+    Audit {
+        #[arg(long, required_unless_present = "run")]
+        series: Option<Uuid>,
+        #[arg(long)]
+        run: Option<Uuid>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+    },
+    /// The outcome of a command, by its id.
+    Outcome { command_id: Uuid },
+    /// Send any command with a JSON/YAML payload (the generic form of the commands above).
+    Send {
+        /// Command name, e.g. `procedure.draft`.
+        command: String,
+        #[command(flatten)]
+        args: SendArgs,
+    },
+    /// Follow or replay events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCmd,
+    },
+    /// Print the AsyncAPI contract (docs/asyncapi.yaml).
+    Contract,
+}
+
+#[derive(Subcommand)]
+enum TeamCmd {
+    /// Create or update a team and its systems from a JSON or YAML file; prints the ids.
+    Apply {
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Show a team and its systems' ids.
+    Show { name: String },
+}
+
+/// What every command takes: the entity it acts on, payload fields, or a payload file.
+#[derive(Args, Clone)]
+struct SendArgs {
+    /// The id the command acts on (procedure, series, task, run or initiative), then payload
+    /// fields as FIELD=VALUE (a VALUE that is JSON — number, list, object — is taken as JSON).
+    #[arg(value_name = "ID | FIELD=VALUE")]
+    args: Vec<String>,
+    /// Payload file, JSON or YAML (`-` reads standard input); inline fields override it.
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// Shortcut for reason=REASON.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Command id (default: a new one). Re-sending an id is safe: one effect, same outcome.
+    #[arg(long)]
+    id: Option<Uuid>,
+}
+
+#[derive(Subcommand)]
+enum ProcedureCmd {
+    /// Draft a new procedure (System4): `--file onboarding.yaml`.
+    Draft(SendArgs),
+    /// New draft version from the latest version (System4): `<procedure_id> [FIELD=VALUE…]`.
+    Revise(SendArgs),
+    /// Change a draft (System4): `<procedure_id> [FIELD=VALUE…]`.
+    Edit(SendArgs),
+    /// Discard a draft (System4): `<procedure_id> --reason …`.
+    Discard(SendArgs),
+    /// Approve a draft (System5): `<procedure_id>`.
+    Approve(SendArgs),
+    /// Send a draft back (System5): `<procedure_id> --reason …`.
+    Reject(SendArgs),
+    /// Retire the approved version (System5): `<procedure_id> --reason …`.
+    Retire(SendArgs),
+    /// Execute the series' approved version (System3): `<series_id> [expected_version=N]`.
+    Execute(SendArgs),
+    /// A version with its task templates.
+    Show { procedure_id: Uuid },
+    /// The team's procedures.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Every version of a series, with who did what and when.
+    History { series_id: Uuid },
+    /// What changed between two versions.
+    Diff { from: Uuid, to: Uuid },
+    /// What executing a version would create, and who would work each task.
+    Preview { procedure_id: Uuid },
+    /// The task dependency graph.
+    Graph {
+        procedure_id: Uuid,
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: GraphFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCmd {
+    /// Start a ready task (its assignee): `<task_id>`.
+    Start(SendArgs),
+    /// Complete a task (its assignee): `<task_id> result=…`.
+    Complete(SendArgs),
+    /// Block a task (its assignee): `<task_id> --reason …`.
+    Block(SendArgs),
+    /// Unblock a task (its assignee or System3): `<task_id> [note=…]`.
+    Unblock(SendArgs),
+    /// Review a completed task (System3): `<task_id> verdict=approve|reject [reasoning=…]`.
+    Review(SendArgs),
+    /// Cancel a task and its dependents (System3): `<task_id> --reason …`.
+    Cancel(SendArgs),
+    /// Replace a rejected or blocked task (System3): `<task_id> --reason … [name=…] [content=…]`.
+    Replace(SendArgs),
+}
+
+#[derive(Subcommand)]
+enum RunCmd {
+    /// Cancel a run (System3): `<run_id> --reason …`.
+    Cancel(SendArgs),
+    /// A run with its initiative, tasks and review.
+    Show { run_id: Uuid },
+}
+
+#[derive(Subcommand)]
+enum InitiativeCmd {
+    /// Record the post-run review (System3): `<initiative_id> outcome=… summary=… [lessons='[…]']`.
+    Review(SendArgs),
+    /// From an initiative back to its procedure version and run.
+    Trace { initiative_id: Uuid },
+}
+
+#[derive(Args)]
+struct EventFilter {
+    /// Only this team's events.
+    #[arg(long)]
+    team: Option<String>,
+    /// Only this event type, e.g. `task.ready`.
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Print new events as they happen.
+    Tail {
+        #[command(flatten)]
+        filter: EventFilter,
+    },
+    /// Replay events from the start of the stream, a sequence or a time.
+    Replay {
+        #[command(flatten)]
+        filter: EventFilter,
+        /// Start at this stream sequence.
+        #[arg(long, conflicts_with = "since")]
+        from_seq: Option<u64>,
+        /// Start at this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+/// A failure with the exit code it maps to.
+struct Exit(u8, String);
+
+impl From<anyhow::Error> for Exit {
+    fn from(e: anyhow::Error) -> Exit {
+        Exit(1, format!("{e:#}"))
+    }
+}
+
+impl From<ClientError> for Exit {
+    fn from(e: ClientError) -> Exit {
+        match &e {
+            ClientError::Nats(_) | ClientError::Timeout(_) => Exit(EXIT_UNREACHABLE, e.to_string()),
+            ClientError::Refused(b) if b.code == "not_found" => Exit(EXIT_NOT_FOUND, e.to_string()),
+            ClientError::Refused(_) => Exit(EXIT_REJECTED, e.to_string()),
+            ClientError::Decode(_) => Exit(1, e.to_string()),
+        }
+    }
+}
+
+struct Ctx {
+    settings: Settings,
+    actor: Option<Uuid>,
+    json: bool,
+    timeout: Duration,
+}
+
+impl Ctx {
+    async fn client(&self) -> Result<Client, Exit> {
+        let nats = app::connect_nats(&self.settings.nats_url)
+            .await
+            .map_err(|e| Exit(EXIT_UNREACHABLE, format!("{e:#}")))?;
+        Ok(
+            Client::new(nats, Subjects::new(&self.settings.subject_prefix))
+                .with_timeout(self.timeout),
+        )
+    }
+
+    fn actor(&self) -> Result<Uuid, Exit> {
+        self.actor.ok_or_else(|| {
+            Exit(
+                1,
+                "give the acting system with --actor <system id> (or SOP_ACTOR)".into(),
+            )
+        })
+    }
+
+    fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) -> Result<(), Exit> {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).map_err(|e| Exit(1, e.to_string()))?
+            );
+        } else {
+            println!("{}", human(value));
+        }
+        Ok(())
+    }
+
+    async fn query(&self, name: QueryName, mut request: Value) -> Result<Value, Exit> {
+        request["actor"] = json!(self.actor()?);
+        Ok(self
+            .client()
+            .await?
+            .query::<_, Value>(name, &request)
+            .await?)
+    }
+
+    async fn send(&self, name: CommandName, args: SendArgs) -> Result<ExitCode, Exit> {
+        let payload = payload(name, &args)?;
+        let client = self.client().await?;
+        let outcome = client
+            .send_with_id(
+                args.id.unwrap_or_else(Uuid::now_v7),
+                name,
+                self.actor()?,
+                payload,
+            )
+            .await?;
+        let value = serde_json::to_value(&outcome).map_err(|e| Exit(1, e.to_string()))?;
+        self.print(&value, render::outcome)?;
+        Ok(match outcome.error_code() {
+            None => ExitCode::SUCCESS,
+            Some("not_found") => ExitCode::from(EXIT_NOT_FOUND),
+            Some(_) => ExitCode::from(EXIT_REJECTED),
+        })
+    }
+}
+
+/// The payload field the positional id fills, per command.
+fn id_field(name: CommandName) -> Option<&'static str> {
+    use CommandName as N;
+    match name {
+        N::DraftProcedure => None,
+        N::ReviseProcedure
+        | N::EditProcedure
+        | N::DiscardProcedure
+        | N::ApproveProcedure
+        | N::RejectProcedure
+        | N::RetireProcedure => Some("procedure_id"),
+        N::ExecuteProcedure => Some("series_id"),
+        N::StartTask
+        | N::CompleteTask
+        | N::BlockTask
+        | N::UnblockTask
+        | N::ReviewTask
+        | N::CancelTask
+        | N::ReplaceTask => Some("task_id"),
+        N::CancelRun => Some("run_id"),
+        N::ReviewInitiative => Some("initiative_id"),
+    }
+}
+
+/// Reads a JSON or YAML file (`-`: standard input) into a JSON value.
+fn read_document(path: &Path) -> anyhow::Result<Value> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Ok(v),
+        Err(_) => serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{} is neither JSON nor YAML", path.display())),
+    }
+}
+
+/// File, then positional id, then FIELD=VALUE pairs, then --reason.
+fn payload(name: CommandName, args: &SendArgs) -> Result<Value, Exit> {
+    let mut payload = match &args.file {
+        Some(path) => read_document(path)?,
+        None => Value::Object(Map::new()),
+    };
+    let Some(object) = payload.as_object_mut() else {
+        return Err(Exit(1, "the payload file must hold an object".into()));
+    };
+    for (i, arg) in args.args.iter().enumerate() {
+        match arg.split_once('=') {
+            Some((key, value)) => {
+                let value =
+                    serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+                object.insert(key.to_owned(), value);
+            }
+            None if i == 0 => {
+                let field = id_field(name)
+                    .ok_or_else(|| Exit(1, format!("{name} takes no id; give FIELD=VALUE")))?;
+                object.insert(field.to_owned(), Value::String(arg.clone()));
+            }
+            None => return Err(Exit(1, format!("`{arg}` is not FIELD=VALUE"))),
+        }
+    }
+    if let Some(reason) = &args.reason {
+        object.insert("reason".into(), Value::String(reason.clone()));
+    }
+    Ok(payload)
+}
+
+fn human_procedure(v: &Value) -> String {
+    let p = &v["procedure"];
+    let head = render::fields(
+        p,
+        &[
+            "procedure_id",
+            "series_id",
+            "version",
+            "status",
+            "name",
+            "description",
+            "risk_level",
+            "impact",
+            "rollback_plan",
+            "created_by_system_id",
+            "approved_by_system_id",
+            "approved_at",
+            "retired_reason",
+            "rejected_reason",
+        ],
+    );
+    let tasks = render::table(
+        &["position", "name", "depends_on", "assignee_type", "skills"],
+        &render::rows(
+            &v["tasks"],
+            &[
+                "position",
+                "name",
+                "depends_on",
+                "default_assignee_type",
+                "required_skills",
+            ],
+        ),
+    );
+    format!("{head}\n\n{tasks}")
+}
+
+fn human_diff(v: &Value) -> String {
+    let mut out = vec![format!(
+        "{} v{} → v{}",
+        render::cell(&v["to"]["name"]),
+        render::cell(&v["from"]["version"]),
+        render::cell(&v["to"]["version"])
+    )];
+    for f in v["fields"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "~ {}: {} → {}",
+            render::cell(&f["field"]),
+            render::cell(&f["from"]),
+            render::cell(&f["to"])
+        ));
+    }
+    for t in v["tasks_added"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "+ task {}: {}",
+            render::cell(&t["position"]),
+            render::cell(&t["name"])
+        ));
+    }
+    for t in v["tasks_removed"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "- task {}: {}",
+            render::cell(&t["position"]),
+            render::cell(&t["name"])
+        ));
+    }
+    for t in v["tasks_changed"].as_array().into_iter().flatten() {
+        for c in t["changes"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "~ task {} {}: {} → {}",
+                render::cell(&t["position"]),
+                render::cell(&c["field"]),
+                render::cell(&c["from"]),
+                render::cell(&c["to"])
+            ));
+        }
+    }
+    if out.len() == 1 {
+        out.push("(no changes)".into());
+    }
+    out.join("\n")
+}
+
+fn human_run(v: &Value) -> String {
+    let run = render::fields(
+        &v["run"],
+        &[
+            "run_id",
+            "status",
+            "procedure_id",
+            "procedure_version",
+            "initiative_id",
+            "started_at",
+            "completed_at",
+            "reason",
+        ],
+    );
+    let tasks = render::table(
+        &["position", "task_id", "name", "status", "ready", "assignee"],
+        &render::rows(
+            &v["tasks"],
+            &[
+                "position",
+                "task_id",
+                "name",
+                "status",
+                "ready",
+                "assignee_system_id",
+            ],
+        ),
+    );
+    let review = match &v["review"] {
+        Value::Null => "no post-run review yet".to_owned(),
+        r => format!(
+            "review: {} — {}",
+            render::cell(&r["outcome"]),
+            render::cell(&r["summary"])
+        ),
+    };
+    format!("{run}\n\n{tasks}\n\n{review}")
+}
+
+async fn events(ctx: &Ctx, filter: EventFilter, start: EventStart) -> Result<(), Exit> {
+    let client = ctx.client().await?;
+    let s = client.subjects();
+    let team = filter.team.as_deref().unwrap_or("*");
+    let subject = match &filter.kind {
+        Some(kind) => format!("{}{kind}.{team}", s.prefix()),
+        None if filter.team.is_some() => s.team_events(team),
+        None => ">".to_owned(),
+    };
+    let stream = client.events(&subject, start).await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut seen = 0;
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        if ctx.json {
+            println!(
+                "{}",
+                serde_json::to_string(&event).map_err(|e| Exit(1, e.to_string()))?
+            );
+        } else {
+            let d = &event.data;
+            let what = ["task_id", "run_id", "review_id"]
+                .iter()
+                .find_map(|k| d[*k].as_str().map(|v| format!("{k}={v}")))
+                .or_else(|| {
+                    d["procedure"]["procedure_id"]
+                        .as_str()
+                        .map(|v| format!("procedure_id={v}"))
+                })
+                .unwrap_or_default();
+            let status = d["status"]
+                .as_str()
+                .or(d["procedure"]["status"].as_str())
+                .unwrap_or("");
+            println!(
+                "{}  {:<22} {:<14} {what} {status}",
+                event.occurred_at.format("%H:%M:%S%.3f"),
+                event.kind,
+                event.team
+            );
+        }
+        seen += 1;
+        if filter.limit.is_some_and(|l| seen >= l) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
+    let ctx = Ctx {
+        settings: cli.settings,
+        actor: cli.actor,
+        json: cli.json,
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    use CommandName as N;
+    match cli.command {
+        Cmd::Worker => {
+            let running = app::start(&ctx.settings).await?;
+            app::wait_for_signal().await;
+            tracing::info!("shutting down");
+            running.stop().await;
+        }
+        Cmd::Migrate => {
+            let db = app::connect_db(&ctx.settings).await?;
+            store::migrate(&db).await.context("running migrations")?;
+            println!("migrations applied");
+        }
+        Cmd::Team { command } => {
+            let db = app::connect_db(&ctx.settings).await?;
+            store::migrate(&db).await.context("running migrations")?;
+            let record = match command {
+                TeamCmd::Apply { file } => {
+                    let spec: TeamSpec =
+                        serde_json::from_value(read_document(&file)?).context("not a team file")?;
+                    let txn = store::begin(&db).await.context("opening a transaction")?;
+                    let record = store::teams::apply(&txn, &spec)
+                        .await
+                        .map_err(|e| Exit(EXIT_REJECTED, e.to_string()))?;
+                    txn.commit().await.context("committing the team")?;
+                    record
+                }
+                TeamCmd::Show { name } => store::teams::find_by_name(&db, &name)
+                    .await
+                    .context("reading the team")?
+                    .ok_or_else(|| Exit(EXIT_NOT_FOUND, format!("no team {name}")))?,
+            };
+            let value = serde_json::to_value(&record).map_err(|e| Exit(1, e.to_string()))?;
+            ctx.print(&value, |v| {
+                format!(
+                    "team {} ({})\n\n{}",
+                    render::cell(&v["name"]),
+                    render::cell(&v["id"]),
+                    render::table(
+                        &["id", "name", "type", "skills"],
+                        &render::rows(&v["systems"], &["id", "name", "type", "skills"])
+                    )
+                )
+            })?;
+        }
+        Cmd::Procedure { command } => match command {
+            ProcedureCmd::Draft(a) => return ctx.send(N::DraftProcedure, a).await,
+            ProcedureCmd::Revise(a) => return ctx.send(N::ReviseProcedure, a).await,
+            ProcedureCmd::Edit(a) => return ctx.send(N::EditProcedure, a).await,
+            ProcedureCmd::Discard(a) => return ctx.send(N::DiscardProcedure, a).await,
+            ProcedureCmd::Approve(a) => return ctx.send(N::ApproveProcedure, a).await,
+            ProcedureCmd::Reject(a) => return ctx.send(N::RejectProcedure, a).await,
+            ProcedureCmd::Retire(a) => return ctx.send(N::RetireProcedure, a).await,
+            ProcedureCmd::Execute(a) => return ctx.send(N::ExecuteProcedure, a).await,
+            ProcedureCmd::Show { procedure_id } => {
+                let v = ctx
+                    .query(
+                        QueryName::GetProcedure,
+                        json!({ "procedure_id": procedure_id }),
+                    )
+                    .await?;
+                ctx.print(&v, human_procedure)?;
+            }
+            ProcedureCmd::List { status, name } => {
+                let v = ctx
+                    .query(
+                        QueryName::ListProcedures,
+                        json!({ "status": status, "name": name }),
+                    )
+                    .await?;
+                ctx.print(&v, |v| {
+                    render::table(
+                        &[
+                            "procedure_id",
+                            "series_id",
+                            "version",
+                            "status",
+                            "risk",
+                            "impact",
+                            "name",
+                        ],
+                        &render::rows(
+                            &v["procedures"],
+                            &[
+                                "procedure_id",
+                                "series_id",
+                                "version",
+                                "status",
+                                "risk_level",
+                                "impact",
+                                "name",
+                            ],
+                        ),
+                    )
+                })?;
+            }
+            ProcedureCmd::History { series_id } => {
+                let v = ctx
+                    .query(QueryName::History, json!({ "series_id": series_id }))
+                    .await?;
+                ctx.print(&v, |v| {
+                    render::table(
+                        &[
+                            "version",
+                            "status",
+                            "procedure_id",
+                            "drafted_by",
+                            "approved_by",
+                            "approved_at",
+                            "retired_at",
+                            "retired_reason",
+                        ],
+                        &render::rows(
+                            &v["versions"],
+                            &[
+                                "version",
+                                "status",
+                                "procedure_id",
+                                "created_by_system_id",
+                                "approved_by_system_id",
+                                "approved_at",
+                                "retired_at",
+                                "retired_reason",
+                            ],
+                        ),
+                    )
+                })?;
+            }
+            ProcedureCmd::Diff { from, to } => {
+                let v = ctx
+                    .query(QueryName::Diff, json!({ "from": from, "to": to }))
+                    .await?;
+                ctx.print(&v, human_diff)?;
+            }
+            ProcedureCmd::Preview { procedure_id } => {
+                let v = ctx
+                    .query(QueryName::Preview, json!({ "procedure_id": procedure_id }))
+                    .await?;
+                ctx.print(&v, |v| {
+                    let head = render::fields(v, &["initiative_name", "executable", "blocked_by"]);
+                    let tasks = render::table(
+                        &[
+                            "position",
+                            "name",
+                            "depends_on",
+                            "ready_at_start",
+                            "assignee_type",
+                            "assignee",
+                        ],
+                        &render::rows(
+                            &v["tasks"],
+                            &[
+                                "position",
+                                "name",
+                                "depends_on",
+                                "ready_at_start",
+                                "assignee_type",
+                                "assignee_name",
+                            ],
+                        ),
+                    );
+                    format!("{head}\n\n{tasks}")
+                })?;
+            }
+            ProcedureCmd::Graph {
+                procedure_id,
+                format,
+            } => {
+                let v = ctx
+                    .query(
+                        QueryName::GetProcedure,
+                        json!({ "procedure_id": procedure_id }),
+                    )
+                    .await?;
+                println!("{}", render::graph(&v["procedure"], &v["tasks"], format));
+            }
+        },
+        Cmd::Task { command } => {
+            let (name, args) = match command {
+                TaskCmd::Start(a) => (N::StartTask, a),
+                TaskCmd::Complete(a) => (N::CompleteTask, a),
+                TaskCmd::Block(a) => (N::BlockTask, a),
+                TaskCmd::Unblock(a) => (N::UnblockTask, a),
+                TaskCmd::Review(a) => (N::ReviewTask, a),
+                TaskCmd::Cancel(a) => (N::CancelTask, a),
+                TaskCmd::Replace(a) => (N::ReplaceTask, a),
+            };
+            return ctx.send(name, args).await;
+        }
+        Cmd::Run { command } => match command {
+            RunCmd::Cancel(a) => return ctx.send(N::CancelRun, a).await,
+            RunCmd::Show { run_id } => {
+                let v = ctx
+                    .query(QueryName::GetRun, json!({ "run_id": run_id }))
+                    .await?;
+                ctx.print(&v, human_run)?;
+            }
+        },
+        Cmd::Initiative { command } => match command {
+            InitiativeCmd::Review(a) => return ctx.send(N::ReviewInitiative, a).await,
+            InitiativeCmd::Trace { initiative_id } => {
+                let v = ctx
+                    .query(QueryName::Trace, json!({ "initiative_id": initiative_id }))
+                    .await?;
+                ctx.print(&v, |v| {
+                    format!(
+                        "initiative {} ← run {} ({}) ← {} v{} ({})\nreview: {}",
+                        render::cell(&v["initiative_id"]),
+                        render::cell(&v["run"]["run_id"]),
+                        render::cell(&v["run"]["status"]),
+                        render::cell(&v["procedure"]["name"]),
+                        render::cell(&v["procedure"]["version"]),
+                        render::cell(&v["procedure"]["procedure_id"]),
+                        render::cell(&v["review_id"]),
+                    )
+                })?;
+            }
+        },
+        Cmd::Audit { series, run, limit } => {
+            let v = ctx
+                .query(
+                    QueryName::Audit,
+                    json!({ "series_id": series, "run_id": run, "limit": limit }),
+                )
+                .await?;
+            ctx.print(&v, |v| {
+                render::table(
+                    &["seq", "occurred_at", "type", "actor", "causation"],
+                    &render::rows(
+                        &v["entries"],
+                        &["seq", "occurred_at", "type", "actor", "causation_id"],
+                    ),
+                )
+            })?;
+        }
+        Cmd::Outcome { command_id } => {
+            let outcome = ctx
+                .client()
+                .await?
+                .outcome(command_id)
+                .await?
+                .ok_or_else(|| {
+                    Exit(EXIT_NOT_FOUND, format!("no outcome for {command_id} (yet)"))
+                })?;
+            let value = serde_json::to_value(&outcome).map_err(|e| Exit(1, e.to_string()))?;
+            ctx.print(&value, render::outcome)?;
+        }
+        Cmd::Send { command, args } => {
+            let name = CommandName::parse(&command).ok_or_else(|| {
+                let known: Vec<&str> = CommandName::ALL.iter().map(|c| c.as_str()).collect();
+                Exit(
+                    1,
+                    format!("unknown command `{command}`; one of: {}", known.join(", ")),
+                )
+            })?;
+            return ctx.send(name, args).await;
+        }
+        Cmd::Events { command } => match command {
+            EventsCmd::Tail { filter } => events(&ctx, filter, EventStart::New).await?,
+            EventsCmd::Replay {
+                filter,
+                from_seq,
+                since,
+            } => {
+                let start = match (from_seq, since) {
+                    (Some(seq), _) => EventStart::Sequence(seq),
+                    (None, Some(t)) => EventStart::Time(t),
+                    (None, None) => EventStart::First,
+                };
+                events(&ctx, filter, start).await?
+            }
+        },
+        Cmd::Contract => print!("{}", contract::asyncapi_yaml()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the parsed command line and maps failures to exit codes.
+pub async fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(Exit(code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
