@@ -531,13 +531,9 @@ fn human_run(v: &Value) -> String {
 
 async fn events(ctx: &Ctx, filter: EventFilter, start: EventStart) -> Result<(), Exit> {
     let client = ctx.client().await?;
-    let s = client.subjects();
-    let team = filter.team.as_deref().unwrap_or("*");
-    let subject = match &filter.kind {
-        Some(kind) => format!("{}{kind}.{team}", s.prefix()),
-        None if filter.team.is_some() => s.team_events(team),
-        None => ">".to_owned(),
-    };
+    let subject = client
+        .subjects()
+        .event_filter(filter.kind.as_deref(), filter.team.as_deref());
     let stream = client.events(&subject, start).await?;
     let mut stream = std::pin::pin!(stream);
     let mut seen = 0;

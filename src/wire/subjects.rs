@@ -85,6 +85,16 @@ impl Subjects {
             .collect()
     }
 
+    /// Events of one type and/or one team: `task.ready.*`, `*.*.<team>`, `task.ready.<team>`;
+    /// `>` for all.
+    pub fn event_filter(&self, kind: Option<&str>, team: Option<&str>) -> String {
+        match (kind, team) {
+            (None, None) => ">".to_owned(),
+            (Some(kind), team) => format!("{}{kind}.{}", self.prefix, team.unwrap_or("*")),
+            (None, Some(team)) => self.team_events(team),
+        }
+    }
+
     /// Every event of one team: `<prefix>*.*.<team>`.
     pub fn team_events(&self, team: &str) -> String {
         format!("{}*.*.{team}", self.prefix)
@@ -180,6 +190,18 @@ mod tests {
             assert!(!any(&s.command_filters(), &outcome));
             assert!(!any(&s.event_filters(), &outcome));
         }
+    }
+
+    #[test]
+    fn event_filters_select_by_type_and_team() {
+        let s = Subjects::new("p");
+        assert_eq!(s.event_filter(None, None), ">");
+        assert_eq!(s.event_filter(Some("task.ready"), None), "p.task.ready.*");
+        assert_eq!(
+            s.event_filter(Some("task.ready"), Some("a")),
+            "p.task.ready.a"
+        );
+        assert_eq!(s.event_filter(None, Some("a")), "p.*.*.a");
     }
 
     #[test]

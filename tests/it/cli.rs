@@ -58,9 +58,19 @@ async fn the_cli_drives_a_procedure_from_yaml_to_run(backend: Backend) {
         "name: cli-team\nsystems:\n  - { name: System1/alpha, type: system1, skills: [interviewing] }\n  - { name: System3/root, type: system3 }\n  - { name: System4/root, type: system4 }\n  - { name: System5/root, type: system5 }\n",
     )
     .unwrap();
-    let team = sop.json(&["team", "apply", "--file", team_file.to_str().unwrap()]).await;
+    let team = sop
+        .json(&["team", "apply", "--file", team_file.to_str().unwrap()])
+        .await;
     let id = |t: &str| {
-        team["systems"].as_array().unwrap().iter().find(|s| s["type"] == t).unwrap()["id"].as_str().unwrap().to_owned()
+        team["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["type"] == t)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     let (s1, s3, s4, s5) = (id("system1"), id("system3"), id("system4"), id("system5"));
 
@@ -70,49 +80,147 @@ async fn the_cli_drives_a_procedure_from_yaml_to_run(backend: Backend) {
         "name: Onboarding\nrisk_level: low\nimpact: medium\nrollback_plan: Remove the account.\ntasks:\n  - name: Create account\n  - name: Welcome call\n    depends_on: [1]\n",
     )
     .unwrap();
-    let drafted = sop.json(&["procedure", "draft", "--actor", &s4, "--file", draft_file.to_str().unwrap()]).await;
-    let procedure = drafted["result"]["procedure_id"].as_str().unwrap().to_owned();
-    let approved = sop.ok(&["procedure", "approve", &procedure, "--actor", &s5]).await;
-    assert!(approved.starts_with("accepted procedure.approve"), "{approved}");
+    let drafted = sop
+        .json(&[
+            "procedure",
+            "draft",
+            "--actor",
+            &s4,
+            "--file",
+            draft_file.to_str().unwrap(),
+        ])
+        .await;
+    let procedure = drafted["result"]["procedure_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let approved = sop
+        .ok(&["procedure", "approve", &procedure, "--actor", &s5])
+        .await;
+    assert!(
+        approved.starts_with("accepted procedure.approve"),
+        "{approved}"
+    );
 
     // Rejected, not found and unreachable have their own exit codes.
-    let (code, out, _) = sop.run(&["procedure", "approve", &procedure, "--actor", &s4]).await;
+    let (code, out, _) = sop
+        .run(&["procedure", "approve", &procedure, "--actor", &s4])
+        .await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("forbidden"), "{out}");
-    let (code, _, _) = sop.run(&["task", "start", &Uuid::now_v7().to_string(), "--actor", &s1]).await;
-    assert_eq!(code, 4);
-    let (code, _, _) = sop.run(&["procedure", "show", &Uuid::now_v7().to_string(), "--actor", &s3]).await;
+    let (code, _, _) = sop
+        .run(&["task", "start", &Uuid::now_v7().to_string(), "--actor", &s1])
+        .await;
     assert_eq!(code, 4);
     let (code, _, _) = sop
-        .run(&["procedure", "list", "--actor", &s3, "--nats-url", "nats://127.0.0.1:1", "--timeout", "2"])
+        .run(&[
+            "procedure",
+            "show",
+            &Uuid::now_v7().to_string(),
+            "--actor",
+            &s3,
+        ])
+        .await;
+    assert_eq!(code, 4);
+    let (code, _, _) = sop
+        .run(&[
+            "procedure",
+            "list",
+            "--actor",
+            &s3,
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--timeout",
+            "2",
+        ])
         .await;
     assert_eq!(code, 3);
 
     // The dependency graph, for people.
-    let mermaid = sop.ok(&["procedure", "graph", &procedure, "--actor", &s3]).await;
-    assert!(mermaid.starts_with("graph TD") && mermaid.contains("t1 --> t2"), "{mermaid}");
-    let dot = sop.ok(&["procedure", "graph", &procedure, "--format", "dot", "--actor", &s3]).await;
+    let mermaid = sop
+        .ok(&["procedure", "graph", &procedure, "--actor", &s3])
+        .await;
+    assert!(
+        mermaid.starts_with("graph TD") && mermaid.contains("t1 --> t2"),
+        "{mermaid}"
+    );
+    let dot = sop
+        .ok(&[
+            "procedure",
+            "graph",
+            &procedure,
+            "--format",
+            "dot",
+            "--actor",
+            &s3,
+        ])
+        .await;
     assert!(dot.contains("t1 -> t2;"), "{dot}");
     let list = sop.ok(&["procedure", "list", "--actor", &s3]).await;
-    assert!(list.starts_with("PROCEDURE_ID") && list.contains("Onboarding"), "{list}");
+    assert!(
+        list.starts_with("PROCEDURE_ID") && list.contains("Onboarding"),
+        "{list}"
+    );
 
     // Execute, work a task with FIELD=VALUE arguments, look at the run and the events.
-    let run = sop.json(&["procedure", "execute", &procedure, "expected_version=1", "--actor", &s3]).await;
+    let run = sop
+        .json(&[
+            "procedure",
+            "execute",
+            &procedure,
+            "expected_version=1",
+            "--actor",
+            &s3,
+        ])
+        .await;
     let run_id = run["result"]["run_id"].as_str().unwrap().to_owned();
     let first = run["result"]["task_ids"][0].as_str().unwrap().to_owned();
     sop.ok(&["task", "start", &first, "--actor", &s1]).await;
-    sop.ok(&["task", "complete", &first, "result=Account created", "--actor", &s1]).await;
+    sop.ok(&[
+        "task",
+        "complete",
+        &first,
+        "result=Account created",
+        "--actor",
+        &s1,
+    ])
+    .await;
     let shown = sop.ok(&["run", "show", &run_id, "--actor", &s3]).await;
-    assert!(shown.contains("completed") && shown.contains("Create account"), "{shown}");
+    assert!(
+        shown.contains("completed") && shown.contains("Create account"),
+        "{shown}"
+    );
     app.drained().await;
-    let events = sop.ok(&["events", "replay", "--team", "cli-team", "--limit", "4", "--json"]).await;
+    let events = sop
+        .ok(&[
+            "events", "replay", "--team", "cli-team", "--limit", "4", "--json",
+        ])
+        .await;
     let kinds: Vec<String> = events
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert_eq!(kinds, ["procedure.drafted", "procedure.approved", "run.started", "initiative.created"]);
-    let ready = sop.ok(&["events", "replay", "--type", "task.ready", "--limit", "1"]).await;
-    assert!(ready.contains("task.ready") && ready.contains(&first), "{ready}");
+    assert_eq!(
+        kinds,
+        [
+            "procedure.drafted",
+            "procedure.approved",
+            "run.started",
+            "initiative.created"
+        ]
+    );
+    let ready = sop
+        .ok(&["events", "replay", "--type", "task.ready", "--limit", "1"])
+        .await;
+    assert!(
+        ready.contains("task.ready") && ready.contains(&first),
+        "{ready}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }

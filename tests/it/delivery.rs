@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::harness::*;
 use crate::on_both_databases;
+use vsm_sop::bus::client::EventStart;
 use vsm_sop::wire::command::{CommandName as C, REPLY_TO_HEADER};
 use vsm_sop::wire::outcome::Outcome;
 
@@ -196,7 +197,7 @@ async fn a_listener_replays_every_event_from_the_start(backend: Backend) {
         .client
         .events(
             &app.client.subjects().team_events("replay"),
-            vsm_sop::bus::client::EventStart::First,
+            EventStart::First,
         )
         .await
         .unwrap();
@@ -206,6 +207,39 @@ async fn a_listener_replays_every_event_from_the_start(backend: Backend) {
         .collect()
         .await;
     assert_eq!(again, first.iter().map(|e| e.event_id).collect::<Vec<_>>());
+    // Replay from a time: only what happened since.
+    let since = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    app.ok(
+        C::CancelRun,
+        team.s3,
+        json!({ "run_id": run.run_id, "reason": "replay demo" }),
+    )
+    .await;
+    app.drained().await;
+    let later = app
+        .client
+        .events(">", EventStart::Time(since))
+        .await
+        .unwrap();
+    let later: Vec<_> = later.take(1).map(|e| e.unwrap()).collect().await;
+    assert!(
+        later[0].occurred_at >= since && later[0].kind == "task.canceled",
+        "{:?}",
+        later[0].kind
+    );
+    // Replay from a sequence: the stream's n-th event onwards.
+    let from_third = app
+        .client
+        .events(">", EventStart::Sequence(3))
+        .await
+        .unwrap();
+    let third: Vec<_> = from_third
+        .take(1)
+        .map(|e| e.unwrap().event_id)
+        .collect()
+        .await;
+    assert_eq!(third[0], first[2].event_id);
     // Events carry their cause.
     assert!(
         first
