@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use vsm_sop::cli::Cli;
 
-fn init_tracing(json: bool) {
+fn init_tracing(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -21,6 +21,6 @@ fn init_tracing(json: bool) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    init_tracing(cli.log_json, cli.default_log_filter());
     vsm_sop::cli::run(cli).await
 }

@@ -250,6 +250,16 @@ enum EventsCmd {
     },
 }
 
+impl Cli {
+    /// The worker logs its work; one-shot commands log only warnings unless RUST_LOG says more.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Cmd::Worker => "info,sqlx=warn",
+            _ => "warn",
+        }
+    }
+}
+
 /// A failure with the exit code it maps to.
 struct Exit(u8, String);
 
