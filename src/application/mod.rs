@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! begin → inbox hit? → stored outcome (no effect)
-//!       → load actor → use case (load, decide in the domain, write) → outbox events
-//!       → inbox + outbox outcome → commit
+//!       → load actor → use case (load, decide in the domain, write)
+//!       → inbox + outbox outcome, then outbox events → commit
 //! rejected? → roll back the effects, then record only the rejection (inbox + outcome)
 //! ```
 //!
@@ -139,7 +139,6 @@ pub async fn process(
                 team_name: &team_name,
                 at: now,
             };
-            store::outbox::append_events(&txn, subjects, &cause, &effect.events).await?;
             let outcome = Outcome {
                 schema_version: SCHEMA_VERSION,
                 command_id: incoming.command_id,
@@ -162,6 +161,9 @@ pub async fn process(
                 meta.reply_to.as_deref(),
             )
             .await?;
+            // After the outcome: a sender learns the ids it created (run, tasks) before the
+            // events that mention them.
+            store::outbox::append_events(&txn, subjects, &cause, &effect.events).await?;
             txn.commit().await?;
             Ok(Processed::Fresh(outcome))
         }

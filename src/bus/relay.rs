@@ -44,25 +44,25 @@ async fn publish_batch(
     // Send the whole batch, then await the acks: one round trip per batch, order kept.
     let mut acks = Vec::with_capacity(rows.len());
     for row in &rows {
-        let bytes =
-            serde_json::to_vec(&row.payload).map_err(|e| RelayError::Publish(e.to_string()))?;
+        let bytes: bytes::Bytes = serde_json::to_vec(&row.payload)
+            .map_err(|e| RelayError::Publish(e.to_string()))?
+            .into();
         let publish = PublishMessage::build()
-            .payload(bytes.into())
+            .payload(bytes.clone())
             .message_id(row.message_id.to_string());
         let ack = js
             .send_publish(row.subject.clone(), publish)
             .await
             .map_err(|e| RelayError::Publish(e.to_string()))?;
         acks.push(ack);
+        if let Some(reply) = &row.reply_to {
+            // Best effort, and in line: the sender hears its outcome before the events that
+            // follow it on this connection. The outcome is committed and in the stream anyway.
+            let _ = nats.publish(reply.clone(), bytes).await;
+        }
     }
     for ack in acks {
         ack.await.map_err(|e| RelayError::Publish(e.to_string()))?;
-    }
-    for row in rows.iter().filter(|r| r.reply_to.is_some()) {
-        if let (Some(reply), Ok(bytes)) = (&row.reply_to, serde_json::to_vec(&row.payload)) {
-            // Best effort: the sender may be gone; the outcome is in the stream regardless.
-            let _ = nats.publish(reply.clone(), bytes.into()).await;
-        }
     }
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
     outbox::mark_published(db, &seqs, Utc::now()).await?;
