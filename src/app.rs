@@ -1,25 +1,68 @@
-//! Composition root: connect, migrate, ensure streams, spawn the consumer and the relay.
-//! `sop worker` and the integration tests start the service through [`start`].
+//! Composition root: validate settings, connect, migrate, ensure streams, spawn the consumer,
+//! the relay, the query service, the monitor and the HTTP endpoints. `sop worker` and the
+//! integration tests start the service through [`start`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::bus::{client::Client, queries, relay, streams, worker};
 use crate::config::Settings;
+use crate::ops::{http, metrics};
 use crate::store;
 use crate::wire::subjects::Subjects;
 
-pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name("sop")
-        .connect(url)
+/// Connects with the configured credentials; `nats_url` may list several servers.
+pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new().name("sop");
+    if let Some(creds) = &settings.nats_creds {
+        options = async_nats::ConnectOptions::with_credentials_file(creds)
+            .await
+            .with_context(|| format!("reading NATS credentials {}", creds.display()))?
+            .name("sop");
+    }
+    if let (Some(user), Some(password)) = (&settings.nats_user, &settings.nats_password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    let servers = settings
+        .nats_url
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing the NATS URL {}", settings.nats_url))?;
+    options
+        .connect(servers)
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        .with_context(|| format!("connecting to NATS at {}", settings.nats_url))
+}
+
+/// Refuses options the connected server would silently ignore (a 2.9 server accepts unknown
+/// stream fields without applying them).
+pub fn check_server(settings: &Settings, info: &async_nats::ServerInfo) -> anyhow::Result<()> {
+    let mut parts = info
+        .version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if settings.stream_compression && version < (2, 10) {
+        anyhow::bail!(
+            "stream_compression needs nats-server 2.10 or newer; the server is {} and would ignore it",
+            info.version
+        );
+    }
+    if !info.jetstream {
+        anyhow::bail!(
+            "nats-server {} runs without JetStream: start it with -js",
+            info.version
+        );
+    }
+    Ok(())
 }
 
 pub async fn connect_db(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
@@ -57,10 +100,15 @@ pub struct Running {
     pub db: DatabaseConnection,
     pub nats: async_nats::Client,
     pub subjects: Subjects,
+    /// Where /metrics, /healthz and /readyz are served, when enabled.
+    pub http: Option<SocketAddr>,
+    pub readiness: metrics::Readiness,
     shutdown: watch::Sender<bool>,
-    queries: async_nats::service::Service,
+    queries: Option<async_nats::service::Service>,
     consumer: JoinHandle<()>,
     relay: JoinHandle<()>,
+    deadline: Duration,
+    halted: bool,
 }
 
 impl Running {
@@ -68,29 +116,73 @@ impl Running {
         Client::new(self.nats.clone(), self.subjects.clone())
     }
 
-    /// Stops pulling, lets in-flight commands finish, flushes the outbox, and returns.
-    pub async fn stop(self) {
-        let _ = self.queries.stop().await;
+    /// Stops pulling, lets in-flight commands finish, flushes the outbox, and returns within
+    /// the shutdown deadline. Whatever is still unacknowledged then is redelivered to another
+    /// worker later (and answered from the inbox if it had committed): nothing is lost.
+    /// The connections stay open (tests keep using them); [`Running::stop`] also closes.
+    pub async fn halt(&mut self) {
+        if self.halted {
+            return;
+        }
+        self.halted = true;
+        if let Some(queries) = self.queries.take() {
+            let _ = queries.stop().await;
+        }
         let _ = self.shutdown.send(true);
-        let _ = self.consumer.await;
-        let _ = self.relay.await;
+        let (consumer, relay) = (&mut self.consumer, &mut self.relay);
+        let drained = tokio::time::timeout(self.deadline, async {
+            let _ = consumer.await;
+            let _ = relay.await;
+        })
+        .await;
+        if drained.is_err() {
+            warn!(deadline = ?self.deadline, "shutdown deadline reached; leaving the rest to redelivery");
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.halt().await;
         let _ = self.nats.flush().await;
     }
 }
 
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
+    settings.validate()?;
     let db = connect_db(settings).await?;
     store::migrate(&db).await.context("running migrations")?;
-    let nats = connect_nats(&settings.nats_url).await?;
+    let nats = connect_nats(settings).await?;
+    check_server(settings, &nats.server_info())?;
     let js = async_nats::jetstream::new(nats.clone());
     let subjects = Subjects::new(&settings.subject_prefix);
-    let consumer = streams::ensure(&js, &subjects).await.map_err(|e| {
-        anyhow::anyhow!("creating JetStream streams (is the server started with -js?): {e}")
-    })?;
+    let options = streams::StreamOptions {
+        replicas: settings.stream_replicas,
+        compression: settings.stream_compression,
+    };
+    let consumer = streams::ensure(&js, &subjects, &options)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating JetStream streams: {e}"))?;
     let queries = queries::start(&nats, db.clone(), &subjects)
         .await
         .map_err(|e| anyhow::anyhow!("starting the query service: {e}"))?;
     let (shutdown, stop) = watch::channel(false);
+    let readiness = metrics::Readiness::default();
+    metrics::handle();
+    tokio::spawn(metrics::monitor(
+        db.clone(),
+        nats.clone(),
+        consumer.clone(),
+        readiness.clone(),
+        Duration::from_secs(2),
+        stop.clone(),
+    ));
+    let http = match settings.http_addr.as_str() {
+        "" => None,
+        addr => Some(
+            http::start(addr, readiness.clone(), stop.clone())
+                .await
+                .with_context(|| format!("serving HTTP on {addr}"))?,
+        ),
+    };
     let wake = Arc::new(Notify::new());
     let ctx = Arc::new(worker::WorkerContext {
         db: db.clone(),
@@ -101,7 +193,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let consumer = tokio::spawn(worker::run(
         ctx,
         consumer,
-        settings.concurrency.max(1),
+        settings.concurrency,
         stop.clone(),
     ));
     let relay = tokio::spawn(relay::run(
@@ -110,17 +202,21 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         nats.clone(),
         wake,
         stop,
-        settings.shutdown_grace(),
+        settings.shutdown_timeout(),
     ));
     info!(streams = %subjects.commands_stream(), prefix = subjects.prefix(), "worker started");
     Ok(Running {
         db,
         nats,
         subjects,
+        http,
+        readiness,
         shutdown,
-        queries,
+        queries: Some(queries),
         consumer,
         relay,
+        deadline: settings.shutdown_timeout(),
+        halted: false,
     })
 }
 

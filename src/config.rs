@@ -1,11 +1,23 @@
-//! Settings, read once: flags override environment variables, which override defaults that
-//! work on a developer machine (NATS on localhost, an SQLite file in the working directory).
+//! Settings, read once into one typed struct. Precedence, lowest first: built-in defaults
+//! (they work on a developer machine: NATS on localhost, an SQLite file in the working
+//! directory), an optional YAML/JSON file (`--config` / `SOP_CONFIG`), environment variables,
+//! flags. [`Settings::validate`] refuses a configuration that cannot work, naming the setting.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(clap::Args, Debug, Clone)]
+use clap::parser::ValueSource;
+use serde::{Deserialize, Serialize};
+
+#[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct Settings {
-    /// NATS server URL.
+    /// YAML or JSON file with any of these settings (snake_case keys).
+    #[arg(long, env = "SOP_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// NATS server URL(s), comma separated for a cluster.
     #[arg(
         long,
         env = "SOP_NATS_URL",
@@ -13,6 +25,18 @@ pub struct Settings {
         global = true
     )]
     pub nats_url: String,
+
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long, env = "SOP_NATS_CREDS", global = true)]
+    pub nats_creds: Option<PathBuf>,
+
+    /// NATS user (with --nats-password).
+    #[arg(long, env = "SOP_NATS_USER", global = true)]
+    pub nats_user: Option<String>,
+
+    /// NATS password.
+    #[arg(long, env = "SOP_NATS_PASSWORD", global = true, hide_env_values = true)]
+    pub nats_password: Option<String>,
 
     /// Database URL: `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.
     #[arg(
@@ -40,30 +64,327 @@ pub struct Settings {
     )]
     pub db_max_connections: u32,
 
-    /// On shutdown, how long the relay may keep publishing what is committed.
+    /// Replicas of the streams the worker creates (3 on a 3-node JetStream cluster).
+    #[arg(long, env = "SOP_STREAM_REPLICAS", default_value_t = 1, global = true)]
+    pub stream_replicas: usize,
+
+    /// Compress the events and outcomes streams with S2 (needs nats-server 2.10 or newer).
+    #[arg(long, env = "SOP_STREAM_COMPRESSION", global = true)]
+    pub stream_compression: bool,
+
+    /// Address of the HTTP endpoints (/metrics, /healthz, /readyz); empty disables them.
     #[arg(
         long,
-        env = "SOP_SHUTDOWN_GRACE_SECS",
-        default_value_t = 10,
+        env = "SOP_HTTP_ADDR",
+        default_value = "127.0.0.1:9464",
         global = true
     )]
-    pub shutdown_grace_secs: u64,
+    pub http_addr: String,
+
+    /// On SIGTERM/SIGINT: the deadline to finish in-flight commands and flush the outbox.
+    #[arg(
+        long,
+        env = "SOP_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// The file form: every setting optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    nats_url: Option<String>,
+    nats_creds: Option<PathBuf>,
+    nats_user: Option<String>,
+    nats_password: Option<String>,
+    database_url: Option<String>,
+    subject_prefix: Option<String>,
+    concurrency: Option<usize>,
+    db_max_connections: Option<u32>,
+    stream_replicas: Option<usize>,
+    stream_compression: Option<bool>,
+    http_addr: Option<String>,
+    shutdown_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {message}")]
+    File { path: String, message: String },
+    #[error("setting {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+fn read_file(path: &Path) -> Result<SettingsFile, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))
 }
 
 impl Settings {
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_secs)
+    /// Lays the config file (if any) under environment and flags: a value from the file is
+    /// used only where `matches` says the setting still has its built-in default.
+    pub fn with_file(mut self, matches: &clap::ArgMatches) -> Result<Settings, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = read_file(&path)?;
+        let defaulted =
+            |id: &str| matches!(source(matches, id), None | Some(ValueSource::DefaultValue));
+        macro_rules! take {
+            ($($field:ident),*) => {$(
+                if let Some(v) = file.$field {
+                    if defaulted(stringify!($field)) {
+                        self.$field = v.into();
+                    }
+                }
+            )*};
+        }
+        take!(
+            nats_url,
+            database_url,
+            subject_prefix,
+            concurrency,
+            db_max_connections
+        );
+        take!(
+            stream_replicas,
+            stream_compression,
+            http_addr,
+            shutdown_timeout_secs
+        );
+        take!(nats_creds, nats_user, nats_password);
+        Ok(self)
+    }
+
+    /// Refuses settings that cannot work, naming the setting at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for url in self.nats_url.split(',') {
+            let url = url.trim();
+            let ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .any(|s| url.starts_with(s))
+                || (!url.contains("://") && !url.is_empty());
+            if !ok {
+                return Err(invalid(
+                    "nats_url",
+                    format!("`{url}` is not a NATS URL (nats://host:port)"),
+                ));
+            }
+        }
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        if self.concurrency == 0 || self.concurrency > 1024 {
+            return Err(invalid("concurrency", "must be between 1 and 1024"));
+        }
+        if self.db_max_connections == 0 {
+            return Err(invalid("db_max_connections", "must be at least 1"));
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return Err(invalid("stream_replicas", "must be between 1 and 5"));
+        }
+        if !self.http_addr.is_empty() && self.http_addr.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "http_addr",
+                format!("`{}` is not host:port (e.g. 0.0.0.0:9464)", self.http_addr),
+            ));
+        }
+        if self.nats_user.is_some() != self.nats_password.is_some() {
+            return Err(invalid(
+                "nats_user",
+                "nats_user and nats_password go together",
+            ));
+        }
+        if self.nats_creds.is_some() && self.nats_user.is_some() {
+            return Err(invalid(
+                "nats_creds",
+                "give a credentials file or a user, not both",
+            ));
+        }
+        if let Some(creds) = &self.nats_creds
+            && !creds.exists()
+        {
+            return Err(invalid(
+                "nats_creds",
+                format!("{} does not exist", creds.display()),
+            ));
+        }
+        let prefix_ok = self
+            .subject_prefix
+            .trim_end_matches('.')
+            .split('.')
+            .all(|t| {
+                !t.contains(['*', '>', ' ']) && (self.subject_prefix.is_empty() || !t.is_empty())
+            });
+        if !prefix_ok {
+            return Err(invalid(
+                "subject_prefix",
+                "must be dot-separated tokens without spaces or wildcards",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    /// The effective settings with secrets hidden (`sop config`).
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["database_url"] = crate::app::redact(&self.database_url).into();
+        if self.nats_password.is_some() {
+            v["nats_password"] = "***".into();
+        }
+        v["nats_url"] = self
+            .nats_url
+            .split(',')
+            .map(crate::app::redact)
+            .collect::<Vec<_>>()
+            .join(",")
+            .into();
+        v
     }
 
     /// Settings with the defaults above (used by tests, which override fields).
     pub fn local() -> Settings {
         Settings {
+            config: None,
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_creds: None,
+            nats_user: None,
+            nats_password: None,
             database_url: "sqlite://sop.db?mode=rwc".into(),
             subject_prefix: String::new(),
             concurrency: 16,
             db_max_connections: 16,
-            shutdown_grace_secs: 10,
+            stream_replicas: 1,
+            stream_compression: false,
+            http_addr: "127.0.0.1:9464".into(),
+            shutdown_timeout_secs: 30,
         }
+    }
+}
+
+/// Where a setting's value came from; global arguments are looked up in the deepest
+/// subcommand, where clap records them.
+fn source(matches: &clap::ArgMatches, id: &str) -> Option<ValueSource> {
+    let mut m = matches;
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    m.value_source(id).or_else(|| matches.value_source(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches, Parser};
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        settings: Settings,
+        #[command(subcommand)]
+        cmd: Sub,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Worker,
+    }
+
+    fn parse(args: &[&str]) -> Settings {
+        let matches = Probe::command().get_matches_from(args);
+        let probe = Probe::from_arg_matches(&matches).unwrap();
+        let Sub::Worker = probe.cmd;
+        probe.settings.with_file(&matches).unwrap()
+    }
+
+    #[test]
+    fn a_config_file_fills_defaults_but_flags_win() {
+        let dir = std::env::temp_dir().join(format!("sop-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sop.yaml");
+        std::fs::write(
+            &file,
+            "concurrency: 4\nstream_replicas: 3\nsubject_prefix: acme\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = parse(&["sop", "--config", f, "worker", "--subject-prefix", "flag"]);
+        assert_eq!((s.concurrency, s.stream_replicas), (4, 3));
+        assert_eq!(s.subject_prefix, "flag");
+        std::fs::write(&file, "concurency: 4\n").unwrap();
+        let matches = Probe::command().get_matches_from(["sop", "--config", f, "worker"]);
+        let probe = Probe::from_arg_matches(&matches).unwrap();
+        assert!(matches!(
+            probe.settings.with_file(&matches),
+            Err(ConfigError::File { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_by_name() {
+        let check = |f: fn(&mut Settings)| {
+            let mut s = Settings::local();
+            f(&mut s);
+            match s.validate() {
+                Err(ConfigError::Invalid { setting, .. }) => setting,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            check(|s| s.database_url = "mysql://x".into()),
+            "database_url"
+        );
+        assert_eq!(check(|s| s.nats_url = "http://x".into()), "nats_url");
+        assert_eq!(check(|s| s.concurrency = 0), "concurrency");
+        assert_eq!(check(|s| s.stream_replicas = 7), "stream_replicas");
+        assert_eq!(check(|s| s.http_addr = "nowhere".into()), "http_addr");
+        assert_eq!(check(|s| s.nats_user = Some("u".into())), "nats_user");
+        assert_eq!(check(|s| s.subject_prefix = "a.*".into()), "subject_prefix");
+        assert!(Settings::local().validate().is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut s = Settings::local();
+        s.database_url = "postgres://sop:hunter2@db/sop".into();
+        s.nats_user = Some("worker".into());
+        s.nats_password = Some("hunter3".into());
+        let shown = s.redacted().to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://sop:***@db/sop"));
     }
 }

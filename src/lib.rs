@@ -5,6 +5,7 @@
 //! Layers, each importing only the ones below it:
 //!
 //! - [`cli`]: the `sop` command line (worker, operators' and agents' commands, queries);
+//! - [`ops`]: metrics, health and readiness over HTTP (observes, never processes);
 //! - [`app`]: composition root (connect, migrate, ensure streams, spawn consumer + relay);
 //! - [`bus`]: the NATS edge — streams, the command consumer, decoding, the outbox relay, the client;
 //! - [`application`]: one use case per command and the transaction pipeline around them;
@@ -27,5 +28,6 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod ops;
 pub mod store;
 pub mod wire;

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use vsm_sop::cli::Cli;
 
 fn init_tracing(json: bool, default_filter: &str) {
@@ -20,7 +19,13 @@ fn init_tracing(json: bool, default_filter: &str) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::load() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_tracing(cli.log_json, cli.default_log_filter());
     vsm_sop::cli::run(cli).await
 }

@@ -21,6 +21,8 @@ pub struct Model {
     /// The run the message concerns (audit trail of a run).
     pub run_id: Option<Uuid>,
     pub payload: Json,
+    /// NATS headers to publish with the message (e.g. `traceparent`), as a JSON object.
+    pub headers: Option<Json>,
     /// Core-NATS reply inbox the outcome is also sent to (request/reply feel).
     pub reply_to: Option<String>,
     pub created_at: DateTimeUtc,

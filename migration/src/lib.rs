@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_schema;
 mod m20261124_000002_outbox_links;
+mod m20261124_000003_outbox_headers;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_create_schema::Migration),
             Box::new(m20261124_000002_outbox_links::Migration),
+            Box::new(m20261124_000003_outbox_headers::Migration),
         ]
     }
 }

@@ -120,6 +120,8 @@ pub struct Incoming {
     pub actor: Uuid,
     pub correlation_id: Option<String>,
     pub reply_to: Option<String>,
+    /// W3C `traceparent` of the command, passed on to its events.
+    pub traceparent: Option<String>,
     pub command: Command,
 }
 

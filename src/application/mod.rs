@@ -135,6 +135,7 @@ pub async fn process(
             let cause = Causation {
                 command_id: incoming.command_id,
                 correlation_id: incoming.correlation_id.as_deref(),
+                traceparent: incoming.traceparent.as_deref(),
                 actor: actor.id.0,
                 team_name: &team_name,
                 at: now,

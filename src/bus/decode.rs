@@ -109,6 +109,7 @@ pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
         actor,
         correlation_id: envelope.correlation_id,
         reply_to: meta.reply_to,
+        traceparent: None,
         command,
     })
 }

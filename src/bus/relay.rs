@@ -47,9 +47,14 @@ async fn publish_batch(
         let bytes: bytes::Bytes = serde_json::to_vec(&row.payload)
             .map_err(|e| RelayError::Publish(e.to_string()))?
             .into();
-        let publish = PublishMessage::build()
+        let mut publish = PublishMessage::build()
             .payload(bytes.clone())
             .message_id(row.message_id.to_string());
+        for (name, value) in row.headers.iter().filter_map(|h| h.as_object()).flatten() {
+            if let Some(value) = value.as_str() {
+                publish = publish.header(name.as_str(), value);
+            }
+        }
         let ack = js
             .send_publish(row.subject.clone(), publish)
             .await

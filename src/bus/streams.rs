@@ -16,6 +16,25 @@ pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Commands in flight per consumer across all workers: bounds memory and redelivery storms.
 pub const MAX_ACK_PENDING: i64 = 1024;
 
+/// Operator choices for the streams the worker creates.
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// 1 on a single server, 3 on a 3-node cluster.
+    pub replicas: usize,
+    /// S2 compression of events and outcomes (nats-server 2.10+; checked at start).
+    pub compression: bool,
+}
+
+impl StreamOptions {
+    fn apply(&self, mut config: stream::Config, compressible: bool) -> stream::Config {
+        config.num_replicas = self.replicas.max(1);
+        if self.compression && compressible {
+            config.compression = Some(stream::Compression::S2);
+        }
+        config
+    }
+}
+
 pub fn commands_config(s: &Subjects) -> stream::Config {
     stream::Config {
         name: s.commands_stream(),
@@ -67,10 +86,18 @@ pub fn worker_consumer_config(s: &Subjects) -> pull::Config {
     }
 }
 
-pub async fn ensure(js: &Context, s: &Subjects) -> Result<PullConsumer, async_nats::Error> {
-    let commands = js.get_or_create_stream(commands_config(s)).await?;
-    js.get_or_create_stream(events_config(s)).await?;
-    js.get_or_create_stream(outcomes_config(s)).await?;
+pub async fn ensure(
+    js: &Context,
+    s: &Subjects,
+    options: &StreamOptions,
+) -> Result<PullConsumer, async_nats::Error> {
+    let commands = js
+        .get_or_create_stream(options.apply(commands_config(s), false))
+        .await?;
+    js.get_or_create_stream(options.apply(events_config(s), true))
+        .await?;
+    js.get_or_create_stream(options.apply(outcomes_config(s), true))
+        .await?;
     Ok(commands
         .get_or_create_consumer(s.worker_consumer(), worker_consumer_config(s))
         .await?)
@@ -89,24 +116,28 @@ mod tests {
     use super::*;
 
     /// `deploy/nats/streams/*.json` (for `nats stream add --config` / `nats consumer add`) must
-    /// be exactly what the worker creates. Regenerate after a change with
-    /// `SOP_WRITE_DEPLOY=1 cargo test deploy_definitions`.
+    /// be exactly what the worker creates on a 3-node cluster (`stream_replicas: 3`).
+    /// Regenerate after a change with `SOP_WRITE_DEPLOY=1 cargo test deploy_definitions`.
     #[test]
     fn deploy_definitions_match_what_the_worker_creates() {
         let s = Subjects::new("");
+        let cluster = StreamOptions {
+            replicas: 3,
+            compression: false,
+        };
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/streams");
         let files = [
             (
                 "commands.json",
-                serde_json::to_value(commands_config(&s)).unwrap(),
+                serde_json::to_value(cluster.apply(commands_config(&s), false)).unwrap(),
             ),
             (
                 "events.json",
-                serde_json::to_value(events_config(&s)).unwrap(),
+                serde_json::to_value(cluster.apply(events_config(&s), true)).unwrap(),
             ),
             (
                 "outcomes.json",
-                serde_json::to_value(outcomes_config(&s)).unwrap(),
+                serde_json::to_value(cluster.apply(outcomes_config(&s), true)).unwrap(),
             ),
             (
                 "worker-consumer.json",

@@ -7,7 +7,7 @@
 //! [`MAX_ATTEMPTS`] deliveries → recorded as an `internal` rejection, then ack.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
@@ -21,7 +21,8 @@ use uuid::Uuid;
 use super::decode::{Arrival, decode};
 use crate::application::{self, MessageMeta, Processed, Rejection};
 use crate::domain::error::ErrorCode;
-use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER};
+use crate::ops::metrics::{self, Ending};
+use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER, TRACEPARENT_HEADER};
 use crate::wire::subjects::Subjects;
 
 /// Deliveries after which a persistent, non-transient failure becomes an `internal` rejection.
@@ -78,12 +79,31 @@ fn backoff(delivered: i64) -> Duration {
     Duration::from_millis(250 * 2u64.pow(step)).min(Duration::from_secs(15))
 }
 
+/// What the metrics know about one message.
+struct Measure {
+    /// The command name, or `invalid` for a message that names none.
+    command: &'static str,
+    started: Instant,
+}
+
 async fn disposition(
     ctx: &WorkerContext,
     result: Result<Processed, DbErr>,
     meta: &MessageMeta,
     delivered: i64,
+    measure: Measure,
 ) -> Disposition {
+    let ending = match &result {
+        Ok(Processed::Duplicate(_)) => Ending::Duplicate,
+        Ok(Processed::Fresh(o)) if o.is_accepted() => Ending::Accepted,
+        Ok(Processed::Fresh(_)) => Ending::Rejected,
+        Err(_) => Ending::Retried,
+    };
+    metrics::command(
+        measure.command,
+        ending,
+        measure.started.elapsed().as_secs_f64(),
+    );
     match result {
         Ok(processed) => {
             if let Processed::Duplicate(outcome) = &processed {
@@ -111,6 +131,7 @@ async fn disposition(
                 .await
             {
                 Ok(_) => {
+                    metrics::dead_letter("internal");
                     ctx.relay.notify_one();
                     Disposition::Ack
                 }
@@ -131,8 +152,13 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
     };
+    if delivered > 1 {
+        metrics::redelivered();
+    }
+    let started = Instant::now();
     let msg_id = header(MSG_ID_HEADER);
     let reply_to = header(REPLY_TO_HEADER);
+    let traceparent = header(TRACEPARENT_HEADER);
     let subject = msg.subject.as_str();
     let arrival = Arrival {
         name: ctx.subjects.command_name(subject).unwrap_or(subject),
@@ -143,18 +169,29 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
     };
     let now = Utc::now();
     match decode(&arrival) {
-        Ok(incoming) => {
+        Ok(mut incoming) => {
+            incoming.traceparent = traceparent;
             let meta = incoming.meta();
+            let measure = Measure {
+                command: incoming.name.as_str(),
+                started,
+            };
             let span = info_span!("command", command = %incoming.name, command_id = %incoming.command_id,
-                correlation_id = incoming.correlation_id.as_deref().unwrap_or(""), delivered);
+                correlation_id = incoming.correlation_id.as_deref().unwrap_or(""),
+                traceparent = incoming.traceparent.as_deref().unwrap_or(""), delivered);
             let result = application::process(&ctx.db, &ctx.subjects, incoming, now)
                 .instrument(span)
                 .await;
-            disposition(ctx, result, &meta, delivered).await
+            disposition(ctx, result, &meta, delivered, measure).await
         }
         Err(bad) => {
             info!(command_id = %bad.meta.command_id, code = bad.rejection.code.as_str(),
                 "undecodable command rejected: {}", bad.rejection.message);
+            metrics::dead_letter(bad.rejection.code.as_str());
+            let measure = Measure {
+                command: "invalid",
+                started,
+            };
             let result = application::record_rejection(
                 &ctx.db,
                 &ctx.subjects,
@@ -163,76 +200,76 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
                 now,
             )
             .await;
-            disposition(ctx, result, &bad.meta, delivered).await
+            disposition(ctx, result, &bad.meta, delivered, measure).await
         }
     }
 }
 
+/// How long one pull request waits for commands. Short, because a stopping worker processes
+/// everything its last request delivers (nothing pulled is left to wait out the ack wait),
+/// and stops within this bound.
+const PULL_EXPIRY: Duration = Duration::from_secs(1);
+
+fn spawn_handler(
+    ctx: &Arc<WorkerContext>,
+    msg: async_nats::jetstream::Message,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let verdict = handle(&ctx, &msg).await;
+        let ack = match verdict {
+            Disposition::Ack => msg.ack().await,
+            Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
+        };
+        if let Err(e) = ack {
+            // The outcome is committed; a lost ack only means a redelivery, which the inbox
+            // answers without a second effect.
+            warn!(error = %e, "ack failed");
+        }
+        drop(permit);
+    });
+}
+
 /// Runs until `shutdown` turns true, then stops pulling and waits for in-flight commands.
+///
+/// Commands are pulled in bounded batches (twice the concurrency) and handled concurrently,
+/// each in its own transaction. A batch is always handled to its end, shutdown or not.
 pub async fn run(
     ctx: Arc<WorkerContext>,
     consumer: PullConsumer,
     concurrency: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(concurrency));
-    'outer: while !*shutdown.borrow() {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(concurrency.max(1) * 2)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+    while !*shutdown.borrow() {
+        let batch = consumer
+            .batch()
+            .max_messages(concurrency.max(1) * 2)
+            .expires(PULL_EXPIRY)
             .messages()
             .await;
-        let mut messages = match messages {
-            Ok(m) => m,
+        let mut batch = match batch {
+            Ok(b) => b,
             Err(e) => {
+                // NATS unreachable or the consumer gone: retry, the connection reconnects.
                 warn!(error = %e, "cannot pull commands; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = shutdown.changed() => break,
-                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
         };
-        loop {
-            let next = tokio::select! {
-                next = messages.next() => next,
-                _ = shutdown.changed() => break 'outer,
-            };
+        while let Some(next) = batch.next().await {
             match next {
-                Some(Ok(msg)) => {
+                Ok(msg) => {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
-                        break 'outer;
+                        return;
                     };
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        let verdict = handle(&ctx, &msg).await;
-                        let ack = match verdict {
-                            Disposition::Ack => msg.ack().await,
-                            Disposition::Retry(delay) => {
-                                msg.ack_with(AckKind::Nak(Some(delay))).await
-                            }
-                        };
-                        if let Err(e) = ack {
-                            // The outcome is committed; a lost ack only means a redelivery,
-                            // which the inbox answers without a second effect.
-                            warn!(error = %e, "ack failed");
-                        }
-                        drop(permit);
-                    });
+                    spawn_handler(&ctx, msg, permit);
                 }
-                // Heartbeats missed during a reconnect are not fatal: keep pulling.
-                Some(Err(e)) => {
-                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
-                    match e.kind() {
-                        K::MissingHeartbeat => debug!("missed heartbeat"),
-                        _ => {
-                            warn!(error = %e, "pull stream error; re-subscribing");
-                            break;
-                        }
-                    }
+                Err(e) => {
+                    debug!(error = %e, "pull ended early");
+                    break;
                 }
-                None => break,
             }
         }
     }

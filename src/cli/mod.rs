@@ -111,6 +111,8 @@ enum Cmd {
     },
     /// Print the AsyncAPI contract (docs/asyncapi.yaml).
     Contract,
+    /// Print the effective configuration (file, environment, flags), secrets redacted.
+    Config,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +253,18 @@ enum EventsCmd {
 }
 
 impl Cli {
+    /// Parses the command line, then lays the config file (if any) under it.
+    pub fn load() -> Result<Cli, String> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        cli.settings = cli
+            .settings
+            .with_file(&matches)
+            .map_err(|e| e.to_string())?;
+        Ok(cli)
+    }
+
     /// The worker logs its work; one-shot commands log only warnings unless RUST_LOG says more.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
@@ -289,7 +303,7 @@ struct Ctx {
 
 impl Ctx {
     async fn client(&self) -> Result<Client, Exit> {
-        let nats = app::connect_nats(&self.settings.nats_url)
+        let nats = app::connect_nats(&self.settings)
             .await
             .map_err(|e| Exit(EXIT_UNREACHABLE, format!("{e:#}")))?;
         Ok(
@@ -864,6 +878,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             }
         },
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),
+        Cmd::Config => {
+            let problem = ctx.settings.validate().err();
+            let value = ctx.settings.redacted();
+            ctx.print(&value, |v| {
+                let keys: Vec<&str> = v
+                    .as_object()
+                    .map(|m| m.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                render::fields(v, &keys)
+            })?;
+            if let Some(problem) = problem {
+                return Err(Exit(1, problem.to_string()));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

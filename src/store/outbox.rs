@@ -23,6 +23,8 @@ pub const OUTCOME_KIND: &str = "outcome";
 pub struct Causation<'a> {
     pub command_id: Uuid,
     pub correlation_id: Option<&'a str>,
+    /// The command's W3C trace context, re-emitted as a header on each event.
+    pub traceparent: Option<&'a str>,
     pub actor: Uuid,
     pub team_name: &'a str,
     pub at: DateTime<Utc>,
@@ -59,6 +61,9 @@ pub async fn append_events(
                 causation_id: Set(Some(cause.command_id)),
                 series_id: Set(series.map(|s| s.0)),
                 run_id: Set(run.map(|r| r.0)),
+                headers: Set(cause
+                    .traceparent
+                    .map(|t| serde_json::json!({ crate::wire::command::TRACEPARENT_HEADER: t }))),
                 payload: Set(to_json(&envelope)),
                 reply_to: Set(None),
                 created_at: Set(cause.at),
@@ -156,4 +161,15 @@ pub async fn trail(
         .limit(limit)
         .all(db)
         .await
+}
+
+/// How many messages wait for the relay, and since when the oldest has (metrics).
+pub async fn lag(db: &impl ConnectionTrait) -> Result<(u64, Option<DateTime<Utc>>), DbErr> {
+    let backlog = backlog(db).await?;
+    let oldest = unpublished(db, 1)
+        .await?
+        .into_iter()
+        .next()
+        .map(|r| r.created_at);
+    Ok((backlog, oldest))
 }

@@ -12,6 +12,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Header carrying a core-NATS inbox the outcome is also sent to.
 pub const REPLY_TO_HEADER: &str = "Sop-Reply-To";
+/// W3C trace context: taken from a command and set on every event it causes.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// JetStream's de-duplication header; set to the command id.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 

@@ -160,7 +160,10 @@ impl TestApp {
             subject_prefix: format!("t{tag}"),
             concurrency: 8,
             db_max_connections: 8,
-            shutdown_grace_secs: 5,
+            // Tests run side by side: each picks a free port for its HTTP endpoints.
+            http_addr: "127.0.0.1:0".into(),
+            shutdown_timeout_secs: 10,
+            ..Settings::local()
         };
         let running = app::start(&settings).await.expect("start the worker");
         let client = running.client().with_timeout(WAIT);
@@ -242,6 +245,12 @@ impl TestApp {
                 panic!("{name} accepted, expected a rejection: {result:?}")
             }
         }
+    }
+
+    /// Stops this process's worker (consumer, relay, queries) so other processes do the work;
+    /// the connections stay usable.
+    pub async fn pause_consumer(&mut self) {
+        self.running.halt().await;
     }
 
     /// Waits until the relay has published everything committed so far.

@@ -7,6 +7,7 @@ mod cli;
 mod delivery;
 mod harness;
 mod lifecycle;
+mod processes;
 mod queries;
 mod rejections;
 mod schema;

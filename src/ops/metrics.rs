@@ -1,0 +1,146 @@
+//! The metrics the worker exports, named in one place, and the monitor that samples gauges
+//! (outbox backlog and age, consumer pending, database pool, readiness) every few seconds.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
+
+use crate::store;
+
+pub const COMMANDS: &str = "sop_commands_total";
+pub const COMMAND_DURATION: &str = "sop_command_duration_seconds";
+pub const REDELIVERIES: &str = "sop_redeliveries_total";
+pub const DEAD_LETTERS: &str = "sop_dead_letters_total";
+pub const OUTBOX_BACKLOG: &str = "sop_outbox_backlog";
+pub const OUTBOX_OLDEST_AGE: &str = "sop_outbox_oldest_age_seconds";
+pub const CONSUMER_PENDING: &str = "sop_consumer_pending";
+pub const CONSUMER_ACK_PENDING: &str = "sop_consumer_ack_pending";
+pub const DB_POOL: &str = "sop_db_pool_connections";
+pub const READY: &str = "sop_ready";
+
+/// The process-wide recorder (one per process, whatever number of workers it runs).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(COMMAND_DURATION.to_owned()),
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (an embedding program's): render ours anyway.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// How one command ended, for `sop_commands_total{outcome}`.
+#[derive(Debug, Clone, Copy)]
+pub enum Ending {
+    Accepted,
+    Rejected,
+    Duplicate,
+    Retried,
+}
+
+impl Ending {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ending::Accepted => "accepted",
+            Ending::Rejected => "rejected",
+            Ending::Duplicate => "duplicate",
+            Ending::Retried => "retried",
+        }
+    }
+}
+
+pub fn command(command: &'static str, ending: Ending, seconds: f64) {
+    counter!(COMMANDS, "command" => command, "outcome" => ending.as_str()).increment(1);
+    histogram!(COMMAND_DURATION, "command" => command).record(seconds);
+}
+
+pub fn redelivered() {
+    counter!(REDELIVERIES).increment(1);
+}
+
+pub fn dead_letter(reason: &'static str) {
+    counter!(DEAD_LETTERS, "reason" => reason).increment(1);
+}
+
+/// What readiness means: NATS connected, the database answering, migrations current.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+        gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    }
+}
+
+async fn sample(
+    db: &DatabaseConnection,
+    nats: &async_nats::Client,
+    consumer: &mut PullConsumer,
+    ready: &Readiness,
+) {
+    let nats_up = nats.connection_state() == async_nats::connection::State::Connected;
+    let db_up = db.ping().await.is_ok();
+    let migrated = db_up
+        && Migrator::get_pending_migrations(db)
+            .await
+            .map(|p| p.is_empty())
+            .unwrap_or(false);
+    ready.set(nats_up && db_up && migrated);
+    if db_up && let Ok((backlog, oldest)) = store::outbox::lag(db).await {
+        gauge!(OUTBOX_BACKLOG).set(backlog as f64);
+        gauge!(OUTBOX_OLDEST_AGE).set(
+            oldest
+                .map(|t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0)
+                .unwrap_or(0.0),
+        );
+    }
+    if nats_up && let Ok(info) = consumer.info().await {
+        gauge!(CONSUMER_PENDING).set(info.num_pending as f64);
+        gauge!(CONSUMER_ACK_PENDING).set(info.num_ack_pending as f64);
+    }
+    if let Some((size, idle)) = store::pool_usage(db) {
+        gauge!(DB_POOL, "state" => "idle").set(idle as f64);
+        gauge!(DB_POOL, "state" => "in_use").set((size as usize).saturating_sub(idle) as f64);
+    }
+}
+
+/// Samples every `every` until shutdown; the first sample is taken at once.
+pub async fn monitor(
+    db: DatabaseConnection,
+    nats: async_nats::Client,
+    mut consumer: PullConsumer,
+    ready: Readiness,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        sample(&db, &nats, &mut consumer, &ready).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    ready.set(false);
+}
