@@ -319,7 +319,7 @@ pub fn asyncapi() -> Value {
             "properties": {
                 MSG_ID_HEADER: { "type": "string", "format": "uuid", "description": "The command_id: JetStream drops a re-publish inside its 2-minute window." },
                 REPLY_TO_HEADER: { "type": "string", "description": "Optional core-NATS inbox that also receives the outcome." },
-                "traceparent": { "type": "string", "description": "Optional W3C trace context; accepted and ignored for now (propagation to events is planned)." },
+                "traceparent": { "type": "string", "description": "Optional W3C trace context; set on every event the command causes." },
             },
             "required": [MSG_ID_HEADER],
         }),
