@@ -244,6 +244,26 @@ pub async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn options_a_2_9_server_would_ignore_are_refused() {
+        let mut settings = crate::config::Settings::local();
+        settings.stream_compression = true;
+        let server = |version: &str| async_nats::ServerInfo {
+            version: version.into(),
+            jetstream: true,
+            ..Default::default()
+        };
+        assert!(super::check_server(&settings, &server("2.9.10")).is_err());
+        assert!(super::check_server(&settings, &server("2.10.3")).is_ok());
+        settings.stream_compression = false;
+        assert!(super::check_server(&settings, &server("2.9.10")).is_ok());
+        let plain = async_nats::ServerInfo {
+            version: "2.9.10".into(),
+            ..Default::default()
+        };
+        assert!(super::check_server(&settings, &plain).is_err());
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             super::redact("postgres://u:secret@h/db"),
