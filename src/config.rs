@@ -43,7 +43,8 @@ pub struct Settings {
         long,
         env = "SOP_DATABASE_URL",
         default_value = "sqlite://sop.db?mode=rwc",
-        global = true
+        global = true,
+        hide_env_values = true
     )]
     pub database_url: String,
 

@@ -14,6 +14,20 @@ use super::system::{Actor, SystemKind};
 use super::text;
 
 pub const MAX_LIST_ITEMS: usize = 100;
+/// Task results and reasons are cut to this many characters in the review's context, so the
+/// review (and its event) stays small whatever the run produced; the tasks keep them whole.
+pub const CONTEXT_TEXT: usize = 500;
+
+fn excerpt(text: &Option<String>) -> Option<String> {
+    text.as_ref().map(|t| {
+        if t.chars().count() <= CONTEXT_TEXT {
+            t.clone()
+        } else {
+            let cut: String = t.chars().take(CONTEXT_TEXT).collect();
+            format!("{cut}…")
+        }
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -142,8 +156,8 @@ impl Execution {
                         position: t.position,
                         name: t.name.clone(),
                         status: t.status.as_str().into(),
-                        result: t.result.clone(),
-                        reasoning: t.reasoning.clone(),
+                        result: excerpt(&t.result),
+                        reasoning: excerpt(&t.reasoning),
                         replaces_task_id: t.replaces,
                     })
                     .collect(),

@@ -13,6 +13,9 @@ use super::system::SystemKind;
 use super::text;
 
 pub const MAX_TEMPLATES: usize = 1000;
+/// All the text of a procedure's templates together. Events carry the templates, and an
+/// event must fit a NATS message (1 MiB by default) with room to spare.
+pub const MAX_TEMPLATES_TEXT: usize = 256 * 1024;
 pub const MAX_SKILLS: usize = 32;
 pub const MAX_SKILL_LEN: usize = 64;
 /// Positions are 1-based and bounded, so they fit every integer column they are stored in.
@@ -121,6 +124,23 @@ impl Templates {
             }
         }
         let templates = Templates(by_position.into_values().collect());
+        let text: usize = templates
+            .0
+            .iter()
+            .map(|t| {
+                t.name.len()
+                    + t.description.len()
+                    + t.required_skills.iter().map(String::len).sum::<usize>()
+            })
+            .sum();
+        if text > MAX_TEMPLATES_TEXT {
+            return Err(DomainError::invalid(
+                "tasks",
+                format!(
+                    "the tasks' text is {text} bytes; at most {MAX_TEMPLATES_TEXT} per procedure"
+                ),
+            ));
+        }
         templates.check_acyclic()?;
         Ok(templates)
     }
@@ -235,6 +255,19 @@ mod tests {
         assert!(matches!(&err, DomainError::Invalid { message, .. } if message.contains("2, 3")));
         let err = Templates::parse(vec![t(1, &[1])]).unwrap_err();
         assert_eq!(err.field(), Some("tasks[0].depends_on"));
+    }
+
+    #[test]
+    fn the_templates_text_is_bounded_so_events_fit_a_message() {
+        let big: Vec<TemplateDraft> = (1..=20)
+            .map(|p| TemplateDraft {
+                position: Some(p),
+                name: format!("t{p}"),
+                description: "x".repeat(15_000),
+                ..Default::default()
+            })
+            .collect();
+        assert_eq!(Templates::parse(big).unwrap_err().field(), Some("tasks"));
     }
 
     #[test]

@@ -103,7 +103,7 @@ async fn sample(
     let nats_up = nats.connection_state() == async_nats::connection::State::Connected;
     let db_up = db.ping().await.is_ok();
     let migrated = db_up
-        && Migrator::get_pending_migrations(db)
+        && Migrator::get_pending_migrations_read_only(db)
             .await
             .map(|p| p.is_empty())
             .unwrap_or(false);

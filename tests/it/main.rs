@@ -5,6 +5,7 @@
 
 mod cli;
 mod delivery;
+mod deploy;
 mod harness;
 mod lifecycle;
 mod processes;
