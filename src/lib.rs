@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod application;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;

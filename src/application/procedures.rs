@@ -13,6 +13,7 @@ use crate::domain::system::{Actor, SystemKind};
 use crate::domain::template::{TaskTemplate, TemplateDraft, Templates};
 use crate::domain::text;
 use crate::store;
+use crate::store::procedures::SeriesLock;
 use crate::wire::outcome::Accepted;
 
 fn accepted(p: &Procedure) -> Accepted {
@@ -47,9 +48,11 @@ async fn series_for(txn: &DatabaseTransaction, procedure_id: Uuid) -> Result<Ser
     let series = store::procedures::series_of(txn, procedure_id)
         .await?
         .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?;
-    Ok(store::procedures::load_series(txn, series)
-        .await?
-        .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?)
+    Ok(
+        store::procedures::load_series(txn, series, SeriesLock::Exclusive)
+            .await?
+            .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?,
+    )
 }
 
 pub async fn draft(
@@ -239,7 +242,7 @@ pub async fn execute(
     strategy_id: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    let series = store::procedures::load_series(txn, SeriesId(series_id))
+    let series = store::procedures::load_series(txn, SeriesId(series_id), SeriesLock::Share)
         .await?
         .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
     let approved = series.executable(actor, expected_version.map(Version))?;

@@ -18,6 +18,7 @@ use crate::domain::run::assign;
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::template::TaskTemplate;
 use crate::store;
+use crate::store::procedures::SeriesLock;
 use crate::wire::outcome::Outcome;
 
 /// Every question the service answers.
@@ -241,7 +242,7 @@ pub async fn answer(
             Answer::Procedures(ProcedureList { procedures })
         }
         Query::History { series_id } => {
-            let series = store::procedures::load_series(db, SeriesId(series_id))
+            let series = store::procedures::load_series(db, SeriesId(series_id), SeriesLock::None)
                 .await?
                 .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
             who.same_team(series.latest().team_id)?;
@@ -335,7 +336,7 @@ pub async fn answer(
                 .into());
             }
             if let Some(s) = series_id {
-                let series = store::procedures::load_series(db, SeriesId(s))
+                let series = store::procedures::load_series(db, SeriesId(s), SeriesLock::None)
                     .await?
                     .ok_or_else(|| Rejection::not_found("procedure series", s))?;
                 who.same_team(series.latest().team_id)?;

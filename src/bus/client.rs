@@ -84,6 +84,10 @@ impl Client {
         self
     }
 
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
     pub fn subjects(&self) -> &Subjects {
         &self.subjects
     }

@@ -18,7 +18,8 @@ use tracing::{debug, info, warn};
 
 use crate::store::outbox;
 
-const BATCH: u64 = 256;
+/// Messages per relay pass: one query, one pipelined publish, one update.
+const BATCH: u64 = 1024;
 /// Fallback poll, for messages committed by another worker process.
 const POLL: Duration = Duration::from_millis(500);
 /// Arbitrary, fixed key of the relay's Postgres advisory lock.

@@ -113,6 +113,8 @@ enum Cmd {
     Contract,
     /// Print the effective configuration (file, environment, flags), secrets redacted.
     Config,
+    /// Measure the whole path against plain SQL and bare JetStream baselines.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -878,6 +880,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             }
         },
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),
+        Cmd::Bench(args) => crate::bench::run(&ctx.settings, &args).await?,
         Cmd::Config => {
             let problem = ctx.settings.validate().err();
             let value = ctx.settings.redacted();

@@ -193,17 +193,34 @@ pub async fn series_of(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Ser
         .map(|p| SeriesId(p.series_id)))
 }
 
-/// Every version of a series, locked for the rest of the transaction (Postgres).
+/// How a transaction holds the versions of a series it read (Postgres; SQLite serialises
+/// writers anyway).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesLock {
+    /// To read only (queries).
+    None,
+    /// To execute: executes of one series run side by side, while a change to the series
+    /// (approve, retire, revise…) waits for them and they for it.
+    Share,
+    /// To change the series.
+    Exclusive,
+}
+
+/// Every version of a series, held as `lock` says for the rest of the transaction.
 pub async fn load_series(
     db: &impl ConnectionTrait,
     series: SeriesId,
+    lock: SeriesLock,
 ) -> Result<Option<Series>, DbErr> {
-    let rows = procedure::Entity::find()
+    let mut query = procedure::Entity::find()
         .filter(procedure::Column::SeriesId.eq(series.0))
-        .order_by_asc(procedure::Column::Version)
-        .lock_exclusive()
-        .all(db)
-        .await?;
+        .order_by_asc(procedure::Column::Version);
+    query = match lock {
+        SeriesLock::None => query,
+        SeriesLock::Share => query.lock_shared(),
+        SeriesLock::Exclusive => query.lock_exclusive(),
+    };
+    let rows = query.all(db).await?;
     let versions = rows
         .into_iter()
         .map(from_row)

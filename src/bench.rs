@@ -1,0 +1,726 @@
+//! `sop bench`: the whole path (client → JetStream → worker → database → events) measured on
+//! this machine, with two baselines measured in the same run so the ratios hold on a noisy
+//! machine: (a) the same rows written by plain transactions at the same concurrency (the
+//! database's own ceiling for this work), (b) a bare JetStream publish-and-ack round trip.
+//!
+//! The worker under test is a child process (this same binary, `sop worker`), so its peak
+//! resident memory can be read from `/proc`. Each database gets a fresh one: a temporary SQLite
+//! file, or a new Postgres database created from an admin URL and dropped afterwards.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Set};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::bus::client::Client;
+use crate::config::Settings;
+use crate::store::{self, teams};
+use crate::wire::command::CommandName;
+use crate::wire::outcome::Outcome;
+use crate::wire::subjects::Subjects;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Databases to run on: `sqlite`, `postgres`, or both (comma separated).
+    #[arg(long, default_value = "sqlite,postgres")]
+    pub databases: String,
+    /// Postgres URL of a database from which fresh benchmark databases are created.
+    #[arg(
+        long,
+        env = "SOP_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres_admin_url: String,
+    /// Executes of the 10-task template in the execute-heavy workload.
+    #[arg(long, default_value_t = 2000)]
+    pub executes: usize,
+    /// Full lifecycles (draft → approve → execute → every task worked and reviewed).
+    #[arg(long, default_value_t = 40)]
+    pub lifecycles: usize,
+    /// Executes of each large template (200 and 1,000 tasks), one at a time.
+    #[arg(long, default_value_t = 10)]
+    pub large: usize,
+    /// Commands in flight at once (the client keeps this many outstanding).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub workload: String,
+    pub database: String,
+    pub operations: usize,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    /// Events a listener received per second during the workload (service runs only).
+    pub events_per_second: Option<f64>,
+    /// The worker's peak resident memory so far, MiB (service runs only).
+    pub worker_peak_rss_mib: Option<f64>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn figures(
+    workload: &str,
+    database: &str,
+    mut latencies_ms: Vec<f64>,
+    elapsed: Duration,
+) -> Figures {
+    latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    let seconds = elapsed.as_secs_f64();
+    Figures {
+        workload: workload.into(),
+        database: database.into(),
+        operations: latencies_ms.len(),
+        seconds,
+        per_second: latencies_ms.len() as f64 / seconds.max(1e-9),
+        p50_ms: percentile(&latencies_ms, 50.0),
+        p95_ms: percentile(&latencies_ms, 95.0),
+        p99_ms: percentile(&latencies_ms, 99.0),
+        events_per_second: None,
+        worker_peak_rss_mib: None,
+    }
+}
+
+/// A worker child process and what the benchmark needs to drive it.
+struct Subject {
+    child: Child,
+    client: Client,
+    db: DatabaseConnection,
+    settings: Settings,
+    events: Arc<AtomicU64>,
+    s1: Vec<Uuid>,
+    s3: Uuid,
+    s4: Uuid,
+    s5: Uuid,
+    cleanup: Option<(String, String)>,
+}
+
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn template(n: usize) -> Value {
+    let tasks: Vec<Value> = (1..=n)
+        .map(|i| {
+            json!({ "position": i, "name": format!("Step {i}"), "description": "Do the step.",
+                         "depends_on": if i == 1 { vec![] } else { vec![i - 1] } })
+        })
+        .collect();
+    json!({ "name": format!("Bench {n}"), "risk_level": "low", "impact": "low",
+            "rollback_plan": "Undo the steps.", "tasks": tasks })
+}
+
+impl Subject {
+    async fn start(database: &str, base: &Settings, args: &BenchArgs) -> anyhow::Result<Subject> {
+        let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let mut settings = base.clone();
+        settings.subject_prefix = format!("bench{tag}");
+        settings.http_addr = String::new();
+        settings.concurrency = args.concurrency.max(1);
+        let cleanup = match database {
+            "sqlite" => {
+                let path = std::env::temp_dir().join(format!("sop-bench-{tag}.db"));
+                settings.database_url = format!("sqlite://{}?mode=rwc", path.display());
+                None
+            }
+            "postgres" => {
+                let admin = store::connect(&args.postgres_admin_url, 1)
+                    .await
+                    .context("connecting to Postgres")?;
+                let name = format!("sop_bench_{tag}");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                let (base, query) = match args.postgres_admin_url.split_once('?') {
+                    Some((b, q)) => (b, format!("?{q}")),
+                    None => (args.postgres_admin_url.as_str(), String::new()),
+                };
+                let root = base.rsplit_once('/').map(|(r, _)| r).unwrap_or(base);
+                settings.database_url = format!("{root}/{name}{query}");
+                Some((args.postgres_admin_url.clone(), name))
+            }
+            other => anyhow::bail!("unknown database `{other}` (sqlite or postgres)"),
+        };
+        let db = store::connect(&settings.database_url, 4).await?;
+        store::migrate(&db).await?;
+        let txn = store::begin(&db).await?;
+        let spec: teams::TeamSpec = serde_json::from_value(json!({
+            "name": "bench",
+            "systems": [
+                { "name": "System1/a", "type": "system1" }, { "name": "System1/b", "type": "system1" },
+                { "name": "System3/root", "type": "system3" }, { "name": "System4/root", "type": "system4" },
+                { "name": "System5/root", "type": "system5" },
+            ],
+        }))?;
+        let team = teams::apply(&txn, &spec).await?;
+        txn.commit().await?;
+        let id = |kind: &str| {
+            team.systems
+                .iter()
+                .filter(|s| s.kind.as_str() == kind)
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        };
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("worker")
+            .env("SOP_NATS_URL", &settings.nats_url)
+            .env("SOP_DATABASE_URL", &settings.database_url)
+            .env("SOP_SUBJECT_PREFIX", &settings.subject_prefix)
+            .env("SOP_CONCURRENCY", settings.concurrency.to_string())
+            .env(
+                "SOP_DB_MAX_CONNECTIONS",
+                settings.db_max_connections.to_string(),
+            )
+            .env("SOP_HTTP_ADDR", "")
+            .env("RUST_LOG", "warn,vsm_sop::app=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stderr.take().context("worker stderr")?).lines();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("worker started") {
+                    return Ok(());
+                }
+            }
+            anyhow::bail!("the worker exited during start-up")
+        })
+        .await
+        .context("worker start-up")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let nats = crate::app::connect_nats(&settings).await?;
+        let subjects = Subjects::new(&settings.subject_prefix);
+        let events = Arc::new(AtomicU64::new(0));
+        let mut sub = nats
+            .subscribe(subjects.event_filter(None, Some("bench")))
+            .await?;
+        let counter = events.clone();
+        tokio::spawn(async move {
+            while sub.next().await.is_some() {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Ok(Subject {
+            child,
+            client: Client::new(nats, subjects).with_timeout(Duration::from_secs(60)),
+            db,
+            settings,
+            events,
+            s1: id("system1"),
+            s3: id("system3")[0],
+            s4: id("system4")[0],
+            s5: id("system5")[0],
+            cleanup,
+        })
+    }
+
+    async fn send(
+        &self,
+        name: CommandName,
+        actor: Uuid,
+        payload: Value,
+    ) -> anyhow::Result<(Outcome, f64)> {
+        let started = Instant::now();
+        let outcome = self.client.send(name, actor, payload).await?;
+        Ok((outcome, started.elapsed().as_secs_f64() * 1000.0))
+    }
+
+    async fn ok(
+        &self,
+        name: CommandName,
+        actor: Uuid,
+        payload: Value,
+    ) -> anyhow::Result<(Value, f64)> {
+        let (outcome, ms) = self.send(name, actor, payload).await?;
+        let value = serde_json::to_value(&outcome)?;
+        if !outcome.is_accepted() {
+            anyhow::bail!("{name} rejected: {}", value["error"]);
+        }
+        Ok((value["result"].clone(), ms))
+    }
+
+    async fn approved(&self, tasks: usize) -> anyhow::Result<Uuid> {
+        let (draft, _) = self
+            .ok(CommandName::DraftProcedure, self.s4, template(tasks))
+            .await?;
+        let id: Uuid = serde_json::from_value(draft["procedure_id"].clone())?;
+        self.ok(
+            CommandName::ApproveProcedure,
+            self.s5,
+            json!({ "procedure_id": id }),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    fn measured(&self, mut f: Figures, events_before: u64) -> Figures {
+        let events = self.events.load(Ordering::Relaxed) - events_before;
+        f.events_per_second = Some(events as f64 / f.seconds.max(1e-9));
+        f.worker_peak_rss_mib = self.child.id().and_then(peak_rss_mib);
+        f
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        let js = jetstream::new(self.client_nats());
+        let _ =
+            crate::bus::streams::delete(&js, &Subjects::new(&self.settings.subject_prefix)).await;
+        self.db.close().await.ok();
+        match self.cleanup {
+            Some((admin_url, name)) => {
+                if let Ok(admin) = store::connect(&admin_url, 1).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            }
+            None => {
+                if let Some(path) = self
+                    .settings
+                    .database_url
+                    .strip_prefix("sqlite://")
+                    .and_then(|p| p.split('?').next())
+                {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_nats(&self) -> async_nats::Client {
+        self.client.nats().clone()
+    }
+}
+
+/// Runs `n` operations with at most `concurrency` in flight; each returns its latency in ms.
+async fn concurrently<F, Fut>(
+    n: usize,
+    concurrency: usize,
+    op: F,
+) -> anyhow::Result<(Vec<f64>, Duration)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<f64>> = futures::stream::iter((0..n).map(op))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    Ok((
+        results.into_iter().collect::<anyhow::Result<Vec<f64>>>()?,
+        elapsed,
+    ))
+}
+
+async fn execute_heavy(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Result<Figures> {
+    let series = s.approved(10).await?;
+    let before = s.events.load(Ordering::Relaxed);
+    let (lat, elapsed) = concurrently(args.executes, args.concurrency, |_| async move {
+        Ok(s.ok(
+            CommandName::ExecuteProcedure,
+            s.s3,
+            json!({ "series_id": series }),
+        )
+        .await?
+        .1)
+    })
+    .await?;
+    Ok(s.measured(
+        figures("execute 10-task template", database, lat, elapsed),
+        before,
+    ))
+}
+
+async fn lifecycle(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Result<Figures> {
+    let before = s.events.load(Ordering::Relaxed);
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (_, elapsed) = concurrently(args.lifecycles, args.concurrency, |_| {
+        let latencies = latencies.clone();
+        async move {
+            let mut mine = Vec::new();
+            let (draft, ms) = s
+                .ok(CommandName::DraftProcedure, s.s4, template(10))
+                .await?;
+            mine.push(ms);
+            let id = draft["procedure_id"].clone();
+            mine.push(
+                s.ok(
+                    CommandName::ApproveProcedure,
+                    s.s5,
+                    json!({ "procedure_id": id }),
+                )
+                .await?
+                .1,
+            );
+            let (run, ms) = s
+                .ok(
+                    CommandName::ExecuteProcedure,
+                    s.s3,
+                    json!({ "series_id": id }),
+                )
+                .await?;
+            mine.push(ms);
+            let run_id = run["run_id"].clone();
+            let tasks: Vec<Value> = run["task_ids"].as_array().cloned().unwrap_or_default();
+            let detail: Value = s
+                .client
+                .query(
+                    crate::wire::query::QueryName::GetRun,
+                    &json!({ "actor": s.s3, "run_id": run_id }),
+                )
+                .await?;
+            for (i, task) in tasks.iter().enumerate() {
+                let assignee: Uuid =
+                    serde_json::from_value(detail["tasks"][i]["assignee_system_id"].clone())?;
+                mine.push(
+                    s.ok(CommandName::StartTask, assignee, json!({ "task_id": task }))
+                        .await?
+                        .1,
+                );
+                mine.push(
+                    s.ok(
+                        CommandName::CompleteTask,
+                        assignee,
+                        json!({ "task_id": task, "result": "done" }),
+                    )
+                    .await?
+                    .1,
+                );
+                mine.push(
+                    s.ok(
+                        CommandName::ReviewTask,
+                        s.s3,
+                        json!({ "task_id": task, "verdict": "approve" }),
+                    )
+                    .await?
+                    .1,
+                );
+            }
+            latencies
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .extend(mine);
+            Ok(0.0)
+        }
+    })
+    .await?;
+    let lat = std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    Ok(s.measured(
+        figures("full lifecycle (commands)", database, lat, elapsed),
+        before,
+    ))
+}
+
+async fn large(
+    s: &Subject,
+    args: &BenchArgs,
+    database: &str,
+    tasks: usize,
+) -> anyhow::Result<Figures> {
+    let series = s.approved(tasks).await?;
+    let before = s.events.load(Ordering::Relaxed);
+    let (lat, elapsed) = concurrently(args.large, 1, |_| async move {
+        Ok(s.ok(
+            CommandName::ExecuteProcedure,
+            s.s3,
+            json!({ "series_id": series }),
+        )
+        .await?
+        .1)
+    })
+    .await?;
+    Ok(s.measured(
+        figures(
+            &format!("execute {tasks}-task template"),
+            database,
+            lat,
+            elapsed,
+        ),
+        before,
+    ))
+}
+
+/// Baseline (a): the rows one 10-task execute writes (run, initiative, tasks, inbox row,
+/// outbox events and outcome), in one plain transaction each, at the same concurrency.
+async fn sql_baseline(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Result<Figures> {
+    use entity::*;
+    let series = s.approved(10).await?;
+    let team = store::teams::actor(&s.db, s.s3)
+        .await?
+        .context("bench team")?
+        .0
+        .team_id
+        .0;
+    let pool = store::connect(&s.settings.database_url, s.settings.db_max_connections).await?;
+    let pool = &pool;
+    let (lat, elapsed) = concurrently(args.executes, args.concurrency, |_| async move {
+        let started = Instant::now();
+        let now = chrono::Utc::now();
+        let txn = store::begin(pool).await?;
+        let (run, ini) = (Uuid::now_v7(), Uuid::now_v7());
+        procedure_run::Entity::insert(procedure_run::ActiveModel {
+            id: Set(run),
+            procedure_id: Set(series),
+            series_id: Set(series),
+            procedure_version: Set(1),
+            team_id: Set(team),
+            initiative_id: Set(ini),
+            status: Set(enums::RunStatus::Started),
+            started_by_system_id: Set(s.s3),
+            started_at: Set(now),
+            completed_at: Set(None),
+            reason: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        initiative::Entity::insert(initiative::ActiveModel {
+            id: Set(ini),
+            team_id: Set(team),
+            strategy_id: Set(None),
+            status: Set(enums::InitiativeStatus::Pending),
+            name: Set("Bench 10".into()),
+            description: Set(String::new()),
+            result: Set(None),
+            procedure_id: Set(Some(series)),
+            procedure_version: Set(Some(1)),
+            run_id: Set(Some(run)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        let tasks: Vec<task::ActiveModel> = (0..10)
+            .map(|i| task::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                team_id: Set(team),
+                initiative_id: Set(ini),
+                procedure_task_id: Set(None),
+                seq: Set(i),
+                position: Set(i + 1),
+                status: Set(enums::TaskStatus::Pending),
+                ready: Set(i == 0),
+                assignee_system_id: Set(s.s1[0]),
+                assignee_type: Set(enums::SystemType::System1),
+                name: Set(format!("Step {}", i + 1)),
+                content: Set("Do the step.".into()),
+                result: Set(None),
+                reasoning: Set(None),
+                review_verdict: Set(None),
+                review_reasoning: Set(None),
+                depends_on: Set(json!([])),
+                default_assignee_system_type: Set(None),
+                required_skills: Set(json!([])),
+                replaces_task_id: Set(None),
+                follow_up_task_id: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            })
+            .collect();
+        task::Entity::insert_many(tasks)
+            .exec_without_returning(&txn)
+            .await?;
+        let command = Uuid::now_v7();
+        command_inbox::Entity::insert(command_inbox::ActiveModel {
+            command_id: Set(command),
+            command: Set("procedure.execute".into()),
+            actor_system_id: Set(Some(s.s3)),
+            status: Set(enums::CommandStatus::Accepted),
+            outcome: Set(json!({ "run_id": run })),
+            processed_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        let events: Vec<outbox::ActiveModel> = (0..14)
+            .map(|_| outbox::ActiveModel {
+                message_id: Set(Uuid::now_v7()),
+                kind: Set("event.task.created".into()),
+                subject: Set("bench".into()),
+                team_id: Set(Some(team)),
+                causation_id: Set(Some(command)),
+                series_id: Set(Some(series)),
+                run_id: Set(Some(run)),
+                payload: Set(json!({ "bench": true })),
+                headers: Set(None),
+                reply_to: Set(None),
+                created_at: Set(now),
+                // Marked published: the worker's relay must not pick these rows up.
+                published_at: Set(Some(now)),
+                ..Default::default()
+            })
+            .collect();
+        outbox::Entity::insert_many(events)
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(started.elapsed().as_secs_f64() * 1000.0)
+    })
+    .await?;
+    Ok(figures(
+        "baseline (a): same rows, plain transactions",
+        database,
+        lat,
+        elapsed,
+    ))
+}
+
+/// Baseline (b): a bare JetStream publish awaited for its PubAck, at the same concurrency.
+async fn jetstream_baseline(
+    nats: &async_nats::Client,
+    args: &BenchArgs,
+) -> anyhow::Result<Figures> {
+    let js = jetstream::new(nats.clone());
+    let name = format!("SOP_BENCH_{}", Uuid::new_v4().simple());
+    let subject = format!("{}.x", name.to_lowercase());
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await?;
+    let payload = bytes::Bytes::from(vec![b'x'; 600]);
+    let (js, subject, payload) = (&js, &subject, &payload);
+    let result = concurrently(args.executes, args.concurrency, |_| async move {
+        let started = Instant::now();
+        js.publish(subject.clone(), payload.clone()).await?.await?;
+        Ok(started.elapsed().as_secs_f64() * 1000.0)
+    })
+    .await;
+    js.delete_stream(&name).await?;
+    let (lat, elapsed) = result?;
+    Ok(figures(
+        "baseline (b): JetStream publish + ack",
+        "-",
+        lat,
+        elapsed,
+    ))
+}
+
+fn table(rows: &[Figures]) -> String {
+    let mut out = vec![format!(
+        "{:<46} {:<9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "workload", "database", "ops", "ops/s", "p50 ms", "p95 ms", "p99 ms", "events/s", "RSS MiB"
+    )];
+    for f in rows {
+        let opt = |v: Option<f64>, w: usize| {
+            v.map(|v| format!("{v:>w$.0}"))
+                .unwrap_or_else(|| format!("{:>w$}", "-"))
+        };
+        out.push(format!(
+            "{:<46} {:<9} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {} {}",
+            f.workload,
+            f.database,
+            f.operations,
+            f.per_second,
+            f.p50_ms,
+            f.p95_ms,
+            f.p99_ms,
+            opt(f.events_per_second, 9),
+            opt(f.worker_peak_rss_mib, 8)
+        ));
+    }
+    out.join("\n")
+}
+
+pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    let nats = crate::app::connect_nats(settings).await?;
+    let raw = jetstream_baseline(&nats, args).await?;
+    eprintln!("{}", table(std::slice::from_ref(&raw)));
+    for database in args
+        .databases
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        let subject = Subject::start(database, settings, args).await?;
+        let result: anyhow::Result<()> = async {
+            let heavy = execute_heavy(&subject, args, database).await?;
+            let baseline = sql_baseline(&subject, args, database).await?;
+            ratios.push(json!({
+                "database": database,
+                "throughput_vs_plain_sql": heavy.per_second / baseline.per_second,
+                "throughput_vs_jetstream": heavy.per_second / raw.per_second,
+            }));
+            let mut more = vec![heavy, baseline];
+            more.push(lifecycle(&subject, args, database).await?);
+            more.push(large(&subject, args, database, 200).await?);
+            more.push(large(&subject, args, database, 1000).await?);
+            eprintln!("{}", table(&more));
+            rows.extend(more);
+            Ok(())
+        }
+        .await;
+        subject.stop().await;
+        result?;
+    }
+    rows.insert(0, raw);
+    println!("{}", table(&rows));
+    for r in &ratios {
+        println!(
+            "{}: execute throughput = {:.0}% of plain SQL transactions, {:.0}% of bare JetStream publish+ack",
+            r["database"].as_str().unwrap_or(""),
+            r["throughput_vs_plain_sql"].as_f64().unwrap_or(0.0) * 100.0,
+            r["throughput_vs_jetstream"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
+    let report = json!({ "args": {
+            "executes": args.executes, "lifecycles": args.lifecycles, "large": args.large, "concurrency": args.concurrency },
+        "results": rows, "ratios": ratios });
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_ranked_samples() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 51.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+}
