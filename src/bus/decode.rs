@@ -365,3 +365,61 @@ mod tests {
         assert_eq!(code(decode(&a)).0, "invalid_payload");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::wire::command::CommandName;
+    use proptest::prelude::*;
+
+    fn known_code(code: ErrorCode) -> bool {
+        matches!(
+            code,
+            ErrorCode::InvalidPayload | ErrorCode::UnsupportedSchema | ErrorCode::UnknownCommand
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes on any subject: never a panic, always a command or a typed rejection
+        /// that keeps the message's id.
+        #[test]
+        fn arbitrary_bytes_decode_or_are_rejected_with_a_code(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            name in prop_oneof![
+                proptest::sample::select(CommandName::ALL.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>()),
+                "[a-z.]{0,20}",
+            ],
+        ) {
+            let fallback = Uuid::from_u128(99);
+            let arrival = Arrival { name: &name, payload: &bytes, msg_id: None, reply_to: None, fallback_id: fallback };
+            if let Err(u) = decode(&arrival) {
+                prop_assert!(known_code(u.rejection.code));
+            }
+        }
+
+        /// Envelopes that are JSON with random payloads: the same guarantee, past the envelope.
+        #[test]
+        fn random_payloads_in_valid_envelopes_are_decoded_or_rejected(
+            name in proptest::sample::select(CommandName::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>()),
+            key in "[a-z_]{1,12}",
+            value in prop_oneof![Just(serde_json::json!(null)), any::<i64>().prop_map(|n| serde_json::json!(n)), "[ -~]{0,40}".prop_map(|s| serde_json::json!(s))],
+            schema in 0u32..3,
+        ) {
+            let body = serde_json::json!({
+                "schema_version": schema, "command_id": Uuid::from_u128(1), "actor": Uuid::from_u128(2),
+                "payload": { key: value },
+            });
+            let bytes = serde_json::to_vec(&body).expect("json");
+            let arrival = Arrival { name: &name, payload: &bytes, msg_id: None, reply_to: None, fallback_id: Uuid::nil() };
+            match decode(&arrival) {
+                Ok(i) => prop_assert_eq!(i.command_id, Uuid::from_u128(1)),
+                Err(u) => {
+                    prop_assert!(known_code(u.rejection.code));
+                    prop_assert_eq!(u.meta.command_id, Uuid::from_u128(1));
+                }
+            }
+        }
+    }
+}

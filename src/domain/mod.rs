@@ -18,4 +18,6 @@ pub mod text;
 #[cfg(test)]
 mod run_tests;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 pub(crate) mod testing;
