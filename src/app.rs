@@ -157,6 +157,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let options = streams::StreamOptions {
         replicas: settings.stream_replicas,
         compression: settings.stream_compression,
+        ack_wait: Some(Duration::from_secs(settings.ack_wait_secs)),
     };
     let consumer = streams::ensure(&js, &subjects, &options)
         .await

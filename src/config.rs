@@ -73,6 +73,11 @@ pub struct Settings {
     #[arg(long, env = "SOP_STREAM_COMPRESSION", global = true)]
     pub stream_compression: bool,
 
+    /// Seconds a pulled command may stay unacknowledged before JetStream redelivers it: after
+    /// a worker crash, its commands wait this long. Applies when the consumer is created.
+    #[arg(long, env = "SOP_ACK_WAIT_SECS", default_value_t = 30, global = true)]
+    pub ack_wait_secs: u64,
+
     /// Address of the HTTP endpoints (/metrics, /healthz, /readyz); empty disables them.
     #[arg(
         long,
@@ -106,6 +111,7 @@ struct SettingsFile {
     db_max_connections: Option<u32>,
     stream_replicas: Option<usize>,
     stream_compression: Option<bool>,
+    ack_wait_secs: Option<u64>,
     http_addr: Option<String>,
     shutdown_timeout_secs: Option<u64>,
 }
@@ -166,6 +172,7 @@ impl Settings {
         take!(
             stream_replicas,
             stream_compression,
+            ack_wait_secs,
             http_addr,
             shutdown_timeout_secs
         );
@@ -205,6 +212,9 @@ impl Settings {
         }
         if !(1..=5).contains(&self.stream_replicas) {
             return Err(invalid("stream_replicas", "must be between 1 and 5"));
+        }
+        if self.ack_wait_secs == 0 {
+            return Err(invalid("ack_wait_secs", "must be at least 1"));
         }
         if !self.http_addr.is_empty() && self.http_addr.parse::<SocketAddr>().is_err() {
             return Err(invalid(
@@ -287,6 +297,7 @@ impl Settings {
             db_max_connections: 16,
             stream_replicas: 1,
             stream_compression: false,
+            ack_wait_secs: 30,
             http_addr: "127.0.0.1:9464".into(),
             shutdown_timeout_secs: 30,
         }

@@ -23,6 +23,9 @@ pub struct StreamOptions {
     pub replicas: usize,
     /// S2 compression of events and outcomes (nats-server 2.10+; checked at start).
     pub compression: bool,
+    /// How long a pulled command may go unacknowledged before it is redelivered (after a
+    /// worker crash, this is how long its commands wait). `None`: [`ACK_WAIT`].
+    pub ack_wait: Option<Duration>,
 }
 
 impl StreamOptions {
@@ -98,8 +101,10 @@ pub async fn ensure(
         .await?;
     js.get_or_create_stream(options.apply(outcomes_config(s), true))
         .await?;
+    let mut consumer = worker_consumer_config(s);
+    consumer.ack_wait = options.ack_wait.unwrap_or(ACK_WAIT);
     Ok(commands
-        .get_or_create_consumer(s.worker_consumer(), worker_consumer_config(s))
+        .get_or_create_consumer(s.worker_consumer(), consumer)
         .await?)
 }
 
@@ -123,7 +128,7 @@ mod tests {
         let s = Subjects::new("");
         let cluster = StreamOptions {
             replicas: 3,
-            compression: false,
+            ..Default::default()
         };
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/streams");
         let files = [

@@ -16,8 +16,8 @@ pub mod template;
 pub mod text;
 
 #[cfg(test)]
-mod run_tests;
-#[cfg(test)]
 mod properties;
+#[cfg(test)]
+mod run_tests;
 #[cfg(test)]
 pub(crate) mod testing;

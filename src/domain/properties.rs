@@ -58,11 +58,15 @@ fn apply(series: &mut Series, op: &SeriesOp, who: &Actor, step: i64) -> Result<(
         }
         SeriesOp::Edit(i) => {
             let id = pick(i, &next);
-            next.get_mut(id).expect("picked").edit(meta(), who, t(step))?;
+            next.get_mut(id)
+                .expect("picked")
+                .edit(meta(), who, t(step))?;
         }
         SeriesOp::Discard(i) => {
             let id = pick(i, &next);
-            next.get_mut(id).expect("picked").discard("x".into(), who, t(step))?;
+            next.get_mut(id)
+                .expect("picked")
+                .discard("x".into(), who, t(step))?;
         }
         SeriesOp::Approve(i) => {
             let id = pick(i, &next);
@@ -70,11 +74,15 @@ fn apply(series: &mut Series, op: &SeriesOp, who: &Actor, step: i64) -> Result<(
         }
         SeriesOp::Reject(i) => {
             let id = pick(i, &next);
-            next.get_mut(id).expect("picked").reject("x".into(), who, t(step))?;
+            next.get_mut(id)
+                .expect("picked")
+                .reject("x".into(), who, t(step))?;
         }
         SeriesOp::Retire(i) => {
             let id = pick(i, &next);
-            next.get_mut(id).expect("picked").retire("x".into(), who, t(step))?;
+            next.get_mut(id)
+                .expect("picked")
+                .retire("x".into(), who, t(step))?;
         }
     }
     *series = next;
@@ -84,11 +92,21 @@ fn apply(series: &mut Series, op: &SeriesOp, who: &Actor, step: i64) -> Result<(
 fn check_series(s: &Series) {
     let versions: Vec<u32> = s.versions().iter().map(|p| p.version.0).collect();
     let expected: Vec<u32> = (1..=versions.len() as u32).collect();
-    assert_eq!(versions, expected, "versions are 1, 2, 3, … with no gap or repeat");
+    assert_eq!(
+        versions, expected,
+        "versions are 1, 2, 3, … with no gap or repeat"
+    );
     let count = |st: ProcedureStatus| s.versions().iter().filter(|p| p.status() == st).count();
-    assert!(count(ProcedureStatus::Approved) <= 1, "at most one approved version");
+    assert!(
+        count(ProcedureStatus::Approved) <= 1,
+        "at most one approved version"
+    );
     assert!(count(ProcedureStatus::Draft) <= 1, "at most one draft");
-    if let Some(draft) = s.versions().iter().find(|p| p.status() == ProcedureStatus::Draft) {
+    if let Some(draft) = s
+        .versions()
+        .iter()
+        .find(|p| p.status() == ProcedureStatus::Draft)
+    {
         assert_eq!(draft.id, s.latest().id, "the draft is the latest version");
     }
     for p in s.versions() {
@@ -131,10 +149,16 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
     let who = |t: &Task| {
         if who_pick % 4 == 0 {
             actor(who_pick)
-        } else if matches!(op, RunOp::Review(..) | RunOp::Cancel(_) | RunOp::Replace(_) | RunOp::CancelRun) {
+        } else if matches!(
+            op,
+            RunOp::Review(..) | RunOp::Cancel(_) | RunOp::Replace(_) | RunOp::CancelRun
+        ) {
             system3()
         } else {
-            the_team().into_iter().find(|s| s.id == t.assignee).expect("assignee")
+            the_team()
+                .into_iter()
+                .find(|s| s.id == t.assignee)
+                .expect("assignee")
         }
     };
     let mut next = run.clone();
@@ -158,7 +182,11 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
         }
         RunOp::Review(i, approve) => {
             let t = task(i);
-            let verdict = if *approve { Verdict::Approve } else { Verdict::Reject };
+            let verdict = if *approve {
+                Verdict::Approve
+            } else {
+                Verdict::Reject
+            };
             next.review_task(t.id, verdict, "v".into(), &who(&t), now)?;
         }
         RunOp::Cancel(i) => {
@@ -168,7 +196,16 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
         RunOp::Replace(i) => {
             let t = task(i);
             let id = TaskId(uuid::Uuid::from_u128(50_000 + step as u128));
-            next.replace_task(t.id, id, TaskChange { reason: "again".into(), ..Default::default() }, &who(&t), now)?;
+            next.replace_task(
+                t.id,
+                id,
+                TaskChange {
+                    reason: "again".into(),
+                    ..Default::default()
+                },
+                &who(&t),
+                now,
+            )?;
         }
         RunOp::CancelRun => {
             next.cancel("stop".into(), &who(&run.tasks[0]), now)?;
@@ -181,21 +218,39 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
 fn check_run(run: &Execution) {
     let by_id = |id: &TaskId| run.task(*id).expect("dependency is a task of the run");
     for t in &run.tasks {
-        let deps_approved = t.depends_on.iter().all(|d| by_id(d).status == TaskStatus::Approved);
+        let deps_approved = t
+            .depends_on
+            .iter()
+            .all(|d| by_id(d).status == TaskStatus::Approved);
         match t.status {
-            TaskStatus::Pending => assert_eq!(t.ready, deps_approved, "ready ⇔ dependencies approved"),
-            TaskStatus::InProgress | TaskStatus::Completed | TaskStatus::Approved | TaskStatus::Rejected => {
-                assert!(deps_approved, "work only starts once dependencies are approved")
+            TaskStatus::Pending => {
+                assert_eq!(t.ready, deps_approved, "ready ⇔ dependencies approved")
+            }
+            TaskStatus::InProgress
+            | TaskStatus::Completed
+            | TaskStatus::Approved
+            | TaskStatus::Rejected => {
+                assert!(
+                    deps_approved,
+                    "work only starts once dependencies are approved"
+                )
             }
             _ => {}
         }
         if let Some(new) = t.follow_up {
-            assert_eq!(t.status, TaskStatus::Canceled, "a replaced task is canceled");
+            assert_eq!(
+                t.status,
+                TaskStatus::Canceled,
+                "a replaced task is canceled"
+            );
             assert_eq!(by_id(&new).replaces, Some(t.id));
         }
     }
     let all_terminal = run.tasks.iter().all(|t| t.status.is_terminal());
-    let lost = run.tasks.iter().any(|t| t.status == TaskStatus::Canceled && t.follow_up.is_none());
+    let lost = run
+        .tasks
+        .iter()
+        .any(|t| t.status == TaskStatus::Canceled && t.follow_up.is_none());
     match run.status {
         RunStatus::Started => {
             assert!(!all_terminal, "a started run has open work");
@@ -208,7 +263,10 @@ fn check_run(run: &Execution) {
     let ended = run.status != RunStatus::Started;
     assert_eq!(
         ended,
-        matches!(run.initiative.status, InitiativeStatus::Completed | InitiativeStatus::Canceled),
+        matches!(
+            run.initiative.status,
+            InitiativeStatus::Completed | InitiativeStatus::Canceled
+        ),
         "the initiative ends with its run"
     );
 }

@@ -163,6 +163,8 @@ impl TestApp {
             // Tests run side by side: each picks a free port for its HTTP endpoints.
             http_addr: "127.0.0.1:0".into(),
             shutdown_timeout_secs: 10,
+            // Redeliveries after a killed worker come quickly in tests.
+            ack_wait_secs: 5,
             ..Settings::local()
         };
         let running = app::start(&settings).await.expect("start the worker");

@@ -81,6 +81,12 @@ impl WorkerProcess {
             .unwrap()
     }
 
+    /// SIGKILL: no goodbye, nothing flushed, nothing acknowledged.
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
     async fn get(&self, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(&self.http).await.unwrap();
         stream
@@ -103,28 +109,48 @@ impl WorkerProcess {
     }
 }
 
-/// Publishes `n` drafts as fast as JetStream acknowledges them; returns their command ids.
-async fn burst(app: &TestApp, actor: Uuid, n: usize) -> Vec<Uuid> {
+/// Publishes commands as fast as JetStream acknowledges them; `with_id: false` leaves out the
+/// Nats-Msg-Id header (so JetStream stores a re-sent command again and the worker's inbox
+/// must recognise it). A string body is sent as raw bytes.
+async fn publish_all(app: &TestApp, commands: Vec<(&str, Uuid, serde_json::Value, bool)>) {
     let js = async_nats::jetstream::new(app.running.nats.clone());
-    let subject = app.client.subjects().command("procedure.draft");
-    let mut ids = Vec::with_capacity(n);
-    let mut acks = Vec::with_capacity(n);
-    for i in 0..n {
-        let id = Uuid::now_v7();
-        let mut sop = first_run_discovery();
-        sop["name"] = json!(format!("Burst {i}"));
-        let body = json!({ "schema_version": 1, "command_id": id, "actor": actor, "payload": sop });
+    let mut acks = Vec::with_capacity(commands.len());
+    for (name, id, body, with_id) in commands {
         let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID_HEADER, id.to_string().as_str());
+        if with_id {
+            headers.insert(MSG_ID_HEADER, id.to_string().as_str());
+        }
+        let bytes = match body {
+            serde_json::Value::String(raw) => raw.into_bytes(),
+            body => serde_json::to_vec(&body).unwrap(),
+        };
         let publish = PublishMessage::build()
-            .payload(serde_json::to_vec(&body).unwrap().into())
+            .payload(bytes.into())
             .headers(headers);
-        acks.push(js.send_publish(subject.clone(), publish).await.unwrap());
-        ids.push(id);
+        acks.push(
+            js.send_publish(app.client.subjects().command(name), publish)
+                .await
+                .unwrap(),
+        );
     }
     for ack in acks {
         ack.await.unwrap();
     }
+}
+
+fn draft(i: usize, actor: Uuid) -> (&'static str, Uuid, serde_json::Value, bool) {
+    let id = Uuid::now_v7();
+    let mut sop = first_run_discovery();
+    sop["name"] = json!(format!("Burst {i}"));
+    let body = json!({ "schema_version": 1, "command_id": id, "actor": actor, "payload": sop });
+    ("procedure.draft", id, body, true)
+}
+
+/// Publishes `n` drafts; returns their command ids.
+async fn burst(app: &TestApp, actor: Uuid, n: usize) -> Vec<Uuid> {
+    let commands: Vec<_> = (0..n).map(|i| draft(i, actor)).collect();
+    let ids = commands.iter().map(|c| c.1).collect();
+    publish_all(app, commands).await;
     ids
 }
 
@@ -193,6 +219,83 @@ async fn sigterm_under_load_loses_and_doubles_nothing() {
         );
     }
     assert!(second.terminate().await.success());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_three_times_loses_and_doubles_nothing() {
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let team = app.register_team("crashes").await;
+    let sop = approved_sop(&app, &team).await;
+    app.pause_consumer().await;
+    let before = outcomes(&app).await;
+    // A few thousand commands of mixed kinds: drafts, executes, malformed messages, and
+    // re-sent command ids that JetStream does not de-duplicate.
+    let mut commands = Vec::new();
+    for i in 0..1200 {
+        commands.push(draft(i, team.s4));
+    }
+    for _ in 0..800 {
+        let id = Uuid::now_v7();
+        let body = json!({ "schema_version": 1, "command_id": id, "actor": team.s3, "payload": { "series_id": sop } });
+        commands.push(("procedure.execute", id, body, true));
+    }
+    for _ in 0..50 {
+        commands.push(("task.start", Uuid::now_v7(), json!("{not json"), true));
+    }
+    let resent: Vec<_> = commands[..2000]
+        .iter()
+        .step_by(20)
+        .map(|(n, id, b, _)| (*n, *id, b.clone(), false))
+        .collect();
+    let unique = commands.len() as u64;
+    let executes = 800u64;
+    commands.extend(resent);
+    publish_all(&app, commands).await;
+
+    let mut worker = WorkerProcess::start(&app).await;
+    for round in 1..=3u64 {
+        while outcomes(&app).await < before + round * unique / 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        worker.kill().await;
+        worker = WorkerProcess::start(&app).await;
+    }
+    wait_for_outcomes(&app, before + unique).await;
+    app.drained().await;
+
+    assert_eq!(
+        outcomes(&app).await,
+        before + unique,
+        "every command id has exactly one outcome"
+    );
+    assert_eq!(
+        procedure::Entity::find().count(app.db()).await.unwrap(),
+        1 + 1200,
+        "one procedure per draft"
+    );
+    let runs = entity::procedure_run::Entity::find()
+        .count(app.db())
+        .await
+        .unwrap();
+    let initiatives = entity::initiative::Entity::find()
+        .count(app.db())
+        .await
+        .unwrap();
+    let tasks = entity::task::Entity::find().count(app.db()).await.unwrap();
+    assert_eq!(
+        (runs, initiatives, tasks),
+        (executes, executes, executes * 6),
+        "runs match accepted executes one to one"
+    );
+    let events = app.events().await;
+    let ids: std::collections::BTreeSet<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(
+        ids.len(),
+        events.len(),
+        "each event id exactly once in the stream"
+    );
+    assert!(worker.terminate().await.success());
     app.stop().await;
 }
 
