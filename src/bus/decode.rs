@@ -412,7 +412,7 @@ mod fuzz {
                 "payload": { key: value },
             });
             let bytes = serde_json::to_vec(&body).expect("json");
-            let arrival = Arrival { name: &name, payload: &bytes, msg_id: None, reply_to: None, fallback_id: Uuid::nil() };
+            let arrival = Arrival { name, payload: &bytes, msg_id: None, reply_to: None, fallback_id: Uuid::nil() };
             match decode(&arrival) {
                 Ok(i) => prop_assert_eq!(i.command_id, Uuid::from_u128(1)),
                 Err(u) => {

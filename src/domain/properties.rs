@@ -147,7 +147,7 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
     let n = run.tasks.len();
     let task = |i: &u8| run.tasks[*i as usize % n].clone();
     let who = |t: &Task| {
-        if who_pick % 4 == 0 {
+        if who_pick.is_multiple_of(4) {
             actor(who_pick)
         } else if matches!(
             op,
