@@ -125,8 +125,16 @@ fn with_database(admin_url: &str, name: &str) -> String {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_on(backend, None).await
+    }
+
+    /// As [`TestApp::spawn`], on a given NATS server (e.g. a [`PrivateNats`] a test restarts).
+    pub async fn spawn_on(backend: Backend, nats: Option<String>) -> TestApp {
         let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let (nats_url, nats_container) = nats_url().await;
+        let (nats_url, nats_container) = match nats {
+            Some(url) => (url, None),
+            None => nats_url().await,
+        };
         let mut pg_container = None;
         let (database_url, database) = match backend {
             Backend::Sqlite => {
@@ -367,4 +375,63 @@ pub async fn approved_sop(app: &TestApp, team: &Team) -> Uuid {
     )
     .await;
     id
+}
+
+/// A `nats-server -js` of the test's own, on a free loopback port with a temporary store, so
+/// the test can stop and restart it. Killed and removed on drop.
+pub struct PrivateNats {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateNats {
+    pub fn start() -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("sop-nats-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nats = PrivateNats { child: None, port, dir };
+        nats.launch();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.join("store"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (its store stays), waits `down`, and starts it again on the same port.
+    pub async fn restart(&mut self, down: Duration) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        tokio::time::sleep(down).await;
+        self.launch();
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -300,6 +300,31 @@ async fn sigkill_under_load_three_times_loses_and_doubles_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_during_load_loses_and_doubles_nothing() {
+    let mut nats = PrivateNats::start();
+    let mut app = TestApp::spawn_on(Backend::Postgres, Some(nats.url())).await;
+    let team = app.register_team("outage").await;
+    app.pause_consumer().await;
+    let worker = WorkerProcess::start(&app).await;
+    let ids = burst(&app, team.s4, 800).await;
+    while outcomes(&app).await < 150 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The server goes away for two seconds in the middle of the burst, then comes back with
+    // its store: the worker and the relay reconnect by themselves.
+    nats.restart(Duration::from_secs(2)).await;
+    wait_for_outcomes(&app, ids.len() as u64).await;
+    app.drained().await;
+    assert_eq!(outcomes(&app).await, ids.len() as u64, "one outcome per command");
+    assert_eq!(procedure::Entity::find().count(app.db()).await.unwrap(), ids.len() as u64, "one effect per command");
+    let events = app.events().await;
+    let unique: std::collections::BTreeSet<Uuid> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!((unique.len(), events.len()), (ids.len(), ids.len()), "every event once");
+    assert!(worker.terminate().await.success());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_share_the_load_and_keep_every_guarantee() {
     let (app, team) = without_in_process_worker(Backend::Postgres).await;
     let (a, b) = (
