@@ -130,6 +130,16 @@ impl TestApp {
 
     /// As [`TestApp::spawn`], on a given NATS server (e.g. a [`PrivateNats`] a test restarts).
     pub async fn spawn_on(backend: Backend, nats: Option<String>) -> TestApp {
+        TestApp::spawn_with(backend, nats, None).await
+    }
+
+    /// As [`TestApp::spawn`], on given servers: NATS, and a Postgres admin URL (e.g. a
+    /// [`PrivatePostgres`] a test stops and starts).
+    pub async fn spawn_with(
+        backend: Backend,
+        nats: Option<String>,
+        postgres_admin: Option<String>,
+    ) -> TestApp {
         let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let (nats_url, nats_container) = match nats {
             Some(url) => (url, None),
@@ -145,7 +155,10 @@ impl TestApp {
                 )
             }
             Backend::Postgres => {
-                let (admin_url, container) = postgres_admin_url().await;
+                let (admin_url, container) = match postgres_admin {
+                    Some(url) => (url, None),
+                    None => postgres_admin_url().await,
+                };
                 pg_container = container;
                 let name = format!("sop_test_{tag}");
                 let admin = store::connect(&admin_url, 1)
@@ -387,10 +400,18 @@ pub struct PrivateNats {
 
 impl PrivateNats {
     pub fn start() -> PrivateNats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = std::env::temp_dir().join(format!("sop-nats-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut nats = PrivateNats { child: None, port, dir };
+        let mut nats = PrivateNats {
+            child: None,
+            port,
+            dir,
+        };
         nats.launch();
         nats
     }
@@ -401,7 +422,14 @@ impl PrivateNats {
 
     fn launch(&mut self) {
         let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.join("store"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -410,7 +438,10 @@ impl PrivateNats {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nats-server did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -432,6 +463,122 @@ impl Drop for PrivateNats {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL cluster of the test's own (initdb on a temporary directory, run as the
+/// `postgres` user, on a free port), so a test can take the database down and bring it back.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn as_postgres(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .output()
+        .expect("runuser")
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("sop-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let chown = std::process::Command::new("chown")
+            .arg("postgres")
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(chown.success(), "chown the cluster directory to postgres");
+        let data = format!("{}/data", dir.display());
+        let out = as_postgres(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            &data,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = PrivatePostgres { port, dir };
+        pg.up();
+        pg
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn up(&self) {
+        let data = format!("{}/data", self.dir.display());
+        let log = format!("{}/log", self.dir.display());
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let out = as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            &data,
+            "-l",
+            &log,
+            "-w",
+            "-o",
+            &options,
+            "start",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A crash, not a clean stop: connections drop at once.
+    pub fn down(&self) {
+        let data = format!("{}/data", self.dir.display());
+        let out = as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            &data,
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = format!("{}/data", self.dir.display());
+        let _ = as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            &data,
+            "-m",
+            "immediate",
+            "stop",
+        ]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

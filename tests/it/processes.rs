@@ -9,7 +9,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::message::PublishMessage;
 use entity::{command_inbox, procedure};
 use futures::StreamExt;
-use sea_orm::{EntityTrait, PaginatorTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -315,11 +315,72 @@ async fn a_nats_restart_during_load_loses_and_doubles_nothing() {
     nats.restart(Duration::from_secs(2)).await;
     wait_for_outcomes(&app, ids.len() as u64).await;
     app.drained().await;
-    assert_eq!(outcomes(&app).await, ids.len() as u64, "one outcome per command");
-    assert_eq!(procedure::Entity::find().count(app.db()).await.unwrap(), ids.len() as u64, "one effect per command");
+    assert_eq!(
+        outcomes(&app).await,
+        ids.len() as u64,
+        "one outcome per command"
+    );
+    assert_eq!(
+        procedure::Entity::find().count(app.db()).await.unwrap(),
+        ids.len() as u64,
+        "one effect per command"
+    );
     let events = app.events().await;
     let unique: std::collections::BTreeSet<Uuid> = events.iter().map(|e| e.event_id).collect();
-    assert_eq!((unique.len(), events.len()), (ids.len(), ids.len()), "every event once");
+    assert_eq!(
+        (unique.len(), events.len()),
+        (ids.len(), ids.len()),
+        "every event once"
+    );
+    assert!(worker.terminate().await.success());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_waited_out_not_dead_lettered() {
+    let pg = PrivatePostgres::start();
+    let mut app = TestApp::spawn_with(Backend::Postgres, None, Some(pg.admin_url())).await;
+    let team = app.register_team("outage").await;
+    app.pause_consumer().await;
+    let worker = WorkerProcess::start(&app).await;
+    let ids = burst(&app, team.s4, 600).await;
+    while outcomes(&app).await < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pg.down();
+    // While the database is away the worker stays up and says it is not ready.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while worker.get("/readyz").await.0 != 503 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported unready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        worker.get("/healthz").await.0,
+        200,
+        "the worker is still up"
+    );
+    pg.up();
+    wait_for_outcomes(&app, ids.len() as u64).await;
+    app.drained().await;
+    let rejected = command_inbox::Entity::find()
+        .filter(command_inbox::Column::Status.eq(entity::enums::CommandStatus::Rejected))
+        .count(app.db())
+        .await
+        .unwrap();
+    assert_eq!(rejected, 0, "retried, not rejected or dead-lettered");
+    assert_eq!(
+        procedure::Entity::find().count(app.db()).await.unwrap(),
+        ids.len() as u64
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while worker.get("/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(worker.terminate().await.success());
     app.stop().await;
 }
