@@ -495,3 +495,140 @@ async fn operators_see_metrics_health_readiness_and_trace_context() {
     assert!(worker.terminate().await.success());
     app.stop().await;
 }
+
+/// Two workers (this process and a child) race on the same series and the same command ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn races_between_two_workers_keep_the_invariants() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let team = app.register_team("races").await;
+    let other = WorkerProcess::start(&app).await;
+    let outcome = |id: Uuid| {
+        let client = app.client.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                if let Some(o) = client.outcome(id).await.unwrap() {
+                    return o;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no outcome for {id}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let envelope = |id: Uuid, actor: Uuid, payload: serde_json::Value| json!({ "schema_version": 1, "command_id": id, "actor": actor, "payload": payload });
+    for round in 0..5 {
+        // Two approvals of one draft: exactly one wins.
+        let draft = app
+            .ok(C::DraftProcedure, team.s4, first_run_discovery())
+            .await
+            .procedure_id
+            .unwrap();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        publish_all(
+            &app,
+            vec![
+                (
+                    "procedure.approve",
+                    a,
+                    envelope(a, team.s5, json!({ "procedure_id": draft })),
+                    true,
+                ),
+                (
+                    "procedure.approve",
+                    b,
+                    envelope(b, team.s5, json!({ "procedure_id": draft })),
+                    true,
+                ),
+            ],
+        )
+        .await;
+        let (oa, ob) = (outcome(a).await, outcome(b).await);
+        assert_eq!(
+            oa.is_accepted() as u8 + ob.is_accepted() as u8,
+            1,
+            "round {round}: one approval wins"
+        );
+
+        // Executes racing a retire: no run of a retired version.
+        let mut commands = Vec::new();
+        let mut executes = Vec::new();
+        for i in 0..20 {
+            let id = Uuid::now_v7();
+            executes.push(id);
+            commands.push((
+                "procedure.execute",
+                id,
+                envelope(id, team.s3, json!({ "series_id": draft })),
+                true,
+            ));
+            if i == 10 {
+                let r = Uuid::now_v7();
+                commands.push((
+                    "procedure.retire",
+                    r,
+                    envelope(
+                        r,
+                        team.s5,
+                        json!({ "procedure_id": draft, "reason": "race" }),
+                    ),
+                    true,
+                ));
+            }
+        }
+        // The same execute command id twice more, without de-duplication by JetStream.
+        let twice = executes[0];
+        commands.push((
+            "procedure.execute",
+            twice,
+            envelope(twice, team.s3, json!({ "series_id": draft })),
+            false,
+        ));
+        publish_all(&app, commands).await;
+        let mut accepted = 0;
+        for id in &executes {
+            if outcome(*id).await.is_accepted() {
+                accepted += 1;
+            }
+        }
+        app.drained().await;
+        let runs = entity::procedure_run::Entity::find()
+            .filter(entity::procedure_run::Column::ProcedureId.eq(draft))
+            .all(app.db())
+            .await
+            .unwrap();
+        assert_eq!(
+            runs.len(),
+            accepted,
+            "round {round}: one run per accepted execute, none for the re-sent id"
+        );
+        // Commit order, not clocks: a run's `run.started` entered the outbox before the
+        // retirement did (timestamps are taken when handling starts, before any lock).
+        let seq_of = |kind: &'static str, series: Option<Uuid>, run: Option<Uuid>| {
+            let db = app.db().clone();
+            async move {
+                let mut q =
+                    entity::outbox::Entity::find().filter(entity::outbox::Column::Kind.eq(kind));
+                if let Some(s) = series {
+                    q = q.filter(entity::outbox::Column::SeriesId.eq(s));
+                }
+                if let Some(r) = run {
+                    q = q.filter(entity::outbox::Column::RunId.eq(r));
+                }
+                q.one(&db).await.unwrap().expect(kind).seq
+            }
+        };
+        let retired = seq_of("event.procedure.retired", Some(draft), None).await;
+        for run in &runs {
+            let started = seq_of("event.run.started", None, Some(run.id)).await;
+            assert!(
+                started < retired,
+                "round {round}: no run of a retired version"
+            );
+        }
+    }
+    assert!(other.terminate().await.success());
+    app.stop().await;
+}
