@@ -4,6 +4,7 @@
 //! in the migration), so the schema is the same on Postgres and SQLite.
 
 pub mod command_inbox;
+pub mod dead_letter;
 pub mod enums;
 pub mod initiative;
 pub mod outbox;

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_create_schema;
 mod m20261124_000002_outbox_links;
 mod m20261124_000003_outbox_headers;
+mod m20261124_000004_create_dead_letter;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_schema::Migration),
             Box::new(m20261124_000002_outbox_links::Migration),
             Box::new(m20261124_000003_outbox_headers::Migration),
+            Box::new(m20261124_000004_create_dead_letter::Migration),
         ]
     }
 }

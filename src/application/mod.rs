@@ -126,7 +126,7 @@ pub async fn process(
             ErrorCode::Forbidden,
             format!("no system {} is registered", incoming.actor),
         );
-        return record_rejection(db, subjects, &incoming.meta(), r, now).await;
+        return record_rejection(db, subjects, &incoming.meta(), r, now, None).await;
     };
     let name = incoming.name;
     let meta = incoming.meta();
@@ -174,7 +174,7 @@ pub async fn process(
                 team: Some(actor.team_id.0),
                 ..meta
             };
-            record_rejection(db, subjects, &meta, r, now).await
+            record_rejection(db, subjects, &meta, r, now, None).await
         }
         Err(CommandError::Store(e)) => Err(e),
     }
@@ -200,12 +200,20 @@ pub struct MessageMeta {
 
 /// Records a rejection as the command's one outcome (inbox + outbox), unless the id already
 /// has one. Also the path for messages that never decoded into a command.
+/// The body of a message given up on, kept as a dead letter with its rejection.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    pub subject: &'a str,
+    pub payload: &'a [u8],
+}
+
 pub async fn record_rejection(
     db: &DatabaseConnection,
     subjects: &Subjects,
     meta: &MessageMeta,
     rejection: Rejection,
     now: DateTime<Utc>,
+    dead_letter: Option<DeadLetter<'_>>,
 ) -> Result<Processed, DbErr> {
     let txn = store::begin(db).await?;
     if let Some(stored) = store::inbox::find(&txn, meta.command_id).await? {
@@ -228,6 +236,18 @@ pub async fn record_rejection(
     if !store::inbox::insert(&txn, &outcome, meta.actor).await? {
         txn.rollback().await?;
         return stored_duplicate(db, meta.command_id).await;
+    }
+    if let (Some(dead), Verdict::Rejected { error }) = (dead_letter, &outcome.verdict) {
+        store::dead_letters::record(
+            &txn,
+            meta.command_id,
+            dead.subject,
+            &error.code,
+            &error.message,
+            dead.payload,
+            now,
+        )
+        .await?;
     }
     store::outbox::append_outcome(
         &txn,

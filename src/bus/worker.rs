@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use super::decode::{Arrival, decode};
-use crate::application::{self, MessageMeta, Processed, Rejection};
+use crate::application::{self, DeadLetter, MessageMeta, Processed, Rejection};
 use crate::domain::error::ErrorCode;
 use crate::ops::metrics::{self, Ending};
 use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER, TRACEPARENT_HEADER};
@@ -92,6 +92,7 @@ async fn disposition(
     meta: &MessageMeta,
     delivered: i64,
     measure: Measure,
+    letter: DeadLetter<'_>,
 ) -> Disposition {
     let ending = match &result {
         Ok(Processed::Duplicate(_)) => Ending::Duplicate,
@@ -127,8 +128,15 @@ async fn disposition(
                 ErrorCode::Internal,
                 format!("the worker could not process this command after {delivered} attempts"),
             );
-            match application::record_rejection(&ctx.db, &ctx.subjects, meta, rejection, Utc::now())
-                .await
+            match application::record_rejection(
+                &ctx.db,
+                &ctx.subjects,
+                meta,
+                rejection,
+                Utc::now(),
+                Some(letter),
+            )
+            .await
             {
                 Ok(_) => {
                     metrics::dead_letter("internal");
@@ -168,6 +176,10 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
         fallback_id: Uuid::new_v5(&FALLBACK_NS, format!("{subject}#{stream_seq}").as_bytes()),
     };
     let now = Utc::now();
+    let letter = DeadLetter {
+        subject,
+        payload: &msg.payload,
+    };
     match decode(&arrival) {
         Ok(mut incoming) => {
             incoming.traceparent = traceparent;
@@ -182,7 +194,7 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
             let result = application::process(&ctx.db, &ctx.subjects, incoming, now)
                 .instrument(span)
                 .await;
-            disposition(ctx, result, &meta, delivered, measure).await
+            disposition(ctx, result, &meta, delivered, measure, letter).await
         }
         Err(bad) => {
             info!(command_id = %bad.meta.command_id, code = bad.rejection.code.as_str(),
@@ -198,9 +210,10 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
                 &bad.meta,
                 bad.rejection,
                 now,
+                Some(letter),
             )
             .await;
-            disposition(ctx, result, &bad.meta, delivered, measure).await
+            disposition(ctx, result, &bad.meta, delivered, measure, letter).await
         }
     }
 }

@@ -97,6 +97,11 @@ enum Cmd {
     },
     /// The outcome of a command, by its id.
     Outcome { command_id: Uuid },
+    /// Messages given up on, newest first (operators; reads the database).
+    DeadLetters {
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
     /// Send any command with a JSON/YAML payload (the generic form of the commands above).
     Send {
         /// Command name, e.g. `procedure.draft`.
@@ -853,6 +858,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
                 })?;
             let value = serde_json::to_value(&outcome).map_err(|e| Exit(1, e.to_string()))?;
             ctx.print(&value, render::outcome)?;
+        }
+        Cmd::DeadLetters { limit } => {
+            let db = app::connect_db(&ctx.settings).await?;
+            let rows = store::dead_letters::latest(&db, limit)
+                .await
+                .context("reading dead letters")?;
+            let value = json!(rows.iter().map(|r| json!({
+                "command_id": r.command_id, "subject": r.subject, "reason": r.reason, "message": r.message,
+                "payload": r.payload, "payload_bytes": r.payload_bytes, "received_at": r.received_at,
+            })).collect::<Vec<_>>());
+            ctx.print(&value, |v| {
+                render::table(
+                    &["received_at", "reason", "subject", "command_id", "message"],
+                    &render::rows(
+                        v,
+                        &["received_at", "reason", "subject", "command_id", "message"],
+                    ),
+                )
+            })?;
         }
         Cmd::Send { command, args } => {
             let name = CommandName::parse(&command).ok_or_else(|| {

@@ -157,6 +157,22 @@ async fn every_malformed_message_gets_one_rejection_outcome(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(rejected.outcome["error"]["code"], "invalid_payload");
+    // Each was kept as a dead letter, with its reason and its bytes.
+    let letters = entity::dead_letter::Entity::find()
+        .all(app.db())
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 8, "seven cases and the id-less message");
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.reason == "unknown_command" && l.subject.ends_with("procedure.fly"))
+    );
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.payload == "garbage" && l.reason == "invalid_payload")
+    );
     // Other traffic flows.
     assert!(
         app.send(C::DraftProcedure, team.s4, first_run_discovery())
