@@ -12,3 +12,4 @@ mod processes;
 mod queries;
 mod rejections;
 mod schema;
+mod security;

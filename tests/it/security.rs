@@ -1,0 +1,115 @@
+//! `deploy/nats/roles.conf` on a real nats-server: each role publishes only its own commands,
+//! agents cannot forge events, the worker cannot send commands.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+const PASSWORDS: [(&str, &str); 6] = [
+    ("worker", "SOP_NATS_WORKER_PASSWORD"),
+    ("system1", "SOP_NATS_SYSTEM1_PASSWORD"),
+    ("system3", "SOP_NATS_SYSTEM3_PASSWORD"),
+    ("system4", "SOP_NATS_SYSTEM4_PASSWORD"),
+    ("system5", "SOP_NATS_SYSTEM5_PASSWORD"),
+    ("operator", "SOP_NATS_OPERATOR_PASSWORD"),
+];
+
+fn password(user: &str) -> String {
+    format!("pw-{user}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_publishes_only_what_it_may() {
+    let dir = std::env::temp_dir().join(format!("sop-roles-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let roles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/roles.conf");
+    std::fs::copy(&roles, dir.join("roles.conf")).unwrap();
+    std::fs::write(dir.join("server.conf"), "include roles.conf\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("nats-server");
+    server.arg("-c").arg(dir.join("server.conf")).args([
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ]);
+    for (user, var) in PASSWORDS {
+        server.env(var, password(user));
+    }
+    let mut server = server
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server");
+    let url = format!("nats://127.0.0.1:{port}");
+    let connect = |user: &'static str| {
+        let url = url.clone();
+        async move {
+            for _ in 0..100 {
+                let options =
+                    async_nats::ConnectOptions::with_user_and_password(user.into(), password(user));
+                if let Ok(c) = options.connect(url.as_str()).await {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("cannot connect as {user}");
+        }
+    };
+    let operator = connect("operator").await;
+    let mut seen = operator.subscribe(">").await.unwrap();
+    operator.flush().await.unwrap();
+
+    let cases: [(&str, &str, bool); 14] = [
+        ("system4", "procedure.draft", true),
+        ("system4", "procedure.approve", false),
+        ("system4", "task.start", false),
+        ("system5", "procedure.approve", true),
+        ("system5", "procedure.draft", false),
+        ("system3", "procedure.execute", true),
+        ("system3", "procedure.approve", false),
+        ("system1", "task.start", true),
+        ("system1", "task.review", false),
+        ("system1", "task.ready.team-a", false),
+        ("system1", "sop.query.run.get", true),
+        ("worker", "task.ready.team-a", true),
+        ("worker", "procedure.draft", false),
+        ("operator", "procedure.retire", true),
+    ];
+    let mut expected = BTreeSet::new();
+    for (i, (user, subject, allowed)) in cases.iter().enumerate() {
+        let client = if *user == "operator" {
+            operator.clone()
+        } else {
+            connect(user).await
+        };
+        let marker = format!("{i}:{user}:{subject}");
+        client
+            .publish(subject.to_string(), marker.clone().into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        if *allowed {
+            expected.insert(marker);
+        }
+    }
+    let mut received = BTreeSet::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), seen.next()).await {
+        let text = String::from_utf8_lossy(&m.payload).into_owned();
+        if text.contains(':') {
+            received.insert(text);
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        received, expected,
+        "exactly the permitted publishes reached the bus"
+    );
+}
