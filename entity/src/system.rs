@@ -14,6 +14,8 @@ pub struct Model {
     pub kind: SystemType,
     /// JSON array of skill names.
     pub skills: Json,
+    /// NATS user public key (`U…`); when set, the system's commands must be signed with it.
+    pub public_key: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

@@ -7,6 +7,7 @@ mod m20261124_000001_create_schema;
 mod m20261124_000002_outbox_links;
 mod m20261124_000003_outbox_headers;
 mod m20261124_000004_create_dead_letter;
+mod m20261124_000005_system_public_key;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_outbox_links::Migration),
             Box::new(m20261124_000003_outbox_headers::Migration),
             Box::new(m20261124_000004_create_dead_letter::Migration),
+            Box::new(m20261124_000005_system_public_key::Migration),
         ]
     }
 }

@@ -122,7 +122,16 @@ pub struct Incoming {
     pub reply_to: Option<String>,
     /// W3C `traceparent` of the command, passed on to its events.
     pub traceparent: Option<String>,
+    /// The `Sop-Signature` header and the exact body it signs, when the command carried one.
+    pub signed: Option<Signed>,
     pub command: Command,
+}
+
+/// A command's signature and the bytes it is over.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub signature: String,
+    pub body: Vec<u8>,
 }
 
 impl Incoming {

@@ -18,7 +18,7 @@ mod procedures;
 pub mod queries;
 mod runs;
 
-pub use command::{Command, Incoming, ProcedureChanges};
+pub use command::{Command, Incoming, ProcedureChanges, Signed};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
@@ -128,6 +128,14 @@ pub async fn process(
         );
         return record_rejection(db, subjects, &incoming.meta(), r, now, None).await;
     };
+    if let Err(r) = check_signature(&actor, incoming.signed.as_ref()) {
+        txn.rollback().await?;
+        let meta = MessageMeta {
+            team: Some(actor.team_id.0),
+            ..incoming.meta()
+        };
+        return record_rejection(db, subjects, &meta, r, now, None).await;
+    }
     let name = incoming.name;
     let meta = incoming.meta();
     match dispatch(&txn, &actor, incoming.command, now).await {
@@ -178,6 +186,28 @@ pub async fn process(
         }
         Err(CommandError::Store(e)) => Err(e),
     }
+}
+
+/// A system with a registered key must sign each command with it; others may, unchecked.
+fn check_signature(actor: &Actor, signed: Option<&Signed>) -> Result<(), Rejection> {
+    let Some(key) = &actor.public_key else {
+        return Ok(());
+    };
+    let Some(signed) = signed else {
+        return Err(Rejection::new(
+            ErrorCode::Forbidden,
+            format!(
+                "system {} signs its commands: this one carries no Sop-Signature",
+                actor.id
+            ),
+        ));
+    };
+    crate::wire::signature::verify(key, &signed.body, &signed.signature).map_err(|e| {
+        Rejection::new(
+            ErrorCode::Forbidden,
+            format!("command of system {}: {e}", actor.id),
+        )
+    })
 }
 
 async fn stored_duplicate(db: &DatabaseConnection, id: Uuid) -> Result<Processed, DbErr> {

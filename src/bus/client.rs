@@ -66,6 +66,8 @@ pub struct Client {
     js: jetstream::Context,
     subjects: Subjects,
     timeout: Duration,
+    /// Signs every command body (`Sop-Signature`) when the acting system has a key.
+    signer: Option<std::sync::Arc<nkeys::KeyPair>>,
 }
 
 impl Client {
@@ -76,7 +78,17 @@ impl Client {
             js,
             subjects,
             timeout: Duration::from_secs(30),
+            signer: None,
         }
+    }
+
+    /// Signs every command with this NATS user seed (`SU…`).
+    pub fn with_signing_seed(
+        mut self,
+        seed: &str,
+    ) -> Result<Client, crate::wire::signature::SignatureError> {
+        self.signer = Some(std::sync::Arc::new(crate::wire::signature::signer(seed)?));
+        Ok(self)
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
@@ -137,6 +149,10 @@ impl Client {
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID_HEADER, command_id.to_string().as_str());
         headers.insert(REPLY_TO_HEADER, inbox.as_str());
+        if let Some(signer) = &self.signer {
+            let signature = crate::wire::signature::sign(signer, &bytes);
+            headers.insert(crate::wire::signature::SIGNATURE_HEADER, signature.as_str());
+        }
         let ack = self
             .js
             .send_publish(

@@ -21,6 +21,7 @@ use crate::wire::outcome::Outcome;
 use crate::wire::query::{
     self as q, QueryFailure, QueryName, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER,
 };
+use crate::wire::signature::SIGNATURE_HEADER;
 
 /// Who may send each command, and what it does (also the README's table).
 pub fn command_doc(name: CommandName) -> (&'static str, &'static str) {
@@ -319,6 +320,7 @@ pub fn asyncapi() -> Value {
             "properties": {
                 MSG_ID_HEADER: { "type": "string", "format": "uuid", "description": "The command_id: JetStream drops a re-publish inside its 2-minute window." },
                 REPLY_TO_HEADER: { "type": "string", "description": "Optional core-NATS inbox that also receives the outcome." },
+                SIGNATURE_HEADER: { "type": "string", "description": "Ed25519 signature (base64url) of the exact body by the acting system's NATS user key; required when the system has a registered public key." },
                 "traceparent": { "type": "string", "description": "Optional W3C trace context; set on every event the command causes." },
             },
             "required": [MSG_ID_HEADER],

@@ -110,6 +110,7 @@ pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
         correlation_id: envelope.correlation_id,
         reply_to: meta.reply_to,
         traceparent: None,
+        signed: None,
         command,
     })
 }

@@ -19,10 +19,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use uuid::Uuid;
 
 use super::decode::{Arrival, decode};
-use crate::application::{self, DeadLetter, MessageMeta, Processed, Rejection};
+use crate::application::{self, DeadLetter, MessageMeta, Processed, Rejection, Signed};
 use crate::domain::error::ErrorCode;
 use crate::ops::metrics::{self, Ending};
 use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER, TRACEPARENT_HEADER};
+use crate::wire::signature::SIGNATURE_HEADER;
 use crate::wire::subjects::Subjects;
 
 /// Deliveries after which a persistent, non-transient failure becomes an `internal` rejection.
@@ -183,6 +184,10 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
     match decode(&arrival) {
         Ok(mut incoming) => {
             incoming.traceparent = traceparent;
+            incoming.signed = header(SIGNATURE_HEADER).map(|signature| Signed {
+                signature,
+                body: msg.payload.to_vec(),
+            });
             let meta = incoming.meta();
             let measure = Measure {
                 command: incoming.name.as_str(),

@@ -42,6 +42,9 @@ pub struct Cli {
     /// The acting system's id, for commands and queries.
     #[arg(long, env = "SOP_ACTOR", global = true)]
     actor: Option<Uuid>,
+    /// The acting system's NATS user seed (`SU…`): commands are signed with it.
+    #[arg(long, env = "SOP_NKEY_SEED", global = true, hide_env_values = true)]
+    nkey_seed: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -114,6 +117,9 @@ enum Cmd {
         #[command(subcommand)]
         command: EventsCmd,
     },
+    /// Make a NATS user key pair for a system: register the public key with `team apply`,
+    /// give the seed to the agent (SOP_NKEY_SEED) to sign its commands.
+    NkeyGenerate,
     /// Print the AsyncAPI contract (docs/asyncapi.yaml).
     Contract,
     /// Print the effective configuration (file, environment, flags), secrets redacted.
@@ -304,6 +310,7 @@ impl From<ClientError> for Exit {
 struct Ctx {
     settings: Settings,
     actor: Option<Uuid>,
+    nkey_seed: Option<String>,
     json: bool,
     timeout: Duration,
 }
@@ -313,10 +320,14 @@ impl Ctx {
         let nats = app::connect_nats(&self.settings)
             .await
             .map_err(|e| Exit(EXIT_UNREACHABLE, format!("{e:#}")))?;
-        Ok(
-            Client::new(nats, Subjects::new(&self.settings.subject_prefix))
-                .with_timeout(self.timeout),
-        )
+        let client = Client::new(nats, Subjects::new(&self.settings.subject_prefix))
+            .with_timeout(self.timeout);
+        match &self.nkey_seed {
+            Some(seed) => client
+                .with_signing_seed(seed)
+                .map_err(|e| Exit(1, format!("SOP_NKEY_SEED: {e}"))),
+            None => Ok(client),
+        }
     }
 
     fn actor(&self) -> Result<Uuid, Exit> {
@@ -609,6 +620,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
     let ctx = Ctx {
         settings: cli.settings,
         actor: cli.actor,
+        nkey_seed: cli.nkey_seed,
         json: cli.json,
         timeout: Duration::from_secs(cli.timeout),
     };
@@ -904,6 +916,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             }
         },
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),
+        Cmd::NkeyGenerate => {
+            let pair = nkeys::KeyPair::new_user();
+            let seed = pair.seed().map_err(|e| Exit(1, e.to_string()))?;
+            let value = json!({ "public_key": pair.public_key(), "seed": seed });
+            ctx.print(&value, |v| render::fields(v, &["public_key", "seed"]))?;
+        }
         Cmd::Bench(args) => crate::bench::run(&ctx.settings, &args).await?,
         Cmd::Config => {
             let problem = ctx.settings.validate().err();

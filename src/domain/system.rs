@@ -86,6 +86,9 @@ pub struct Actor {
     pub name: String,
     /// Skills used to pick an assignee for templates that require them.
     pub skills: Vec<String>,
+    /// When registered, every command of this system must carry a signature made with the
+    /// matching key (checked at the edge of the pipeline).
+    pub public_key: Option<String>,
 }
 
 impl Actor {
@@ -123,6 +126,7 @@ mod tests {
             kind,
             name: "a".into(),
             skills: vec![],
+            public_key: None,
         }
     }
 

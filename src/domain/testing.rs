@@ -30,6 +30,7 @@ fn system(n: u128, kind: SystemKind, team: TeamId, name: &str) -> Actor {
         kind,
         name: name.into(),
         skills: vec![],
+        public_key: None,
     }
 }
 

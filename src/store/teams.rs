@@ -36,6 +36,9 @@ pub struct SystemSpec {
     pub id: Option<Uuid>,
     #[serde(default)]
     pub skills: Vec<String>,
+    /// NATS user public key (`U…`): from then on, this system's commands must be signed.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +55,8 @@ pub struct SystemRecord {
     #[serde(rename = "type")]
     pub kind: SystemKind,
     pub skills: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +74,11 @@ pub async fn apply(db: &impl ConnectionTrait, spec: &TeamSpec) -> Result<TeamRec
     for (i, s) in spec.systems.iter().enumerate() {
         kinds.push(SystemKind::parse(&format!("systems[{i}].type"), &s.kind)?);
         crate::domain::text::required(&format!("systems[{i}].name"), &s.name, 200)?;
+        if let Some(key) = &s.public_key {
+            crate::wire::signature::parse_public_key(key).map_err(|e| {
+                DomainError::invalid(format!("systems[{i}].public_key"), e.to_string())
+            })?;
+        }
     }
     let now = Utc::now();
     let team_id = match team::Entity::find()
@@ -100,6 +110,9 @@ pub async fn apply(db: &impl ConnectionTrait, spec: &TeamSpec) -> Result<TeamRec
                 let mut am: system::ActiveModel = row.into();
                 am.kind = Set((*kind).into());
                 am.skills = Set(to_json(&s.skills));
+                if s.public_key.is_some() {
+                    am.public_key = Set(s.public_key.clone());
+                }
                 am.update(db).await?;
             }
             None => {
@@ -109,6 +122,7 @@ pub async fn apply(db: &impl ConnectionTrait, spec: &TeamSpec) -> Result<TeamRec
                     name: Set(s.name.trim().to_owned()),
                     kind: Set((*kind).into()),
                     skills: Set(to_json(&s.skills)),
+                    public_key: Set(s.public_key.clone()),
                     created_at: Set(now),
                 }
                 .insert(db)
@@ -139,6 +153,7 @@ async fn load(db: &impl ConnectionTrait, team_id: Uuid) -> Result<TeamRecord, Db
                 name: s.name,
                 kind: s.kind.into(),
                 skills: from_json("system.skills", s.skills)?,
+                public_key: s.public_key,
             })
         })
         .collect::<Result<_, DbErr>>()?;
@@ -170,6 +185,7 @@ fn actor_of(row: system::Model) -> Result<Actor, DbErr> {
         kind: row.kind.into(),
         name: row.name,
         skills: from_json("system.skills", row.skills)?,
+        public_key: row.public_key,
     })
 }
 

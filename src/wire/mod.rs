@@ -6,4 +6,5 @@ pub mod command;
 pub mod event;
 pub mod outcome;
 pub mod query;
+pub mod signature;
 pub mod subjects;

@@ -221,6 +221,7 @@ impl TestApp {
                 kind: k.into(),
                 id: None,
                 skills,
+                public_key: None,
             })
             .collect(),
         };

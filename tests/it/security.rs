@@ -5,6 +5,78 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde_json::json;
+
+use crate::harness::*;
+use crate::on_both_databases;
+use vsm_sop::store::{
+    self,
+    teams::{SystemSpec, TeamSpec},
+};
+use vsm_sop::wire::command::CommandName as C;
+
+on_both_databases!(a_system_with_a_key_must_sign_its_commands);
+
+async fn a_system_with_a_key_must_sign_its_commands(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("signed").await;
+    // System4 registers a key; from now on its commands must be signed with it.
+    let pair = nkeys::KeyPair::new_user();
+    let txn = store::begin(app.db()).await.unwrap();
+    let spec = TeamSpec {
+        name: "signed".into(),
+        systems: vec![SystemSpec {
+            name: "System4/root".into(),
+            kind: "system4".into(),
+            id: None,
+            skills: vec![],
+            public_key: Some(pair.public_key()),
+        }],
+    };
+    store::teams::apply(&txn, &spec).await.unwrap();
+    txn.commit().await.unwrap();
+
+    let unsigned = app
+        .refused(C::DraftProcedure, team.s4, first_run_discovery())
+        .await;
+    assert_eq!(unsigned.code, "forbidden");
+    assert!(
+        unsigned.message.contains("Sop-Signature"),
+        "{}",
+        unsigned.message
+    );
+    let impostor = app
+        .client
+        .clone()
+        .with_signing_seed(&nkeys::KeyPair::new_user().seed().unwrap())
+        .unwrap();
+    let forged = impostor
+        .send(C::DraftProcedure, team.s4, first_run_discovery())
+        .await
+        .unwrap();
+    assert_eq!(forged.error_code(), Some("forbidden"));
+    let signer = app
+        .client
+        .clone()
+        .with_signing_seed(&pair.seed().unwrap())
+        .unwrap();
+    let signed = signer
+        .send(C::DraftProcedure, team.s4, first_run_discovery())
+        .await
+        .unwrap();
+    assert!(signed.is_accepted(), "{signed:?}");
+    // Systems without a key are unaffected.
+    let id = serde_json::to_value(&signed).unwrap()["result"]["procedure_id"].clone();
+    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": id }))
+        .await;
+    // A key that is not a user key is refused at registration.
+    let txn = store::begin(app.db()).await.unwrap();
+    let mut bad = spec.clone();
+    bad.systems[0].public_key = Some(nkeys::KeyPair::new_account().public_key());
+    assert!(store::teams::apply(&txn, &bad).await.is_err());
+    drop(txn);
+    app.stop().await;
+}
 
 const PASSWORDS: [(&str, &str); 6] = [
     ("worker", "SOP_NATS_WORKER_PASSWORD"),
