@@ -173,6 +173,14 @@ async fn every_malformed_message_gets_one_rejection_outcome(backend: Backend) {
             .iter()
             .any(|l| l.payload == "garbage" && l.reason == "invalid_payload")
     );
+    // Oversized commands never enter the stream: the publisher is told at once.
+    let huge = vec![b'x'; 2 * 1024 * 1024];
+    let js = async_nats::jetstream::new(app.running.nats.clone());
+    let refused = match js.publish(s.command("procedure.draft"), huge.into()).await {
+        Err(_) => true,
+        Ok(ack) => ack.await.is_err(),
+    };
+    assert!(refused, "a 2 MiB command is refused at publish");
     // Other traffic flows.
     assert!(
         app.send(C::DraftProcedure, team.s4, first_run_discovery())

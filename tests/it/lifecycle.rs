@@ -27,6 +27,13 @@ fn uuid(v: &Value) -> Uuid {
 
 async fn first_run_discovery_from_draft_to_recorded_review(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    first_run_discovery_lifecycle(&app).await;
+    app.stop().await;
+}
+
+/// The whole lifecycle of the First Run Discovery SOP, with every check; also run with two
+/// workers on one stream (`processes.rs`).
+pub async fn first_run_discovery_lifecycle(app: &TestApp) {
     let team = app.register_team("discovery").await;
 
     // System4 drafts, System5 approves.
@@ -252,7 +259,6 @@ async fn first_run_discovery_from_draft_to_recorded_review(backend: Backend) {
         reviewed.data["context"]["tasks"].as_array().unwrap().len(),
         6
     );
-    app.stop().await;
 }
 
 async fn revising_v1_and_approving_v2_retires_v1_and_execute_takes_v2(backend: Backend) {

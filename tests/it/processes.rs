@@ -632,3 +632,19 @@ async fn races_between_two_workers_keep_the_invariants() {
     assert!(other.terminate().await.success());
     app.stop().await;
 }
+
+/// The full lifecycle suite's First Run Discovery scenario, with a second worker process on
+/// the same stream and database: every check still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_lifecycle_holds_with_two_workers() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let other = WorkerProcess::start(&app).await;
+    crate::lifecycle::first_run_discovery_lifecycle(&app).await;
+    let handled = other.commands_handled().await;
+    assert!(
+        handled > 0,
+        "the second worker took part ({handled} commands)"
+    );
+    assert!(other.terminate().await.success());
+    app.stop().await;
+}
