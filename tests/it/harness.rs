@@ -550,17 +550,21 @@ impl PrivatePostgres {
         );
     }
 
-    /// A crash, not a clean stop: connections drop at once.
-    pub fn down(&self) {
+    fn crash(&self) -> std::process::Output {
         let data = format!("{}/data", self.dir.display());
-        let out = as_postgres(&[
+        as_postgres(&[
             &format!("{PG_BIN}/pg_ctl"),
             "-D",
             &data,
             "-m",
             "immediate",
             "stop",
-        ]);
+        ])
+    }
+
+    /// A crash, not a clean stop: connections drop at once.
+    pub fn down(&self) {
+        let out = self.crash();
         assert!(
             out.status.success(),
             "pg_ctl stop: {}",
@@ -571,15 +575,7 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let data = format!("{}/data", self.dir.display());
-        let _ = as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            &data,
-            "-m",
-            "immediate",
-            "stop",
-        ]);
+        let _ = self.crash();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

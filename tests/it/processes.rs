@@ -158,6 +158,16 @@ async fn outcomes(app: &TestApp) -> u64 {
     command_inbox::Entity::find().count(app.db()).await.unwrap()
 }
 
+/// `n` drafts were sent: each has exactly one outcome and made exactly one procedure.
+async fn assert_each_once(app: &TestApp, n: u64) {
+    assert_eq!(outcomes(app).await, n, "one outcome per command");
+    assert_eq!(
+        procedure::Entity::find().count(app.db()).await.unwrap(),
+        n,
+        "one effect per command"
+    );
+}
+
 async fn wait_for_outcomes(app: &TestApp, n: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while outcomes(app).await < n {
@@ -198,16 +208,7 @@ async fn sigterm_under_load_loses_and_doubles_nothing() {
     let second = WorkerProcess::start(&app).await;
     wait_for_outcomes(&app, ids.len() as u64).await;
     app.drained().await;
-    assert_eq!(
-        outcomes(&app).await,
-        ids.len() as u64,
-        "one outcome per command"
-    );
-    assert_eq!(
-        procedure::Entity::find().count(app.db()).await.unwrap(),
-        ids.len() as u64,
-        "one effect per command"
-    );
+    assert_each_once(&app, ids.len() as u64).await;
     for id in &ids {
         assert!(
             app.client
@@ -315,16 +316,7 @@ async fn a_nats_restart_during_load_loses_and_doubles_nothing() {
     nats.restart(Duration::from_secs(2)).await;
     wait_for_outcomes(&app, ids.len() as u64).await;
     app.drained().await;
-    assert_eq!(
-        outcomes(&app).await,
-        ids.len() as u64,
-        "one outcome per command"
-    );
-    assert_eq!(
-        procedure::Entity::find().count(app.db()).await.unwrap(),
-        ids.len() as u64,
-        "one effect per command"
-    );
+    assert_each_once(&app, ids.len() as u64).await;
     let events = app.events().await;
     let unique: std::collections::BTreeSet<Uuid> = events.iter().map(|e| e.event_id).collect();
     assert_eq!(
