@@ -351,10 +351,14 @@ where
     ))
 }
 
-async fn execute_heavy(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Result<Figures> {
-    let series = s.approved(10).await?;
-    let before = s.events.load(Ordering::Relaxed);
-    let (lat, elapsed) = concurrently(args.executes, args.concurrency, |_| async move {
+/// `n` executes of `series`, `concurrency` at a time: their latencies and the time taken.
+async fn executes(
+    s: &Subject,
+    series: Uuid,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<f64>, Duration)> {
+    concurrently(n, concurrency, |_| async move {
         Ok(s.ok(
             CommandName::ExecuteProcedure,
             s.s3,
@@ -363,7 +367,13 @@ async fn execute_heavy(s: &Subject, args: &BenchArgs, database: &str) -> anyhow:
         .await?
         .1)
     })
-    .await?;
+    .await
+}
+
+async fn execute_heavy(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Result<Figures> {
+    let series = s.approved(10).await?;
+    let before = s.events.load(Ordering::Relaxed);
+    let (lat, elapsed) = executes(s, series, args.executes, args.concurrency).await?;
     Ok(s.measured(
         figures("execute 10-task template", database, lat, elapsed),
         before,
@@ -458,16 +468,7 @@ async fn large(
 ) -> anyhow::Result<Figures> {
     let series = s.approved(tasks).await?;
     let before = s.events.load(Ordering::Relaxed);
-    let (lat, elapsed) = concurrently(args.large, 1, |_| async move {
-        Ok(s.ok(
-            CommandName::ExecuteProcedure,
-            s.s3,
-            json!({ "series_id": series }),
-        )
-        .await?
-        .1)
-    })
-    .await?;
+    let (lat, elapsed) = executes(s, series, args.large, 1).await?;
     Ok(s.measured(
         figures(
             &format!("execute {tasks}-task template"),

@@ -17,51 +17,28 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// JetStream's de-duplication header; set to the command id.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
-macro_rules! command_names {
-    ($($variant:ident = $name:literal),* $(,)?) => {
-        /// Every command, named as its subject (without prefix).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum CommandName { $($variant),* }
-
-        impl CommandName {
-            pub const ALL: &'static [CommandName] = &[$(CommandName::$variant),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(CommandName::$variant => $name),* }
-            }
-
-            pub fn parse(name: &str) -> Option<CommandName> {
-                match name { $($name => Some(CommandName::$variant),)* _ => None }
-            }
-        }
-    };
-}
-
-command_names!(
-    DraftProcedure = "procedure.draft",
-    ReviseProcedure = "procedure.revise",
-    EditProcedure = "procedure.edit",
-    DiscardProcedure = "procedure.discard",
-    ApproveProcedure = "procedure.approve",
-    RejectProcedure = "procedure.reject",
-    RetireProcedure = "procedure.retire",
-    ExecuteProcedure = "procedure.execute",
-    StartTask = "task.start",
-    CompleteTask = "task.complete",
-    BlockTask = "task.block",
-    UnblockTask = "task.unblock",
-    ReviewTask = "task.review",
-    CancelTask = "task.cancel",
-    ReplaceTask = "task.replace",
-    CancelRun = "run.cancel",
-    ReviewInitiative = "initiative.review",
-);
-
-impl std::fmt::Display for CommandName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+subject_names!(
+    /// Every command, named as its subject (without prefix).
+    CommandName {
+        DraftProcedure = "procedure.draft",
+        ReviseProcedure = "procedure.revise",
+        EditProcedure = "procedure.edit",
+        DiscardProcedure = "procedure.discard",
+        ApproveProcedure = "procedure.approve",
+        RejectProcedure = "procedure.reject",
+        RetireProcedure = "procedure.retire",
+        ExecuteProcedure = "procedure.execute",
+        StartTask = "task.start",
+        CompleteTask = "task.complete",
+        BlockTask = "task.block",
+        UnblockTask = "task.unblock",
+        ReviewTask = "task.review",
+        CancelTask = "task.cancel",
+        ReplaceTask = "task.replace",
+        CancelRun = "run.cancel",
+        ReviewInitiative = "initiative.review",
     }
-}
+);
 
 /// The envelope as read leniently: every field optional, so that even a broken command yields
 /// its id and actor for the rejection outcome.

@@ -4,43 +4,20 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-macro_rules! query_names {
-    ($($variant:ident = $name:literal),* $(,)?) => {
-        /// Every query, named as its subject suffix (`<prefix>sop.query.<name>`).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum QueryName { $($variant),* }
-
-        impl QueryName {
-            pub const ALL: &'static [QueryName] = &[$(QueryName::$variant),*];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(QueryName::$variant => $name),* }
-            }
-
-            pub fn parse(name: &str) -> Option<QueryName> {
-                match name { $($name => Some(QueryName::$variant),)* _ => None }
-            }
-        }
-    };
-}
-
-query_names!(
-    GetProcedure = "procedure.get",
-    ListProcedures = "procedure.list",
-    History = "procedure.history",
-    Diff = "procedure.diff",
-    Preview = "procedure.preview",
-    GetRun = "run.get",
-    Trace = "initiative.trace",
-    Audit = "audit.get",
-    Outcome = "command.outcome",
-);
-
-impl std::fmt::Display for QueryName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+subject_names!(
+    /// Every query, named as its subject suffix (`<prefix>sop.query.<name>`).
+    QueryName {
+        GetProcedure = "procedure.get",
+        ListProcedures = "procedure.list",
+        History = "procedure.history",
+        Diff = "procedure.diff",
+        Preview = "procedure.preview",
+        GetRun = "run.get",
+        Trace = "initiative.trace",
+        Audit = "audit.get",
+        Outcome = "command.outcome",
     }
-}
+);
 
 /// Header carrying the error text of a failed query (NATS service API convention).
 pub const SERVICE_ERROR_HEADER: &str = "Nats-Service-Error";
