@@ -195,6 +195,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         ctx,
         consumer,
         settings.concurrency,
+        settings.batch_max,
         stop.clone(),
     ));
     let relay = tokio::spawn(relay::run(

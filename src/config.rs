@@ -52,9 +52,14 @@ pub struct Settings {
     #[arg(long, env = "SOP_SUBJECT_PREFIX", default_value = "", global = true)]
     pub subject_prefix: String,
 
-    /// Commands processed at once by this worker.
+    /// Command transactions in flight at once in this worker.
     #[arg(long, env = "SOP_CONCURRENCY", default_value_t = 16, global = true)]
     pub concurrency: usize,
+
+    /// Most commands committed together in one transaction (group commit): waiting commands
+    /// share one commit, so throughput is no longer bounded by the commit rate. 1 turns it off.
+    #[arg(long, env = "SOP_BATCH_MAX", default_value_t = 32, global = true)]
+    pub batch_max: usize,
 
     /// Database pool size (SQLite always uses one connection).
     #[arg(
@@ -108,6 +113,7 @@ struct SettingsFile {
     database_url: Option<String>,
     subject_prefix: Option<String>,
     concurrency: Option<usize>,
+    batch_max: Option<usize>,
     db_max_connections: Option<u32>,
     stream_replicas: Option<usize>,
     stream_compression: Option<bool>,
@@ -167,6 +173,7 @@ impl Settings {
             database_url,
             subject_prefix,
             concurrency,
+            batch_max,
             db_max_connections
         );
         take!(
@@ -206,6 +213,9 @@ impl Settings {
         }
         if self.concurrency == 0 || self.concurrency > 1024 {
             return Err(invalid("concurrency", "must be between 1 and 1024"));
+        }
+        if self.batch_max == 0 || self.batch_max > 1024 {
+            return Err(invalid("batch_max", "must be between 1 and 1024"));
         }
         if self.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be at least 1"));
@@ -294,6 +304,7 @@ impl Settings {
             database_url: "sqlite://sop.db?mode=rwc".into(),
             subject_prefix: String::new(),
             concurrency: 16,
+            batch_max: 32,
             db_max_connections: 16,
             stream_replicas: 1,
             stream_compression: false,
@@ -379,6 +390,7 @@ mod tests {
         );
         assert_eq!(check(|s| s.nats_url = "http://x".into()), "nats_url");
         assert_eq!(check(|s| s.concurrency = 0), "concurrency");
+        assert_eq!(check(|s| s.batch_max = 0), "batch_max");
         assert_eq!(check(|s| s.stream_replicas = 7), "stream_replicas");
         assert_eq!(check(|s| s.http_addr = "nowhere".into()), "http_addr");
         assert_eq!(check(|s| s.nats_user = Some("u".into())), "nats_user");

@@ -15,8 +15,9 @@
 //!
 //! # One command's path
 //! ```text
-//! agent → JetStream SOP_COMMANDS → consumer → decode → application::process {
-//!     inbox check → authorise + decide (domain) → write → outbox events + outcome → commit
+//! agent → JetStream SOP_COMMANDS → consumer → decode → application::process_group {
+//!     per command: inbox check → authorise + decide (domain) → write → outbox outcome + events
+//!     one commit for the group
 //! } → ack → relay → SOP_EVENTS / SOP_OUTCOMES (+ reply inbox)
 //! ```
 

@@ -1,12 +1,14 @@
 //! Use cases: one async function per command, each deciding inside the transaction the
-//! pipeline opened for it. The pipeline ([`process`]) is the only place a command transaction
+//! pipeline opened for it. The pipeline ([`process_group`]) is the only place a command transaction
 //! begins and commits:
 //!
 //! ```text
-//! begin → inbox hit? → stored outcome (no effect)
-//!       → load actor → use case (load, decide in the domain, write)
-//!       → inbox + outbox outcome, then outbox events → commit
-//! rejected? → roll back the effects, then record only the rejection (inbox + outcome)
+//! begin → for each command of the group:
+//!             inbox hit? → stored outcome (no effect)
+//!             → load actor → savepoint → use case (load, decide in the domain, write)
+//!             → inbox + outbox outcome, then outbox events → release savepoint
+//!             rejected? → roll back to the savepoint, record only the rejection (inbox + outcome)
+//!       → commit
 //! ```
 //!
 //! Errors: a [`CommandError::Rejected`] is final and becomes the command's outcome; a database
@@ -21,7 +23,8 @@ mod runs;
 pub use command::{Command, Incoming, ProcedureChanges, Signed};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
 use crate::domain::error::{DomainError, ErrorCode};
@@ -108,37 +111,90 @@ impl Processed {
     }
 }
 
-/// Runs one decoded command through the pipeline (module doc).
-pub async fn process(
+/// One message for the pipeline: a decoded command, or a message already refused (it did not
+/// decode, or it kept failing) whose rejection only needs recording.
+#[derive(Debug)]
+pub enum Message<'a> {
+    Command(Incoming),
+    Refused {
+        meta: MessageMeta,
+        rejection: Rejection,
+        /// The body, kept as a dead letter with the rejection.
+        dead_letter: Option<DeadLetter<'a>>,
+    },
+}
+
+/// Runs a group of messages through the pipeline (module doc) in one transaction, in order:
+/// one commit for the group (group commit), so the commit rate stops being the ceiling. Each
+/// command runs inside a savepoint, so a rejection undoes only its own writes. Returns one
+/// result per message, in order. A database error fails the whole group and commits nothing:
+/// the caller retries the messages (alone, to find the one that fails).
+pub async fn process_group(
     db: &DatabaseConnection,
+    subjects: &Subjects,
+    messages: Vec<Message<'_>>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Processed>, DbErr> {
+    let txn = store::begin(db).await?;
+    let mut processed = Vec::with_capacity(messages.len());
+    for message in messages {
+        processed.push(match message {
+            Message::Command(incoming) => {
+                let span = info_span!("command", command = %incoming.name, command_id = %incoming.command_id,
+                    correlation_id = incoming.correlation_id.as_deref().unwrap_or(""),
+                    traceparent = incoming.traceparent.as_deref().unwrap_or(""));
+                apply(&txn, subjects, incoming, now).instrument(span).await?
+            }
+            Message::Refused {
+                meta,
+                rejection,
+                dead_letter,
+            } => refuse(&txn, subjects, &meta, rejection, now, dead_letter).await?,
+        });
+    }
+    txn.commit().await?;
+    Ok(processed)
+}
+
+/// One message in a transaction of its own.
+pub async fn process_one(
+    db: &DatabaseConnection,
+    subjects: &Subjects,
+    message: Message<'_>,
+    now: DateTime<Utc>,
+) -> Result<Processed, DbErr> {
+    process_group(db, subjects, vec![message], now)
+        .await?
+        .pop()
+        .ok_or_else(|| DbErr::Custom("a group of one gave no result".into()))
+}
+
+/// One command inside the group's transaction.
+async fn apply(
+    txn: &DatabaseTransaction,
     subjects: &Subjects,
     incoming: Incoming,
     now: DateTime<Utc>,
 ) -> Result<Processed, DbErr> {
-    let txn = store::begin(db).await?;
-    if let Some(stored) = store::inbox::find(&txn, incoming.command_id).await? {
-        txn.rollback().await?;
+    if let Some(stored) = store::inbox::find(txn, incoming.command_id).await? {
         return Ok(Processed::Duplicate(stored));
     }
-    let Some((actor, team_name)) = store::teams::actor(&txn, incoming.actor).await? else {
-        txn.rollback().await?;
+    let Some((actor, team_name)) = store::teams::actor(txn, incoming.actor).await? else {
         let r = Rejection::new(
             ErrorCode::Forbidden,
             format!("no system {} is registered", incoming.actor),
         );
-        return record_rejection(db, subjects, &incoming.meta(), r, now, None).await;
+        return refuse(txn, subjects, &incoming.meta(), r, now, None).await;
+    };
+    let meta = MessageMeta {
+        team: Some(actor.team_id.0),
+        ..incoming.meta()
     };
     if let Err(r) = check_signature(&actor, incoming.signed.as_ref()) {
-        txn.rollback().await?;
-        let meta = MessageMeta {
-            team: Some(actor.team_id.0),
-            ..incoming.meta()
-        };
-        return record_rejection(db, subjects, &meta, r, now, None).await;
+        return refuse(txn, subjects, &meta, r, now, None).await;
     }
-    let name = incoming.name;
-    let meta = incoming.meta();
-    match dispatch(&txn, &actor, incoming.command, now).await {
+    let attempt = txn.begin().await?;
+    match dispatch(&attempt, &actor, incoming.command, now).await {
         Ok(effect) => {
             let cause = Causation {
                 command_id: incoming.command_id,
@@ -151,38 +207,34 @@ pub async fn process(
             let outcome = Outcome {
                 schema_version: SCHEMA_VERSION,
                 command_id: incoming.command_id,
-                command: name.as_str().to_owned(),
+                command: incoming.name.as_str().to_owned(),
                 verdict: Verdict::Accepted {
                     result: effect.accepted,
                 },
                 processed_at: now,
             };
-            if !store::inbox::insert(&txn, &outcome, Some(actor.id.0)).await? {
+            if !store::inbox::insert(&attempt, &outcome, Some(actor.id.0)).await? {
                 // Another worker committed the same command id meanwhile: its effect stands.
-                txn.rollback().await?;
-                return stored_duplicate(db, incoming.command_id).await;
+                attempt.rollback().await?;
+                return stored_duplicate(txn, incoming.command_id).await;
             }
             store::outbox::append_outcome(
-                &txn,
+                &attempt,
                 subjects,
                 &outcome,
-                Some(actor.team_id.0),
+                meta.team,
                 meta.reply_to.as_deref(),
             )
             .await?;
             // After the outcome: a sender learns the ids it created (run, tasks) before the
             // events that mention them.
-            store::outbox::append_events(&txn, subjects, &cause, &effect.events).await?;
-            txn.commit().await?;
+            store::outbox::append_events(&attempt, subjects, &cause, &effect.events).await?;
+            attempt.commit().await?;
             Ok(Processed::Fresh(outcome))
         }
         Err(CommandError::Rejected(r)) => {
-            txn.rollback().await?;
-            let meta = MessageMeta {
-                team: Some(actor.team_id.0),
-                ..meta
-            };
-            record_rejection(db, subjects, &meta, r, now, None).await
+            attempt.rollback().await?;
+            refuse(txn, subjects, &meta, r, now, None).await
         }
         Err(CommandError::Store(e)) => Err(e),
     }
@@ -210,8 +262,8 @@ fn check_signature(actor: &Actor, signed: Option<&Signed>) -> Result<(), Rejecti
     })
 }
 
-async fn stored_duplicate(db: &DatabaseConnection, id: Uuid) -> Result<Processed, DbErr> {
-    store::inbox::find(db, id)
+async fn stored_duplicate(txn: &DatabaseTransaction, id: Uuid) -> Result<Processed, DbErr> {
+    store::inbox::find(txn, id)
         .await?
         .map(Processed::Duplicate)
         .ok_or_else(|| DbErr::RecordNotFound(format!("inbox row of command {id}")))
@@ -228,8 +280,6 @@ pub struct MessageMeta {
     pub reply_to: Option<String>,
 }
 
-/// Records a rejection as the command's one outcome (inbox + outbox), unless the id already
-/// has one. Also the path for messages that never decoded into a command.
 /// The body of a message given up on, kept as a dead letter with its rejection.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadLetter<'a> {
@@ -237,19 +287,16 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
-pub async fn record_rejection(
-    db: &DatabaseConnection,
+/// Records a rejection as the command's one outcome (inbox + outbox), unless the id already
+/// has one. Also the path for messages that never decoded into a command.
+async fn refuse(
+    txn: &DatabaseTransaction,
     subjects: &Subjects,
     meta: &MessageMeta,
     rejection: Rejection,
     now: DateTime<Utc>,
     dead_letter: Option<DeadLetter<'_>>,
 ) -> Result<Processed, DbErr> {
-    let txn = store::begin(db).await?;
-    if let Some(stored) = store::inbox::find(&txn, meta.command_id).await? {
-        txn.rollback().await?;
-        return Ok(Processed::Duplicate(stored));
-    }
     let outcome = Outcome {
         schema_version: SCHEMA_VERSION,
         command_id: meta.command_id,
@@ -263,13 +310,12 @@ pub async fn record_rejection(
         },
         processed_at: now,
     };
-    if !store::inbox::insert(&txn, &outcome, meta.actor).await? {
-        txn.rollback().await?;
-        return stored_duplicate(db, meta.command_id).await;
+    if !store::inbox::insert(txn, &outcome, meta.actor).await? {
+        return stored_duplicate(txn, meta.command_id).await;
     }
     if let (Some(dead), Verdict::Rejected { error }) = (dead_letter, &outcome.verdict) {
         store::dead_letters::record(
-            &txn,
+            txn,
             meta.command_id,
             dead.subject,
             &error.code,
@@ -279,15 +325,8 @@ pub async fn record_rejection(
         )
         .await?;
     }
-    store::outbox::append_outcome(
-        &txn,
-        subjects,
-        &outcome,
-        meta.team,
-        meta.reply_to.as_deref(),
-    )
-    .await?;
-    txn.commit().await?;
+    store::outbox::append_outcome(txn, subjects, &outcome, meta.team, meta.reply_to.as_deref())
+        .await?;
     Ok(Processed::Fresh(outcome))
 }
 

@@ -1,5 +1,6 @@
-//! The command consumer: pulls from the durable consumer, processes a bounded number of
-//! messages concurrently, and acknowledges each only after its outcome is committed.
+//! The command consumer: pulls from the durable consumer, processes the pulled messages in
+//! groups (one transaction per group, a bounded number of groups at once), and acknowledges
+//! each message only after its outcome is committed.
 //!
 //! Ack policy, in one place ([`disposition`]): an outcome committed (or found, for a
 //! duplicate) → ack; a database error → nak with a growing delay, so the message is retried
@@ -15,7 +16,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{Notify, Semaphore, watch};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::decode::{Arrival, decode};
@@ -23,6 +24,7 @@ use crate::application::{self, DeadLetter, MessageMeta, Processed, Rejection, Si
 use crate::domain::error::ErrorCode;
 use crate::ops::metrics::{self, Ending};
 use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER, TRACEPARENT_HEADER};
+use crate::wire::outcome::Verdict;
 use crate::wire::signature::SIGNATURE_HEADER;
 use crate::wire::subjects::Subjects;
 
@@ -80,77 +82,22 @@ fn backoff(delivered: i64) -> Duration {
     Duration::from_millis(250 * 2u64.pow(step)).min(Duration::from_secs(15))
 }
 
-/// What the metrics know about one message.
-struct Measure {
+/// What the disposition of one pulled message needs to know.
+struct Prepared<'m> {
+    meta: MessageMeta,
+    delivered: i64,
+    letter: DeadLetter<'m>,
     /// The command name, or `invalid` for a message that names none.
     command: &'static str,
-    started: Instant,
+    /// Why the message did not decode, when it did not.
+    undecodable: Option<ErrorCode>,
 }
 
-async fn disposition(
+/// Decodes a pulled message for the pipeline.
+fn prepare<'m>(
     ctx: &WorkerContext,
-    result: Result<Processed, DbErr>,
-    meta: &MessageMeta,
-    delivered: i64,
-    measure: Measure,
-    letter: DeadLetter<'_>,
-) -> Disposition {
-    let ending = match &result {
-        Ok(Processed::Duplicate(_)) => Ending::Duplicate,
-        Ok(Processed::Fresh(o)) if o.is_accepted() => Ending::Accepted,
-        Ok(Processed::Fresh(_)) => Ending::Rejected,
-        Err(_) => Ending::Retried,
-    };
-    metrics::command(
-        measure.command,
-        ending,
-        measure.started.elapsed().as_secs_f64(),
-    );
-    match result {
-        Ok(processed) => {
-            if let Processed::Duplicate(outcome) = &processed {
-                // The first outcome may have been published long ago: answer this sender too.
-                if let (Some(reply), Ok(bytes)) = (&meta.reply_to, serde_json::to_vec(outcome)) {
-                    let _ = ctx.nats.publish(reply.clone(), bytes.into()).await;
-                }
-                debug!(command_id = %meta.command_id, "duplicate command; stored outcome returned");
-            } else {
-                ctx.relay.notify_one();
-            }
-            Disposition::Ack
-        }
-        Err(e) if is_transient(&e) || delivered < MAX_ATTEMPTS => {
-            warn!(command_id = %meta.command_id, delivered, error = %e, "command failed; will retry");
-            Disposition::Retry(backoff(delivered))
-        }
-        Err(e) => {
-            warn!(command_id = %meta.command_id, delivered, error = %e, "command keeps failing; rejecting as internal");
-            let rejection = Rejection::new(
-                ErrorCode::Internal,
-                format!("the worker could not process this command after {delivered} attempts"),
-            );
-            match application::record_rejection(
-                &ctx.db,
-                &ctx.subjects,
-                meta,
-                rejection,
-                Utc::now(),
-                Some(letter),
-            )
-            .await
-            {
-                Ok(_) => {
-                    metrics::dead_letter("internal");
-                    ctx.relay.notify_one();
-                    Disposition::Ack
-                }
-                Err(_) => Disposition::Retry(backoff(delivered)),
-            }
-        }
-    }
-}
-
-async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Disposition {
+    msg: &'m async_nats::jetstream::Message,
+) -> (Prepared<'m>, application::Message<'m>) {
     let (stream_seq, delivered) = match msg.info() {
         Ok(i) => (i.stream_sequence, i.delivered),
         Err(_) => (0, 1),
@@ -161,13 +108,8 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
     };
-    if delivered > 1 {
-        metrics::redelivered();
-    }
-    let started = Instant::now();
     let msg_id = header(MSG_ID_HEADER);
     let reply_to = header(REPLY_TO_HEADER);
-    let traceparent = header(TRACEPARENT_HEADER);
     let subject = msg.subject.as_str();
     let arrival = Arrival {
         name: ctx.subjects.command_name(subject).unwrap_or(subject),
@@ -176,51 +118,145 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
         reply_to: reply_to.as_deref(),
         fallback_id: Uuid::new_v5(&FALLBACK_NS, format!("{subject}#{stream_seq}").as_bytes()),
     };
-    let now = Utc::now();
     let letter = DeadLetter {
         subject,
         payload: &msg.payload,
     };
     match decode(&arrival) {
         Ok(mut incoming) => {
-            incoming.traceparent = traceparent;
+            incoming.traceparent = header(TRACEPARENT_HEADER);
             incoming.signed = header(SIGNATURE_HEADER).map(|signature| Signed {
                 signature,
                 body: msg.payload.to_vec(),
             });
-            let meta = incoming.meta();
-            let measure = Measure {
+            let prepared = Prepared {
+                meta: incoming.meta(),
                 command: incoming.name.as_str(),
-                started,
+                delivered,
+                letter,
+                undecodable: None,
             };
-            let span = info_span!("command", command = %incoming.name, command_id = %incoming.command_id,
-                correlation_id = incoming.correlation_id.as_deref().unwrap_or(""),
-                traceparent = incoming.traceparent.as_deref().unwrap_or(""), delivered);
-            let result = application::process(&ctx.db, &ctx.subjects, incoming, now)
-                .instrument(span)
-                .await;
-            disposition(ctx, result, &meta, delivered, measure, letter).await
+            (prepared, application::Message::Command(incoming))
         }
         Err(bad) => {
-            info!(command_id = %bad.meta.command_id, code = bad.rejection.code.as_str(),
-                "undecodable command rejected: {}", bad.rejection.message);
-            metrics::dead_letter(bad.rejection.code.as_str());
-            let measure = Measure {
+            let prepared = Prepared {
+                meta: bad.meta.clone(),
                 command: "invalid",
-                started,
+                delivered,
+                letter,
+                undecodable: Some(bad.rejection.code),
             };
-            let result = application::record_rejection(
-                &ctx.db,
-                &ctx.subjects,
-                &bad.meta,
-                bad.rejection,
-                now,
-                Some(letter),
-            )
-            .await;
-            disposition(ctx, result, &bad.meta, delivered, measure, letter).await
+            let message = application::Message::Refused {
+                meta: bad.meta,
+                rejection: bad.rejection,
+                dead_letter: Some(letter),
+            };
+            (prepared, message)
         }
     }
+}
+
+async fn disposition(
+    ctx: &WorkerContext,
+    result: Result<Processed, DbErr>,
+    prepared: Prepared<'_>,
+    started: Instant,
+) -> Disposition {
+    let Prepared {
+        meta,
+        delivered,
+        letter,
+        command,
+        undecodable,
+    } = prepared;
+    let ending = match &result {
+        Ok(Processed::Duplicate(_)) => Ending::Duplicate,
+        Ok(Processed::Fresh(o)) if o.is_accepted() => Ending::Accepted,
+        Ok(Processed::Fresh(_)) => Ending::Rejected,
+        Err(_) => Ending::Retried,
+    };
+    metrics::command(command, ending, started.elapsed().as_secs_f64());
+    match result {
+        Ok(Processed::Duplicate(outcome)) => {
+            // The first outcome may have been published long ago: answer this sender too.
+            if let (Some(reply), Ok(bytes)) = (&meta.reply_to, serde_json::to_vec(&outcome)) {
+                let _ = ctx.nats.publish(reply.clone(), bytes.into()).await;
+            }
+            debug!(command_id = %meta.command_id, "duplicate command; stored outcome returned");
+            Disposition::Ack
+        }
+        Ok(Processed::Fresh(outcome)) => {
+            if let (Some(code), Verdict::Rejected { error }) = (undecodable, &outcome.verdict) {
+                info!(command_id = %meta.command_id, code = code.as_str(),
+                    "undecodable command rejected: {}", error.message);
+                metrics::dead_letter(code.as_str());
+            }
+            Disposition::Ack
+        }
+        Err(e) if is_transient(&e) || delivered < MAX_ATTEMPTS => {
+            warn!(command_id = %meta.command_id, delivered, error = %e, "command failed; will retry");
+            Disposition::Retry(backoff(delivered))
+        }
+        Err(e) => {
+            warn!(command_id = %meta.command_id, delivered, error = %e, "command keeps failing; rejecting as internal");
+            let refused = application::Message::Refused {
+                rejection: Rejection::new(
+                    ErrorCode::Internal,
+                    format!("the worker could not process this command after {delivered} attempts"),
+                ),
+                meta,
+                dead_letter: Some(letter),
+            };
+            match application::process_one(&ctx.db, &ctx.subjects, refused, Utc::now()).await {
+                Ok(_) => {
+                    metrics::dead_letter("internal");
+                    Disposition::Ack
+                }
+                Err(_) => Disposition::Retry(backoff(delivered)),
+            }
+        }
+    }
+}
+
+/// Handles the messages of one group: together in one transaction, or, when that fails, one
+/// by one, so a message that cannot be processed holds up only itself.
+async fn handle_group(
+    ctx: &WorkerContext,
+    msgs: &[async_nats::jetstream::Message],
+) -> Vec<Disposition> {
+    let started = Instant::now();
+    let now = Utc::now();
+    let mut dispositions = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        if msg.info().is_ok_and(|i| i.delivered > 1) {
+            metrics::redelivered();
+        }
+    }
+    if msgs.len() > 1 {
+        let (prepared, messages): (Vec<_>, Vec<_>) = msgs.iter().map(|m| prepare(ctx, m)).unzip();
+        let size = msgs.len();
+        match application::process_group(&ctx.db, &ctx.subjects, messages, now).await {
+            Ok(results) => {
+                metrics::transaction(results.len());
+                for (p, result) in prepared.into_iter().zip(results) {
+                    dispositions.push(disposition(ctx, Ok(result), p, started).await);
+                }
+                ctx.relay.notify_one();
+                return dispositions;
+            }
+            Err(e) => debug!(error = %e, size, "group failed; processing its commands one by one"),
+        }
+    }
+    for msg in msgs {
+        let (p, message) = prepare(ctx, msg);
+        let result = application::process_one(&ctx.db, &ctx.subjects, message, now).await;
+        if result.is_ok() {
+            metrics::transaction(1);
+        }
+        dispositions.push(disposition(ctx, result, p, started).await);
+    }
+    ctx.relay.notify_one();
+    dispositions
 }
 
 /// How long one pull request waits for commands. Short, because a stopping worker processes
@@ -228,22 +264,27 @@ async fn handle(ctx: &WorkerContext, msg: &async_nats::jetstream::Message) -> Di
 /// and stops within this bound.
 const PULL_EXPIRY: Duration = Duration::from_secs(1);
 
-fn spawn_handler(
+/// Most messages one pull request asks for: bounds what a worker holds unacknowledged.
+const MAX_PULL: usize = 256;
+
+fn spawn_group(
     ctx: &Arc<WorkerContext>,
-    msg: async_nats::jetstream::Message,
+    msgs: Vec<async_nats::jetstream::Message>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let verdict = handle(&ctx, &msg).await;
-        let ack = match verdict {
-            Disposition::Ack => msg.ack().await,
-            Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
-        };
-        if let Err(e) = ack {
-            // The outcome is committed; a lost ack only means a redelivery, which the inbox
-            // answers without a second effect.
-            warn!(error = %e, "ack failed");
+        let verdicts = handle_group(&ctx, &msgs).await;
+        for (msg, verdict) in msgs.iter().zip(verdicts) {
+            let ack = match verdict {
+                Disposition::Ack => msg.ack().await,
+                Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
+            };
+            if let Err(e) = ack {
+                // The outcome is committed; a lost ack only means a redelivery, which the
+                // inbox answers without a second effect.
+                warn!(error = %e, "ack failed");
+            }
         }
         drop(permit);
     });
@@ -251,23 +292,27 @@ fn spawn_handler(
 
 /// Runs until `shutdown` turns true, then stops pulling and waits for in-flight commands.
 ///
-/// Commands are pulled in bounded batches (twice the concurrency) and handled concurrently,
-/// each in its own transaction. A batch is always handled to its end, shutdown or not.
+/// Commands are pulled in bounded batches and handled in groups: up to `concurrency` groups
+/// at once, each group one transaction of the commands that were waiting when it began (at
+/// most `batch_max`). At low load a group is one command, so latency is that of one
+/// transaction; under load groups grow and share their commit. A pulled batch is always
+/// handled to its end, shutdown or not.
 pub async fn run(
     ctx: Arc<WorkerContext>,
     consumer: PullConsumer,
     concurrency: usize,
+    batch_max: usize,
     shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(concurrency));
     while !*shutdown.borrow() {
         let batch = consumer
             .batch()
-            .max_messages(concurrency.max(1) * 2)
+            .max_messages((concurrency * batch_max).clamp(1, MAX_PULL))
             .expires(PULL_EXPIRY)
             .messages()
             .await;
-        let mut batch = match batch {
+        let batch = match batch {
             Ok(b) => b,
             Err(e) => {
                 // NATS unreachable or the consumer gone: retry, the connection reconnects.
@@ -276,18 +321,31 @@ pub async fn run(
                 continue;
             }
         };
-        while let Some(next) = batch.next().await {
-            match next {
-                Ok(msg) => {
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
-                    };
-                    spawn_handler(&ctx, msg, permit);
+        // A permit first, then whatever has arrived by then (up to `batch_max`) as one group.
+        let mut groups = batch.ready_chunks(batch_max.max(1));
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(chunk) = groups.next().await else {
+                break;
+            };
+            let mut msgs = Vec::with_capacity(chunk.len());
+            let mut ended = false;
+            for next in chunk {
+                match next {
+                    Ok(msg) => msgs.push(msg),
+                    Err(e) => {
+                        debug!(error = %e, "pull ended early");
+                        ended = true;
+                    }
                 }
-                Err(e) => {
-                    debug!(error = %e, "pull ended early");
-                    break;
-                }
+            }
+            if !msgs.is_empty() {
+                spawn_group(&ctx, msgs, permit);
+            }
+            if ended {
+                break;
             }
         }
     }

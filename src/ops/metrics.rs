@@ -17,6 +17,7 @@ use crate::store;
 
 pub const COMMANDS: &str = "sop_commands_total";
 pub const COMMAND_DURATION: &str = "sop_command_duration_seconds";
+pub const TRANSACTION_COMMANDS: &str = "sop_transaction_commands";
 pub const REDELIVERIES: &str = "sop_redeliveries_total";
 pub const DEAD_LETTERS: &str = "sop_dead_letters_total";
 pub const OUTBOX_BACKLOG: &str = "sop_outbox_backlog";
@@ -37,6 +38,12 @@ pub fn handle() -> &'static PrometheusHandle {
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ],
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(TRANSACTION_COMMANDS.to_owned()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0],
+                )
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         match builder.install_recorder() {
             Ok(handle) => handle,
@@ -69,6 +76,11 @@ impl Ending {
 pub fn command(command: &'static str, ending: Ending, seconds: f64) {
     counter!(COMMANDS, "command" => command, "outcome" => ending.as_str()).increment(1);
     histogram!(COMMAND_DURATION, "command" => command).record(seconds);
+}
+
+/// A transaction committed `commands` commands (group commit).
+pub fn transaction(commands: usize) {
+    histogram!(TRANSACTION_COMMANDS).record(commands as f64);
 }
 
 pub fn redelivered() {

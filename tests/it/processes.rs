@@ -16,7 +16,9 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use crate::harness::*;
+use crate::on_both_databases;
 use vsm_sop::wire::command::{CommandName as C, MSG_ID_HEADER, TRACEPARENT_HEADER};
+use vsm_sop::wire::outcome::Verdict;
 
 /// A `sop worker` child process on the test's NATS, database and prefix.
 struct WorkerProcess {
@@ -99,13 +101,18 @@ impl WorkerProcess {
         (status, text)
     }
 
-    /// `sop_commands_total` over all commands and outcomes, from this process's /metrics.
-    async fn commands_handled(&self) -> u64 {
+    /// The sum of the series whose lines start with `prefix`, from this process's /metrics.
+    async fn metric(&self, prefix: &str) -> u64 {
         let (_, text) = self.get("/metrics").await;
         text.lines()
-            .filter(|l| l.starts_with("sop_commands_total{"))
+            .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
+    }
+
+    /// `sop_commands_total` over all commands and outcomes.
+    async fn commands_handled(&self) -> u64 {
+        self.metric("sop_commands_total{").await
     }
 }
 
@@ -188,11 +195,85 @@ async fn without_in_process_worker(backend: Backend) -> (TestApp, Team) {
     (app, team)
 }
 
+on_both_databases!(a_backlog_commits_in_groups_and_each_command_keeps_its_own_outcome);
+
+/// A backlog is worked in groups (several commands per transaction); rejections, duplicates
+/// and malformed messages in the middle of a group touch nothing of their neighbours.
+async fn a_backlog_commits_in_groups_and_each_command_keeps_its_own_outcome(backend: Backend) {
+    let (app, team) = without_in_process_worker(backend).await;
+    let mut commands = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..240 {
+        let (code, command) = match i % 8 {
+            // A System1 may not draft: forbidden, between accepted drafts.
+            3 => (Some("forbidden"), draft(i, team.s1a)),
+            5 => {
+                let id = Uuid::now_v7();
+                let body = json!({ "schema_version": 1, "command_id": id, "actor": team.s3,
+                    "payload": { "series_id": Uuid::now_v7() } });
+                (Some("not_found"), ("procedure.execute", id, body, true))
+            }
+            7 => {
+                let id = Uuid::now_v7();
+                (
+                    Some("invalid_payload"),
+                    ("task.start", id, json!("{not json"), true),
+                )
+            }
+            _ => (None, draft(i, team.s4)),
+        };
+        expected.push((command.1, code));
+        commands.push(command);
+    }
+    // Re-sent ids JetStream stores again (no Nats-Msg-Id): the inbox answers them.
+    let resent: Vec<_> = commands
+        .iter()
+        .step_by(12)
+        .map(|(n, id, b, _)| (*n, *id, b.clone(), false))
+        .collect();
+    let messages = (commands.len() + resent.len()) as u64;
+    commands.extend(resent);
+    publish_all(&app, commands).await;
+
+    let worker = WorkerProcess::start(&app).await;
+    wait_for_outcomes(&app, expected.len() as u64).await;
+    for (id, code) in &expected {
+        let outcome = app.client.outcome(*id).await.unwrap().expect("an outcome");
+        match (code, outcome.verdict) {
+            (None, Verdict::Accepted { .. }) => {}
+            (Some(code), Verdict::Rejected { error }) => assert_eq!(&error.code, code),
+            (code, verdict) => panic!("{id}: expected {code:?}, got {verdict:?}"),
+        }
+    }
+    let accepted = expected.iter().filter(|(_, c)| c.is_none()).count() as u64;
+    assert_eq!(
+        procedure::Entity::find().count(app.db()).await.unwrap(),
+        accepted,
+        "one procedure per accepted draft, none for the rejected ones"
+    );
+    // Every message was handled in a committed transaction, and fewer transactions than
+    // messages: commands shared commits.
+    while worker.commands_handled().await < messages {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let transactions = worker.metric("sop_transaction_commands_count").await;
+    assert_eq!(
+        worker.metric("sop_transaction_commands_sum").await,
+        messages
+    );
+    assert!(
+        transactions < messages,
+        "{transactions} transactions for {messages} messages"
+    );
+    assert!(worker.terminate().await.success());
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_and_doubles_nothing() {
     let (app, team) = without_in_process_worker(Backend::Postgres).await;
     let first = WorkerProcess::start(&app).await;
-    let ids = burst(&app, team.s4, 400).await;
+    let ids = burst(&app, team.s4, 2000).await;
     // Stop the first worker while it is busy with the burst.
     while outcomes(&app).await < 40 {
         tokio::time::sleep(Duration::from_millis(5)).await;
