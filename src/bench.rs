@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, Statement,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -491,6 +493,26 @@ async fn sql_baseline(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::
         .0
         .team_id
         .0;
+    // Rows as large as the service's: the execute-heavy workload, run just before on this
+    // database, left real outcomes and events to size them by.
+    let outcome = command_inbox::Entity::find()
+        .filter(command_inbox::Column::Command.eq("procedure.execute"))
+        .one(&s.db)
+        .await?
+        .context("an execute's outcome to size the baseline by")?
+        .outcome;
+    let event_bytes = s
+        .db
+        .query_one_raw(Statement::from_string(
+            s.db.get_database_backend(),
+            "SELECT CAST(AVG(LENGTH(payload)) AS BIGINT) AS n FROM outbox WHERE kind LIKE 'event.%'",
+        ))
+        .await?
+        .context("outbox rows to size the baseline by")?
+        .try_get::<i64>("", "n")?;
+    let event =
+        serde_json::to_vec(&json!({ "bench": "x".repeat(event_bytes.max(16) as usize - 12) }))?;
+    let (outcome, event) = (&outcome, &event);
     let pool = store::connect(&s.settings.database_url, s.settings.db_max_connections).await?;
     let pool = &pool;
     let (lat, elapsed) = concurrently(args.executes, args.concurrency, |_| async move {
@@ -565,7 +587,7 @@ async fn sql_baseline(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::
             command: Set("procedure.execute".into()),
             actor_system_id: Set(Some(s.s3)),
             status: Set(enums::CommandStatus::Accepted),
-            outcome: Set(json!({ "run_id": run })),
+            outcome: Set(outcome.clone()),
             processed_at: Set(now),
         })
         .exec_without_returning(&txn)
@@ -579,7 +601,7 @@ async fn sql_baseline(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::
                 causation_id: Set(Some(command)),
                 series_id: Set(Some(series)),
                 run_id: Set(Some(run)),
-                payload: Set(json!({ "bench": true })),
+                payload: Set(event.clone()),
                 headers: Set(None),
                 reply_to: Set(None),
                 created_at: Set(now),

@@ -20,7 +20,8 @@ pub struct Model {
     pub series_id: Option<Uuid>,
     /// The run the message concerns (audit trail of a run).
     pub run_id: Option<Uuid>,
-    pub payload: Json,
+    /// The message exactly as published (JSON bytes).
+    pub payload: Vec<u8>,
     /// NATS headers to publish with the message (e.g. `traceparent`), as a JSON object.
     pub headers: Option<Json>,
     /// Core-NATS reply inbox the outcome is also sent to (request/reply feel).

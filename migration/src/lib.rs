@@ -8,6 +8,7 @@ mod m20261124_000002_outbox_links;
 mod m20261124_000003_outbox_headers;
 mod m20261124_000004_create_dead_letter;
 mod m20261124_000005_system_public_key;
+mod m20261124_000006_outbox_raw_payload;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_outbox_headers::Migration),
             Box::new(m20261124_000004_create_dead_letter::Migration),
             Box::new(m20261124_000005_system_public_key::Migration),
+            Box::new(m20261124_000006_outbox_raw_payload::Migration),
         ]
     }
 }

@@ -218,14 +218,9 @@ async fn apply(
                 attempt.rollback().await?;
                 return stored_duplicate(txn, incoming.command_id).await;
             }
-            store::outbox::append_outcome(
-                &attempt,
-                subjects,
-                &outcome,
-                meta.team,
-                meta.reply_to.as_deref(),
-            )
-            .await?;
+            let reply_to = meta.reply_to.as_deref();
+            store::outbox::append_outcome(&attempt, subjects, &outcome, meta.team, reply_to)
+                .await?;
             // After the outcome: a sender learns the ids it created (run, tasks) before the
             // events that mention them.
             store::outbox::append_events(&attempt, subjects, &cause, &effect.events).await?;

@@ -356,11 +356,7 @@ pub async fn answer(
                     kind: r.kind.trim_start_matches("event.").to_owned(),
                     subject: r.subject,
                     occurred_at: r.created_at,
-                    actor: r
-                        .payload
-                        .get("actor")
-                        .and_then(|a| a.as_str())
-                        .and_then(|a| a.parse().ok()),
+                    actor: store::outbox::actor_of(&r.payload),
                     causation_id: r.causation_id,
                     published: r.published_at.is_some(),
                 })

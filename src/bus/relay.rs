@@ -38,16 +38,14 @@ async fn publish_batch(
     js: &Context,
     nats: &async_nats::Client,
 ) -> Result<usize, RelayError> {
-    let rows = outbox::unpublished(db, BATCH).await?;
+    let mut rows = outbox::unpublished(db, BATCH).await?;
     if rows.is_empty() {
         return Ok(0);
     }
     // Send the whole batch, then await the acks: one round trip per batch, order kept.
     let mut acks = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let bytes: bytes::Bytes = serde_json::to_vec(&row.payload)
-            .map_err(|e| RelayError::Publish(e.to_string()))?
-            .into();
+    for row in rows.iter_mut() {
+        let bytes: bytes::Bytes = std::mem::take(&mut row.payload).into();
         let mut publish = PublishMessage::build()
             .payload(bytes.clone())
             .message_id(row.message_id.to_string());

@@ -10,7 +10,6 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::mapping::to_json;
 use crate::domain::event::Event;
 use crate::wire::event::{EventEnvelope, SCHEMA_VERSION};
 use crate::wire::outcome::Outcome;
@@ -30,13 +29,18 @@ pub struct Causation<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// The bytes a message is published as, serialised once, here.
+fn message_bytes<T: serde::Serialize>(message: &T) -> Result<Vec<u8>, DbErr> {
+    serde_json::to_vec(message).map_err(|e| DbErr::Custom(format!("serialising a message: {e}")))
+}
+
 pub async fn append_events(
     db: &impl ConnectionTrait,
     subjects: &Subjects,
     cause: &Causation<'_>,
     events: &[Event],
 ) -> Result<(), DbErr> {
-    let rows: Vec<outbox::ActiveModel> = events
+    let rows = events
         .iter()
         .map(|e| {
             let event_id = Uuid::now_v7();
@@ -53,7 +57,7 @@ pub async fn append_events(
                 actor: cause.actor,
                 data: e,
             };
-            outbox::ActiveModel {
+            Ok(outbox::ActiveModel {
                 message_id: Set(event_id),
                 kind: Set(format!("event.{}", e.kind.as_str())),
                 subject: Set(subjects.event(e.kind, cause.team_name)),
@@ -64,14 +68,14 @@ pub async fn append_events(
                 headers: Set(cause
                     .traceparent
                     .map(|t| serde_json::json!({ crate::wire::command::TRACEPARENT_HEADER: t }))),
-                payload: Set(to_json(&envelope)),
+                payload: Set(message_bytes(&envelope)?),
                 reply_to: Set(None),
                 created_at: Set(cause.at),
                 published_at: Set(None),
                 ..Default::default()
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, DbErr>>()?;
     for chunk in rows.chunks(500) {
         outbox::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(db)
@@ -94,7 +98,7 @@ pub async fn append_outcome(
         subject: Set(subjects.outcome(crate::domain::ids::CommandId(outcome.command_id))),
         team_id: Set(team),
         causation_id: Set(Some(outcome.command_id)),
-        payload: Set(to_json(outcome)),
+        payload: Set(message_bytes(outcome)?),
         reply_to: Set(reply_to.map(str::to_owned)),
         created_at: Set(outcome.processed_at),
         published_at: Set(None),
@@ -161,6 +165,17 @@ pub async fn trail(
         .limit(limit)
         .all(db)
         .await
+}
+
+/// The system whose command caused a stored event (its envelope's `actor`).
+pub fn actor_of(payload: &[u8]) -> Option<Uuid> {
+    #[derive(serde::Deserialize)]
+    struct Sender {
+        actor: Option<Uuid>,
+    }
+    serde_json::from_slice::<Sender>(payload)
+        .ok()
+        .and_then(|s| s.actor)
 }
 
 /// How many messages wait for the relay, and since when the oldest has (metrics).

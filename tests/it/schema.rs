@@ -1,5 +1,6 @@
 //! The schema backs the version invariants by itself, whatever the code above it does:
 //! `(series, version)` is unique, and a series has at most one draft and one approved version.
+//! Migrations that convert data keep it, both ways.
 
 use chrono::Utc;
 use uuid::Uuid;
@@ -10,7 +11,10 @@ use vsm_sop::domain::ids::*;
 use vsm_sop::domain::procedure::*;
 use vsm_sop::store;
 
-on_both_databases!(the_database_refuses_duplicate_versions_and_second_approved_or_draft_versions);
+on_both_databases!(
+    the_database_refuses_duplicate_versions_and_second_approved_or_draft_versions,
+    outbox_messages_survive_the_move_to_raw_bytes_and_back
+);
 
 fn version(series: SeriesId, team: Uuid, by: Uuid, n: u32, state: ProcedureState) -> Procedure {
     let now = Utc::now();
@@ -65,5 +69,62 @@ async fn the_database_refuses_duplicate_versions_and_second_approved_or_draft_ve
     let second_draft =
         store::procedures::insert(app.db(), &version(series, team.id, team.s4, 3, draft())).await;
     assert!(store::is_unique_violation(&second_draft.unwrap_err()));
+    app.stop().await;
+}
+
+/// The outbox payload became raw bytes (migration 6): messages written as JSON before it read
+/// back as the same JSON after it, and after undoing it.
+async fn outbox_messages_survive_the_move_to_raw_bytes_and_back(backend: Backend) {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, EntityTrait};
+
+    let mut app = TestApp::spawn(backend).await;
+    app.pause_consumer().await;
+    let db = app.db();
+    Migrator::down(db, Some(1)).await.unwrap();
+    let message =
+        serde_json::json!({ "actor": Uuid::now_v7(), "data": { "name": "Ünïcode \"quoted\"" } });
+    let id = Uuid::now_v7();
+    let literal = message.to_string().replace('\'', "''");
+    let (uuid, json) = match backend {
+        Backend::Postgres => (format!("'{id}'"), format!("'{literal}'::jsonb")),
+        Backend::Sqlite => (format!("X'{}'", id.simple()), format!("'{literal}'")),
+    };
+    db.execute_unprepared(&format!(
+        "INSERT INTO outbox (message_id, kind, subject, payload, created_at) \
+         VALUES ({uuid}, 'event.x', 's', {json}, CURRENT_TIMESTAMP)"
+    ))
+    .await
+    .unwrap();
+
+    Migrator::up(db, None).await.unwrap();
+    let row = entity::outbox::Entity::find()
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.message_id, id);
+    let stored: serde_json::Value = serde_json::from_slice(&row.payload).unwrap();
+    assert_eq!(stored, message);
+    assert_eq!(
+        store::outbox::actor_of(&row.payload),
+        message["actor"].as_str().map(|a| a.parse().unwrap())
+    );
+
+    Migrator::down(db, Some(1)).await.unwrap();
+    let back = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT CAST(payload AS TEXT) AS payload FROM outbox",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let text: String = back.try_get("", "payload").unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        message
+    );
+    Migrator::up(db, None).await.unwrap();
     app.stop().await;
 }
