@@ -1,14 +1,14 @@
 //! Use cases: one async function per command, each deciding inside the transaction the
-//! pipeline opened for it. The pipeline ([`process_group`]) is the only place a command transaction
-//! begins and commits:
+//! pipeline opened for it. The pipeline ([`process_group`]) is the only place a command
+//! transaction begins and commits:
 //!
 //! ```text
-//! begin → for each command of the group:
-//!             inbox hit? → stored outcome (no effect)
+//! begin → inbox check of the whole group (one query)
+//!       → for each message: seen (stored, or earlier in the group)? → its outcome (no effect)
 //!             → load actor → savepoint → use case (load, decide in the domain, write)
-//!             → inbox + outbox outcome, then outbox events → release savepoint
-//!             rejected? → roll back to the savepoint, record only the rejection (inbox + outcome)
-//!       → commit
+//!             → accepted: release savepoint; outcome + events kept for the end
+//!             → rejected: roll back to the savepoint; only the rejection outcome is kept
+//!       → inbox rows, then outbox messages (each outcome, then its events) → commit
 //! ```
 //!
 //! Errors: a [`CommandError::Rejected`] is final and becomes the command's outcome; a database
@@ -21,6 +21,8 @@ pub mod queries;
 mod runs;
 
 pub use command::{Command, Incoming, ProcedureChanges, Signed};
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
@@ -124,9 +126,65 @@ pub enum Message<'a> {
     },
 }
 
+impl Message<'_> {
+    fn command_id(&self) -> Uuid {
+        match self {
+            Message::Command(incoming) => incoming.command_id,
+            Message::Refused { meta, .. } => meta.command_id,
+        }
+    }
+}
+
+/// What a group records besides the use cases' own writes: an inbox row per command and the
+/// outbox messages (each outcome, then its events), written together at the end of the group.
+#[derive(Default)]
+struct Records {
+    /// Outcome and sender of each command of the group, in order (the inbox rows).
+    outcomes: Vec<(Outcome, Option<Uuid>)>,
+    /// Position in `outcomes` by command id: a command id met twice in a group is a duplicate.
+    by_id: HashMap<Uuid, usize>,
+    messages: store::outbox::Messages,
+    /// Systems already looked up in this group (None: not registered).
+    actors: HashMap<Uuid, Option<(Actor, String)>>,
+}
+
+impl Records {
+    fn outcome_of(&self, id: Uuid) -> Option<&Outcome> {
+        self.by_id.get(&id).map(|&i| &self.outcomes[i].0)
+    }
+
+    fn record(
+        &mut self,
+        subjects: &Subjects,
+        outcome: Outcome,
+        meta: &MessageMeta,
+        sender: Option<Uuid>,
+    ) -> Result<Processed, DbErr> {
+        self.messages
+            .outcome(subjects, &outcome, meta.team, meta.reply_to.as_deref())?;
+        self.by_id.insert(outcome.command_id, self.outcomes.len());
+        self.outcomes.push((outcome.clone(), sender));
+        Ok(Processed::Fresh(outcome))
+    }
+
+    async fn actor(
+        &mut self,
+        txn: &DatabaseTransaction,
+        id: Uuid,
+    ) -> Result<Option<(Actor, String)>, DbErr> {
+        if let Some(known) = self.actors.get(&id) {
+            return Ok(known.clone());
+        }
+        let found = store::teams::actor(txn, id).await?;
+        self.actors.insert(id, found.clone());
+        Ok(found)
+    }
+}
+
 /// Runs a group of messages through the pipeline (module doc) in one transaction, in order:
-/// one commit for the group (group commit), so the commit rate stops being the ceiling. Each
-/// command runs inside a savepoint, so a rejection undoes only its own writes. Returns one
+/// one commit for the group (group commit), so the commit rate stops being the ceiling, and
+/// one statement each for the group's inbox check, inbox rows and outbox messages. Each
+/// command's own writes run inside a savepoint, so a rejection undoes only them. Returns one
 /// result per message, in order. A database error fails the whole group and commits nothing:
 /// the caller retries the messages (alone, to find the one that fails).
 pub async fn process_group(
@@ -136,22 +194,40 @@ pub async fn process_group(
     now: DateTime<Utc>,
 ) -> Result<Vec<Processed>, DbErr> {
     let txn = store::begin(db).await?;
+    let ids: Vec<Uuid> = messages.iter().map(Message::command_id).collect();
+    let stored = store::inbox::find_many(&txn, &ids).await?;
+    let mut records = Records::default();
     let mut processed = Vec::with_capacity(messages.len());
     for message in messages {
+        let id = message.command_id();
+        if let Some(outcome) = stored.get(&id).or(records.outcome_of(id)) {
+            processed.push(Processed::Duplicate(outcome.clone()));
+            continue;
+        }
         processed.push(match message {
             Message::Command(incoming) => {
                 let span = info_span!("command", command = %incoming.name, command_id = %incoming.command_id,
                     correlation_id = incoming.correlation_id.as_deref().unwrap_or(""),
                     traceparent = incoming.traceparent.as_deref().unwrap_or(""));
-                apply(&txn, subjects, incoming, now).instrument(span).await?
+                apply(&txn, subjects, &mut records, incoming, now)
+                    .instrument(span)
+                    .await?
             }
             Message::Refused {
                 meta,
                 rejection,
                 dead_letter,
-            } => refuse(&txn, subjects, &meta, rejection, now, dead_letter).await?,
+            } => refuse(&txn, subjects, &mut records, &meta, rejection, now, dead_letter).await?,
         });
     }
+    if !store::inbox::insert_many(&txn, &records.outcomes).await? {
+        // Another worker committed one of these command ids meanwhile: its effect stands,
+        // and this group, retried, will answer with its outcome.
+        return Err(DbErr::Custom(
+            "a command of this group was committed meanwhile by another worker".into(),
+        ));
+    }
+    records.messages.write(&txn).await?;
     txn.commit().await?;
     Ok(processed)
 }
@@ -169,33 +245,32 @@ pub async fn process_one(
         .ok_or_else(|| DbErr::Custom("a group of one gave no result".into()))
 }
 
-/// One command inside the group's transaction.
+/// One command inside the group's transaction (not a duplicate: the group checked).
 async fn apply(
     txn: &DatabaseTransaction,
     subjects: &Subjects,
+    records: &mut Records,
     incoming: Incoming,
     now: DateTime<Utc>,
 ) -> Result<Processed, DbErr> {
-    if let Some(stored) = store::inbox::find(txn, incoming.command_id).await? {
-        return Ok(Processed::Duplicate(stored));
-    }
-    let Some((actor, team_name)) = store::teams::actor(txn, incoming.actor).await? else {
+    let Some((actor, team_name)) = records.actor(txn, incoming.actor).await? else {
         let r = Rejection::new(
             ErrorCode::Forbidden,
             format!("no system {} is registered", incoming.actor),
         );
-        return refuse(txn, subjects, &incoming.meta(), r, now, None).await;
+        return refuse(txn, subjects, records, &incoming.meta(), r, now, None).await;
     };
     let meta = MessageMeta {
         team: Some(actor.team_id.0),
         ..incoming.meta()
     };
     if let Err(r) = check_signature(&actor, incoming.signed.as_ref()) {
-        return refuse(txn, subjects, &meta, r, now, None).await;
+        return refuse(txn, subjects, records, &meta, r, now, None).await;
     }
     let attempt = txn.begin().await?;
     match dispatch(&attempt, &actor, incoming.command, now).await {
         Ok(effect) => {
+            attempt.commit().await?;
             let cause = Causation {
                 command_id: incoming.command_id,
                 correlation_id: incoming.correlation_id.as_deref(),
@@ -213,23 +288,15 @@ async fn apply(
                 },
                 processed_at: now,
             };
-            if !store::inbox::insert(&attempt, &outcome, Some(actor.id.0)).await? {
-                // Another worker committed the same command id meanwhile: its effect stands.
-                attempt.rollback().await?;
-                return stored_duplicate(txn, incoming.command_id).await;
-            }
-            let reply_to = meta.reply_to.as_deref();
-            store::outbox::append_outcome(&attempt, subjects, &outcome, meta.team, reply_to)
-                .await?;
+            let processed = records.record(subjects, outcome, &meta, Some(actor.id.0))?;
             // After the outcome: a sender learns the ids it created (run, tasks) before the
             // events that mention them.
-            store::outbox::append_events(&attempt, subjects, &cause, &effect.events).await?;
-            attempt.commit().await?;
-            Ok(Processed::Fresh(outcome))
+            records.messages.events(subjects, &cause, &effect.events)?;
+            Ok(processed)
         }
         Err(CommandError::Rejected(r)) => {
             attempt.rollback().await?;
-            refuse(txn, subjects, &meta, r, now, None).await
+            refuse(txn, subjects, records, &meta, r, now, None).await
         }
         Err(CommandError::Store(e)) => Err(e),
     }
@@ -257,13 +324,6 @@ fn check_signature(actor: &Actor, signed: Option<&Signed>) -> Result<(), Rejecti
     })
 }
 
-async fn stored_duplicate(txn: &DatabaseTransaction, id: Uuid) -> Result<Processed, DbErr> {
-    store::inbox::find(txn, id)
-        .await?
-        .map(Processed::Duplicate)
-        .ok_or_else(|| DbErr::RecordNotFound(format!("inbox row of command {id}")))
-}
-
 /// What a rejection outcome needs to know about the message, decoded or not.
 #[derive(Debug, Clone)]
 pub struct MessageMeta {
@@ -282,11 +342,12 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
-/// Records a rejection as the command's one outcome (inbox + outbox), unless the id already
-/// has one. Also the path for messages that never decoded into a command.
+/// Records a rejection as the command's one outcome. Also the path for messages that never
+/// decoded into a command.
 async fn refuse(
     txn: &DatabaseTransaction,
     subjects: &Subjects,
+    records: &mut Records,
     meta: &MessageMeta,
     rejection: Rejection,
     now: DateTime<Utc>,
@@ -305,9 +366,6 @@ async fn refuse(
         },
         processed_at: now,
     };
-    if !store::inbox::insert(txn, &outcome, meta.actor).await? {
-        return stored_duplicate(txn, meta.command_id).await;
-    }
     if let (Some(dead), Verdict::Rejected { error }) = (dead_letter, &outcome.verdict) {
         store::dead_letters::record(
             txn,
@@ -320,9 +378,7 @@ async fn refuse(
         )
         .await?;
     }
-    store::outbox::append_outcome(txn, subjects, &outcome, meta.team, meta.reply_to.as_deref())
-        .await?;
-    Ok(Processed::Fresh(outcome))
+    records.record(subjects, outcome, meta, meta.actor)
 }
 
 async fn dispatch(

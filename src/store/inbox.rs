@@ -5,7 +5,9 @@
 use entity::command_inbox;
 use entity::enums::CommandStatus;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
+use std::collections::HashMap;
+
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
 use super::mapping::{from_json, to_json};
@@ -32,31 +34,59 @@ pub async fn find_with_actor(
     }
 }
 
-/// Records the outcome; `false` when the id was already recorded (a concurrent duplicate).
-pub async fn insert(
+/// The stored outcomes of those of `ids` that have one.
+pub async fn find_many(
     db: &impl ConnectionTrait,
-    outcome: &Outcome,
-    actor: Option<Uuid>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Outcome>, DbErr> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    command_inbox::Entity::find()
+        .filter(command_inbox::Column::CommandId.is_in(ids.iter().copied()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok((
+                row.command_id,
+                from_json("command_inbox.outcome", row.outcome)?,
+            ))
+        })
+        .collect()
+}
+
+/// Records outcomes with the system that sent each command (when known); `false` when some
+/// id was recorded meanwhile by another transaction (a concurrent duplicate), whose record
+/// then stands.
+pub async fn insert_many(
+    db: &impl ConnectionTrait,
+    outcomes: &[(Outcome, Option<Uuid>)],
 ) -> Result<bool, DbErr> {
-    let row = command_inbox::ActiveModel {
-        command_id: Set(outcome.command_id),
-        command: Set(outcome.command.chars().take(200).collect()),
-        actor_system_id: Set(actor),
-        status: Set(if outcome.is_accepted() {
-            CommandStatus::Accepted
-        } else {
-            CommandStatus::Rejected
-        }),
-        outcome: Set(to_json(outcome)),
-        processed_at: Set(outcome.processed_at),
-    };
-    let inserted = command_inbox::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(command_inbox::Column::CommandId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    Ok(inserted == 1)
+    let mut inserted = 0;
+    for chunk in outcomes.chunks(500) {
+        let rows = chunk
+            .iter()
+            .map(|(outcome, actor)| command_inbox::ActiveModel {
+                command_id: Set(outcome.command_id),
+                command: Set(outcome.command.chars().take(200).collect()),
+                actor_system_id: Set(*actor),
+                status: Set(if outcome.is_accepted() {
+                    CommandStatus::Accepted
+                } else {
+                    CommandStatus::Rejected
+                }),
+                outcome: Set(to_json(outcome)),
+                processed_at: Set(outcome.processed_at),
+            });
+        inserted += command_inbox::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::column(command_inbox::Column::CommandId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(inserted == outcomes.len() as u64)
 }

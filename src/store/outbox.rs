@@ -34,15 +34,47 @@ fn message_bytes<T: serde::Serialize>(message: &T) -> Result<Vec<u8>, DbErr> {
     serde_json::to_vec(message).map_err(|e| DbErr::Custom(format!("serialising a message: {e}")))
 }
 
-pub async fn append_events(
-    db: &impl ConnectionTrait,
-    subjects: &Subjects,
-    cause: &Causation<'_>,
-    events: &[Event],
-) -> Result<(), DbErr> {
-    let rows = events
-        .iter()
-        .map(|e| {
+/// Messages a transaction will write, gathered in order and written with one statement at
+/// its end (see [`Messages::write`]).
+#[derive(Debug, Default)]
+pub struct Messages(Vec<outbox::ActiveModel>);
+
+impl Messages {
+    /// A command's outcome. Its message id is the command id: the outcomes stream then
+    /// de-duplicates it too.
+    pub fn outcome(
+        &mut self,
+        subjects: &Subjects,
+        outcome: &Outcome,
+        team: Option<Uuid>,
+        reply_to: Option<&str>,
+    ) -> Result<(), DbErr> {
+        self.0.push(outbox::ActiveModel {
+            message_id: Set(outcome.command_id),
+            kind: Set(OUTCOME_KIND.to_owned()),
+            subject: Set(subjects.outcome(crate::domain::ids::CommandId(outcome.command_id))),
+            team_id: Set(team),
+            causation_id: Set(Some(outcome.command_id)),
+            series_id: Set(None),
+            run_id: Set(None),
+            headers: Set(None),
+            payload: Set(message_bytes(outcome)?),
+            reply_to: Set(reply_to.map(str::to_owned)),
+            created_at: Set(outcome.processed_at),
+            published_at: Set(None),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// The events of one command, in the order it raised them.
+    pub fn events(
+        &mut self,
+        subjects: &Subjects,
+        cause: &Causation<'_>,
+        events: &[Event],
+    ) -> Result<(), DbErr> {
+        for e in events {
             let event_id = Uuid::now_v7();
             let (series, run) = e.links();
             let envelope = EventEnvelope {
@@ -57,7 +89,7 @@ pub async fn append_events(
                 actor: cause.actor,
                 data: e,
             };
-            Ok(outbox::ActiveModel {
+            self.0.push(outbox::ActiveModel {
                 message_id: Set(event_id),
                 kind: Set(format!("event.{}", e.kind.as_str())),
                 subject: Set(subjects.event(e.kind, cause.team_name)),
@@ -73,40 +105,21 @@ pub async fn append_events(
                 created_at: Set(cause.at),
                 published_at: Set(None),
                 ..Default::default()
-            })
-        })
-        .collect::<Result<Vec<_>, DbErr>>()?;
-    for chunk in rows.chunks(500) {
-        outbox::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await?;
+            });
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// The outcome's message id is the command id: the outcomes stream then de-duplicates it too.
-pub async fn append_outcome(
-    db: &impl ConnectionTrait,
-    subjects: &Subjects,
-    outcome: &Outcome,
-    team: Option<Uuid>,
-    reply_to: Option<&str>,
-) -> Result<(), DbErr> {
-    outbox::Entity::insert(outbox::ActiveModel {
-        message_id: Set(outcome.command_id),
-        kind: Set(OUTCOME_KIND.to_owned()),
-        subject: Set(subjects.outcome(crate::domain::ids::CommandId(outcome.command_id))),
-        team_id: Set(team),
-        causation_id: Set(Some(outcome.command_id)),
-        payload: Set(message_bytes(outcome)?),
-        reply_to: Set(reply_to.map(str::to_owned)),
-        created_at: Set(outcome.processed_at),
-        published_at: Set(None),
-        ..Default::default()
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    /// Writes the messages in the order they were added (`seq` follows it): one statement per
+    /// 500 messages, whatever the number of commands they come from.
+    pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        for chunk in self.0.chunks(500) {
+            outbox::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(db)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// The oldest unpublished messages, in commit order.
