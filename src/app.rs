@@ -194,7 +194,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let consumer = tokio::spawn(worker::run(
         ctx,
         consumer,
-        settings.concurrency,
+        // A transaction without a connection would only wait for one: fewer, larger groups.
+        settings
+            .concurrency
+            .min(store::pool_size(&settings.database_url, settings.db_max_connections) as usize),
         settings.batch_max,
         stop.clone(),
     ));

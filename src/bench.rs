@@ -53,9 +53,14 @@ pub struct BenchArgs {
     /// Executes of each large template (200 and 1,000 tasks), one at a time.
     #[arg(long, default_value_t = 10)]
     pub large: usize,
-    /// Commands in flight at once (the client keeps this many outstanding).
+    /// Commands in flight at once (the client keeps this many outstanding). The worker runs
+    /// with its own settings (`--concurrency`, `--batch-max`, or their environment variables).
     #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
+    pub in_flight: usize,
+    /// After the other workloads, keep executing at half of the measured peak for this many
+    /// seconds, sampling the worker's resident memory (0: no soak).
+    #[arg(long, default_value_t = 0)]
+    pub soak_secs: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -121,9 +126,13 @@ struct Subject {
     cleanup: Option<(String, String)>,
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+/// A memory figure of a process from `/proc/<pid>/status`, MiB: `VmHWM` (peak resident) or
+/// `VmRSS` (resident now).
+fn memory_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -145,7 +154,6 @@ impl Subject {
         let mut settings = base.clone();
         settings.subject_prefix = format!("bench{tag}");
         settings.http_addr = String::new();
-        settings.concurrency = args.concurrency.max(1);
         let cleanup = match database {
             "sqlite" => {
                 let path = std::env::temp_dir().join(format!("sop-bench-{tag}.db"));
@@ -196,6 +204,7 @@ impl Subject {
             .env("SOP_DATABASE_URL", &settings.database_url)
             .env("SOP_SUBJECT_PREFIX", &settings.subject_prefix)
             .env("SOP_CONCURRENCY", settings.concurrency.to_string())
+            .env("SOP_BATCH_MAX", settings.batch_max.to_string())
             .env(
                 "SOP_DB_MAX_CONNECTIONS",
                 settings.db_max_connections.to_string(),
@@ -287,7 +296,7 @@ impl Subject {
     fn measured(&self, mut f: Figures, events_before: u64) -> Figures {
         let events = self.events.load(Ordering::Relaxed) - events_before;
         f.events_per_second = Some(events as f64 / f.seconds.max(1e-9));
-        f.worker_peak_rss_mib = self.child.id().and_then(peak_rss_mib);
+        f.worker_peak_rss_mib = self.child.id().and_then(|pid| memory_mib(pid, "VmHWM"));
         f
     }
 
@@ -360,22 +369,118 @@ async fn executes(
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<(Vec<f64>, Duration)> {
-    concurrently(n, concurrency, |_| async move {
-        Ok(s.ok(
-            CommandName::ExecuteProcedure,
-            s.s3,
-            json!({ "series_id": series }),
-        )
-        .await?
-        .1)
-    })
-    .await
+    concurrently(n, concurrency, execute_op(s, series)).await
+}
+
+/// Runs `n` operations open-loop at `rate` per second: operation `i` starts at `i / rate`
+/// seconds whatever the others are doing, so latency includes any queueing at the service.
+async fn paced<F, Fut>(n: usize, rate: f64, op: F) -> anyhow::Result<(Vec<f64>, Duration)>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let started = tokio::time::Instant::now();
+    let ops = (0..n).map(|i| {
+        let due = started + Duration::from_secs_f64(i as f64 / rate.max(1e-3));
+        let op = op(i);
+        async move {
+            tokio::time::sleep_until(due).await;
+            op.await
+        }
+    });
+    let results = futures::future::join_all(ops).await;
+    let elapsed = started.elapsed();
+    Ok((
+        results.into_iter().collect::<anyhow::Result<Vec<f64>>>()?,
+        elapsed,
+    ))
+}
+
+fn execute_op<'a>(s: &'a Subject, series: Uuid) -> impl Fn(usize) -> BoxedLatency<'a> {
+    move |_| {
+        Box::pin(async move {
+            Ok(s.ok(
+                CommandName::ExecuteProcedure,
+                s.s3,
+                json!({ "series_id": series }),
+            )
+            .await?
+            .1)
+        })
+    }
+}
+
+type BoxedLatency<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<f64>> + Send + 'a>>;
+
+/// Executes paced at half of the peak `execute_heavy` measured: the latency a service
+/// running at half its capacity gives.
+async fn half_peak(
+    s: &Subject,
+    args: &BenchArgs,
+    database: &str,
+    peak: f64,
+) -> anyhow::Result<Figures> {
+    let series = s.approved(10).await?;
+    let before = s.events.load(Ordering::Relaxed);
+    let rate = peak / 2.0;
+    let (lat, elapsed) = paced(args.executes / 2, rate, execute_op(s, series)).await?;
+    Ok(s.measured(
+        figures(
+            &format!("execute 10-task, paced at half of peak ({rate:.0}/s)"),
+            database,
+            lat,
+            elapsed,
+        ),
+        before,
+    ))
+}
+
+/// Executes at half of the peak for `args.soak_secs`, sampling the worker's resident memory
+/// every 10 s; returns the samples (seconds since start, MiB) with the latency figures.
+async fn soak(
+    s: &Subject,
+    args: &BenchArgs,
+    database: &str,
+    peak: f64,
+) -> anyhow::Result<(Figures, Vec<(u64, f64)>)> {
+    let series = s.approved(10).await?;
+    let before = s.events.load(Ordering::Relaxed);
+    let rate = peak / 2.0;
+    let n = (rate * args.soak_secs as f64) as usize;
+    let pid = s.child.id().context("worker pid")?;
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = tokio::spawn({
+        let samples = samples.clone();
+        async move {
+            let started = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if let (Some(mib), Ok(mut samples)) = (memory_mib(pid, "VmRSS"), samples.lock()) {
+                    samples.push((started.elapsed().as_secs(), mib));
+                }
+            }
+        }
+    });
+    let result = paced(n, rate, execute_op(s, series)).await;
+    sampler.abort();
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let (lat, elapsed) = result?;
+    let title = format!(
+        "soak: execute 10-task at {rate:.0}/s for {} s",
+        args.soak_secs
+    );
+    Ok((
+        s.measured(figures(&title, database, lat, elapsed), before),
+        samples,
+    ))
 }
 
 async fn execute_heavy(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Result<Figures> {
     let series = s.approved(10).await?;
     let before = s.events.load(Ordering::Relaxed);
-    let (lat, elapsed) = executes(s, series, args.executes, args.concurrency).await?;
+    let (lat, elapsed) = executes(s, series, args.executes, args.in_flight).await?;
     Ok(s.measured(
         figures("execute 10-task template", database, lat, elapsed),
         before,
@@ -385,7 +490,7 @@ async fn execute_heavy(s: &Subject, args: &BenchArgs, database: &str) -> anyhow:
 async fn lifecycle(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Result<Figures> {
     let before = s.events.load(Ordering::Relaxed);
     let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (_, elapsed) = concurrently(args.lifecycles, args.concurrency, |_| {
+    let (_, elapsed) = concurrently(args.lifecycles, args.in_flight, |_| {
         let latencies = latencies.clone();
         async move {
             let mut mine = Vec::new();
@@ -515,7 +620,7 @@ async fn sql_baseline(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::
     let (outcome, event) = (&outcome, &event);
     let pool = store::connect(&s.settings.database_url, s.settings.db_max_connections).await?;
     let pool = &pool;
-    let (lat, elapsed) = concurrently(args.executes, args.concurrency, |_| async move {
+    let (lat, elapsed) = concurrently(args.executes, args.in_flight, |_| async move {
         let started = Instant::now();
         let now = chrono::Utc::now();
         let txn = store::begin(pool).await?;
@@ -641,7 +746,7 @@ async fn jetstream_baseline(
     .await?;
     let payload = bytes::Bytes::from(vec![b'x'; 600]);
     let (js, subject, payload) = (&js, &subject, &payload);
-    let result = concurrently(args.executes, args.concurrency, |_| async move {
+    let result = concurrently(args.executes, args.in_flight, |_| async move {
         let started = Instant::now();
         js.publish(subject.clone(), payload.clone()).await?.await?;
         Ok(started.elapsed().as_secs_f64() * 1000.0)
@@ -686,6 +791,7 @@ fn table(rows: &[Figures]) -> String {
 pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
+    let mut soaks = Vec::new();
     let nats = crate::app::connect_nats(settings).await?;
     let raw = jetstream_baseline(&nats, args).await?;
     eprintln!("{}", table(std::slice::from_ref(&raw)));
@@ -699,15 +805,33 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
         let result: anyhow::Result<()> = async {
             let heavy = execute_heavy(&subject, args, database).await?;
             let baseline = sql_baseline(&subject, args, database).await?;
+            let paced = half_peak(&subject, args, database, heavy.per_second).await?;
             ratios.push(json!({
                 "database": database,
                 "throughput_vs_plain_sql": heavy.per_second / baseline.per_second,
                 "throughput_vs_jetstream": heavy.per_second / raw.per_second,
+                "p99_ms_at_half_peak": paced.p99_ms,
             }));
-            let mut more = vec![heavy, baseline];
+            let peak = heavy.per_second;
+            let mut more = vec![heavy, baseline, paced];
             more.push(lifecycle(&subject, args, database).await?);
             more.push(large(&subject, args, database, 200).await?);
             more.push(large(&subject, args, database, 1000).await?);
+            if args.soak_secs > 0 {
+                let (figures, samples) = soak(&subject, args, database, peak).await?;
+                let mib: Vec<f64> = samples.iter().map(|(_, m)| *m).collect();
+                eprintln!(
+                    "{database} soak: resident memory every 10 s (MiB): {}",
+                    mib.iter()
+                        .map(|m| format!("{m:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                soaks.push(json!({ "database": database, "rss_mib_every_10s": mib,
+                    "first_mib": mib.first(), "last_mib": mib.last(),
+                    "max_mib": mib.iter().copied().fold(f64::NAN, f64::max) }));
+                more.push(figures);
+            }
             eprintln!("{}", table(&more));
             rows.extend(more);
             Ok(())
@@ -720,15 +844,16 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
     println!("{}", table(&rows));
     for r in &ratios {
         println!(
-            "{}: execute throughput = {:.0}% of plain SQL transactions, {:.0}% of bare JetStream publish+ack",
+            "{}: execute throughput = {:.0}% of plain SQL transactions, {:.0}% of bare JetStream publish+ack; p99 at half of peak {:.1} ms",
             r["database"].as_str().unwrap_or(""),
             r["throughput_vs_plain_sql"].as_f64().unwrap_or(0.0) * 100.0,
-            r["throughput_vs_jetstream"].as_f64().unwrap_or(0.0) * 100.0
+            r["throughput_vs_jetstream"].as_f64().unwrap_or(0.0) * 100.0,
+            r["p99_ms_at_half_peak"].as_f64().unwrap_or(0.0)
         );
     }
     let report = json!({ "args": {
-            "executes": args.executes, "lifecycles": args.lifecycles, "large": args.large, "concurrency": args.concurrency },
-        "results": rows, "ratios": ratios });
+            "executes": args.executes, "lifecycles": args.lifecycles, "large": args.large, "in_flight": args.in_flight, "worker_concurrency": settings.concurrency, "batch_max": settings.batch_max },
+        "results": rows, "ratios": ratios, "soaks": soaks });
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }

@@ -52,7 +52,8 @@ pub struct Settings {
     #[arg(long, env = "SOP_SUBJECT_PREFIX", default_value = "", global = true)]
     pub subject_prefix: String,
 
-    /// Command transactions in flight at once in this worker.
+    /// Command transactions in flight at once in this worker (at most the database pool size:
+    /// with SQLite, one).
     #[arg(long, env = "SOP_CONCURRENCY", default_value_t = 16, global = true)]
     pub concurrency: usize,
 

@@ -28,7 +28,7 @@ use sea_orm::{
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let sqlite = url.starts_with("sqlite:");
     let mut opt = ConnectOptions::new(url);
-    opt.max_connections(if sqlite { 1 } else { max_connections.max(1) })
+    opt.max_connections(pool_size(url, max_connections))
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
@@ -41,6 +41,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         });
     }
     Database::connect(opt).await
+}
+
+/// The connections [`connect`] opens at most: one for SQLite, else `max_connections`.
+pub fn pool_size(url: &str, max_connections: u32) -> u32 {
+    if url.starts_with("sqlite:") {
+        1
+    } else {
+        max_connections.max(1)
+    }
 }
 
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
