@@ -1,7 +1,8 @@
 use sea_orm::entity::prelude::*;
 
 /// Messages committed with the state change that caused them and published afterwards by the
-/// relay, in `seq` order. Rows are kept once published: they are the audit log.
+/// relay, in `seq` order (what is left to publish is listed in `outbox_pending`). Rows are
+/// written once and kept: they are the audit log.
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "outbox")]
@@ -27,7 +28,6 @@ pub struct Model {
     /// Core-NATS reply inbox the outcome is also sent to (request/reply feel).
     pub reply_to: Option<String>,
     pub created_at: DateTimeUtc,
-    pub published_at: Option<DateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

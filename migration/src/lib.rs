@@ -9,6 +9,7 @@ mod m20261124_000003_outbox_headers;
 mod m20261124_000004_create_dead_letter;
 mod m20261124_000005_system_public_key;
 mod m20261124_000006_outbox_raw_payload;
+mod m20261124_000007_outbox_pending;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_create_dead_letter::Migration),
             Box::new(m20261124_000005_system_public_key::Migration),
             Box::new(m20261124_000006_outbox_raw_payload::Migration),
+            Box::new(m20261124_000007_outbox_pending::Migration),
         ]
     }
 }

@@ -350,7 +350,7 @@ pub async fn answer(
             let rows = store::outbox::trail(db, series_id, run_id, limit.clamp(1, 10_000)).await?;
             let entries = rows
                 .into_iter()
-                .map(|r| AuditEntry {
+                .map(|(r, published)| AuditEntry {
                     seq: r.seq,
                     event_id: r.message_id,
                     kind: r.kind.trim_start_matches("event.").to_owned(),
@@ -358,7 +358,7 @@ pub async fn answer(
                     occurred_at: r.created_at,
                     actor: store::outbox::actor_of(&r.payload),
                     causation_id: r.causation_id,
-                    published: r.published_at.is_some(),
+                    published,
                 })
                 .collect();
             Answer::Audit(Audit { entries })

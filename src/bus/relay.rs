@@ -1,6 +1,6 @@
 //! The outbox relay: publishes committed events and outcomes to JetStream in commit order,
-//! each with `Nats-Msg-Id` = its message id, awaits every PubAck, then marks the rows
-//! published. A crash between publish and mark re-publishes, and the stream's duplicate
+//! each with `Nats-Msg-Id` = its message id, awaits every PubAck, then takes the messages off
+//! the pending list. A crash between publish and mark re-publishes, and the stream's duplicate
 //! window drops the copy; listeners can also de-duplicate on `event_id`.
 //!
 //! With several workers on Postgres, one relay publishes at a time (a transaction-scoped
@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::Context;
 use async_nats::jetstream::message::PublishMessage;
-use chrono::Utc;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
@@ -69,7 +68,7 @@ async fn publish_batch(
         ack.await.map_err(|e| RelayError::Publish(e.to_string()))?;
     }
     let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-    outbox::mark_published(db, &seqs, Utc::now()).await?;
+    outbox::mark_published(db, &seqs).await?;
     Ok(rows.len())
 }
 

@@ -1,10 +1,10 @@
 //! The transactional outbox. Events and outcomes are written in the command's transaction and
 //! published by the relay after commit, in `seq` order, with `Nats-Msg-Id` = `message_id`.
-//! Published rows stay: they are the audit trail of every change.
+//! Each row is written once and stays: the rows are the audit trail of every change. What is
+//! left to publish is listed in `outbox_pending`, which publishing deletes from.
 
 use chrono::{DateTime, Utc};
-use entity::outbox;
-use sea_orm::sea_query::Expr;
+use entity::{outbox, outbox_pending};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
@@ -61,7 +61,6 @@ impl Messages {
             payload: Set(message_bytes(outcome)?),
             reply_to: Set(reply_to.map(str::to_owned)),
             created_at: Set(outcome.processed_at),
-            published_at: Set(None),
             ..Default::default()
         });
         Ok(())
@@ -103,20 +102,26 @@ impl Messages {
                 payload: Set(message_bytes(&envelope)?),
                 reply_to: Set(None),
                 created_at: Set(cause.at),
-                published_at: Set(None),
                 ..Default::default()
             });
         }
         Ok(())
     }
 
-    /// Writes the messages in the order they were added (`seq` follows it): one statement per
-    /// 500 messages, whatever the number of commands they come from.
+    /// Writes the messages in the order they were added (`seq` follows it), and lists them
+    /// for the relay: two statements per 500 messages, whatever the number of commands they
+    /// come from.
     pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
         for chunk in self.0.chunks(500) {
-            outbox::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(db)
+            let seqs = outbox::Entity::insert_many(chunk.to_vec())
+                .exec_with_returning_keys(db)
                 .await?;
+            outbox_pending::Entity::insert_many(
+                seqs.into_iter()
+                    .map(|seq| outbox_pending::ActiveModel { seq: Set(seq) }),
+            )
+            .exec_without_returning(db)
+            .await?;
         }
         Ok(())
     }
@@ -127,25 +132,31 @@ pub async fn unpublished(
     db: &impl ConnectionTrait,
     limit: u64,
 ) -> Result<Vec<outbox::Model>, DbErr> {
-    outbox::Entity::find()
-        .filter(outbox::Column::PublishedAt.is_null())
-        .order_by_asc(outbox::Column::Seq)
+    let seqs: Vec<i64> = outbox_pending::Entity::find()
+        .order_by_asc(outbox_pending::Column::Seq)
         .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| p.seq)
+        .collect();
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    outbox::Entity::find()
+        .filter(outbox::Column::Seq.is_in(seqs))
+        .order_by_asc(outbox::Column::Seq)
         .all(db)
         .await
 }
 
-pub async fn mark_published(
-    db: &impl ConnectionTrait,
-    seqs: &[i64],
-    at: DateTime<Utc>,
-) -> Result<(), DbErr> {
+/// Takes published messages off the relay's list.
+pub async fn mark_published(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<(), DbErr> {
     if seqs.is_empty() {
         return Ok(());
     }
-    outbox::Entity::update_many()
-        .col_expr(outbox::Column::PublishedAt, Expr::value(at))
-        .filter(outbox::Column::Seq.is_in(seqs.iter().copied()))
+    outbox_pending::Entity::delete_many()
+        .filter(outbox_pending::Column::Seq.is_in(seqs.iter().copied()))
         .exec(db)
         .await?;
     Ok(())
@@ -154,19 +165,17 @@ pub async fn mark_published(
 /// How many messages wait for the relay (for tests, health and metrics).
 pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
-    outbox::Entity::find()
-        .filter(outbox::Column::PublishedAt.is_null())
-        .count(db)
-        .await
+    outbox_pending::Entity::find().count(db).await
 }
 
-/// The audit trail: every event of a series or of a run, in commit order.
+/// The audit trail: every event of a series or of a run, in commit order, each with whether
+/// it has been published yet.
 pub async fn trail(
     db: &impl ConnectionTrait,
     series: Option<Uuid>,
     run: Option<Uuid>,
     limit: u64,
-) -> Result<Vec<outbox::Model>, DbErr> {
+) -> Result<Vec<(outbox::Model, bool)>, DbErr> {
     let mut q = outbox::Entity::find().filter(outbox::Column::Kind.starts_with("event."));
     if let Some(s) = series {
         q = q.filter(outbox::Column::SeriesId.eq(s));
@@ -174,10 +183,25 @@ pub async fn trail(
     if let Some(r) = run {
         q = q.filter(outbox::Column::RunId.eq(r));
     }
-    q.order_by_asc(outbox::Column::Seq)
+    let rows = q
+        .order_by_asc(outbox::Column::Seq)
         .limit(limit)
         .all(db)
-        .await
+        .await?;
+    let pending: std::collections::HashSet<i64> = outbox_pending::Entity::find()
+        .filter(outbox_pending::Column::Seq.is_in(rows.iter().map(|r| r.seq)))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| p.seq)
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let published = !pending.contains(&r.seq);
+            (r, published)
+        })
+        .collect())
 }
 
 /// The system whose command caused a stored event (its envelope's `actor`).

@@ -13,7 +13,7 @@ use vsm_sop::store;
 
 on_both_databases!(
     the_database_refuses_duplicate_versions_and_second_approved_or_draft_versions,
-    outbox_messages_survive_the_move_to_raw_bytes_and_back
+    outbox_messages_survive_migrations_6_and_7_both_ways
 );
 
 fn version(series: SeriesId, team: Uuid, by: Uuid, n: u32, state: ProcedureState) -> Procedure {
@@ -72,16 +72,17 @@ async fn the_database_refuses_duplicate_versions_and_second_approved_or_draft_ve
     app.stop().await;
 }
 
-/// The outbox payload became raw bytes (migration 6): messages written as JSON before it read
-/// back as the same JSON after it, and after undoing it.
-async fn outbox_messages_survive_the_move_to_raw_bytes_and_back(backend: Backend) {
+/// The outbox payload became raw bytes (migration 6) and what is left to publish moved to
+/// `outbox_pending` (migration 7): an unpublished message written as JSON before them reads
+/// back as the same JSON, still to be published, after them, and after undoing them.
+async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) {
     use migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, EntityTrait};
 
     let mut app = TestApp::spawn(backend).await;
     app.pause_consumer().await;
     let db = app.db();
-    Migrator::down(db, Some(1)).await.unwrap();
+    Migrator::down(db, Some(2)).await.unwrap();
     let message =
         serde_json::json!({ "actor": Uuid::now_v7(), "data": { "name": "Ünïcode \"quoted\"" } });
     let id = Uuid::now_v7();
@@ -110,12 +111,14 @@ async fn outbox_messages_survive_the_move_to_raw_bytes_and_back(backend: Backend
         store::outbox::actor_of(&row.payload),
         message["actor"].as_str().map(|a| a.parse().unwrap())
     );
+    let pending = store::outbox::unpublished(db, 10).await.unwrap();
+    assert_eq!(pending.len(), 1, "still to be published");
 
-    Migrator::down(db, Some(1)).await.unwrap();
+    Migrator::down(db, Some(2)).await.unwrap();
     let back = db
         .query_one_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),
-            "SELECT CAST(payload AS TEXT) AS payload FROM outbox",
+            "SELECT CAST(payload AS TEXT) AS payload FROM outbox WHERE published_at IS NULL",
         ))
         .await
         .unwrap()
