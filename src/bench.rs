@@ -380,15 +380,17 @@ where
     Fut: std::future::Future<Output = anyhow::Result<f64>>,
 {
     let started = tokio::time::Instant::now();
-    let ops = (0..n).map(|i| {
-        let due = started + Duration::from_secs_f64(i as f64 / rate.max(1e-3));
-        let op = op(i);
-        async move {
-            tokio::time::sleep_until(due).await;
-            op.await
-        }
-    });
-    let results = futures::future::join_all(ops).await;
+    // Each operation is created when it is due, so a long soak holds only those in flight.
+    let results: Vec<anyhow::Result<f64>> = futures::stream::iter(0..n)
+        .then(|i| async move {
+            tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate.max(1e-3)))
+                .await;
+            i
+        })
+        .map(&op)
+        .buffer_unordered(usize::MAX)
+        .collect()
+        .await;
     let elapsed = started.elapsed();
     Ok((
         results.into_iter().collect::<anyhow::Result<Vec<f64>>>()?,
