@@ -215,8 +215,11 @@ impl Settings {
         if self.concurrency == 0 || self.concurrency > 1024 {
             return Err(invalid("concurrency", "must be between 1 and 1024"));
         }
-        if self.batch_max == 0 || self.batch_max > 1024 {
-            return Err(invalid("batch_max", "must be between 1 and 1024"));
+        if self.batch_max == 0 || self.batch_max > crate::bus::worker::MAX_PULL {
+            return Err(invalid(
+                "batch_max",
+                format!("must be between 1 and {}", crate::bus::worker::MAX_PULL),
+            ));
         }
         if self.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be at least 1"));

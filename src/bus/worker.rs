@@ -264,8 +264,9 @@ async fn handle_group(
 /// and stops within this bound.
 const PULL_EXPIRY: Duration = Duration::from_secs(1);
 
-/// Most messages one pull request asks for: bounds what a worker holds unacknowledged.
-const MAX_PULL: usize = 256;
+/// Most messages one pull request asks for: bounds what a worker holds unacknowledged, and
+/// so the size of a group.
+pub const MAX_PULL: usize = 256;
 
 fn spawn_group(
     ctx: &Arc<WorkerContext>,
