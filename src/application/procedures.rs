@@ -247,7 +247,8 @@ pub async fn execute(
         .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
     let approved = series.executable(actor, expected_version.map(Version))?;
     let procedure = approved.procedure();
-    let (templates, template_ids) = store::procedures::templates(txn, procedure.id).await?;
+    let stored = store::procedures::approved_templates(txn, procedure.id).await?;
+    let (templates, template_ids) = (&stored.0, &stored.1);
     let team = store::teams::members(txn, procedure.team_id).await?;
     let ids = NewRunIds {
         run: RunId(Uuid::now_v7()),
@@ -257,8 +258,8 @@ pub async fn execute(
             .collect(),
     };
     let (run, events) =
-        Execution::materialise(approved, &templates, &team, ids, strategy_id, actor, now)?;
-    store::runs::insert(txn, &run, &template_ids).await?;
+        Execution::materialise(approved, templates, &team, ids, strategy_id, actor, now)?;
+    store::runs::insert(txn, &run, template_ids).await?;
     Ok(Effect {
         accepted: Accepted {
             procedure_id: Some(procedure.id.0),

@@ -1,6 +1,7 @@
 //! Procedure versions and their task templates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use entity::enums::RetireKind;
 use entity::{procedure, procedure_task};
@@ -276,11 +277,42 @@ pub async fn delete_templates(
     Ok(())
 }
 
+/// A version's templates and position → template id, as [`templates`] reads them.
+pub type StoredTemplates = (Templates, BTreeMap<u32, Uuid>);
+
+/// The templates of an approved version. Approved versions never change (only drafts are
+/// edited), so each is read once per process and then served from memory; the map is emptied
+/// when it reaches [`APPROVED_CACHE`] versions.
+pub async fn approved_templates(
+    db: &impl ConnectionTrait,
+    procedure_id: ProcedureId,
+) -> Result<Arc<StoredTemplates>, DbErr> {
+    static CACHE: OnceLock<Mutex<HashMap<ProcedureId, Arc<StoredTemplates>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let cached = |c: &Mutex<HashMap<_, Arc<StoredTemplates>>>| {
+        c.lock().ok().and_then(|m| m.get(&procedure_id).cloned())
+    };
+    if let Some(hit) = cached(cache) {
+        return Ok(hit);
+    }
+    let read = Arc::new(templates(db, procedure_id).await?);
+    if let Ok(mut map) = cache.lock() {
+        if map.len() >= APPROVED_CACHE {
+            map.clear();
+        }
+        map.insert(procedure_id, read.clone());
+    }
+    Ok(read)
+}
+
+/// Approved versions whose templates [`approved_templates`] keeps in memory.
+const APPROVED_CACHE: usize = 1024;
+
 /// A version's templates (dependencies back as positions) and position → template id.
 pub async fn templates(
     db: &impl ConnectionTrait,
     procedure_id: ProcedureId,
-) -> Result<(Templates, BTreeMap<u32, Uuid>), DbErr> {
+) -> Result<StoredTemplates, DbErr> {
     let rows = procedure_task::Entity::find()
         .filter(procedure_task::Column::ProcedureId.eq(procedure_id.0))
         .order_by_asc(procedure_task::Column::Position)
