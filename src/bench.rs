@@ -340,7 +340,20 @@ impl Subject {
     }
 }
 
-/// Runs `n` operations with at most `concurrency` in flight; each returns its latency in ms.
+/// Runs the operations `ops` yields, at most `in_flight` at once; each returns its latency in
+/// ms. Returns the latencies and the time all took.
+async fn run_all<S>(ops: S, in_flight: usize) -> anyhow::Result<(Vec<f64>, Duration)>
+where
+    S: futures::Stream,
+    S::Item: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<f64>> = ops.buffer_unordered(in_flight.max(1)).collect().await;
+    let elapsed = started.elapsed();
+    Ok((results.into_iter().collect::<anyhow::Result<_>>()?, elapsed))
+}
+
+/// Runs `n` operations with at most `concurrency` in flight.
 async fn concurrently<F, Fut>(
     n: usize,
     concurrency: usize,
@@ -350,16 +363,7 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<f64>>,
 {
-    let started = Instant::now();
-    let results: Vec<anyhow::Result<f64>> = futures::stream::iter((0..n).map(op))
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    Ok((
-        results.into_iter().collect::<anyhow::Result<Vec<f64>>>()?,
-        elapsed,
-    ))
+    run_all(futures::stream::iter((0..n).map(op)), concurrency).await
 }
 
 /// `n` executes of `series`, `concurrency` at a time: their latencies and the time taken.
@@ -381,21 +385,12 @@ where
 {
     let started = tokio::time::Instant::now();
     // Each operation is created when it is due, so a long soak holds only those in flight.
-    let results: Vec<anyhow::Result<f64>> = futures::stream::iter(0..n)
-        .then(|i| async move {
-            tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate.max(1e-3)))
-                .await;
-            i
-        })
-        .map(&op)
-        .buffer_unordered(usize::MAX)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    Ok((
-        results.into_iter().collect::<anyhow::Result<Vec<f64>>>()?,
-        elapsed,
-    ))
+    let due = futures::stream::iter(0..n).then(|i| async move {
+        tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate.max(1e-3)))
+            .await;
+        i
+    });
+    run_all(due.map(&op), usize::MAX).await
 }
 
 fn execute_op<'a>(s: &'a Subject, series: Uuid) -> impl Fn(usize) -> BoxedLatency<'a> {
