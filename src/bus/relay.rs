@@ -1,6 +1,6 @@
 //! The outbox relay: publishes committed events and outcomes to JetStream in commit order,
 //! each with `Nats-Msg-Id` = its message id, awaits every PubAck, then takes the messages off
-//! the pending list. A crash between publish and mark re-publishes, and the stream's duplicate
+//! the pending list. A crash between the two re-publishes, and the stream's duplicate
 //! window drops the copy; listeners can also de-duplicate on `event_id`.
 //!
 //! With several workers on Postgres, one relay publishes at a time (a transaction-scoped

@@ -2,20 +2,16 @@
 //! the same transaction as the command's effects is what makes effects exactly-once on an
 //! at-least-once bus.
 
+use std::collections::HashMap;
+
 use entity::command_inbox;
 use entity::enums::CommandStatus;
 use sea_orm::sea_query::OnConflict;
-use std::collections::HashMap;
-
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
 use super::mapping::{from_json, to_json};
 use crate::wire::outcome::Outcome;
-
-pub async fn find(db: &impl ConnectionTrait, command_id: Uuid) -> Result<Option<Outcome>, DbErr> {
-    Ok(find_with_actor(db, command_id).await?.map(|(o, _)| o))
-}
 
 /// The outcome and the system that sent the command (when it was known).
 pub async fn find_with_actor(

@@ -112,8 +112,9 @@ impl Messages {
     /// for the relay: two statements per 500 messages, whatever the number of commands they
     /// come from.
     pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
-        for chunk in self.0.chunks(500) {
-            let seqs = outbox::Entity::insert_many(chunk.to_vec())
+        let mut rows = self.0.into_iter().peekable();
+        while rows.peek().is_some() {
+            let seqs = outbox::Entity::insert_many(rows.by_ref().take(500))
                 .exec_with_returning_keys(db)
                 .await?;
             outbox_pending::Entity::insert_many(

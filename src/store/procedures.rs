@@ -289,10 +289,11 @@ pub async fn approved_templates(
 ) -> Result<Arc<StoredTemplates>, DbErr> {
     static CACHE: OnceLock<Mutex<HashMap<ProcedureId, Arc<StoredTemplates>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let cached = |c: &Mutex<HashMap<_, Arc<StoredTemplates>>>| {
-        c.lock().ok().and_then(|m| m.get(&procedure_id).cloned())
-    };
-    if let Some(hit) = cached(cache) {
+    if let Some(hit) = cache
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&procedure_id).cloned())
+    {
         return Ok(hit);
     }
     let read = Arc::new(templates(db, procedure_id).await?);
