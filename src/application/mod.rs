@@ -5,9 +5,10 @@
 //! ```text
 //! begin → inbox check of the whole group (one query)
 //!       → for each message: seen (stored, or earlier in the group)? → its outcome (no effect)
-//!             → load actor → savepoint → use case (load, decide in the domain, write)
-//!             → accepted: release savepoint; outcome + events kept for the end
-//!             → rejected: roll back to the savepoint; only the rejection outcome is kept
+//!             → load actor → use case (load, decide in the domain, then write)
+//!             → accepted: outcome + events kept for the end
+//!             → rejected: it wrote nothing (use cases decide before they write, and
+//!               [`UseCaseTxn`] checks it); only the rejection outcome is kept
 //!       → inbox rows, then outbox messages (each outcome, then its events) → commit
 //! ```
 //!
@@ -19,13 +20,15 @@ mod command;
 mod procedures;
 pub mod queries;
 mod runs;
+mod use_case_txn;
 
 pub use command::{Command, Incoming, ProcedureChanges, Signed};
+use use_case_txn::UseCaseTxn;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
@@ -183,8 +186,9 @@ impl Records {
 
 /// Runs a group of messages through the pipeline (module doc) in one transaction, in order:
 /// one commit for the group (group commit), so the commit rate stops being the ceiling, and
-/// one statement each for the group's inbox check, inbox rows and outbox messages. Each
-/// command's own writes run inside a savepoint, so a rejection undoes only them. Returns one
+/// one statement each for the group's inbox check, inbox rows and outbox messages. A use case
+/// writes only once it has accepted its command, so a rejection has nothing to undo and no
+/// command needs a savepoint ([`UseCaseTxn`]). Returns one
 /// result per message, in order. A database error fails the whole group and commits nothing:
 /// the caller retries the messages (alone, to find the one that fails).
 pub async fn process_group(
@@ -267,10 +271,9 @@ async fn apply(
     if let Err(r) = check_signature(&actor, incoming.signed.as_ref()) {
         return refuse(txn, subjects, records, &meta, r, now, None).await;
     }
-    let attempt = txn.begin().await?;
-    match dispatch(&attempt, &actor, incoming.command, now).await {
+    let use_case = UseCaseTxn::new(txn);
+    match dispatch(&use_case, &actor, incoming.command, now).await {
         Ok(effect) => {
-            attempt.commit().await?;
             let cause = Causation {
                 command_id: incoming.command_id,
                 correlation_id: incoming.correlation_id.as_deref(),
@@ -294,10 +297,15 @@ async fn apply(
             records.messages.events(subjects, &cause, &effect.events)?;
             Ok(processed)
         }
-        Err(CommandError::Rejected(r)) => {
-            attempt.rollback().await?;
-            refuse(txn, subjects, records, &meta, r, now, None).await
-        }
+        // A use case decides before it writes (module `use_case_txn`); one that wrote and
+        // then rejected would leave half a command in the group, so the group fails instead.
+        Err(CommandError::Rejected(r)) if use_case.wrote() => Err(DbErr::Custom(format!(
+            "{} {} was rejected after it wrote ({}): not committed",
+            incoming.name.as_str(),
+            incoming.command_id,
+            r.message
+        ))),
+        Err(CommandError::Rejected(r)) => refuse(txn, subjects, records, &meta, r, now, None).await,
         Err(CommandError::Store(e)) => Err(e),
     }
 }
@@ -382,7 +390,7 @@ async fn refuse(
 }
 
 async fn dispatch(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     command: Command,
     now: DateTime<Utc>,

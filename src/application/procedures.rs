@@ -1,10 +1,9 @@
 //! Procedure use cases: draft, revise, edit, discard, approve, reject, retire, execute.
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
 
-use super::{CommandError, Effect, ProcedureChanges, Rejection};
+use super::{CommandError, Effect, ProcedureChanges, Rejection, UseCaseTxn};
 use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
 use crate::domain::ids::*;
 use crate::domain::procedure::{MetaDraft, Procedure, ProcedureMeta, Series};
@@ -44,7 +43,7 @@ fn tasks_of(templates: &Templates) -> Option<Vec<TaskTemplate>> {
     Some(templates.as_slice().to_vec())
 }
 
-async fn series_for(txn: &DatabaseTransaction, procedure_id: Uuid) -> Result<Series, CommandError> {
+async fn series_for(txn: &UseCaseTxn<'_>, procedure_id: Uuid) -> Result<Series, CommandError> {
     let series = store::procedures::series_of(txn, procedure_id)
         .await?
         .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?;
@@ -56,7 +55,7 @@ async fn series_for(txn: &DatabaseTransaction, procedure_id: Uuid) -> Result<Ser
 }
 
 pub async fn draft(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     meta: MetaDraft,
     tasks: Vec<TemplateDraft>,
@@ -78,7 +77,7 @@ pub async fn draft(
 }
 
 pub async fn revise(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     base_id: Uuid,
     changes: ProcedureChanges,
@@ -108,7 +107,7 @@ pub async fn revise(
 }
 
 pub async fn edit(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
     changes: ProcedureChanges,
@@ -137,7 +136,7 @@ pub async fn edit(
 
 /// Discard, reject and retire: one version changes state for a reason.
 async fn with_reason(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     id: Uuid,
     raw_reason: &str,
     kind: EventKind,
@@ -162,7 +161,7 @@ async fn with_reason(
 }
 
 pub async fn discard(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
     reason: String,
@@ -175,7 +174,7 @@ pub async fn discard(
 }
 
 pub async fn reject(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
     reason: String,
@@ -188,7 +187,7 @@ pub async fn reject(
 }
 
 pub async fn retire(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
     reason: String,
@@ -201,13 +200,16 @@ pub async fn retire(
 }
 
 pub async fn approve(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
     let mut series = series_for(txn, id).await?;
     let out = series.approve(ProcedureId(id), actor, now)?;
+    let p = series
+        .get(out.approved)
+        .ok_or_else(|| Rejection::not_found("procedure", id))?;
     let mut events = Vec::new();
     // The superseded version is written first: the database allows one approved version per
     // series at every moment, not only at commit.
@@ -218,9 +220,6 @@ pub async fn approve(
         data.reason = ProcedureView::of(old).retired_reason;
         superseded_event = Some(emit(EventKind::ProcedureRetired, old, data));
     }
-    let p = series
-        .get(out.approved)
-        .ok_or_else(|| Rejection::not_found("procedure", id))?;
     store::procedures::update(txn, p).await?;
     let mut data = data(p);
     data.superseded = out.superseded;
@@ -235,7 +234,7 @@ pub async fn approve(
 }
 
 pub async fn execute(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     series_id: Uuid,
     expected_version: Option<u32>,

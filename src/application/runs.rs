@@ -2,10 +2,9 @@
 //! decides in the domain, and saves what changed.
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseTransaction;
 use uuid::Uuid;
 
-use super::{Command, CommandError, Effect, Rejection};
+use super::{Command, CommandError, Effect, Rejection, UseCaseTxn};
 use crate::domain::ids::{ReviewId, RunId, TaskId};
 use crate::domain::run::{Execution, TaskChange};
 use crate::domain::system::Actor;
@@ -14,7 +13,7 @@ use crate::store;
 use crate::wire::outcome::Accepted;
 
 async fn load(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     run: Option<RunId>,
     what: &str,
     id: Uuid,
@@ -44,7 +43,7 @@ fn task_accepted(run: &Execution, task: TaskId) -> Accepted {
 }
 
 /// The run a task, run or review command concerns, loaded (and locked) once.
-async fn target(txn: &DatabaseTransaction, command: &Command) -> Result<Execution, CommandError> {
+async fn target(txn: &UseCaseTxn<'_>, command: &Command) -> Result<Execution, CommandError> {
     use Command::*;
     match command {
         StartTask { task_id }
@@ -67,7 +66,7 @@ async fn target(txn: &DatabaseTransaction, command: &Command) -> Result<Executio
 }
 
 pub async fn handle(
-    txn: &DatabaseTransaction,
+    txn: &UseCaseTxn<'_>,
     actor: &Actor,
     command: Command,
     now: DateTime<Utc>,
