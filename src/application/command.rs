@@ -112,6 +112,33 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command may change a procedure series (read caches of a group must then
+    /// forget what they read). Exhaustive, so a new command has to answer.
+    pub fn may_change_a_series(&self) -> bool {
+        use Command::*;
+        match self {
+            DraftProcedure { .. }
+            | ReviseProcedure { .. }
+            | EditProcedure { .. }
+            | DiscardProcedure { .. }
+            | ApproveProcedure { .. }
+            | RejectProcedure { .. }
+            | RetireProcedure { .. } => true,
+            ExecuteProcedure { .. }
+            | StartTask { .. }
+            | CompleteTask { .. }
+            | BlockTask { .. }
+            | UnblockTask { .. }
+            | ReviewTask { .. }
+            | CancelTask { .. }
+            | ReplaceTask { .. }
+            | CancelRun { .. }
+            | ReviewInitiative { .. } => false,
+        }
+    }
+}
+
 /// A decoded command with its envelope.
 #[derive(Debug, Clone)]
 pub struct Incoming {

@@ -17,12 +17,14 @@
 //! No NATS and no JSON here.
 
 mod command;
+mod group_reads;
 mod procedures;
 pub mod queries;
 mod runs;
 mod use_case_txn;
 
 pub use command::{Command, Incoming, ProcedureChanges, Signed};
+use group_reads::GroupReads;
 use use_case_txn::UseCaseTxn;
 
 use std::collections::HashMap;
@@ -147,8 +149,7 @@ struct Records {
     /// Position in `outcomes` by command id: a command id met twice in a group is a duplicate.
     by_id: HashMap<Uuid, usize>,
     messages: store::outbox::Messages,
-    /// Systems already looked up in this group (None: not registered).
-    actors: HashMap<Uuid, Option<(Actor, String)>>,
+    reads: GroupReads,
 }
 
 impl Records {
@@ -168,19 +169,6 @@ impl Records {
         self.by_id.insert(outcome.command_id, self.outcomes.len());
         self.outcomes.push((outcome.clone(), sender));
         Ok(Processed::Fresh(outcome))
-    }
-
-    async fn actor(
-        &mut self,
-        txn: &DatabaseTransaction,
-        id: Uuid,
-    ) -> Result<Option<(Actor, String)>, DbErr> {
-        if let Some(known) = self.actors.get(&id) {
-            return Ok(known.clone());
-        }
-        let found = store::teams::actor(txn, id).await?;
-        self.actors.insert(id, found.clone());
-        Ok(found)
     }
 }
 
@@ -257,7 +245,7 @@ async fn apply(
     incoming: Incoming,
     now: DateTime<Utc>,
 ) -> Result<Processed, DbErr> {
-    let Some((actor, team_name)) = records.actor(txn, incoming.actor).await? else {
+    let Some((actor, team_name)) = records.reads.actor(txn, incoming.actor).await? else {
         let r = Rejection::new(
             ErrorCode::Forbidden,
             format!("no system {} is registered", incoming.actor),
@@ -272,7 +260,7 @@ async fn apply(
         return refuse(txn, subjects, records, &meta, r, now, None).await;
     }
     let use_case = UseCaseTxn::new(txn);
-    match dispatch(&use_case, &actor, incoming.command, now).await {
+    match dispatch(&use_case, &mut records.reads, &actor, incoming.command, now).await {
         Ok(effect) => {
             let cause = Causation {
                 command_id: incoming.command_id,
@@ -391,11 +379,15 @@ async fn refuse(
 
 async fn dispatch(
     txn: &UseCaseTxn<'_>,
+    reads: &mut GroupReads,
     actor: &Actor,
     command: Command,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
     use Command::*;
+    if command.may_change_a_series() {
+        reads.forget_series();
+    }
     match command {
         DraftProcedure { meta, tasks } => procedures::draft(txn, actor, meta, tasks, now).await,
         ReviseProcedure {
@@ -425,7 +417,18 @@ async fn dispatch(
             series_id,
             expected_version,
             strategy_id,
-        } => procedures::execute(txn, actor, series_id, expected_version, strategy_id, now).await,
+        } => {
+            procedures::execute(
+                txn,
+                reads,
+                actor,
+                series_id,
+                expected_version,
+                strategy_id,
+                now,
+            )
+            .await
+        }
         task_or_run => runs::handle(txn, actor, task_or_run, now).await,
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{CommandError, Effect, ProcedureChanges, Rejection, UseCaseTxn};
+use super::{CommandError, Effect, GroupReads, ProcedureChanges, Rejection, UseCaseTxn};
 use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
 use crate::domain::ids::*;
 use crate::domain::procedure::{MetaDraft, Procedure, ProcedureMeta, Series};
@@ -235,20 +235,22 @@ pub async fn approve(
 
 pub async fn execute(
     txn: &UseCaseTxn<'_>,
+    reads: &mut GroupReads,
     actor: &Actor,
     series_id: Uuid,
     expected_version: Option<u32>,
     strategy_id: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    let series = store::procedures::load_series(txn, SeriesId(series_id), SeriesLock::Share)
+    let series = reads
+        .series_to_execute(txn, SeriesId(series_id))
         .await?
         .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
     let approved = series.executable(actor, expected_version.map(Version))?;
     let procedure = approved.procedure();
     let stored = store::procedures::approved_templates(txn, procedure.id).await?;
     let (templates, template_ids) = (&stored.0, &stored.1);
-    let team = store::teams::members(txn, procedure.team_id).await?;
+    let team = reads.members(txn, procedure.team_id).await?;
     let ids = NewRunIds {
         run: RunId(Uuid::now_v7()),
         initiative: InitiativeId(Uuid::now_v7()),

@@ -247,6 +247,7 @@ async fn a_backlog_commits_in_groups_and_each_command_keeps_its_own_outcome(back
 
     let worker = WorkerProcess::start(&app).await;
     wait_for_outcomes(&app, expected.len() as u64).await;
+    app.drained().await;
     for (id, code) in &expected {
         let outcome = app.client.outcome(*id).await.unwrap().expect("an outcome");
         match (code, outcome.verdict) {
@@ -277,6 +278,81 @@ async fn a_backlog_commits_in_groups_and_each_command_keeps_its_own_outcome(back
         transactions < messages,
         "{transactions} transactions for {messages} messages"
     );
+    assert!(worker.terminate().await.success());
+    app.stop().await;
+}
+
+on_both_databases!(executes_in_one_group_follow_the_approvals_and_retirements_before_them);
+
+/// Executes of one group share their reads of the series (and team); an approval or a
+/// retirement earlier in the same group is what the executes after it see.
+async fn executes_in_one_group_follow_the_approvals_and_retirements_before_them(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let team = app.register_team("group-reads").await;
+    let v1 = approved_sop(&app, &team).await;
+    let v2 = app
+        .ok(
+            C::ReviseProcedure,
+            team.s4,
+            json!({ "procedure_id": v1, "description": "Sharper discovery" }),
+        )
+        .await
+        .procedure_id
+        .unwrap();
+    app.pause_consumer().await;
+    let before = outcomes(&app).await;
+
+    let execute = || {
+        let id = Uuid::now_v7();
+        let body = json!({ "schema_version": 1, "command_id": id, "actor": team.s3,
+            "payload": { "series_id": v1 } });
+        ("procedure.execute", id, body, true)
+    };
+    let by = |name, actor, payload| {
+        let id = Uuid::now_v7();
+        let body =
+            json!({ "schema_version": 1, "command_id": id, "actor": actor, "payload": payload });
+        (name, id, body, true)
+    };
+    let mut commands: Vec<_> = (0..5).map(|_| execute()).collect();
+    commands.push(by(
+        "procedure.approve",
+        team.s5,
+        json!({ "procedure_id": v2 }),
+    ));
+    commands.extend((0..5).map(|_| execute()));
+    commands.push(by(
+        "procedure.retire",
+        team.s5,
+        json!({ "procedure_id": v2, "reason": "obsolete" }),
+    ));
+    commands.extend((0..3).map(|_| execute()));
+    let ids: Vec<Uuid> = commands.iter().map(|c| c.1).collect();
+    publish_all(&app, commands).await;
+
+    let worker = WorkerProcess::start(&app).await;
+    wait_for_outcomes(&app, before + ids.len() as u64).await;
+    app.drained().await;
+    let mut seen = Vec::new();
+    for id in &ids {
+        seen.push(
+            match app.client.outcome(*id).await.unwrap().unwrap().verdict {
+                Verdict::Accepted { result } => format!("v{}", result.version.unwrap()),
+                Verdict::Rejected { error } => error.code,
+            },
+        );
+    }
+    let expected: Vec<&str> = [vec!["v1"; 5], vec!["v2"], vec!["v2"; 5], vec!["v2"]]
+        .concat()
+        .into_iter()
+        .chain(["invalid_state"; 3])
+        .collect();
+    assert_eq!(seen, expected);
+    // They shared transactions (else this test would not test a group).
+    while worker.commands_handled().await < ids.len() as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(worker.metric("sop_transaction_commands_count").await < ids.len() as u64);
     assert!(worker.terminate().await.success());
     app.stop().await;
 }
