@@ -17,8 +17,12 @@ use tracing::{debug, info, warn};
 
 use crate::store::outbox;
 
-/// Messages per relay pass: one query, one pipelined publish, one update.
+/// Messages per relay pass at most: one query, one pipelined publish, one delete.
 const BATCH: u64 = 1024;
+/// Messages of the first pass after a wait. Small, so the outcome of a large execute (its
+/// first message) goes out without waiting for a read of all its events; passes then grow
+/// fourfold while they come back full.
+const FIRST_PASS: u64 = 64;
 /// Fallback poll, for messages committed by another worker process.
 const POLL: Duration = Duration::from_millis(500);
 /// Arbitrary, fixed key of the relay's Postgres advisory lock.
@@ -36,8 +40,9 @@ async fn publish_batch(
     db: &impl ConnectionTrait,
     js: &Context,
     nats: &async_nats::Client,
+    limit: u64,
 ) -> Result<usize, RelayError> {
-    let mut rows = outbox::unpublished(db, BATCH).await?;
+    let mut rows = outbox::unpublished(db, limit).await?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -72,14 +77,16 @@ async fn publish_batch(
     Ok(rows.len())
 }
 
-/// One relay pass; `Ok(0)` when there was nothing to do (or another relay holds the lock).
+/// One relay pass of at most `limit` messages; `Ok(0)` when there was nothing to do (or
+/// another relay holds the lock).
 pub async fn relay_once(
     db: &DatabaseConnection,
     js: &Context,
     nats: &async_nats::Client,
+    limit: u64,
 ) -> Result<usize, RelayError> {
     if db.get_database_backend() != DbBackend::Postgres {
-        return publish_batch(db, js, nats).await;
+        return publish_batch(db, js, nats, limit).await;
     }
     let txn = db.begin().await?;
     let locked = txn
@@ -95,7 +102,7 @@ pub async fn relay_once(
         txn.rollback().await?;
         return Ok(0);
     }
-    let n = publish_batch(&txn, js, nats).await?;
+    let n = publish_batch(&txn, js, nats, limit).await?;
     txn.commit().await?;
     Ok(n)
 }
@@ -110,15 +117,17 @@ pub async fn run(
     drain_for: Duration,
 ) {
     let mut failures = 0u32;
+    let mut limit = FIRST_PASS;
     while !*shutdown.borrow() {
-        match relay_once(&db, &js, &nats).await {
-            Ok(n) if n as u64 == BATCH => continue,
+        match relay_once(&db, &js, &nats, limit).await {
+            Ok(n) if n as u64 == limit => limit = (limit * 4).min(BATCH),
             Ok(n) => {
                 failures = 0;
                 if n > 0 {
                     debug!(published = n, "relayed");
                     continue;
                 }
+                limit = FIRST_PASS;
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
@@ -138,7 +147,7 @@ pub async fn run(
     }
     let deadline = tokio::time::Instant::now() + drain_for;
     while tokio::time::Instant::now() < deadline {
-        match relay_once(&db, &js, &nats).await {
+        match relay_once(&db, &js, &nats, BATCH).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {

@@ -14,6 +14,7 @@ pub mod procedures;
 pub mod reviews;
 pub mod runs;
 pub mod teams;
+pub mod unnest;
 
 use std::time::Duration;
 

@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 use entity::{outbox, outbox_pending};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -109,9 +110,21 @@ impl Messages {
     }
 
     /// Writes the messages in the order they were added (`seq` follows it), and lists them
-    /// for the relay: two statements per 500 messages, whatever the number of commands they
-    /// come from.
+    /// for the relay, whatever the number of commands they come from: one statement on
+    /// Postgres, two per 500 messages on SQLite.
     pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        if db.get_database_backend() == DbBackend::Postgres {
+            return super::unnest::exec(db, self.0, |insert| {
+                format!(
+                    "WITH written AS ({insert} RETURNING seq) \
+                     INSERT INTO outbox_pending (seq) SELECT seq FROM written"
+                )
+            })
+            .await;
+        }
         let mut rows = self.0.into_iter().peekable();
         while rows.peek().is_some() {
             let seqs = outbox::Entity::insert_many(rows.by_ref().take(500))

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use entity::{initiative, procedure, procedure_run, procedure_task, run_review, task};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
@@ -110,7 +110,10 @@ pub async fn insert(
             )
         })
         .collect();
-    // Bounded batches keep every statement under the databases' bind-parameter limits.
+    if db.get_database_backend() == DbBackend::Postgres {
+        return super::unnest::exec(db, rows, |insert| insert).await;
+    }
+    // Bounded batches keep every statement under SQLite's bind-parameter limit.
     for chunk in rows.chunks(500) {
         task::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(db)

@@ -131,3 +131,63 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
     Migrator::up(db, None).await.unwrap();
     app.stop().await;
 }
+
+/// Postgres writes many rows through one `UNNEST` statement (one array per column, a mask for
+/// NULLs): every value, every NULL and the order come back as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_array_inserts_keep_every_value_every_null_and_the_order() {
+    use entity::outbox;
+    use sea_orm::{EntityTrait, QueryOrder, Set};
+
+    let mut app = TestApp::spawn(Backend::Postgres).await;
+    app.pause_consumer().await;
+    let at = Utc::now();
+    let rows: Vec<outbox::ActiveModel> = (0..7)
+        .map(|i| outbox::ActiveModel {
+            message_id: Set(Uuid::now_v7()),
+            kind: Set(format!("event.k{i}")),
+            subject: Set(format!("s.{i}")),
+            team_id: Set((i % 2 == 0).then(Uuid::now_v7)),
+            causation_id: Set((i % 3 == 0).then(Uuid::now_v7)),
+            series_id: Set(None),
+            run_id: Set(Some(Uuid::now_v7())),
+            payload: Set(format!("{{\"n\":{i},\"t\":\"Ünïcode\"}}").into_bytes()),
+            headers: Set(
+                (i % 2 == 0).then(|| serde_json::json!({ "traceparent": format!("00-{i}") }))
+            ),
+            reply_to: Set((i % 3 == 1).then(|| String::new())),
+            created_at: Set(at + chrono::Duration::milliseconds(i)),
+            ..Default::default()
+        })
+        .collect();
+    store::unnest::exec(app.db(), rows.clone(), |insert| insert)
+        .await
+        .unwrap();
+
+    let stored = outbox::Entity::find()
+        .order_by_asc(outbox::Column::Seq)
+        .all(app.db())
+        .await
+        .unwrap();
+    let stored: Vec<_> = stored
+        .iter()
+        .filter(|m| m.kind.starts_with("event.k"))
+        .collect();
+    assert_eq!(stored.len(), rows.len());
+    for (row, got) in rows.iter().zip(stored) {
+        assert_eq!(got.message_id, row.message_id.clone().unwrap());
+        assert_eq!(got.kind, row.kind.clone().unwrap());
+        assert_eq!(got.team_id, row.team_id.clone().unwrap());
+        assert_eq!(got.causation_id, row.causation_id.clone().unwrap());
+        assert_eq!(got.series_id, None);
+        assert_eq!(got.run_id, row.run_id.clone().unwrap());
+        assert_eq!(got.payload, row.payload.clone().unwrap());
+        assert_eq!(got.headers, row.headers.clone().unwrap());
+        assert_eq!(got.reply_to, row.reply_to.clone().unwrap());
+        assert_eq!(
+            got.created_at.timestamp_micros(),
+            row.created_at.clone().unwrap().timestamp_micros()
+        );
+    }
+    app.stop().await;
+}
