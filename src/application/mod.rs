@@ -150,6 +150,8 @@ struct Records {
     by_id: HashMap<Uuid, usize>,
     messages: store::outbox::Messages,
     reads: GroupReads,
+    /// Runs the group's executes created, written at its end.
+    new_runs: store::runs::NewRuns,
 }
 
 impl Records {
@@ -212,6 +214,7 @@ pub async fn process_group(
             } => refuse(&txn, subjects, &mut records, &meta, rejection, now, dead_letter).await?,
         });
     }
+    records.new_runs.write(&txn).await?;
     if !store::inbox::insert_many(&txn, &records.outcomes).await? {
         // Another worker committed one of these command ids meanwhile: its effect stands,
         // and this group, retried, will answer with its outcome.
@@ -260,7 +263,8 @@ async fn apply(
         return refuse(txn, subjects, records, &meta, r, now, None).await;
     }
     let use_case = UseCaseTxn::new(txn);
-    match dispatch(&use_case, &mut records.reads, &actor, incoming.command, now).await {
+    let group = (&mut records.reads, &mut records.new_runs);
+    match dispatch(&use_case, group, &actor, incoming.command, now).await {
         Ok(effect) => {
             let cause = Causation {
                 command_id: incoming.command_id,
@@ -379,7 +383,7 @@ async fn refuse(
 
 async fn dispatch(
     txn: &UseCaseTxn<'_>,
-    reads: &mut GroupReads,
+    (reads, new_runs): (&mut GroupReads, &mut store::runs::NewRuns),
     actor: &Actor,
     command: Command,
     now: DateTime<Utc>,
@@ -420,7 +424,7 @@ async fn dispatch(
         } => {
             procedures::execute(
                 txn,
-                reads,
+                (reads, new_runs),
                 actor,
                 series_id,
                 expected_version,

@@ -235,7 +235,7 @@ pub async fn approve(
 
 pub async fn execute(
     txn: &UseCaseTxn<'_>,
-    reads: &mut GroupReads,
+    (reads, new_runs): (&mut GroupReads, &mut store::runs::NewRuns),
     actor: &Actor,
     series_id: Uuid,
     expected_version: Option<u32>,
@@ -260,7 +260,9 @@ pub async fn execute(
     };
     let (run, events) =
         Execution::materialise(approved, templates, &team, ids, strategy_id, actor, now)?;
-    store::runs::insert(txn, &run, template_ids).await?;
+    // Written at the end of the group, with the group's other new runs: no other command of
+    // the group can refer to this run, whose ids are minted here and told only after commit.
+    new_runs.add(&run, template_ids);
     Ok(Effect {
         accepted: Accepted {
             procedure_id: Some(procedure.id.0),

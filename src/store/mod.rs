@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 
 /// Opens the pool. SQLite gets one connection (it has one writer anyway), WAL journaling so
@@ -67,6 +68,28 @@ pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr
         _ => TransactionOptions::default(),
     };
     db.begin_with_options(options).await
+}
+
+/// Inserts rows of one table with as few statements as the database allows: one on Postgres
+/// (an array per column, [`unnest`]), one per 500 rows on SQLite (under its bind-parameter
+/// limit).
+pub async fn insert_rows<A>(db: &impl ConnectionTrait, rows: Vec<A>) -> Result<(), DbErr>
+where
+    A: ActiveModelTrait + Send,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        return unnest::exec(db, rows, |insert| insert).await;
+    }
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        A::Entity::insert_many(rows.by_ref().take(500))
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Database errors that say "someone else got there first" rather than "something is broken".

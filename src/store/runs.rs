@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use entity::{initiative, procedure, procedure_run, procedure_task, run_review, task};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
@@ -84,42 +84,37 @@ fn initiative_row(
     }
 }
 
-/// Writes a new run: run row, initiative, and its tasks in batches.
-pub async fn insert(
-    db: &impl ConnectionTrait,
-    e: &Execution,
-    template_ids: &BTreeMap<u32, Uuid>,
-) -> Result<(), DbErr> {
-    procedure_run::Entity::insert(run_row(e))
-        .exec_without_returning(db)
-        .await?;
-    initiative::Entity::insert(initiative_row(e, e.started_at))
-        .exec_without_returning(db)
-        .await?;
-    let rows: Vec<task::ActiveModel> = e
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(seq, t)| {
-            task_row(
-                e.team_id,
-                e.initiative.id,
-                seq,
-                t,
-                template_ids.get(&t.position).copied(),
-            )
-        })
-        .collect();
-    if db.get_database_backend() == DbBackend::Postgres {
-        return super::unnest::exec(db, rows, |insert| insert).await;
+/// New runs (run row, initiative, tasks) gathered over a group and written together at its
+/// end: one statement per table whatever the number of runs.
+#[derive(Debug, Default)]
+pub struct NewRuns {
+    runs: Vec<procedure_run::ActiveModel>,
+    initiatives: Vec<initiative::ActiveModel>,
+    tasks: Vec<task::ActiveModel>,
+}
+
+impl NewRuns {
+    pub fn add(&mut self, e: &Execution, template_ids: &BTreeMap<u32, Uuid>) {
+        self.runs.push(run_row(e));
+        self.initiatives.push(initiative_row(e, e.started_at));
+        self.tasks
+            .extend(e.tasks.iter().enumerate().map(|(seq, t)| {
+                task_row(
+                    e.team_id,
+                    e.initiative.id,
+                    seq,
+                    t,
+                    template_ids.get(&t.position).copied(),
+                )
+            }));
     }
-    // Bounded batches keep every statement under SQLite's bind-parameter limit.
-    for chunk in rows.chunks(500) {
-        task::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(db)
-            .await?;
+
+    /// Runs first: initiatives refer to them, and tasks to initiatives.
+    pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        super::insert_rows(db, self.runs).await?;
+        super::insert_rows(db, self.initiatives).await?;
+        super::insert_rows(db, self.tasks).await
     }
-    Ok(())
 }
 
 pub async fn run_of_task(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<RunId>, DbErr> {

@@ -155,7 +155,7 @@ async fn postgres_array_inserts_keep_every_value_every_null_and_the_order() {
             headers: Set(
                 (i % 2 == 0).then(|| serde_json::json!({ "traceparent": format!("00-{i}") }))
             ),
-            reply_to: Set((i % 3 == 1).then(|| String::new())),
+            reply_to: Set((i % 3 == 1).then(String::new)),
             created_at: Set(at + chrono::Duration::milliseconds(i)),
             ..Default::default()
         })
