@@ -5,11 +5,14 @@
 //! ```text
 //! begin → inbox check of the whole group (one query)
 //!       → for each message: seen (stored, or earlier in the group)? → its outcome (no effect)
-//!             → load actor → use case (load, decide in the domain, then write)
+//!             → load actor (reads shared in the group: [`GroupReads`])
+//!             → use case (load, decide in the domain, then write; an execute's new run is
+//!               kept for the end)
 //!             → accepted: outcome + events kept for the end
 //!             → rejected: it wrote nothing (use cases decide before they write, and
 //!               [`UseCaseTxn`] checks it); only the rejection outcome is kept
-//!       → inbox rows, then outbox messages (each outcome, then its events) → commit
+//!       → new runs (one statement per table), inbox rows, then outbox messages (each
+//!         outcome, then its events) → commit
 //! ```
 //!
 //! Errors: a [`CommandError::Rejected`] is final and becomes the command's outcome; a database

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use entity::command_inbox;
 use entity::enums::CommandStatus;
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
@@ -59,30 +58,21 @@ pub async fn insert_many(
     db: &impl ConnectionTrait,
     outcomes: &[(Outcome, Option<Uuid>)],
 ) -> Result<bool, DbErr> {
-    let mut inserted = 0;
-    for chunk in outcomes.chunks(500) {
-        let rows = chunk
-            .iter()
-            .map(|(outcome, actor)| command_inbox::ActiveModel {
-                command_id: Set(outcome.command_id),
-                command: Set(outcome.command.chars().take(200).collect()),
-                actor_system_id: Set(*actor),
-                status: Set(if outcome.is_accepted() {
-                    CommandStatus::Accepted
-                } else {
-                    CommandStatus::Rejected
-                }),
-                outcome: Set(to_json(outcome)),
-                processed_at: Set(outcome.processed_at),
-            });
-        inserted += command_inbox::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::column(command_inbox::Column::CommandId)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(db)
-            .await?;
-    }
+    let rows: Vec<command_inbox::ActiveModel> = outcomes
+        .iter()
+        .map(|(outcome, actor)| command_inbox::ActiveModel {
+            command_id: Set(outcome.command_id),
+            command: Set(outcome.command.chars().take(200).collect()),
+            actor_system_id: Set(*actor),
+            status: Set(if outcome.is_accepted() {
+                CommandStatus::Accepted
+            } else {
+                CommandStatus::Rejected
+            }),
+            outcome: Set(to_json(outcome)),
+            processed_at: Set(outcome.processed_at),
+        })
+        .collect();
+    let inserted = super::insert_rows(db, rows, Some("command_id")).await?;
     Ok(inserted == outcomes.len() as u64)
 }

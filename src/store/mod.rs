@@ -23,6 +23,7 @@ use sea_orm::{
     ActiveModelTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, SqliteTransactionMode, TransactionOptions,
     TransactionTrait,
+    sea_query::{Alias, OnConflict},
 };
 
 /// Opens the pool. SQLite gets one connection (it has one writer anyway), WAL journaling so
@@ -70,26 +71,54 @@ pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr
     db.begin_with_options(options).await
 }
 
-/// Inserts rows of one table with as few statements as the database allows: one on Postgres
-/// (an array per column, [`unnest`]), one per 500 rows on SQLite (under its bind-parameter
-/// limit).
-pub async fn insert_rows<A>(db: &impl ConnectionTrait, rows: Vec<A>) -> Result<(), DbErr>
+/// Inserts rows of one table; with `skip_existing`, rows whose key (that column) exists are
+/// left out. Returns how many were inserted. Postgres: one statement (an array per column,
+/// [`unnest`]). SQLite: one per [`chunk_sizes`] piece.
+pub async fn insert_rows<A>(
+    db: &impl ConnectionTrait,
+    rows: Vec<A>,
+    skip_existing: Option<&'static str>,
+) -> Result<u64, DbErr>
 where
     A: ActiveModelTrait + Send,
 {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     if db.get_database_backend() == DbBackend::Postgres {
-        return unnest::exec(db, rows, |insert| insert).await;
+        return unnest::exec(db, rows, |insert| match skip_existing {
+            Some(key) => format!("{insert} ON CONFLICT (\"{key}\") DO NOTHING"),
+            None => insert,
+        })
+        .await;
     }
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        A::Entity::insert_many(rows.by_ref().take(500))
-            .exec_without_returning(db)
-            .await?;
+    let mut inserted = 0;
+    let mut rows = rows.into_iter();
+    for size in chunk_sizes(rows.len()) {
+        let mut insert = A::Entity::insert_many(rows.by_ref().take(size));
+        if let Some(key) = skip_existing {
+            insert =
+                insert.on_conflict(OnConflict::column(Alias::new(key)).do_nothing().to_owned());
+        }
+        inserted += insert.exec_without_returning(db).await?;
     }
-    Ok(())
+    Ok(inserted)
+}
+
+/// The pieces SQLite inserts `n` rows in: powers of two up to 256, largest first. Each row
+/// count is a statement shape of its own, which the driver prepares and caches per
+/// connection; with these a table has at most nine shapes, instead of one per group size
+/// (a cache that kept growing over a long run).
+pub fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let size = match n {
+            0 => return None,
+            256.. => 256,
+            _ => 1 << n.ilog2(),
+        };
+        n -= size;
+        Some(size)
+    })
 }
 
 /// Database errors that say "someone else got there first" rather than "something is broken".
@@ -112,5 +141,33 @@ pub fn pool_usage(db: &DatabaseConnection) -> Option<(u32, usize)> {
             Some((pool.size(), pool.num_idle()))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_sizes;
+
+    #[test]
+    fn chunk_sizes_cover_the_rows_in_at_most_nine_shapes() {
+        assert_eq!(chunk_sizes(0).count(), 0);
+        assert_eq!(chunk_sizes(1).collect::<Vec<_>>(), [1]);
+        assert_eq!(chunk_sizes(300).collect::<Vec<_>>(), [256, 32, 8, 4]);
+        assert_eq!(
+            chunk_sizes(1004).collect::<Vec<_>>(),
+            [256, 256, 256, 128, 64, 32, 8, 4]
+        );
+        let mut shapes = std::collections::BTreeSet::new();
+        for n in 0..2000 {
+            let sizes: Vec<usize> = chunk_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(
+                sizes.windows(2).all(|w| w[0] >= w[1]),
+                "largest first: {sizes:?}"
+            );
+            shapes.extend(sizes);
+        }
+        assert!(shapes.iter().all(|s| s.is_power_of_two() && *s <= 256));
+        assert_eq!(shapes.len(), 9);
     }
 }

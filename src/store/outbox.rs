@@ -111,31 +111,31 @@ impl Messages {
 
     /// Writes the messages in the order they were added (`seq` follows it), and lists them
     /// for the relay, whatever the number of commands they come from: one statement on
-    /// Postgres, two per 500 messages on SQLite.
+    /// Postgres, two per [`super::chunk_sizes`] piece on SQLite.
     pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
         if self.0.is_empty() {
             return Ok(());
         }
         if db.get_database_backend() == DbBackend::Postgres {
-            return super::unnest::exec(db, self.0, |insert| {
+            super::unnest::exec(db, self.0, |insert| {
                 format!(
                     "WITH written AS ({insert} RETURNING seq) \
                      INSERT INTO outbox_pending (seq) SELECT seq FROM written"
                 )
             })
-            .await;
+            .await?;
+            return Ok(());
         }
-        let mut rows = self.0.into_iter().peekable();
-        while rows.peek().is_some() {
-            let seqs = outbox::Entity::insert_many(rows.by_ref().take(500))
+        let mut rows = self.0.into_iter();
+        for size in super::chunk_sizes(rows.len()) {
+            let seqs = outbox::Entity::insert_many(rows.by_ref().take(size))
                 .exec_with_returning_keys(db)
                 .await?;
-            outbox_pending::Entity::insert_many(
-                seqs.into_iter()
-                    .map(|seq| outbox_pending::ActiveModel { seq: Set(seq) }),
-            )
-            .exec_without_returning(db)
-            .await?;
+            let pending = seqs
+                .into_iter()
+                .map(|seq| outbox_pending::ActiveModel { seq: Set(seq) })
+                .collect();
+            super::insert_rows(db, pending, None).await?;
         }
         Ok(())
     }

@@ -111,9 +111,10 @@ impl NewRuns {
 
     /// Runs first: initiatives refer to them, and tasks to initiatives.
     pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
-        super::insert_rows(db, self.runs).await?;
-        super::insert_rows(db, self.initiatives).await?;
-        super::insert_rows(db, self.tasks).await
+        super::insert_rows(db, self.runs, None).await?;
+        super::insert_rows(db, self.initiatives, None).await?;
+        super::insert_rows(db, self.tasks, None).await?;
+        Ok(())
     }
 }
 

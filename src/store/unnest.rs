@@ -120,18 +120,20 @@ fn present(cell: Value) -> (Value, bool) {
     }
 }
 
-/// Inserts `rows` with one statement; `wrap` may embed the insert in a larger statement.
+/// Inserts `rows` with one statement; `wrap` may extend the insert or embed it in a larger
+/// statement. Returns the rows the statement reports.
 pub async fn exec<A: ActiveModelTrait>(
     db: &impl ConnectionTrait,
     rows: Vec<A>,
     wrap: impl FnOnce(String) -> String,
-) -> Result<(), DbErr> {
+) -> Result<u64, DbErr> {
     let (sql, values) = insert(rows)?;
-    db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        wrap(sql),
-        values,
-    ))
-    .await?;
-    Ok(())
+    let done = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            wrap(sql),
+            values,
+        ))
+        .await?;
+    Ok(done.rows_affected())
 }
