@@ -53,8 +53,9 @@ pub struct Settings {
     pub subject_prefix: String,
 
     /// Command transactions in flight at once in this worker (at most the database pool size:
-    /// with SQLite, one).
-    #[arg(long, env = "SOP_CONCURRENCY", default_value_t = 16, global = true)]
+    /// with SQLite, one). Few are enough: each commits every command waiting when it begins,
+    /// and fewer, larger groups cost the database less per command than many small ones.
+    #[arg(long, env = "SOP_CONCURRENCY", default_value_t = 4, global = true)]
     pub concurrency: usize,
 
     /// Most commands committed together in one transaction (group commit): waiting commands
@@ -307,7 +308,7 @@ impl Settings {
             nats_password: None,
             database_url: "sqlite://sop.db?mode=rwc".into(),
             subject_prefix: String::new(),
-            concurrency: 16,
+            concurrency: 4,
             batch_max: 32,
             db_max_connections: 16,
             stream_replicas: 1,
