@@ -3,7 +3,8 @@
 //!
 //! A multi-row `VALUES` insert has one parameter per cell: 23,000 for a 1,000-task run, each
 //! placed in the SQL text, parsed and bound, and every row count is a new prepared statement.
-//! Here the statement is the same for any number of rows and its arrays travel in binary.
+//! Here the statement is the same for any number of rows (it changes only with which columns
+//! hold NULLs) and its arrays travel in binary.
 //! Postgres only: SQLite runs in process and has no arrays (it keeps `insert_many`).
 //!
 //! The driver binds arrays without NULL elements, so a column with NULLs travels as its

@@ -377,6 +377,16 @@ pub fn first_run_discovery() -> Value {
 }
 
 /// Drafts and approves the First Run Discovery SOP; returns its series (= v1) id.
+/// Version 2 of `v1`'s series, drafted by revising it (a new description).
+pub async fn revised_sop(app: &TestApp, team: &Team, v1: Uuid) -> Accepted {
+    app.ok(
+        CommandName::ReviseProcedure,
+        team.s4,
+        json!({ "procedure_id": v1, "description": "Sharper discovery" }),
+    )
+    .await
+}
+
 pub async fn approved_sop(app: &TestApp, team: &Team) -> Uuid {
     let drafted = app
         .ok(CommandName::DraftProcedure, team.s4, first_run_discovery())

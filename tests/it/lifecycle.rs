@@ -267,13 +267,7 @@ async fn revising_v1_and_approving_v2_retires_v1_and_execute_takes_v2(backend: B
     let v1 = approved_sop(&app, &team).await;
 
     // A revision copies the templates with new ids and remapped dependencies.
-    let v2 = app
-        .ok(
-            C::ReviseProcedure,
-            team.s4,
-            json!({ "procedure_id": v1, "description": "Sharper discovery" }),
-        )
-        .await;
+    let v2 = revised_sop(&app, &team, v1).await;
     assert_eq!((v2.version, v2.series_id), (Some(2), Some(v1)));
     let v2_id = v2.procedure_id.unwrap();
     let v2_templates = procedure_task::Entity::find()

@@ -290,15 +290,7 @@ async fn executes_in_one_group_follow_the_approvals_and_retirements_before_them(
     let mut app = TestApp::spawn(backend).await;
     let team = app.register_team("group-reads").await;
     let v1 = approved_sop(&app, &team).await;
-    let v2 = app
-        .ok(
-            C::ReviseProcedure,
-            team.s4,
-            json!({ "procedure_id": v1, "description": "Sharper discovery" }),
-        )
-        .await
-        .procedure_id
-        .unwrap();
+    let v2 = revised_sop(&app, &team, v1).await.procedure_id.unwrap();
     app.pause_consumer().await;
     let before = outcomes(&app).await;
 
