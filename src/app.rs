@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -184,12 +184,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
                 .with_context(|| format!("serving HTTP on {addr}"))?,
         ),
     };
-    let wake = Arc::new(Notify::new());
+    let handoff = Arc::new(relay::Handoff::default());
     let ctx = Arc::new(worker::WorkerContext {
         db: db.clone(),
         nats: nats.clone(),
         subjects: subjects.clone(),
-        relay: wake.clone(),
+        relay: handoff.clone(),
     });
     let consumer = tokio::spawn(worker::run(
         ctx,
@@ -205,7 +205,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         db.clone(),
         js,
         nats.clone(),
-        wake,
+        handoff,
         stop,
         settings.shutdown_timeout(),
     ));

@@ -104,6 +104,14 @@ pub struct Effect {
     pub events: Vec<Event>,
 }
 
+/// What a committed transaction hands back: one result per message, in order, and the
+/// outbox messages it committed, in publication order (for the relay, in memory).
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub results: Vec<Processed>,
+    pub messages: Vec<store::outbox::Publication>,
+}
+
 /// The result of processing one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Processed {
@@ -182,14 +190,15 @@ impl Records {
 /// one statement each for the group's inbox check, inbox rows and outbox messages. A use case
 /// writes only once it has accepted its command, so a rejection has nothing to undo and no
 /// command needs a savepoint ([`UseCaseTxn`]). Returns one
-/// result per message, in order. A database error fails the whole group and commits nothing:
-/// the caller retries the messages (alone, to find the one that fails).
+/// result per message, in order, with the messages committed. A database error fails the
+/// whole group and commits nothing: the caller retries the messages (alone, to find the one
+/// that fails).
 pub async fn process_group(
     db: &DatabaseConnection,
     subjects: &Subjects,
     messages: Vec<Message<'_>>,
     now: DateTime<Utc>,
-) -> Result<Vec<Processed>, DbErr> {
+) -> Result<Committed, DbErr> {
     let txn = store::begin(db).await?;
     let ids: Vec<Uuid> = messages.iter().map(Message::command_id).collect();
     let stored = store::inbox::find_many(&txn, &ids).await?;
@@ -225,9 +234,12 @@ pub async fn process_group(
             "a command of this group was committed meanwhile by another worker".into(),
         ));
     }
-    records.messages.write(&txn).await?;
+    let messages = records.messages.write(&txn).await?;
     txn.commit().await?;
-    Ok(processed)
+    Ok(Committed {
+        results: processed,
+        messages,
+    })
 }
 
 /// One message in a transaction of its own.
@@ -236,11 +248,13 @@ pub async fn process_one(
     subjects: &Subjects,
     message: Message<'_>,
     now: DateTime<Utc>,
-) -> Result<Processed, DbErr> {
-    process_group(db, subjects, vec![message], now)
-        .await?
+) -> Result<(Processed, Vec<store::outbox::Publication>), DbErr> {
+    let mut committed = process_group(db, subjects, vec![message], now).await?;
+    let processed = committed
+        .results
         .pop()
-        .ok_or_else(|| DbErr::Custom("a group of one gave no result".into()))
+        .ok_or_else(|| DbErr::Custom("a group of one gave no result".into()))?;
+    Ok((processed, committed.messages))
 }
 
 /// One command inside the group's transaction (not a duplicate: the group checked).

@@ -5,8 +5,13 @@
 //!
 //! With several workers on Postgres, one relay publishes at a time (a transaction-scoped
 //! advisory lock), which keeps the global order. SQLite deployments run one worker.
+//!
+//! The worker hands what it committed to its relay in memory ([`Handoff`]): outcomes reach
+//! their senders right after the commit, and the relay reads back from the database only
+//! the messages it was not handed (another process's, or after a restart).
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
@@ -15,7 +20,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, 
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use crate::store::outbox;
+use crate::store::outbox::{self, Publication};
 
 /// Messages per relay pass at most: one query, one pipelined publish, one delete.
 const BATCH: u64 = 1024;
@@ -36,45 +41,161 @@ pub enum RelayError {
     Publish(String),
 }
 
+/// Most payload bytes the handoff keeps: beyond them (a relay that cannot publish, or a huge
+/// burst) messages are read back from the database instead.
+const HANDOFF_MAX_BYTES: usize = 16 << 20;
+
+/// Messages this process committed, handed from the worker to its relay in memory. Only a
+/// shortcut: an outbox row never changes once written, so a message kept here is that row,
+/// and one not kept here is read from the database.
+#[derive(Default)]
+pub struct Handoff {
+    kept: Mutex<Kept>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Kept {
+    messages: BTreeMap<i64, Publication>,
+    bytes: usize,
+}
+
+impl Kept {
+    fn remove(&mut self, seq: i64) -> Option<Publication> {
+        let message = self.messages.remove(&seq)?;
+        self.bytes -= message.payload.len();
+        Some(message)
+    }
+}
+
+impl Handoff {
+    /// After a commit: sends each outcome to its sender at once, then keeps the messages for
+    /// the relay and wakes it. The relay no longer answers a sender this did (a message read
+    /// back from the database still has its sender, and answers it again: best effort, at
+    /// least once).
+    pub async fn committed(&self, nats: &async_nats::Client, mut messages: Vec<Publication>) {
+        for message in &mut messages {
+            if let Some(reply) = message.reply_to.take() {
+                // The sender hears its outcome before the events that follow it on this
+                // connection; the outcome is committed and goes to its stream anyway.
+                let _ = nats.publish(reply, message.payload.clone()).await;
+            }
+        }
+        {
+            let mut kept = self.lock();
+            for message in messages {
+                if kept.bytes + message.payload.len() > HANDOFF_MAX_BYTES {
+                    break;
+                }
+                kept.bytes += message.payload.len();
+                if let Some(old) = kept.messages.insert(message.seq, message) {
+                    kept.bytes -= old.payload.len();
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Takes out the kept messages of `seqs` (the oldest pending, ascending), and forgets
+    /// those older than the first: not pending, so published meanwhile.
+    fn take(&self, seqs: &[i64]) -> HashMap<i64, Publication> {
+        let mut kept = self.lock();
+        let Some(&first) = seqs.first() else {
+            return HashMap::new();
+        };
+        let older: Vec<i64> = kept.messages.range(..first).map(|(&s, _)| s).collect();
+        for seq in older {
+            kept.remove(seq);
+        }
+        seqs.iter()
+            .filter_map(|&seq| kept.remove(seq).map(|m| (seq, m)))
+            .collect()
+    }
+
+    /// Forgets everything: another process's relay publishes these.
+    fn clear(&self) {
+        *self.lock() = Kept::default();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn kept(&self) -> (usize, usize) {
+        let kept = self.lock();
+        (kept.messages.len(), kept.bytes)
+    }
+}
+
+/// The pending messages of one pass, in `seq` order: handed over, or read back.
+async fn next_batch(
+    db: &impl ConnectionTrait,
+    handoff: &Handoff,
+    limit: u64,
+) -> Result<Vec<Publication>, DbErr> {
+    let seqs = outbox::pending(db, limit).await?;
+    let mut handed = handoff.take(&seqs);
+    let missing: Vec<i64> = seqs
+        .iter()
+        .copied()
+        .filter(|seq| !handed.contains_key(seq))
+        .collect();
+    let mut read: HashMap<i64, Publication> = outbox::by_seqs(db, &missing)
+        .await?
+        .into_iter()
+        .map(|row| (row.seq, row.into()))
+        .collect();
+    Ok(seqs
+        .iter()
+        .filter_map(|seq| handed.remove(seq).or_else(|| read.remove(seq)))
+        .collect())
+}
+
 async fn publish_batch(
     db: &impl ConnectionTrait,
     js: &Context,
     nats: &async_nats::Client,
+    handoff: &Handoff,
     limit: u64,
 ) -> Result<usize, RelayError> {
-    let mut rows = outbox::unpublished(db, limit).await?;
-    if rows.is_empty() {
+    let batch = next_batch(db, handoff, limit).await?;
+    if batch.is_empty() {
         return Ok(0);
     }
     // Send the whole batch, then await the acks: one round trip per batch, order kept.
-    let mut acks = Vec::with_capacity(rows.len());
-    for row in rows.iter_mut() {
-        let bytes: bytes::Bytes = std::mem::take(&mut row.payload).into();
+    let mut acks = Vec::with_capacity(batch.len());
+    for message in &batch {
         let mut publish = PublishMessage::build()
-            .payload(bytes.clone())
-            .message_id(row.message_id.to_string());
-        for (name, value) in row.headers.iter().filter_map(|h| h.as_object()).flatten() {
+            .payload(message.payload.clone())
+            .message_id(message.message_id.to_string());
+        for (name, value) in message
+            .headers
+            .iter()
+            .filter_map(|h| h.as_object())
+            .flatten()
+        {
             if let Some(value) = value.as_str() {
                 publish = publish.header(name.as_str(), value);
             }
         }
         let ack = js
-            .send_publish(row.subject.clone(), publish)
+            .send_publish(message.subject.clone(), publish)
             .await
             .map_err(|e| RelayError::Publish(e.to_string()))?;
         acks.push(ack);
-        if let Some(reply) = &row.reply_to {
-            // Best effort, and in line: the sender hears its outcome before the events that
-            // follow it on this connection. The outcome is committed and in the stream anyway.
-            let _ = nats.publish(reply.clone(), bytes).await;
+        if let Some(reply) = &message.reply_to {
+            // Read back, so maybe never answered (the worker stopped before it could): best
+            // effort, and in line, before the events that follow on this connection.
+            let _ = nats.publish(reply.clone(), message.payload.clone()).await;
         }
     }
     for ack in acks {
         ack.await.map_err(|e| RelayError::Publish(e.to_string()))?;
     }
-    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let seqs: Vec<i64> = batch.iter().map(|m| m.seq).collect();
     outbox::mark_published(db, &seqs).await?;
-    Ok(rows.len())
+    Ok(batch.len())
 }
 
 /// One relay pass of at most `limit` messages; `Ok(0)` when there was nothing to do (or
@@ -83,10 +204,11 @@ pub async fn relay_once(
     db: &DatabaseConnection,
     js: &Context,
     nats: &async_nats::Client,
+    handoff: &Handoff,
     limit: u64,
 ) -> Result<usize, RelayError> {
     if db.get_database_backend() != DbBackend::Postgres {
-        return publish_batch(db, js, nats, limit).await;
+        return publish_batch(db, js, nats, handoff, limit).await;
     }
     let txn = db.begin().await?;
     let locked = txn
@@ -100,9 +222,10 @@ pub async fn relay_once(
         .unwrap_or(false);
     if !locked {
         txn.rollback().await?;
+        handoff.clear();
         return Ok(0);
     }
-    let n = publish_batch(&txn, js, nats, limit).await?;
+    let n = publish_batch(&txn, js, nats, handoff, limit).await?;
     txn.commit().await?;
     Ok(n)
 }
@@ -112,14 +235,14 @@ pub async fn run(
     db: DatabaseConnection,
     js: Context,
     nats: async_nats::Client,
-    wake: Arc<Notify>,
+    handoff: Arc<Handoff>,
     mut shutdown: watch::Receiver<bool>,
     drain_for: Duration,
 ) {
     let mut failures = 0u32;
     let mut limit = FIRST_PASS;
     while !*shutdown.borrow() {
-        match relay_once(&db, &js, &nats, limit).await {
+        match relay_once(&db, &js, &nats, &handoff, limit).await {
             Ok(n) if n as u64 == limit => limit = (limit * 4).min(BATCH),
             Ok(n) => {
                 failures = 0;
@@ -129,7 +252,7 @@ pub async fn run(
                 }
                 limit = FIRST_PASS;
                 tokio::select! {
-                    _ = wake.notified() => {}
+                    _ = handoff.wake.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = shutdown.changed() => {}
                 }
@@ -147,7 +270,7 @@ pub async fn run(
     }
     let deadline = tokio::time::Instant::now() + drain_for;
     while tokio::time::Instant::now() < deadline {
-        match relay_once(&db, &js, &nats, BATCH).await {
+        match relay_once(&db, &js, &nats, &handoff, BATCH).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -157,4 +280,61 @@ pub async fn run(
         }
     }
     info!("outbox relay stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: i64, bytes: usize) -> Publication {
+        Publication {
+            seq,
+            message_id: uuid::Uuid::now_v7(),
+            subject: format!("s.{seq}"),
+            headers: None,
+            payload: vec![b'x'; bytes].into(),
+            reply_to: None,
+        }
+    }
+
+    fn keep(handoff: &Handoff, messages: Vec<Publication>) {
+        let mut kept = handoff.lock();
+        for m in messages {
+            kept.bytes += m.payload.len();
+            kept.messages.insert(m.seq, m);
+        }
+    }
+
+    #[test]
+    fn the_relay_takes_what_is_pending_and_forgets_what_was_published_meanwhile() {
+        let handoff = Handoff::default();
+        keep(&handoff, (1..=6).map(|s| message(s, 10)).collect());
+        // 1 and 2 were published by someone else; 4 is pending but was not handed over.
+        let taken = handoff.take(&[3, 4, 5, 9]);
+        let mut seqs: Vec<i64> = taken.keys().copied().collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!(taken[&5].subject, "s.5");
+        assert_eq!(handoff.kept(), (1, 10), "only 6 is left");
+        assert!(handoff.take(&[]).is_empty());
+        handoff.clear();
+        assert_eq!(handoff.kept(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_handoff_keeps_at_most_its_byte_bound() {
+        // No server is needed: nothing here has a sender to answer.
+        let nats = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("nats://127.0.0.1:1")
+            .await
+            .expect("a client that connects in the background");
+        let handoff = Handoff::default();
+        let big = HANDOFF_MAX_BYTES / 4;
+        handoff
+            .committed(&nats, (1..=6).map(|s| message(s, big)).collect())
+            .await;
+        assert_eq!(handoff.kept(), (4, 4 * big), "the rest is read back");
+        assert_eq!(handoff.take(&[1, 5, 6]).len(), 1);
+    }
 }

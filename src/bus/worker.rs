@@ -15,7 +15,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use chrono::Utc;
 use futures::StreamExt;
 use sea_orm::{DatabaseConnection, DbErr};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
@@ -38,8 +38,9 @@ pub struct WorkerContext {
     pub db: DatabaseConnection,
     pub nats: async_nats::Client,
     pub subjects: Subjects,
-    /// Woken after every commit so the relay publishes without polling delay.
-    pub relay: Arc<Notify>,
+    /// Given what every transaction committed, so the relay publishes without polling delay
+    /// or reading it back.
+    pub relay: Arc<super::relay::Handoff>,
 }
 
 /// Errors that go away by themselves (connection lost, pool exhausted, serialisation).
@@ -208,7 +209,8 @@ async fn disposition(
                 dead_letter: Some(letter),
             };
             match application::process_one(&ctx.db, &ctx.subjects, refused, Utc::now()).await {
-                Ok(_) => {
+                Ok((_, messages)) => {
+                    ctx.relay.committed(&ctx.nats, messages).await;
                     metrics::dead_letter("internal");
                     Disposition::Ack
                 }
@@ -236,12 +238,12 @@ async fn handle_group(
         let (prepared, messages): (Vec<_>, Vec<_>) = msgs.iter().map(|m| prepare(ctx, m)).unzip();
         let size = msgs.len();
         match application::process_group(&ctx.db, &ctx.subjects, messages, now).await {
-            Ok(results) => {
-                metrics::transaction(results.len());
-                for (p, result) in prepared.into_iter().zip(results) {
+            Ok(committed) => {
+                metrics::transaction(committed.results.len());
+                ctx.relay.committed(&ctx.nats, committed.messages).await;
+                for (p, result) in prepared.into_iter().zip(committed.results) {
                     dispositions.push(disposition(ctx, Ok(result), p, started).await);
                 }
-                ctx.relay.notify_one();
                 return dispositions;
             }
             Err(e) => debug!(error = %e, size, "group failed; processing its commands one by one"),
@@ -249,13 +251,16 @@ async fn handle_group(
     }
     for msg in msgs {
         let (p, message) = prepare(ctx, msg);
-        let result = application::process_one(&ctx.db, &ctx.subjects, message, now).await;
-        if result.is_ok() {
-            metrics::transaction(1);
-        }
+        let result = match application::process_one(&ctx.db, &ctx.subjects, message, now).await {
+            Ok((processed, messages)) => {
+                metrics::transaction(1);
+                ctx.relay.committed(&ctx.nats, messages).await;
+                Ok(processed)
+            }
+            Err(e) => Err(e),
+        };
         dispositions.push(disposition(ctx, result, p, started).await);
     }
-    ctx.relay.notify_one();
     dispositions
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use entity::{outbox, outbox_pending};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -35,10 +35,70 @@ fn message_bytes<T: serde::Serialize>(message: &T) -> Result<Vec<u8>, DbErr> {
     serde_json::to_vec(message).map_err(|e| DbErr::Custom(format!("serialising a message: {e}")))
 }
 
+/// A committed message as the relay publishes it.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub seq: i64,
+    /// Its `Nats-Msg-Id`.
+    pub message_id: Uuid,
+    pub subject: String,
+    /// NATS headers, a JSON object of strings.
+    pub headers: Option<serde_json::Value>,
+    pub payload: bytes::Bytes,
+    /// Core-NATS inbox the message is also sent to (an outcome's sender), if any.
+    pub reply_to: Option<String>,
+}
+
+impl From<outbox::Model> for Publication {
+    fn from(row: outbox::Model) -> Publication {
+        Publication {
+            seq: row.seq,
+            message_id: row.message_id,
+            subject: row.subject,
+            headers: row.headers,
+            payload: row.payload.into(),
+            reply_to: row.reply_to,
+        }
+    }
+}
+
 /// Messages a transaction will write, gathered in order and written with one statement at
 /// its end (see [`Messages::write`]).
 #[derive(Debug, Default)]
-pub struct Messages(Vec<outbox::ActiveModel>);
+pub struct Messages(Vec<Row>);
+
+/// One outbox row to write: the message as it will be published, and what the audit trail
+/// keeps with it.
+#[derive(Debug)]
+struct Row {
+    message: Publication,
+    kind: String,
+    team_id: Option<Uuid>,
+    causation_id: Uuid,
+    series_id: Option<Uuid>,
+    run_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+}
+
+impl Row {
+    fn active_model(&self) -> outbox::ActiveModel {
+        let m = &self.message;
+        outbox::ActiveModel {
+            message_id: Set(m.message_id),
+            kind: Set(self.kind.clone()),
+            subject: Set(m.subject.clone()),
+            team_id: Set(self.team_id),
+            causation_id: Set(Some(self.causation_id)),
+            series_id: Set(self.series_id),
+            run_id: Set(self.run_id),
+            headers: Set(m.headers.clone()),
+            payload: Set(m.payload.to_vec()),
+            reply_to: Set(m.reply_to.clone()),
+            created_at: Set(self.created_at),
+            ..Default::default()
+        }
+    }
+}
 
 impl Messages {
     /// A command's outcome. Its message id is the command id: the outcomes stream then
@@ -50,19 +110,21 @@ impl Messages {
         team: Option<Uuid>,
         reply_to: Option<&str>,
     ) -> Result<(), DbErr> {
-        self.0.push(outbox::ActiveModel {
-            message_id: Set(outcome.command_id),
-            kind: Set(OUTCOME_KIND.to_owned()),
-            subject: Set(subjects.outcome(crate::domain::ids::CommandId(outcome.command_id))),
-            team_id: Set(team),
-            causation_id: Set(Some(outcome.command_id)),
-            series_id: Set(None),
-            run_id: Set(None),
-            headers: Set(None),
-            payload: Set(message_bytes(outcome)?),
-            reply_to: Set(reply_to.map(str::to_owned)),
-            created_at: Set(outcome.processed_at),
-            ..Default::default()
+        self.0.push(Row {
+            message: Publication {
+                seq: 0,
+                message_id: outcome.command_id,
+                subject: subjects.outcome(crate::domain::ids::CommandId(outcome.command_id)),
+                headers: None,
+                payload: message_bytes(outcome)?.into(),
+                reply_to: reply_to.map(str::to_owned),
+            },
+            kind: OUTCOME_KIND.to_owned(),
+            team_id: team,
+            causation_id: outcome.command_id,
+            series_id: None,
+            run_id: None,
+            created_at: outcome.processed_at,
         });
         Ok(())
     }
@@ -89,21 +151,23 @@ impl Messages {
                 actor: cause.actor,
                 data: e,
             };
-            self.0.push(outbox::ActiveModel {
-                message_id: Set(event_id),
-                kind: Set(format!("event.{}", e.kind.as_str())),
-                subject: Set(subjects.event(e.kind, cause.team_name)),
-                team_id: Set(Some(e.team_id.0)),
-                causation_id: Set(Some(cause.command_id)),
-                series_id: Set(series.map(|s| s.0)),
-                run_id: Set(run.map(|r| r.0)),
-                headers: Set(cause
-                    .traceparent
-                    .map(|t| serde_json::json!({ crate::wire::command::TRACEPARENT_HEADER: t }))),
-                payload: Set(message_bytes(&envelope)?),
-                reply_to: Set(None),
-                created_at: Set(cause.at),
-                ..Default::default()
+            self.0.push(Row {
+                message: Publication {
+                    seq: 0,
+                    message_id: event_id,
+                    subject: subjects.event(e.kind, cause.team_name),
+                    headers: cause.traceparent.map(
+                        |t| serde_json::json!({ crate::wire::command::TRACEPARENT_HEADER: t }),
+                    ),
+                    payload: message_bytes(&envelope)?.into(),
+                    reply_to: None,
+                },
+                kind: format!("event.{}", e.kind.as_str()),
+                team_id: Some(e.team_id.0),
+                causation_id: cause.command_id,
+                series_id: series.map(|s| s.0),
+                run_id: run.map(|r| r.0),
+                created_at: cause.at,
             });
         }
         Ok(())
@@ -111,34 +175,84 @@ impl Messages {
 
     /// Writes the messages in the order they were added (`seq` follows it), and lists them
     /// for the relay, whatever the number of commands they come from: one statement on
-    /// Postgres, two per [`super::chunk_sizes`] piece on SQLite.
-    pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+    /// Postgres, two per [`super::chunk_sizes`] piece on SQLite. Returns them as the relay
+    /// will publish them, in that order, so a committed group can hand them over in memory.
+    pub async fn write(self, db: &impl ConnectionTrait) -> Result<Vec<Publication>, DbErr> {
         if self.0.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        if db.get_database_backend() == DbBackend::Postgres {
-            super::unnest::exec(db, self.0, |insert| {
-                format!(
-                    "WITH written AS ({insert} RETURNING seq) \
-                     INSERT INTO outbox_pending (seq) SELECT seq FROM written"
-                )
-            })
-            .await?;
-            return Ok(());
+        let rows: Vec<outbox::ActiveModel> = self.0.iter().map(Row::active_model).collect();
+        let mut publications: Vec<Publication> = self.0.into_iter().map(|r| r.message).collect();
+        let seqs = if db.get_database_backend() == DbBackend::Postgres {
+            let (insert, values) = super::unnest::insert(rows)?;
+            // A data-modifying CTE runs to completion whether or not the query reads it.
+            let sql = format!(
+                "WITH written AS ({insert} RETURNING seq), \
+                 listed AS (INSERT INTO outbox_pending (seq) SELECT seq FROM written) \
+                 SELECT seq FROM written ORDER BY seq"
+            );
+            db.query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64>("", "seq"))
+            .collect::<Result<Vec<_>, _>>()?
+        } else {
+            let mut seqs = Vec::with_capacity(rows.len());
+            let mut rows = rows.into_iter();
+            for size in super::chunk_sizes(rows.len()) {
+                let written = outbox::Entity::insert_many(rows.by_ref().take(size))
+                    .exec_with_returning_keys(db)
+                    .await?;
+                let pending = written
+                    .iter()
+                    .map(|&seq| outbox_pending::ActiveModel { seq: Set(seq) })
+                    .collect();
+                super::insert_rows(db, pending, None).await?;
+                seqs.extend(written);
+            }
+            seqs.sort_unstable();
+            seqs
+        };
+        if seqs.len() != publications.len() {
+            return Err(DbErr::Custom(format!(
+                "{} outbox messages written, {} sequence numbers returned",
+                publications.len(),
+                seqs.len()
+            )));
         }
-        let mut rows = self.0.into_iter();
-        for size in super::chunk_sizes(rows.len()) {
-            let seqs = outbox::Entity::insert_many(rows.by_ref().take(size))
-                .exec_with_returning_keys(db)
-                .await?;
-            let pending = seqs
-                .into_iter()
-                .map(|seq| outbox_pending::ActiveModel { seq: Set(seq) })
-                .collect();
-            super::insert_rows(db, pending, None).await?;
+        for (publication, seq) in publications.iter_mut().zip(seqs) {
+            publication.seq = seq;
         }
-        Ok(())
+        Ok(publications)
     }
+}
+
+/// The `seq` of the oldest unpublished messages, in commit order: the relay's next work.
+pub async fn pending(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<i64>, DbErr> {
+    Ok(outbox_pending::Entity::find()
+        .order_by_asc(outbox_pending::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| p.seq)
+        .collect())
+}
+
+/// The messages of these `seq`s, in `seq` order.
+pub async fn by_seqs(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<Vec<outbox::Model>, DbErr> {
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    outbox::Entity::find()
+        .filter(outbox::Column::Seq.is_in(seqs.iter().copied()))
+        .order_by_asc(outbox::Column::Seq)
+        .all(db)
+        .await
 }
 
 /// The oldest unpublished messages, in commit order.
@@ -146,22 +260,7 @@ pub async fn unpublished(
     db: &impl ConnectionTrait,
     limit: u64,
 ) -> Result<Vec<outbox::Model>, DbErr> {
-    let seqs: Vec<i64> = outbox_pending::Entity::find()
-        .order_by_asc(outbox_pending::Column::Seq)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|p| p.seq)
-        .collect();
-    if seqs.is_empty() {
-        return Ok(Vec::new());
-    }
-    outbox::Entity::find()
-        .filter(outbox::Column::Seq.is_in(seqs))
-        .order_by_asc(outbox::Column::Seq)
-        .all(db)
-        .await
+    by_seqs(db, &pending(db, limit).await?).await
 }
 
 /// Takes published messages off the relay's list.
