@@ -18,7 +18,8 @@
 //! agent → JetStream SOP_COMMANDS → consumer → decode → application::process_group {
 //!     per command: inbox check → authorise + decide (domain) → write → outbox outcome + events
 //!     one commit for the group
-//! } → ack → relay → SOP_EVENTS / SOP_OUTCOMES (+ reply inbox)
+//! } → outcome to the reply inbox → committed messages handed to the relay (in memory) → ack
+//!   → relay → SOP_EVENTS / SOP_OUTCOMES
 //! ```
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]

@@ -249,10 +249,24 @@ pub async fn by_seqs(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<Vec<outb
         return Ok(Vec::new());
     }
     outbox::Entity::find()
-        .filter(outbox::Column::Seq.is_in(seqs.iter().copied()))
+        .filter(seq_among(db, seqs))
         .order_by_asc(outbox::Column::Seq)
         .all(db)
         .await
+}
+
+/// `seq` is one of `seqs`. On Postgres one statement whatever their number (`= ANY` of one
+/// array parameter): the driver prepares and caches a statement per shape and connection, and
+/// an `IN` list is a shape per length, which over a long run filled every connection's cache.
+/// SQLite has no arrays and one connection: an `IN` list.
+fn seq_among(db: &impl ConnectionTrait, seqs: &[i64]) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Alias, ArrayType, Expr, ExprTrait, Value};
+    if db.get_database_backend() == DbBackend::Postgres {
+        let values = seqs.iter().map(|&s| Value::BigInt(Some(s))).collect();
+        let array = Value::Array(ArrayType::BigInt, Some(Box::new(values)));
+        return Expr::cust_with_values("\"seq\" = ANY($1)", [array]);
+    }
+    Expr::col(Alias::new("seq")).is_in(seqs.iter().copied())
 }
 
 /// The oldest unpublished messages, in commit order.
@@ -269,7 +283,7 @@ pub async fn mark_published(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<(
         return Ok(());
     }
     outbox_pending::Entity::delete_many()
-        .filter(outbox_pending::Column::Seq.is_in(seqs.iter().copied()))
+        .filter(seq_among(db, seqs))
         .exec(db)
         .await?;
     Ok(())

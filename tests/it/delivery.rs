@@ -21,7 +21,8 @@ use vsm_sop::wire::outcome::Outcome;
 on_both_databases!(
     a_resent_command_id_has_one_effect_and_the_same_outcome,
     every_malformed_message_gets_one_rejection_outcome,
-    a_listener_replays_every_event_from_the_start
+    a_listener_replays_every_event_from_the_start,
+    the_sender_hears_its_outcome_before_the_events_it_caused
 );
 
 async fn procedures(app: &TestApp) -> u64 {
@@ -270,5 +271,65 @@ async fn a_listener_replays_every_event_from_the_start(backend: Backend) {
             .iter()
             .all(|e| e.causation_id != Uuid::nil() && e.actor != Uuid::nil())
     );
+    app.stop().await;
+}
+
+/// The worker answers a sender as soon as the command commits, before its relay publishes
+/// the command's events: one subscriber that takes both (a System3 that executes, then works
+/// the tasks it learns of) always sees the ids it created before the events that mention them.
+async fn the_sender_hears_its_outcome_before_the_events_it_caused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("order").await;
+    let sop = approved_sop(&app, &team).await;
+    let subjects = app.client.subjects().clone();
+    // One subscription for everything under the app's prefix, the reply inbox included, so
+    // arrival order is the server's delivery order on this connection.
+    let listener = async_nats::connect(app.settings.nats_url.as_str())
+        .await
+        .unwrap();
+    let mut everything = listener
+        .subscribe(format!("{}>", subjects.prefix()))
+        .await
+        .unwrap();
+    listener.flush().await.unwrap();
+    let js = async_nats::jetstream::new(app.running.nats.clone());
+    for _ in 0..5 {
+        let id = Uuid::now_v7();
+        let inbox = format!("{}reply.{}", subjects.prefix(), Uuid::now_v7().simple());
+        let envelope = json!({ "schema_version": 1, "command_id": id, "actor": team.s3, "payload": { "series_id": sop } });
+        let mut headers = HeaderMap::new();
+        headers.insert(REPLY_TO_HEADER, inbox.as_str());
+        js.send_publish(
+            subjects.command("procedure.execute"),
+            PublishMessage::build()
+                .payload(serde_json::to_vec(&envelope).unwrap().into())
+                .message_id(id.to_string())
+                .headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let (mut replied, mut events) = (false, 0);
+        while events < 5 {
+            let msg = tokio::time::timeout(WAIT, everything.next())
+                .await
+                .expect("a message")
+                .expect("subscribed");
+            if msg.subject.as_str() == inbox {
+                let outcome: Outcome = serde_json::from_slice(&msg.payload).unwrap();
+                assert_eq!(outcome.command_id, id);
+                assert!(outcome.is_accepted());
+                replied = true;
+                continue;
+            }
+            let caused_by_this = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+                .is_ok_and(|e| e["causation_id"] == json!(id) && e.get("event_id").is_some());
+            if caused_by_this {
+                assert!(replied, "event {} before the outcome", msg.subject);
+                events += 1;
+            }
+        }
+    }
     app.stop().await;
 }
