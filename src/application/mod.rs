@@ -226,15 +226,15 @@ pub async fn process_group(
             } => refuse(&txn, subjects, &mut records, &meta, rejection, now, dead_letter).await?,
         });
     }
-    records.new_runs.write(&txn).await?;
-    if !store::inbox::insert_many(&txn, &records.outcomes).await? {
-        // Another worker committed one of these command ids meanwhile: its effect stands,
-        // and this group, retried, will answer with its outcome.
-        return Err(DbErr::Custom(
-            "a command of this group was committed meanwhile by another worker".into(),
-        ));
-    }
-    let messages = records.messages.write(&txn).await?;
+    // The group's inserts, together (one round trip on SQLite). An inbox row another worker
+    // committed meanwhile fails them: its effect stands, and this group, retried, answers
+    // with its outcome.
+    let mut writes = store::writes::Writes::new(db.get_database_backend());
+    records.new_runs.write_into(&mut writes)?;
+    store::inbox::insert_into(&mut writes, &records.outcomes)?;
+    let messages = records.messages.write_into(&mut writes)?;
+    let returned = writes.run(&txn).await?;
+    let messages = store::outbox::numbered(messages, &returned)?;
     txn.commit().await?;
     Ok(Committed {
         results: processed,

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Context;
 use async_nats::jetstream::message::PublishMessage;
@@ -135,9 +135,10 @@ impl Handoff {
 async fn next_batch(
     db: &impl ConnectionTrait,
     handoff: &Handoff,
+    after: Option<i64>,
     limit: u64,
 ) -> Result<Vec<Publication>, DbErr> {
-    let seqs = outbox::pending(db, limit).await?;
+    let seqs = outbox::pending(db, after, limit).await?;
     let mut handed = handoff.take(&seqs);
     let missing: Vec<i64> = seqs
         .iter()
@@ -155,17 +156,17 @@ async fn next_batch(
         .collect())
 }
 
+/// Publishes the next pending messages (after `after`, when given) and returns their `seq`s;
+/// taking them off the pending list is the caller's.
 async fn publish_batch(
     db: &impl ConnectionTrait,
     js: &Context,
     nats: &async_nats::Client,
     handoff: &Handoff,
+    after: Option<i64>,
     limit: u64,
-) -> Result<usize, RelayError> {
-    let batch = next_batch(db, handoff, limit).await?;
-    if batch.is_empty() {
-        return Ok(0);
-    }
+) -> Result<Vec<i64>, RelayError> {
+    let batch = next_batch(db, handoff, after, limit).await?;
     // Send the whole batch, then await the acks: one round trip per batch, order kept.
     let mut acks = Vec::with_capacity(batch.len());
     for message in &batch {
@@ -196,22 +197,66 @@ async fn publish_batch(
     for ack in acks {
         ack.await.map_err(|e| RelayError::Publish(e.to_string()))?;
     }
-    let seqs: Vec<i64> = batch.iter().map(|m| m.seq).collect();
-    outbox::mark_published(db, &seqs).await?;
-    Ok(batch.len())
+    Ok(batch.iter().map(|m| m.seq).collect())
 }
 
-/// One relay pass of at most `limit` messages; `Ok(0)` when there was nothing to do (or
-/// another relay holds the lock).
-pub async fn relay_once(
+/// On SQLite, how long published messages may stay on the pending list before they are taken
+/// off, all in one write. Each write is a transaction with a sync of the WAL on the one
+/// connection the commands also need; once per pass it cost the worker about an eighth of its
+/// throughput. Well inside the streams' duplicate window, which drops the copies a restart
+/// in between re-publishes.
+const UNLIST_AFTER: Duration = Duration::from_millis(100);
+
+/// SQLite: the last message published and still on the pending list, and when the first of
+/// those was published. Everything pending up to it is published: SQLite has one writer, so
+/// messages commit in `seq` order, and the relay publishes in that order; the relay reads
+/// only what is pending after it, and takes off everything up to it with one range delete.
+#[derive(Default)]
+struct Unlisted {
+    through: Option<(i64, Instant)>,
+}
+
+impl Unlisted {
+    fn published(&mut self, seqs: &[i64]) {
+        if let Some(&last) = seqs.last() {
+            let since = self.through.map_or_else(Instant::now, |(_, since)| since);
+            self.through = Some((last, since));
+        }
+    }
+
+    /// When the published messages are due to be taken off the list, if there are any.
+    fn due(&self) -> Option<Instant> {
+        self.through.map(|(_, since)| since + UNLIST_AFTER)
+    }
+
+    async fn take_off(&mut self, db: &DatabaseConnection) -> Result<(), DbErr> {
+        if let Some((seq, _)) = self.through {
+            outbox::mark_published_through(db, seq).await?;
+            self.through = None;
+        }
+        Ok(())
+    }
+}
+
+/// One relay pass of at most `limit` messages (on SQLite, first taking off the list what is
+/// due); `Ok(0)` when there was nothing to do (or another relay holds the lock).
+async fn relay_once(
     db: &DatabaseConnection,
     js: &Context,
     nats: &async_nats::Client,
     handoff: &Handoff,
+    unlisted: &mut Unlisted,
     limit: u64,
 ) -> Result<usize, RelayError> {
     if db.get_database_backend() != DbBackend::Postgres {
-        return publish_batch(db, js, nats, handoff, limit).await;
+        if unlisted.due().is_some_and(|due| due <= Instant::now()) {
+            // Should this fail, the messages are still read past (not published twice).
+            unlisted.take_off(db).await?;
+        }
+        let after = unlisted.through.map(|(seq, _)| seq);
+        let seqs = publish_batch(db, js, nats, handoff, after, limit).await?;
+        unlisted.published(&seqs);
+        return Ok(seqs.len());
     }
     let txn = db.begin().await?;
     let locked = txn
@@ -228,9 +273,12 @@ pub async fn relay_once(
         handoff.clear();
         return Ok(0);
     }
-    let n = publish_batch(&txn, js, nats, handoff, limit).await?;
+    // Several relays may take turns here, and transactions commit out of `seq` order: each
+    // pass takes off exactly what it published, before it lets go of the lock.
+    let seqs = publish_batch(&txn, js, nats, handoff, None, limit).await?;
+    outbox::mark_published(&txn, &seqs).await?;
     txn.commit().await?;
-    Ok(n)
+    Ok(seqs.len())
 }
 
 /// Runs until `shutdown`; then drains what is left (bounded by `drain_for`) and returns.
@@ -244,8 +292,9 @@ pub async fn run(
 ) {
     let mut failures = 0u32;
     let mut limit = FIRST_PASS;
+    let mut unlisted = Unlisted::default();
     while !*shutdown.borrow() {
-        match relay_once(&db, &js, &nats, &handoff, limit).await {
+        match relay_once(&db, &js, &nats, &handoff, &mut unlisted, limit).await {
             Ok(n) if n as u64 == limit => limit = (limit * 4).min(BATCH),
             Ok(n) => {
                 failures = 0;
@@ -254,9 +303,12 @@ pub async fn run(
                     continue;
                 }
                 limit = FIRST_PASS;
+                let wait = unlisted
+                    .due()
+                    .map_or(POLL, |due| due.saturating_duration_since(Instant::now()));
                 tokio::select! {
                     _ = handoff.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                 }
             }
@@ -273,7 +325,7 @@ pub async fn run(
     }
     let deadline = tokio::time::Instant::now() + drain_for;
     while tokio::time::Instant::now() < deadline {
-        match relay_once(&db, &js, &nats, &handoff, BATCH).await {
+        match relay_once(&db, &js, &nats, &handoff, &mut unlisted, BATCH).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -281,6 +333,9 @@ pub async fn run(
                 break;
             }
         }
+    }
+    if let Err(e) = unlisted.take_off(&db).await {
+        warn!(error = %e, "taking published messages off the pending list failed; a restart publishes them again, and the streams drop the copies");
     }
     info!("outbox relay stopped");
 }
@@ -314,6 +369,21 @@ mod tests {
         assert!(handoff.take(&[]).is_empty());
         handoff.clear();
         assert_eq!(handoff.kept(), (0, 0));
+    }
+
+    #[test]
+    fn published_messages_are_due_off_the_list_a_moment_after_the_first_of_them() {
+        let mut unlisted = Unlisted::default();
+        assert_eq!(unlisted.due(), None);
+        unlisted.published(&[]);
+        assert_eq!(unlisted.due(), None, "nothing published");
+        let before = Instant::now();
+        unlisted.published(&[3, 4, 7]);
+        let due = unlisted.due().expect("due");
+        assert!(due >= before + UNLIST_AFTER);
+        unlisted.published(&[8, 9]);
+        assert_eq!(unlisted.through.map(|(seq, _)| seq), Some(9));
+        assert_eq!(unlisted.due(), Some(due), "the first publish sets the moment");
     }
 
     #[test]

@@ -51,13 +51,13 @@ pub async fn find_many(
         .collect()
 }
 
-/// Records outcomes with the system that sent each command (when known); `false` when some
-/// id was recorded meanwhile by another transaction (a concurrent duplicate), whose record
-/// then stands.
-pub async fn insert_many(
-    db: &impl ConnectionTrait,
+/// Records outcomes with the system that sent each command (when known). An id recorded
+/// meanwhile by another transaction (a concurrent duplicate) fails the statement, and with
+/// it the caller's transaction: the record that stands is the other one.
+pub fn insert_into(
+    writes: &mut super::writes::Writes,
     outcomes: &[(Outcome, Option<Uuid>)],
-) -> Result<bool, DbErr> {
+) -> Result<(), DbErr> {
     let rows: Vec<command_inbox::ActiveModel> = outcomes
         .iter()
         .map(|(outcome, actor)| command_inbox::ActiveModel {
@@ -73,6 +73,5 @@ pub async fn insert_many(
             processed_at: Set(outcome.processed_at),
         })
         .collect();
-    let inserted = super::insert_rows(db, rows, Some("command_id")).await?;
-    Ok(inserted == outcomes.len() as u64)
+    writes.insert(rows, None)
 }

@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 use entity::{outbox, outbox_pending};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement,
+    QueryResult, QuerySelect, Set, Statement,
 };
 use uuid::Uuid;
 
+use super::writes::Writes;
 use crate::domain::event::Event;
 use crate::wire::event::{EventEnvelope, SCHEMA_VERSION};
 use crate::wire::outcome::Outcome;
@@ -173,17 +174,18 @@ impl Messages {
         Ok(())
     }
 
-    /// Writes the messages in the order they were added (`seq` follows it), and lists them
-    /// for the relay, whatever the number of commands they come from: one statement on
-    /// Postgres, two per [`super::chunk_sizes`] piece on SQLite. Returns them as the relay
-    /// will publish them, in that order, so a committed group can hand them over in memory.
-    pub async fn write(self, db: &impl ConnectionTrait) -> Result<Vec<Publication>, DbErr> {
+    /// Adds the statements that write the messages in the order they were added (`seq`
+    /// follows it) and list them for the relay, whatever the number of commands they come
+    /// from: one statement on Postgres; on SQLite one per [`super::chunk_sizes`] piece and one
+    /// listing them all. Returns the messages as the relay will publish them, in that order;
+    /// [`numbered`] gives them their `seq`, from the rows the statements return.
+    pub fn write_into(self, writes: &mut Writes) -> Result<Vec<Publication>, DbErr> {
         if self.0.is_empty() {
             return Ok(Vec::new());
         }
         let rows: Vec<outbox::ActiveModel> = self.0.iter().map(Row::active_model).collect();
-        let mut publications: Vec<Publication> = self.0.into_iter().map(|r| r.message).collect();
-        let seqs = if db.get_database_backend() == DbBackend::Postgres {
+        let publications: Vec<Publication> = self.0.into_iter().map(|r| r.message).collect();
+        if writes.backend() == DbBackend::Postgres {
             let (insert, values) = super::unnest::insert(rows)?;
             // A data-modifying CTE runs to completion whether or not the query reads it.
             let sql = format!(
@@ -191,49 +193,62 @@ impl Messages {
                  listed AS (INSERT INTO outbox_pending (seq) SELECT seq FROM written) \
                  SELECT seq FROM written ORDER BY seq"
             );
-            db.query_all_raw(Statement::from_sql_and_values(
+            writes.push(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 sql,
                 values,
-            ))
-            .await?
-            .iter()
-            .map(|row| row.try_get::<i64>("", "seq"))
-            .collect::<Result<Vec<_>, _>>()?
+            ));
         } else {
-            let mut seqs = Vec::with_capacity(rows.len());
-            let mut rows = rows.into_iter();
-            for size in super::chunk_sizes(rows.len()) {
-                let written = outbox::Entity::insert_many(rows.by_ref().take(size))
-                    .exec_with_returning_keys(db)
-                    .await?;
-                let pending = written
-                    .iter()
-                    .map(|&seq| outbox_pending::ActiveModel { seq: Set(seq) })
-                    .collect();
-                super::insert_rows(db, pending, None).await?;
-                seqs.extend(written);
-            }
-            seqs.sort_unstable();
-            seqs
-        };
-        if seqs.len() != publications.len() {
-            return Err(DbErr::Custom(format!(
-                "{} outbox messages written, {} sequence numbers returned",
-                publications.len(),
-                seqs.len()
-            )));
-        }
-        for (publication, seq) in publications.iter_mut().zip(seqs) {
-            publication.seq = seq;
+            writes.insert(rows, Some("seq"))?;
+            // The newest rows are these: a SQLite command transaction is the only writer
+            // (`BEGIN IMMEDIATE`), and `seq` only grows.
+            writes.push(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "INSERT INTO outbox_pending (seq) SELECT seq FROM outbox ORDER BY seq DESC LIMIT ?",
+                [(publications.len() as i64).into()],
+            ));
         }
         Ok(publications)
     }
 }
 
-/// The `seq` of the oldest unpublished messages, in commit order: the relay's next work.
-pub async fn pending(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<i64>, DbErr> {
-    Ok(outbox_pending::Entity::find()
+/// The messages [`Messages::write_into`] returned, each given its `seq` from `rows`, the
+/// rows its statements returned (and only theirs).
+pub fn numbered(
+    mut publications: Vec<Publication>,
+    rows: &[QueryResult],
+) -> Result<Vec<Publication>, DbErr> {
+    let mut seqs = rows
+        .iter()
+        .map(|row| row.try_get::<i64>("", "seq"))
+        .collect::<Result<Vec<_>, _>>()?;
+    // SQLite returns the rows of `RETURNING` in no promised order.
+    seqs.sort_unstable();
+    if seqs.len() != publications.len() {
+        return Err(DbErr::Custom(format!(
+            "{} outbox messages written, {} sequence numbers returned",
+            publications.len(),
+            seqs.len()
+        )));
+    }
+    for (publication, seq) in publications.iter_mut().zip(seqs) {
+        publication.seq = seq;
+    }
+    Ok(publications)
+}
+
+/// The `seq` of the oldest unpublished messages (after `after`, when given), in commit
+/// order: the relay's next work.
+pub async fn pending(
+    db: &impl ConnectionTrait,
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Vec<i64>, DbErr> {
+    let mut query = outbox_pending::Entity::find();
+    if let Some(after) = after {
+        query = query.filter(outbox_pending::Column::Seq.gt(after));
+    }
+    Ok(query
         .order_by_asc(outbox_pending::Column::Seq)
         .limit(limit)
         .all(db)
@@ -274,7 +289,7 @@ pub async fn unpublished(
     db: &impl ConnectionTrait,
     limit: u64,
 ) -> Result<Vec<outbox::Model>, DbErr> {
-    by_seqs(db, &pending(db, limit).await?).await
+    by_seqs(db, &pending(db, None, limit).await?).await
 }
 
 /// Takes published messages off the relay's list.
@@ -289,7 +304,18 @@ pub async fn mark_published(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<(
     Ok(())
 }
 
-/// How many messages wait for the relay (for tests, health and metrics).
+/// Takes every message up to `seq` off the relay's list: for a relay that published them all
+/// (SQLite's, see the relay). One statement shape whatever their number.
+pub async fn mark_published_through(db: &impl ConnectionTrait, seq: i64) -> Result<(), DbErr> {
+    outbox_pending::Entity::delete_many()
+        .filter(outbox_pending::Column::Seq.lte(seq))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// How many messages wait for the relay, or were published within the last moment and are
+/// not yet taken off its list (for tests, health and metrics).
 pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
     outbox_pending::Entity::find().count(db).await

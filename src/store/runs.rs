@@ -110,11 +110,10 @@ impl NewRuns {
     }
 
     /// Runs first: initiatives refer to them, and tasks to initiatives.
-    pub async fn write(self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
-        super::insert_rows(db, self.runs, None).await?;
-        super::insert_rows(db, self.initiatives, None).await?;
-        super::insert_rows(db, self.tasks, None).await?;
-        Ok(())
+    pub fn write_into(self, writes: &mut super::writes::Writes) -> Result<(), DbErr> {
+        writes.insert(self.runs, None)?;
+        writes.insert(self.initiatives, None)?;
+        writes.insert(self.tasks, None)
     }
 }
 
