@@ -11,8 +11,8 @@
 //!             → accepted: outcome + events kept for the end
 //!             → rejected: it wrote nothing (use cases decide before they write, and
 //!               [`UseCaseTxn`] checks it); only the rejection outcome is kept
-//!       → new runs (one statement per table), inbox rows, then outbox messages (each
-//!         outcome, then its events) → commit
+//!       → new runs, inbox rows, then outbox messages (each outcome, then its events):
+//!         one statement per table, sent together ([`store::writes`]) → commit
 //! ```
 //!
 //! Errors: a [`CommandError::Rejected`] is final and becomes the command's outcome; a database

@@ -383,7 +383,11 @@ mod tests {
         assert!(due >= before + UNLIST_AFTER);
         unlisted.published(&[8, 9]);
         assert_eq!(unlisted.through.map(|(seq, _)| seq), Some(9));
-        assert_eq!(unlisted.due(), Some(due), "the first publish sets the moment");
+        assert_eq!(
+            unlisted.due(),
+            Some(due),
+            "the first publish sets the moment"
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl From<outbox::Model> for Publication {
 }
 
 /// Messages a transaction will write, gathered in order and written with one statement at
-/// its end (see [`Messages::write`]).
+/// its end (see [`Messages::write_into`]).
 #[derive(Debug, Default)]
 pub struct Messages(Vec<Row>);
 

@@ -85,7 +85,8 @@ fn initiative_row(
 }
 
 /// New runs (run row, initiative, tasks) gathered over a group and written together at its
-/// end: one statement per table whatever the number of runs.
+/// end: one statement per table on Postgres whatever the number of runs, power-of-two pieces
+/// on SQLite, all in the group's [`super::writes::Writes`].
 #[derive(Debug, Default)]
 pub struct NewRuns {
     runs: Vec<procedure_run::ActiveModel>,

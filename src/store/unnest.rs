@@ -5,7 +5,8 @@
 //! placed in the SQL text, parsed and bound, and every row count is a new prepared statement.
 //! Here the statement is the same for any number of rows (it changes only with which columns
 //! hold NULLs) and its arrays travel in binary.
-//! Postgres only: SQLite runs in process and has no arrays (it keeps `insert_many`).
+//! Postgres only: SQLite runs in process and has no arrays (it keeps `insert_many`, see
+//! [`super::writes`]).
 //!
 //! The driver binds arrays without NULL elements, so a column with NULLs travels as its
 //! values (a placeholder where NULL) plus a `bool[]` saying which are NULL.
