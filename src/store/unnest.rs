@@ -13,8 +13,7 @@
 
 use sea_orm::sea_query::{ArrayType, Value};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait,
-    IdenStatic, Iterable, Statement,
+    ActiveModelTrait, ActiveValue, DbErr, EntityName, EntityTrait, IdenStatic, Iterable,
 };
 
 /// The `INSERT … SELECT … FROM UNNEST(…)` of `rows` (all with the same columns set, as for
@@ -120,22 +119,4 @@ fn present(cell: Value) -> (Value, bool) {
         Value::Bytes(None) => (Value::Bytes(Some(Vec::new())), true),
         value => (value, false),
     }
-}
-
-/// Inserts `rows` with one statement; `wrap` may extend the insert or embed it in a larger
-/// statement. Returns the rows the statement reports.
-pub async fn exec<A: ActiveModelTrait>(
-    db: &impl ConnectionTrait,
-    rows: Vec<A>,
-    wrap: impl FnOnce(String) -> String,
-) -> Result<u64, DbErr> {
-    let (sql, values) = insert(rows)?;
-    let done = db
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            wrap(sql),
-            values,
-        ))
-        .await?;
-    Ok(done.rows_affected())
 }

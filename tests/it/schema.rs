@@ -132,14 +132,17 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
     app.stop().await;
 }
 
-/// Postgres writes many rows through one `UNNEST` statement (one array per column, a mask for
-/// NULLs): every value, every NULL and the order come back as written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_array_inserts_keep_every_value_every_null_and_the_order() {
+on_both_databases!(a_groups_inserts_keep_every_value_every_null_and_the_order);
+
+/// A group's inserts ([`store::writes::Writes`]): on Postgres one `UNNEST` statement per table
+/// (one array per column, a mask for NULLs); on SQLite power-of-two pieces sent as one
+/// multi-statement query, whose `?` parameters run on across its statements. Either way
+/// every value, every NULL and the order come back as written, with the `seq` each row got.
+async fn a_groups_inserts_keep_every_value_every_null_and_the_order(backend: Backend) {
     use entity::outbox;
     use sea_orm::{EntityTrait, QueryOrder, Set};
 
-    let mut app = TestApp::spawn(Backend::Postgres).await;
+    let mut app = TestApp::spawn(backend).await;
     app.pause_consumer().await;
     let at = Utc::now();
     let rows: Vec<outbox::ActiveModel> = (0..7)
@@ -160,9 +163,21 @@ async fn postgres_array_inserts_keep_every_value_every_null_and_the_order() {
             ..Default::default()
         })
         .collect();
-    store::unnest::exec(app.db(), rows.clone(), |insert| insert)
-        .await
-        .unwrap();
+    // Seven rows: three statements on SQLite (4 + 2 + 1), then a second table.
+    let mut writes = store::writes::Writes::new(app.db().get_database_backend());
+    writes.insert(rows.clone(), Some("seq")).unwrap();
+    let pending: Vec<entity::outbox_pending::ActiveModel> = (0..3)
+        .map(|i| entity::outbox_pending::ActiveModel {
+            seq: Set(1_000_000 + i),
+        })
+        .collect();
+    writes.insert(pending, None).unwrap();
+    let returned = writes.run(app.db()).await.unwrap();
+    let mut seqs: Vec<i64> = returned
+        .iter()
+        .map(|r| r.try_get::<i64>("", "seq").unwrap())
+        .collect();
+    seqs.sort_unstable();
 
     let stored = outbox::Entity::find()
         .order_by_asc(outbox::Column::Seq)
@@ -174,6 +189,15 @@ async fn postgres_array_inserts_keep_every_value_every_null_and_the_order() {
         .filter(|m| m.kind.starts_with("event.k"))
         .collect();
     assert_eq!(stored.len(), rows.len());
+    let stored_seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, stored_seqs, "each row's seq returned");
+    assert_eq!(
+        store::outbox::pending(app.db(), Some(999_999), 10)
+            .await
+            .unwrap(),
+        [1_000_000, 1_000_001, 1_000_002],
+        "the second table's rows, after the first's parameters"
+    );
     for (row, got) in rows.iter().zip(stored) {
         assert_eq!(got.message_id, row.message_id.clone().unwrap());
         assert_eq!(got.kind, row.kind.clone().unwrap());
