@@ -202,8 +202,8 @@ async fn publish_batch(
 
 /// On SQLite, how long published messages may stay on the pending list before they are taken
 /// off, all in one write. Each write is a transaction with a sync of the WAL on the one
-/// connection the commands also need; once per pass it cost the worker about an eighth of its
-/// throughput. Well inside the streams' duplicate window, which drops the copies a restart
+/// connection the commands also need; skipping it, as an experiment, gained ≈ 15 %
+/// executes/s. Well inside the streams' duplicate window, which drops the copies a restart
 /// in between re-publishes.
 const UNLIST_AFTER: Duration = Duration::from_millis(100);
 

@@ -208,9 +208,8 @@ async fn disposition(
                 meta,
                 dead_letter: Some(letter),
             };
-            match application::process_one(&ctx.db, &ctx.subjects, refused, Utc::now()).await {
-                Ok((_, messages)) => {
-                    ctx.relay.committed(&ctx.nats, messages).await;
+            match process_alone(ctx, refused, Utc::now()).await {
+                Ok(_) => {
                     metrics::dead_letter("internal");
                     Disposition::Ack
                 }
@@ -218,6 +217,18 @@ async fn disposition(
             }
         }
     }
+}
+
+/// One message in a transaction of its own; what it committed goes to the relay.
+async fn process_alone(
+    ctx: &WorkerContext,
+    message: application::Message<'_>,
+    now: chrono::DateTime<Utc>,
+) -> Result<Processed, DbErr> {
+    let (processed, messages) =
+        application::process_one(&ctx.db, &ctx.subjects, message, now).await?;
+    ctx.relay.committed(&ctx.nats, messages).await;
+    Ok(processed)
 }
 
 /// Handles the messages of one group: together in one transaction, or, when that fails, one
@@ -251,14 +262,10 @@ async fn handle_group(
     }
     for msg in msgs {
         let (p, message) = prepare(ctx, msg);
-        let result = match application::process_one(&ctx.db, &ctx.subjects, message, now).await {
-            Ok((processed, messages)) => {
-                metrics::transaction(1);
-                ctx.relay.committed(&ctx.nats, messages).await;
-                Ok(processed)
-            }
-            Err(e) => Err(e),
-        };
+        let result = process_alone(ctx, message, now).await;
+        if result.is_ok() {
+            metrics::transaction(1);
+        }
         dispositions.push(disposition(ctx, result, p, started).await);
     }
     dispositions

@@ -2,10 +2,10 @@
 //! gathered as statements and sent together.
 //!
 //! SQLite runs on one thread of its own, and each statement is a round trip to it: sent over
-//! a channel, the thread woken, the result sent back, the task woken. On two loaded cores
-//! those hand-offs took more of a group's time than SQLite's own work (about 150–250 µs each,
-//! for a dozen statements a group), so on SQLite the statements go as one multi-statement
-//! query, one round trip, its `?` parameters taken in order across the statements. Postgres
+//! a channel, the thread woken, the result sent back, the task woken: about 150–250 µs each
+//! on two loaded cores, for a dozen statements a group. So on SQLite the statements go as one
+//! multi-statement query, one round trip, its `?` parameters taken in order across the
+//! statements (with the relay's deferred deletes, executes/s rose ≈ 13 %, `docs/benchmarks.md`). Postgres
 //! takes one statement per query; there each table is already one statement ([`unnest`]).
 //!
 //! [`unnest`]: super::unnest
