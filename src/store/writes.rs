@@ -5,8 +5,9 @@
 //! a channel, the thread woken, the result sent back, the task woken: about 150–250 µs each
 //! on two loaded cores, for a dozen statements a group. So on SQLite the statements go as one
 //! multi-statement query, one round trip, its `?` parameters taken in order across the
-//! statements (with the relay's deferred deletes, executes/s rose ≈ 13 %, `docs/benchmarks.md`). Postgres
-//! takes one statement per query; there each table is already one statement ([`unnest`]).
+//! statements (with the relay's deferred deletes, executes/s rose ≈ 13 %; see
+//! `docs/benchmarks.md`). Postgres takes one statement per query; there each table is already
+//! one statement ([`unnest`]).
 //!
 //! [`unnest`]: super::unnest
 
