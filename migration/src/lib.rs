@@ -10,6 +10,7 @@ mod m20261124_000004_create_dead_letter;
 mod m20261124_000005_system_public_key;
 mod m20261124_000006_outbox_raw_payload;
 mod m20261124_000007_outbox_pending;
+mod m20261201_000008_drop_outbox_team_index;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_system_public_key::Migration),
             Box::new(m20261124_000006_outbox_raw_payload::Migration),
             Box::new(m20261124_000007_outbox_pending::Migration),
+            Box::new(m20261201_000008_drop_outbox_team_index::Migration),
         ]
     }
 }

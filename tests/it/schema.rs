@@ -74,7 +74,8 @@ async fn the_database_refuses_duplicate_versions_and_second_approved_or_draft_ve
 
 /// The outbox payload became raw bytes (migration 6) and what is left to publish moved to
 /// `outbox_pending` (migration 7): an unpublished message written as JSON before them reads
-/// back as the same JSON, still to be published, after them, and after undoing them.
+/// back as the same JSON, still to be published, after them, and after undoing them (and
+/// every later migration, such as 8, which drops an index).
 async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) {
     use migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, EntityTrait};
@@ -82,7 +83,8 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
     let mut app = TestApp::spawn(backend).await;
     app.pause_consumer().await;
     let db = app.db();
-    Migrator::down(db, Some(2)).await.unwrap();
+    let from_6 = Some((Migrator::migrations().len() - 5) as u32);
+    Migrator::down(db, from_6).await.unwrap();
     let message =
         serde_json::json!({ "actor": Uuid::now_v7(), "data": { "name": "Ünïcode \"quoted\"" } });
     let id = Uuid::now_v7();
@@ -98,7 +100,12 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
     .await
     .unwrap();
 
+    assert!(has_index(db, "ix_outbox_team").await, "migration 8 undone");
     Migrator::up(db, None).await.unwrap();
+    assert!(
+        !has_index(db, "ix_outbox_team").await,
+        "dropped by migration 8"
+    );
     let row = entity::outbox::Entity::find()
         .one(db)
         .await
@@ -114,7 +121,7 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
     let pending = store::outbox::unpublished(db, 10).await.unwrap();
     assert_eq!(pending.len(), 1, "still to be published");
 
-    Migrator::down(db, Some(2)).await.unwrap();
+    Migrator::down(db, from_6).await.unwrap();
     let back = db
         .query_one_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),
@@ -130,6 +137,22 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
     );
     Migrator::up(db, None).await.unwrap();
     app.stop().await;
+}
+
+async fn has_index(db: &sea_orm::DatabaseConnection, name: &str) -> bool {
+    use sea_orm::ConnectionTrait;
+    let sql = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => "SELECT 1 AS x FROM pg_indexes WHERE indexname = $1",
+        _ => "SELECT 1 AS x FROM sqlite_master WHERE type = 'index' AND name = ?",
+    };
+    db.query_one_raw(sea_orm::Statement::from_sql_and_values(
+        db.get_database_backend(),
+        sql,
+        [name.into()],
+    ))
+    .await
+    .unwrap()
+    .is_some()
 }
 
 on_both_databases!(a_groups_inserts_keep_every_value_every_null_and_the_order);
