@@ -82,6 +82,7 @@ pub struct TestApp {
 
 async fn nats_url() -> (String, Option<ContainerAsync<Nats>>) {
     if let Ok(url) = std::env::var("SOP_TEST_NATS_URL") {
+        keep_store_directory(&url).await;
         return (url, None);
     }
     let c = Nats::default()
@@ -95,6 +96,30 @@ async fn nats_url() -> (String, Option<ContainerAsync<Nats>>) {
         c.get_host_port_ipv4(4222).await.expect("container port")
     );
     (url, Some(c))
+}
+
+/// nats-server 2.9 removes an account's store directory when its last file stream is deleted,
+/// and a stream created at that moment fails ("error creating store for stream", 10049; CI
+/// once did). Tests create and delete their streams side by side on the shared server, so
+/// one stream that no test deletes keeps the directory. Idempotent: every test asks.
+async fn keep_store_directory(url: &str) {
+    use async_nats::jetstream::stream::{Config, StorageType};
+    let nats = async_nats::connect(url)
+        .await
+        .expect("connect to SOP_TEST_NATS_URL");
+    async_nats::jetstream::new(nats)
+        .get_or_create_stream(Config {
+            name: "SOP_TESTS_KEEP".into(),
+            description: Some(
+                "keeps the store directory while vsm-sop's tests delete their streams".into(),
+            ),
+            subjects: vec!["sop-tests-keep".into()],
+            storage: StorageType::File,
+            max_messages: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("the tests' keep stream");
 }
 
 async fn postgres_admin_url() -> (String, Option<ContainerAsync<Postgres>>) {
