@@ -34,6 +34,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false);
     if sqlite {
         opt.map_sqlx_sqlite_opts(|o| {
@@ -45,6 +46,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     }
     Database::connect(opt).await
 }
+
+/// A pooled connection is pinged before it is handed out only when it has been idle this
+/// long. The driver's default pings on every acquire: a round trip before each transaction
+/// (on SQLite to the connection's thread, on the serial path). A connection that broke in
+/// use meanwhile fails its statement instead, with an error the worker retries
+/// ([`crate::bus::worker::is_transient`]), and the pool replaces it.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Prepared statements SQLite keeps (the driver's default is 100). A group's inserts are one
 /// multi-statement query ([`writes`]), prepared whole, a shape per mix of row counts and up to

@@ -187,16 +187,18 @@ impl Messages {
         let publications: Vec<Publication> = self.0.into_iter().map(|r| r.message).collect();
         if writes.backend() == DbBackend::Postgres {
             let (insert, values) = super::unnest::insert(rows)?;
-            // A data-modifying CTE runs to completion whether or not the query reads it.
-            let sql = format!(
-                "WITH written AS ({insert} RETURNING seq), \
-                 listed AS (INSERT INTO outbox_pending (seq) SELECT seq FROM written) \
-                 SELECT seq FROM written ORDER BY seq"
+            writes.push_as(
+                "written",
+                Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    format!("{insert} RETURNING seq"),
+                    values,
+                ),
             );
-            writes.push(Statement::from_sql_and_values(
+            // Last, so its rows (the same `seq`s) are the ones that come back.
+            writes.push(Statement::from_string(
                 DbBackend::Postgres,
-                sql,
-                values,
+                "INSERT INTO outbox_pending (seq) SELECT seq FROM written RETURNING seq",
             ));
         } else {
             writes.insert(rows, Some("seq"))?;

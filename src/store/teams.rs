@@ -3,8 +3,8 @@
 use chrono::Utc;
 use entity::{system, team};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, JoinType, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -189,15 +189,22 @@ fn actor_of(row: system::Model) -> Result<Actor, DbErr> {
     })
 }
 
-/// The acting system and its team's name (the event subject token), if it exists.
+/// The acting system and its team's name (the event subject token), if it exists. One query
+/// (a join): every command group starts with it, and each statement is a round trip (on
+/// SQLite, to the connection's thread, on the serial path).
 pub async fn actor(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<(Actor, String)>, DbErr> {
-    let Some(row) = system::Entity::find_by_id(id).one(db).await? else {
-        return Ok(None);
-    };
-    let team = team::Entity::find_by_id(row.team_id)
+    let of_team = system::Entity::belongs_to(team::Entity)
+        .from(system::Column::TeamId)
+        .to(team::Column::Id);
+    let Some((row, team)) = system::Entity::find_by_id(id)
+        .join(JoinType::InnerJoin, of_team.into())
+        .select_also(team::Entity)
         .one(db)
         .await?
-        .ok_or_else(|| DbErr::RecordNotFound(format!("team {}", row.team_id)))?;
+    else {
+        return Ok(None);
+    };
+    let team = team.ok_or_else(|| DbErr::RecordNotFound(format!("team {}", row.team_id)))?;
     Ok(Some((actor_of(row)?, team.name)))
 }
 

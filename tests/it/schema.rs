@@ -157,8 +157,9 @@ async fn has_index(db: &sea_orm::DatabaseConnection, name: &str) -> bool {
 
 on_both_databases!(a_groups_inserts_keep_every_value_every_null_and_the_order);
 
-/// A group's inserts ([`store::writes::Writes`]): on Postgres one `UNNEST` statement per table
-/// (one array per column, a mask for NULLs); on SQLite power-of-two pieces sent as one
+/// A group's inserts ([`store::writes::Writes`]): on Postgres one `UNNEST` insert per table
+/// (one array per column, a mask for NULLs), all but the last as `WITH` clauses of the last,
+/// their `$n` parameters renumbered; on SQLite power-of-two pieces sent as one
 /// multi-statement query, whose `?` parameters run on across its statements. Either way
 /// every value, every NULL and the order come back as written, with the `seq` each row got.
 async fn a_groups_inserts_keep_every_value_every_null_and_the_order(backend: Backend) {
@@ -186,15 +187,16 @@ async fn a_groups_inserts_keep_every_value_every_null_and_the_order(backend: Bac
             ..Default::default()
         })
         .collect();
-    // Seven rows: three statements on SQLite (4 + 2 + 1), then a second table.
+    // A first table, then seven rows: three statements on SQLite (4 + 2 + 1), one `WITH`
+    // clause and the statement that returns the rows on Postgres.
     let mut writes = store::writes::Writes::new(app.db().get_database_backend());
-    writes.insert(rows.clone(), Some("seq")).unwrap();
     let pending: Vec<entity::outbox_pending::ActiveModel> = (0..3)
         .map(|i| entity::outbox_pending::ActiveModel {
             seq: Set(1_000_000 + i),
         })
         .collect();
     writes.insert(pending, None).unwrap();
+    writes.insert(rows.clone(), Some("seq")).unwrap();
     let returned = writes.run(app.db()).await.unwrap();
     let mut seqs: Vec<i64> = returned
         .iter()
@@ -219,7 +221,7 @@ async fn a_groups_inserts_keep_every_value_every_null_and_the_order(backend: Bac
             .await
             .unwrap(),
         [1_000_000, 1_000_001, 1_000_002],
-        "the second table's rows, after the first's parameters"
+        "the first table's rows, its parameters before the second's"
     );
     for (row, got) in rows.iter().zip(stored) {
         assert_eq!(got.message_id, row.message_id.clone().unwrap());
