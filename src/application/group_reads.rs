@@ -35,9 +35,18 @@ impl GroupReads {
         if let Some(known) = self.actors.get(&id) {
             return Ok(known.clone());
         }
-        let found = store::teams::actor(db, id).await?;
-        self.actors.insert(id, found.clone());
-        Ok(found)
+        let Some(found) = store::teams::actor_and_team(db, id).await? else {
+            self.actors.insert(id, None);
+            return Ok(None);
+        };
+        // The team's systems came with it: an execute needs them, another actor may be one.
+        for member in &found.members {
+            let known = Some((member.clone(), found.team_name.clone()));
+            self.actors.insert(member.id.0, known);
+        }
+        self.members
+            .insert(found.actor.team_id, found.members.into());
+        Ok(Some((found.actor, found.team_name)))
     }
 
     pub async fn members(

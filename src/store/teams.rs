@@ -189,23 +189,66 @@ fn actor_of(row: system::Model) -> Result<Actor, DbErr> {
     })
 }
 
-/// The acting system and its team's name (the event subject token), if it exists. One query
-/// (a join): every command group starts with it, and each statement is a round trip (on
-/// SQLite, to the connection's thread, on the serial path).
+/// The acting system and its team's name (the event subject token), if it exists.
 pub async fn actor(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<(Actor, String)>, DbErr> {
+    Ok(actor_and_team(db, id)
+        .await?
+        .map(|found| (found.actor, found.team_name)))
+}
+
+/// A system with its team: what a command group reads first.
+pub struct ActorAndTeam {
+    pub actor: Actor,
+    pub team_name: String,
+    /// Every system of the team, by name, the actor among them (as [`members`]).
+    pub members: Vec<Actor>,
+}
+
+/// The acting system, its team's name and the team's systems, in one query (a join): every
+/// command group starts with it, an execute needs the systems too, and each statement is a
+/// round trip (on SQLite to the connection's thread, on the serial path). Teams are a few
+/// systems, so reading them all costs a command that needs only the actor next to nothing.
+pub async fn actor_and_team(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<ActorAndTeam>, DbErr> {
+    use sea_orm::sea_query::Query;
     let of_team = system::Entity::belongs_to(team::Entity)
         .from(system::Column::TeamId)
         .to(team::Column::Id);
-    let Some((row, team)) = system::Entity::find_by_id(id)
+    let actors_team = Query::select()
+        .column(system::Column::TeamId)
+        .from(system::Entity)
+        .and_where(system::Column::Id.eq(id))
+        .to_owned();
+    let rows = system::Entity::find()
         .join(JoinType::InnerJoin, of_team.into())
+        .filter(system::Column::TeamId.in_subquery(actors_team))
+        .order_by_asc(system::Column::Name)
         .select_also(team::Entity)
-        .one(db)
-        .await?
+        .all(db)
+        .await?;
+    let Some(team_name) = rows
+        .iter()
+        .find(|(row, _)| row.id == id)
+        .and_then(|(_, team)| team.as_ref().map(|t| t.name.clone()))
     else {
         return Ok(None);
     };
-    let team = team.ok_or_else(|| DbErr::RecordNotFound(format!("team {}", row.team_id)))?;
-    Ok(Some((actor_of(row)?, team.name)))
+    let members = rows
+        .into_iter()
+        .map(|(row, _)| actor_of(row))
+        .collect::<Result<Vec<_>, _>>()?;
+    let actor = members
+        .iter()
+        .find(|m| m.id.0 == id)
+        .cloned()
+        .ok_or_else(|| DbErr::RecordNotFound(format!("system {id}")))?;
+    Ok(Some(ActorAndTeam {
+        actor,
+        team_name,
+        members,
+    }))
 }
 
 /// Every system of a team, by name (the order assignment ties are broken in).
