@@ -201,21 +201,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         settings.batch_max,
         stop.clone(),
     ));
-    // On Postgres the relay leads through a session's lock: a connection of its own.
-    let relay_db = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-        store::connect_session(&settings.database_url)
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting the relay to the database at {}",
-                    redact(&settings.database_url)
-                )
-            })?
-    } else {
-        db.clone()
-    };
     let relay = tokio::spawn(relay::run(
-        relay_db,
+        db.clone(),
         js,
         nats.clone(),
         handoff,

@@ -3,9 +3,8 @@
 //! the pending list. A crash between the two re-publishes, and the stream's duplicate
 //! window drops the copy; listeners can also de-duplicate on `event_id`.
 //!
-//! With several workers on Postgres, one relay publishes at a time, which keeps the global
-//! order: the one whose session holds an advisory lock ([`Leader`]). SQLite deployments run
-//! one worker.
+//! With several workers on Postgres, one relay publishes at a time (a transaction-scoped
+//! advisory lock), which keeps the global order. SQLite deployments run one worker.
 //!
 //! The worker hands what it committed to its relay in memory ([`Handoff`]): outcomes reach
 //! their senders right after the commit, and the relay reads back from the database only
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Context;
 use async_nats::jetstream::message::PublishMessage;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -29,13 +28,8 @@ const BATCH: u64 = 1024;
 /// first message) goes out without waiting for a read of all its events; passes then grow
 /// fourfold while they come back full.
 const FIRST_PASS: u64 = 64;
-/// Fallback poll: a relay that does not lead tries for the lock this often.
+/// Fallback poll, for messages committed by another worker process.
 const POLL: Duration = Duration::from_millis(500);
-/// Postgres: how often the leading relay looks for messages it was not woken for (another
-/// worker process committed them), and takes off the list what it last published.
-const LEADER_POLL: Duration = Duration::from_millis(100);
-/// … and how soon after a pass that found some.
-const FOREIGN_POLL: Duration = Duration::from_millis(20);
 /// Arbitrary, fixed key of the relay's Postgres advisory lock.
 const RELAY_LOCK_KEY: i64 = 0x736f_7072_656c_6179; // "soprelay"
 
@@ -137,14 +131,15 @@ impl Handoff {
     }
 }
 
-/// The messages of `seqs` (pending, ascending), in `seq` order: handed over, or read back;
-/// with how many were read back.
-async fn batch_of(
+/// The pending messages of one pass, in `seq` order: handed over, or read back.
+async fn next_batch(
     db: &impl ConnectionTrait,
     handoff: &Handoff,
-    seqs: &[i64],
-) -> Result<(Vec<Publication>, usize), DbErr> {
-    let mut handed = handoff.take(seqs);
+    after: Option<i64>,
+    limit: u64,
+) -> Result<Vec<Publication>, DbErr> {
+    let seqs = outbox::pending(db, after, limit).await?;
+    let mut handed = handoff.take(&seqs);
     let missing: Vec<i64> = seqs
         .iter()
         .copied()
@@ -155,23 +150,26 @@ async fn batch_of(
         .into_iter()
         .map(|row| (row.seq, row.into()))
         .collect();
-    let batch = seqs
+    Ok(seqs
         .iter()
         .filter_map(|seq| handed.remove(seq).or_else(|| read.remove(seq)))
-        .collect();
-    Ok((batch, missing.len()))
+        .collect())
 }
 
-/// Publishes `batch` in order and returns its `seq`s; taking them off the pending list is the
-/// caller's.
-async fn publish(
+/// Publishes the next pending messages (after `after`, when given) and returns their `seq`s;
+/// taking them off the pending list is the caller's.
+async fn publish_batch(
+    db: &impl ConnectionTrait,
     js: &Context,
     nats: &async_nats::Client,
-    batch: &[Publication],
+    handoff: &Handoff,
+    after: Option<i64>,
+    limit: u64,
 ) -> Result<Vec<i64>, RelayError> {
+    let batch = next_batch(db, handoff, after, limit).await?;
     // Send the whole batch, then await the acks: one round trip per batch, order kept.
     let mut acks = Vec::with_capacity(batch.len());
-    for message in batch {
+    for message in &batch {
         let mut publish = PublishMessage::build()
             .payload(message.payload.clone())
             .message_id(message.message_id.to_string());
@@ -240,122 +238,47 @@ impl Unlisted {
     }
 }
 
-/// Postgres: which relay publishes. The one whose session holds the advisory lock, on a
-/// connection of its own ([`crate::store::connect_session`]), until it fails or stops; the
-/// others try for the lock every [`POLL`] and leave their messages to it. A pass is one
-/// statement that takes off the list what the last pass published and reads what is pending
-/// ([`outbox::unlist_and_pending`]): the transaction of five statements it replaced was,
-/// at half of peak, as many round trips again as the command groups made.
-#[derive(Default)]
-struct Leader {
-    /// The backend pid of the session that holds the lock; `None` until it is taken.
-    pid: Option<i32>,
-    /// What the last pass published, taken off the list by the next.
-    published: Vec<i64>,
-    /// The last pass read messages back that it was not handed: another process commits.
-    foreign: bool,
-    /// When the list was last vacuumed ([`VACUUM_EVERY`]).
-    vacuumed: Option<Instant>,
-}
-
-/// Postgres: how often the leading relay vacuums the pending list. Its reads walk the index
-/// from the oldest entry, through every entry deleted since the last vacuum (about 10,000 a
-/// second at half of peak, and autovacuum comes by once a minute): the leader's backend
-/// spent ≈ 7 % of the machine's CPU there (`perf`). A vacuum of the small table is quick.
-const VACUUM_EVERY: Duration = Duration::from_secs(1);
-
-impl Leader {
-    /// After a failure: takes off what it published and lets go of the lock, so another
-    /// relay can lead (best effort; a broken session has let go already).
-    async fn resign(&mut self, db: &DatabaseConnection) {
-        if self.pid.take().is_some() {
-            if outbox::mark_published(db, &self.published).await.is_ok() {
-                self.published.clear();
-            }
-            let _ = outbox::resign(db).await;
-        }
-    }
-}
-
-/// What a relay carries from one pass to the next.
-enum Progress {
-    Sqlite(Unlisted),
-    Postgres(Leader),
-}
-
-impl Progress {
-    fn new(db: &DatabaseConnection) -> Progress {
-        match db.get_database_backend() {
-            DbBackend::Postgres => Progress::Postgres(Leader::default()),
-            _ => Progress::Sqlite(Unlisted::default()),
-        }
-    }
-
-    /// How long to wait for a wake-up after a pass that left nothing pending.
-    fn idle_wait(&self) -> Duration {
-        match self {
-            Progress::Sqlite(unlisted) => unlisted
-                .due()
-                .map_or(POLL, |due| due.saturating_duration_since(Instant::now())),
-            Progress::Postgres(Leader { pid: None, .. }) => POLL,
-            Progress::Postgres(Leader { foreign: true, .. }) => FOREIGN_POLL,
-            Progress::Postgres(_) => LEADER_POLL,
-        }
-    }
-}
-
-/// One relay pass of at most `limit` messages; `Ok(0)` when there was nothing to do (or
-/// another relay leads).
+/// One relay pass of at most `limit` messages (on SQLite, first taking off the list what is
+/// due); `Ok(0)` when there was nothing to do (or another relay holds the lock).
 async fn relay_once(
     db: &DatabaseConnection,
     js: &Context,
     nats: &async_nats::Client,
     handoff: &Handoff,
-    progress: &mut Progress,
+    unlisted: &mut Unlisted,
     limit: u64,
 ) -> Result<usize, RelayError> {
-    let leader = match progress {
-        Progress::Sqlite(unlisted) => {
-            if unlisted.due().is_some_and(|due| due <= Instant::now()) {
-                // Should this fail, the messages are still read past (not published twice).
-                unlisted.take_off(db).await?;
-            }
-            let after = unlisted.through.map(|(seq, _)| seq);
-            let seqs = outbox::pending(db, after, limit).await?;
-            let (batch, _) = batch_of(db, handoff, &seqs).await?;
-            let published = publish(js, nats, &batch).await?;
-            unlisted.published(&published);
-            return Ok(published.len());
+    if db.get_database_backend() != DbBackend::Postgres {
+        if unlisted.due().is_some_and(|due| due <= Instant::now()) {
+            // Should this fail, the messages are still read past (not published twice).
+            unlisted.take_off(db).await?;
         }
-        Progress::Postgres(leader) => leader,
-    };
-    if leader.pid.is_none() {
-        leader.pid = outbox::try_lead(db, RELAY_LOCK_KEY).await?;
-        if leader.pid.is_none() {
-            handoff.clear();
-            return Ok(0);
-        }
+        let after = unlisted.through.map(|(seq, _)| seq);
+        let seqs = publish_batch(db, js, nats, handoff, after, limit).await?;
+        unlisted.published(&seqs);
+        return Ok(seqs.len());
     }
-    let (pid, seqs) = outbox::unlist_and_pending(db, &leader.published, limit).await?;
-    leader.published.clear();
-    if leader.pid != Some(pid) {
-        // The pool replaced the broken connection: this session holds no lock (yet).
-        leader.pid = None;
+    let txn = db.begin().await?;
+    let locked = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_try_advisory_xact_lock({RELAY_LOCK_KEY}) AS locked"),
+        ))
+        .await?
+        .map(|r| r.try_get::<bool>("", "locked"))
+        .transpose()?
+        .unwrap_or(false);
+    if !locked {
+        txn.rollback().await?;
+        handoff.clear();
         return Ok(0);
     }
-    let (batch, read_back) = batch_of(db, handoff, &seqs).await?;
-    leader.foreign = read_back > 0;
-    leader.published = publish(js, nats, &batch).await?;
-    if leader
-        .vacuumed
-        .is_none_or(|at| at.elapsed() >= VACUUM_EVERY)
-    {
-        leader.vacuumed = Some(Instant::now());
-        if let Err(e) = outbox::vacuum_pending(db).await {
-            debug!(error = %e, "vacuuming the pending list failed; autovacuum will");
-        }
-    }
-    Ok(leader.published.len())
+    // Several relays may take turns here, and transactions commit out of `seq` order: each
+    // pass takes off exactly what it published, before it lets go of the lock.
+    let seqs = publish_batch(&txn, js, nats, handoff, None, limit).await?;
+    outbox::mark_published(&txn, &seqs).await?;
+    txn.commit().await?;
+    Ok(seqs.len())
 }
 
 /// Runs until `shutdown`; then drains what is left (bounded by `drain_for`) and returns.
@@ -369,9 +292,9 @@ pub async fn run(
 ) {
     let mut failures = 0u32;
     let mut limit = FIRST_PASS;
-    let mut progress = Progress::new(&db);
+    let mut unlisted = Unlisted::default();
     while !*shutdown.borrow() {
-        match relay_once(&db, &js, &nats, &handoff, &mut progress, limit).await {
+        match relay_once(&db, &js, &nats, &handoff, &mut unlisted, limit).await {
             Ok(n) if n as u64 == limit => limit = (limit * 4).min(BATCH),
             Ok(n) => {
                 failures = 0;
@@ -380,9 +303,12 @@ pub async fn run(
                 }
                 // Everything pending when this pass read was published. A commit since has
                 // left its wake-up stored, so the wait below returns at once; no empty pass
-                // to find that out (a statement per commit).
+                // to find that out (on Postgres a transaction of four statements per commit,
+                // on SQLite a read on the writer's connection).
                 limit = FIRST_PASS;
-                let wait = progress.idle_wait();
+                let wait = unlisted
+                    .due()
+                    .map_or(POLL, |due| due.saturating_duration_since(Instant::now()));
                 tokio::select! {
                     _ = handoff.wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
@@ -393,9 +319,6 @@ pub async fn run(
                 failures += 1;
                 let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                 warn!(error = %e, ?delay, "relay failed; retrying");
-                if let Progress::Postgres(leader) = &mut progress {
-                    leader.resign(&db).await;
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => {}
@@ -405,7 +328,7 @@ pub async fn run(
     }
     let deadline = tokio::time::Instant::now() + drain_for;
     while tokio::time::Instant::now() < deadline {
-        match relay_once(&db, &js, &nats, &handoff, &mut progress, BATCH).await {
+        match relay_once(&db, &js, &nats, &handoff, &mut unlisted, BATCH).await {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -414,14 +337,8 @@ pub async fn run(
             }
         }
     }
-    match &mut progress {
-        Progress::Sqlite(unlisted) => {
-            if let Err(e) = unlisted.take_off(&db).await {
-                warn!(error = %e, "taking published messages off the pending list failed; a restart publishes them again, and the streams drop the copies");
-            }
-        }
-        // Another worker's relay leads from here.
-        Progress::Postgres(leader) => leader.resign(&db).await,
+    if let Err(e) = unlisted.take_off(&db).await {
+        warn!(error = %e, "taking published messages off the pending list failed; a restart publishes them again, and the streams drop the copies");
     }
     info!("outbox relay stopped");
 }

@@ -28,20 +28,6 @@ use sea_orm::{
 /// Opens the pool. SQLite gets one connection (it has one writer anyway), WAL journaling so
 /// readers such as the CLI never block the worker, and foreign keys on.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
-    Database::connect(options(url, max_connections)).await
-}
-
-/// One Postgres connection kept for as long as it works (no idle timeout, no lifetime), for
-/// what a session holds: the relay's advisory lock. Should the pool replace it anyway (it
-/// broke), the new session holds nothing, which its user checks ([`outbox::try_lead`]).
-pub async fn connect_session(url: &str) -> Result<DatabaseConnection, DbErr> {
-    let mut opt = options(url, 1);
-    opt.idle_timeout(None::<Duration>)
-        .max_lifetime(None::<Duration>);
-    Database::connect(opt).await
-}
-
-fn options(url: &str, max_connections: u32) -> ConnectOptions {
     let sqlite = url.starts_with("sqlite:");
     let mut opt = ConnectOptions::new(url);
     opt.max_connections(pool_size(url, max_connections))
@@ -58,7 +44,7 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
                 .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
         });
     }
-    opt
+    Database::connect(opt).await
 }
 
 /// A pooled connection is pinged before it is handed out only when it has been idle this

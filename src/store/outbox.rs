@@ -306,63 +306,6 @@ pub async fn mark_published(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<(
     Ok(())
 }
 
-/// Postgres: tries to take the session-level advisory lock `key` on this connection (the
-/// relay's leadership) and turns off waiting for the WAL flush at commit for the session: a
-/// take-off lost in a crash only publishes its messages again, and the streams drop the
-/// copies. Returns the session's backend pid when the lock is held.
-pub async fn try_lead(db: &impl ConnectionTrait, key: i64) -> Result<Option<i32>, DbErr> {
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_try_advisory_lock($1) AS locked, pg_backend_pid() AS pid, \
-             set_config('synchronous_commit', 'off', false) AS sync",
-            [key.into()],
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("no row from the lock query".into()))?;
-    let locked: bool = row.try_get("", "locked")?;
-    locked.then(|| row.try_get("", "pid")).transpose()
-}
-
-/// Postgres, one statement (autocommit): takes `published` off the relay's list and returns
-/// the session's backend pid and the oldest pending messages after them, at most `limit`.
-/// The read sees the list as the statement began, so it leaves `published` out itself.
-pub async fn unlist_and_pending(
-    db: &impl ConnectionTrait,
-    published: &[i64],
-    limit: u64,
-) -> Result<(i32, Vec<i64>), DbErr> {
-    use sea_orm::sea_query::{ArrayType, Value};
-    let values = published.iter().map(|&s| Value::BigInt(Some(s))).collect();
-    let published = Value::Array(ArrayType::BigInt, Some(Box::new(values)));
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "WITH gone AS (DELETE FROM outbox_pending WHERE seq = ANY($1)) \
-             SELECT pg_backend_pid() AS pid, ARRAY(SELECT seq FROM outbox_pending \
-             WHERE seq <> ALL($1) ORDER BY seq LIMIT $2) AS seqs",
-            [published, (limit as i64).into()],
-        ))
-        .await?
-        .ok_or_else(|| DbErr::Custom("no row from the relay's read".into()))?;
-    Ok((row.try_get("", "pid")?, row.try_get("", "seqs")?))
-}
-
-/// Postgres: vacuums the relay's list, outside any transaction (the session's statements are
-/// their own transactions).
-pub async fn vacuum_pending(db: &impl ConnectionTrait) -> Result<(), DbErr> {
-    db.execute_unprepared("VACUUM (SKIP_LOCKED) outbox_pending")
-        .await
-        .map(|_| ())
-}
-
-/// Postgres: lets go of the session's advisory locks (a relay that stops leading).
-pub async fn resign(db: &impl ConnectionTrait) -> Result<(), DbErr> {
-    db.execute_unprepared("SELECT pg_advisory_unlock_all()")
-        .await
-        .map(|_| ())
-}
-
 /// Takes every message up to `seq` off the relay's list: for a relay that published them all
 /// (SQLite's, see the relay). One statement shape whatever their number.
 pub async fn mark_published_through(db: &impl ConnectionTrait, seq: i64) -> Result<(), DbErr> {
