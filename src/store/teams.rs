@@ -228,22 +228,17 @@ pub async fn actor_and_team(
         .select_also(team::Entity)
         .all(db)
         .await?;
-    let Some(team_name) = rows
-        .iter()
-        .find(|(row, _)| row.id == id)
-        .and_then(|(_, team)| team.as_ref().map(|t| t.name.clone()))
-    else {
+    let (mut found, mut members) = (None, Vec::with_capacity(rows.len()));
+    for (row, team) in rows {
+        let member = actor_of(row)?;
+        if member.id.0 == id {
+            found = team.map(|t| (member.clone(), t.name));
+        }
+        members.push(member);
+    }
+    let Some((actor, team_name)) = found else {
         return Ok(None);
     };
-    let members = rows
-        .into_iter()
-        .map(|(row, _)| actor_of(row))
-        .collect::<Result<Vec<_>, _>>()?;
-    let actor = members
-        .iter()
-        .find(|m| m.id.0 == id)
-        .cloned()
-        .ok_or_else(|| DbErr::RecordNotFound(format!("system {id}")))?;
     Ok(Some(ActorAndTeam {
         actor,
         team_name,
