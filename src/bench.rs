@@ -228,7 +228,12 @@ impl Subject {
         })
         .await
         .context("worker start-up")??;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Its warnings (a relay retrying, a transaction retried) explain a figure: shown.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("worker: {line}");
+            }
+        });
         let nats = crate::app::connect_nats(&settings).await?;
         let subjects = Subjects::new(&settings.subject_prefix);
         let events = Arc::new(AtomicU64::new(0));

@@ -138,7 +138,8 @@ async fn sample(
     }
 }
 
-/// Samples every `every` until shutdown; the first sample is taken at once.
+/// Samples every `every` until shutdown, and folds the histograms' observations into their
+/// buckets; the first sample is taken at once.
 pub async fn monitor(
     db: DatabaseConnection,
     nats: async_nats::Client,
@@ -149,6 +150,10 @@ pub async fn monitor(
 ) {
     while !*shutdown.borrow() {
         sample(&db, &nats, &mut consumer, &ready).await;
+        // The recorder keeps every histogram observation until they are folded into the
+        // buckets, which only a scrape or this does: without it a worker nobody scrapes
+        // grows by every observation (24 bytes each: ≈ 0.5 MiB a minute at 300 executes/s).
+        handle().run_upkeep();
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => {}

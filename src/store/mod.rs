@@ -26,7 +26,10 @@ use sea_orm::{
 };
 
 /// Opens the pool. SQLite gets one connection (it has one writer anyway), WAL journaling so
-/// readers such as the CLI never block the worker, and foreign keys on.
+/// readers such as the CLI never block the worker, and foreign keys on. A Postgres connection
+/// gives back its buffers' spare room when it returns to the pool: a buffer grows to the
+/// largest statement its connection ever sent (a group's inserts: up to a few MiB) and
+/// otherwise keeps that size, which over a soak added up to ≈ 10 MiB over the pool (heaptrack).
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let sqlite = url.starts_with("sqlite:");
     let mut opt = ConnectOptions::new(url);
@@ -36,6 +39,14 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false);
+    if !sqlite {
+        opt.map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_release(|conn, _| {
+                sea_orm::sqlx::Connection::shrink_buffers(conn);
+                Box::pin(async { Ok(true) })
+            })
+        });
+    }
     if sqlite {
         opt.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
