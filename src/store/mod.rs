@@ -39,20 +39,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
         .sqlx_logging(false);
-    if !sqlite {
-        opt.map_sqlx_postgres_pool_opts(|pool| {
-            pool.after_release(|conn, _| {
-                sea_orm::sqlx::Connection::shrink_buffers(conn);
-                Box::pin(async { Ok(true) })
-            })
-        });
-    }
     if sqlite {
         opt.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
                 .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
+        });
+    } else {
+        opt.map_sqlx_postgres_pool_opts(|pool| {
+            pool.after_release(|conn, _| {
+                sea_orm::sqlx::Connection::shrink_buffers(conn);
+                Box::pin(async { Ok(true) })
+            })
         });
     }
     Database::connect(opt).await
