@@ -1,7 +1,8 @@
 //! `sop bench`: the whole path (client → JetStream → worker → database → events) measured on
-//! this machine, with two baselines measured in the same run so the ratios hold on a noisy
+//! this machine, with baselines measured in the same run so the ratios hold on a noisy
 //! machine: (a) the same rows written by plain transactions at the same concurrency (the
-//! database's own ceiling for this work), (b) a bare JetStream publish-and-ack round trip.
+//! database's own ceiling for this work), (b) a bare JetStream publish-and-ack round trip,
+//! (c) the disk's own durable writes at the paced run's rate (what it gives a commit then).
 //!
 //! The worker under test is a child process (this same binary, `sop worker`), so its peak
 //! resident memory can be read from `/proc`. Each database gets a fresh one: a temporary SQLite
@@ -767,6 +768,62 @@ async fn jetstream_baseline(
     ))
 }
 
+/// Baseline (c): the disk's own latency for durable writes at the paced run's rate. `n`
+/// writes of 4 KiB, each followed by `fdatasync`, into a file in the temporary directory
+/// (where the SQLite benchmark database lives), filled beforehand and rewritten in a cycle as
+/// a WAL is. Open loop like the paced run: write `i` is due at `i / rate` seconds and its
+/// latency counts from then, so a flush that stalls delays every write due meanwhile, as it
+/// delays every commit queued behind it. A command is acknowledged only after its commit's
+/// flush, so where the database shares this disk, a p99 at half of peak over the target with
+/// this one over it too is the disk's. Measured alone, right after the paced run, with one
+/// flush per write where group commit makes fewer: the disk at the time, not a strict floor.
+fn durable_writes(n: usize, rate: f64) -> std::io::Result<(Vec<f64>, Duration)> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 4096;
+    const BLOCKS: usize = 1024;
+    let path = std::env::temp_dir().join(format!("sop-bench-{}.fsync", Uuid::new_v4().simple()));
+    let result = (|| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.write_all_at(&vec![0u8; BLOCK * BLOCKS], 0)?;
+        file.sync_all()?;
+        let block = vec![b'x'; BLOCK];
+        let mut latencies = Vec::with_capacity(n);
+        let started = Instant::now();
+        for i in 0..n {
+            let due = started + Duration::from_secs_f64(i as f64 / rate.max(1e-3));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            file.write_all_at(&block, ((i % BLOCKS) * BLOCK) as u64)?;
+            file.sync_data()?;
+            latencies.push(due.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok((latencies, started.elapsed()))
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// Baseline (c) at `rate` for as many writes as the paced run sent ([`durable_writes`]).
+async fn durable_write_baseline(
+    args: &BenchArgs,
+    database: &str,
+    rate: f64,
+) -> anyhow::Result<Figures> {
+    let n = args.executes / 2;
+    let (lat, elapsed) = tokio::task::spawn_blocking(move || durable_writes(n, rate)).await??;
+    Ok(figures(
+        &format!("baseline (c): 4 KiB write + fdatasync ({rate:.0}/s)"),
+        database,
+        lat,
+        elapsed,
+    ))
+}
+
 fn table(rows: &[Figures]) -> String {
     let mut out = vec![format!(
         "{:<46} {:<9} {:>6} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8}",
@@ -811,14 +868,16 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
             let heavy = execute_heavy(&subject, args, database).await?;
             let baseline = sql_baseline(&subject, args, database).await?;
             let paced = half_peak(&subject, args, database, heavy.per_second).await?;
+            let disk = durable_write_baseline(args, database, heavy.per_second / 2.0).await?;
             ratios.push(json!({
                 "database": database,
                 "throughput_vs_plain_sql": heavy.per_second / baseline.per_second,
                 "throughput_vs_jetstream": heavy.per_second / raw.per_second,
                 "p99_ms_at_half_peak": paced.p99_ms,
+                "durable_write_p99_ms_at_half_peak": disk.p99_ms,
             }));
             let peak = heavy.per_second;
-            let mut more = vec![heavy, baseline, paced];
+            let mut more = vec![heavy, baseline, paced, disk];
             more.push(lifecycle(&subject, args, database).await?);
             more.push(large(&subject, args, database, 200).await?);
             more.push(large(&subject, args, database, 1000).await?);
@@ -849,11 +908,14 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
     println!("{}", table(&rows));
     for r in &ratios {
         println!(
-            "{}: execute throughput = {:.0}% of plain SQL transactions, {:.0}% of bare JetStream publish+ack; p99 at half of peak {:.1} ms",
+            "{}: execute throughput = {:.0}% of plain SQL transactions, {:.0}% of bare JetStream publish+ack; p99 at half of peak {:.1} ms (the disk's own durable writes at that rate: {:.1} ms)",
             r["database"].as_str().unwrap_or(""),
             r["throughput_vs_plain_sql"].as_f64().unwrap_or(0.0) * 100.0,
             r["throughput_vs_jetstream"].as_f64().unwrap_or(0.0) * 100.0,
-            r["p99_ms_at_half_peak"].as_f64().unwrap_or(0.0)
+            r["p99_ms_at_half_peak"].as_f64().unwrap_or(0.0),
+            r["durable_write_p99_ms_at_half_peak"]
+                .as_f64()
+                .unwrap_or(0.0)
         );
     }
     let report = json!({ "args": {
@@ -875,5 +937,21 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), 51.0);
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+
+    #[test]
+    fn durable_writes_time_every_write_and_leave_no_file() {
+        let probes = || {
+            std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".fsync"))
+                .count()
+        };
+        let before = probes();
+        let (latencies, _) = durable_writes(20, 2000.0).unwrap();
+        assert_eq!(latencies.len(), 20);
+        assert!(latencies.iter().all(|ms| ms.is_finite() && *ms >= 0.0));
+        assert!(probes() <= before, "the probe's file is removed");
     }
 }
