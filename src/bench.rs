@@ -386,6 +386,11 @@ async fn executes(
     concurrently(n, concurrency, execute_op(s, series)).await
 }
 
+/// When operation `i` of an open-loop run at `rate` per second is due, after its start.
+fn due_after(i: usize, rate: f64) -> Duration {
+    Duration::from_secs_f64(i as f64 / rate.max(1e-3))
+}
+
 /// Runs `n` operations open-loop at `rate` per second: operation `i` starts at `i / rate`
 /// seconds whatever the others are doing, so latency includes any queueing at the service.
 async fn paced<F, Fut>(n: usize, rate: f64, op: F) -> anyhow::Result<(Vec<f64>, Duration)>
@@ -396,8 +401,7 @@ where
     let started = tokio::time::Instant::now();
     // Each operation is created when it is due, so a long soak holds only those in flight.
     let due = futures::stream::iter(0..n).then(|i| async move {
-        tokio::time::sleep_until(started + Duration::from_secs_f64(i as f64 / rate.max(1e-3)))
-            .await;
+        tokio::time::sleep_until(started + due_after(i, rate)).await;
         i
     });
     run_all(due.map(&op), usize::MAX).await
@@ -794,7 +798,7 @@ fn durable_writes(n: usize, rate: f64) -> std::io::Result<(Vec<f64>, Duration)> 
         let mut latencies = Vec::with_capacity(n);
         let started = Instant::now();
         for i in 0..n {
-            let due = started + Duration::from_secs_f64(i as f64 / rate.max(1e-3));
+            let due = started + due_after(i, rate);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
@@ -808,13 +812,8 @@ fn durable_writes(n: usize, rate: f64) -> std::io::Result<(Vec<f64>, Duration)> 
     result
 }
 
-/// Baseline (c) at `rate` for as many writes as the paced run sent ([`durable_writes`]).
-async fn durable_write_baseline(
-    args: &BenchArgs,
-    database: &str,
-    rate: f64,
-) -> anyhow::Result<Figures> {
-    let n = args.executes / 2;
+/// Baseline (c): `n` durable writes at `rate` ([`durable_writes`]).
+async fn durable_write_baseline(database: &str, rate: f64, n: usize) -> anyhow::Result<Figures> {
     let (lat, elapsed) = tokio::task::spawn_blocking(move || durable_writes(n, rate)).await??;
     Ok(figures(
         &format!("baseline (c): 4 KiB write + fdatasync ({rate:.0}/s)"),
@@ -868,7 +867,9 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
             let heavy = execute_heavy(&subject, args, database).await?;
             let baseline = sql_baseline(&subject, args, database).await?;
             let paced = half_peak(&subject, args, database, heavy.per_second).await?;
-            let disk = durable_write_baseline(args, database, heavy.per_second / 2.0).await?;
+            // As many durable writes as the paced run sent commands, at its rate.
+            let disk =
+                durable_write_baseline(database, heavy.per_second / 2.0, paced.operations).await?;
             ratios.push(json!({
                 "database": database,
                 "throughput_vs_plain_sql": heavy.per_second / baseline.per_second,
