@@ -303,6 +303,16 @@ impl Subject {
         Ok(id)
     }
 
+    /// `procedure.execute` of a series by the bench's System3: its result and latency.
+    async fn execute(&self, series: Uuid) -> anyhow::Result<(Value, f64)> {
+        self.ok(
+            CommandName::ExecuteProcedure,
+            self.s3,
+            json!({ "series_id": series }),
+        )
+        .await
+    }
+
     fn measured(&self, mut f: Figures, events_before: u64) -> Figures {
         let events = self.events.load(Ordering::Relaxed) - events_before;
         f.events_per_second = Some(events as f64 / f.seconds.max(1e-9));
@@ -408,17 +418,7 @@ where
 }
 
 fn execute_op<'a>(s: &'a Subject, series: Uuid) -> impl Fn(usize) -> BoxedLatency<'a> {
-    move |_| {
-        Box::pin(async move {
-            Ok(s.ok(
-                CommandName::ExecuteProcedure,
-                s.s3,
-                json!({ "series_id": series }),
-            )
-            .await?
-            .1)
-        })
-    }
+    move |_| Box::pin(async move { Ok(s.execute(series).await?.1) })
 }
 
 type BoxedLatency<'a> =
@@ -509,7 +509,7 @@ async fn lifecycle(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Res
                 .ok(CommandName::DraftProcedure, s.s4, template(10))
                 .await?;
             mine.push(ms);
-            let id = draft["procedure_id"].clone();
+            let id: Uuid = serde_json::from_value(draft["procedure_id"].clone())?;
             mine.push(
                 s.ok(
                     CommandName::ApproveProcedure,
@@ -519,13 +519,7 @@ async fn lifecycle(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Res
                 .await?
                 .1,
             );
-            let (run, ms) = s
-                .ok(
-                    CommandName::ExecuteProcedure,
-                    s.s3,
-                    json!({ "series_id": id }),
-                )
-                .await?;
+            let (run, ms) = s.execute(id).await?;
             mine.push(ms);
             let run_id = run["run_id"].clone();
             let tasks: Vec<Value> = run["task_ids"].as_array().cloned().unwrap_or_default();
@@ -601,13 +595,7 @@ async fn large(
     let (mut outcomes, mut delivered) = (vec![], vec![]);
     for _ in 0..args.large {
         let sent = Instant::now();
-        let (result, ms) = s
-            .ok(
-                CommandName::ExecuteProcedure,
-                s.s3,
-                json!({ "series_id": series }),
-            )
-            .await?;
+        let (result, ms) = s.execute(series).await?;
         outcomes.push(ms);
         loop {
             let event = tokio::time::timeout(Duration::from_secs(60), ready.next())
