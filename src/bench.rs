@@ -315,7 +315,8 @@ impl Subject {
 
     fn measured(&self, mut f: Figures, events_before: u64) -> Figures {
         let events = self.events.load(Ordering::Relaxed) - events_before;
-        f.events_per_second = Some(events as f64 / f.seconds.max(1e-9));
+        // No operation, no rate: the events counted are the tail of the workload before.
+        f.events_per_second = (f.operations > 0).then(|| events as f64 / f.seconds.max(1e-9));
         f.worker_peak_rss_mib = self.child.id().and_then(|pid| memory_mib(pid, "VmHWM"));
         f
     }
