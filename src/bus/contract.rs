@@ -113,13 +113,16 @@ pub fn error_doc(code: ErrorCode) -> &'static str {
         ErrorCode::NotFound => "A referenced entity does not exist.",
         ErrorCode::InvalidState => "The entity's state does not allow this.",
         ErrorCode::Conflict => "Stale or contradicted by newer data.",
+        ErrorCode::TooLarge => {
+            "A message this would publish (event, outcome, answer) exceeds the server's max_payload; nothing was applied. Send less, or page."
+        }
         ErrorCode::Internal => {
             "The worker failed on this command persistently; nothing of it was applied."
         }
     }
 }
 
-pub const ERROR_CODES: [ErrorCode; 9] = [
+pub const ERROR_CODES: [ErrorCode; 10] = [
     ErrorCode::InvalidPayload,
     ErrorCode::UnsupportedSchema,
     ErrorCode::UnknownCommand,
@@ -128,6 +131,7 @@ pub const ERROR_CODES: [ErrorCode; 9] = [
     ErrorCode::NotFound,
     ErrorCode::InvalidState,
     ErrorCode::Conflict,
+    ErrorCode::TooLarge,
     ErrorCode::Internal,
 ];
 

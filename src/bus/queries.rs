@@ -31,6 +31,7 @@ fn status(code: ErrorCode) -> usize {
         ErrorCode::Forbidden => 403,
         ErrorCode::NotFound => 404,
         ErrorCode::InvalidState | ErrorCode::Conflict => 409,
+        ErrorCode::TooLarge => 413,
         ErrorCode::Internal => 500,
     }
 }

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     InvalidState,
     /// The command raced or contradicts newer data (stale version, already recorded).
     Conflict,
+    /// A message this would publish (an event, an outcome, a query's answer) is larger than
+    /// the NATS server accepts; nothing was applied.
+    TooLarge,
     /// The worker could not process the command (a bug or a persistent infrastructure fault).
     Internal,
 }
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::TooLarge => "too_large",
             ErrorCode::Internal => "internal",
         }
     }
