@@ -149,16 +149,17 @@ pub struct Incoming {
     pub reply_to: Option<String>,
     /// W3C `traceparent` of the command, passed on to its events.
     pub traceparent: Option<String>,
-    /// The `Sop-Signature` header and the exact body it signs, when the command carried one.
+    /// The `Sop-Signature` header and the bytes it signs, when the command carried one.
     pub signed: Option<Signed>,
     pub command: Command,
 }
 
-/// A command's signature and the bytes it is over.
+/// A signature and the bytes it is over (for a command, its name and body:
+/// [`crate::wire::signature::command_message`]).
 #[derive(Debug, Clone)]
 pub struct Signed {
     pub signature: String,
-    pub body: Vec<u8>,
+    pub message: Vec<u8>,
 }
 
 impl Incoming {

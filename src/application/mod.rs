@@ -39,7 +39,9 @@ use uuid::Uuid;
 
 use crate::domain::error::{DomainError, ErrorCode};
 use crate::domain::event::Event;
+use crate::domain::ids::TeamId;
 use crate::domain::system::Actor;
+use crate::domain::text;
 use crate::store::{self, outbox::Causation};
 use crate::wire::command::SCHEMA_VERSION;
 use crate::wire::outcome::{Accepted, ErrorBody, Outcome, Verdict};
@@ -73,6 +75,32 @@ impl From<DomainError> for Rejection {
             code: e.code(),
             field: e.field().map(str::to_owned),
             message: e.to_string(),
+        }
+    }
+}
+
+/// Why a group committed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error(transparent)]
+    Store(#[from] DbErr),
+    /// An accepted command would publish a message larger than the server takes. Its writes
+    /// are in the group's transaction, so the group is dropped; the command is then recorded
+    /// alone as this rejection, with nothing else written.
+    #[error("command {command_id}: {}", .rejection.message)]
+    TooLarge {
+        command_id: Uuid,
+        rejection: Rejection,
+    },
+}
+
+impl GroupError {
+    /// For a group that can only record rejections, whose messages are bounded by design and
+    /// never checked against the limit: a `TooLarge` there is a bug, reported as such.
+    pub fn into_store(self) -> DbErr {
+        match self {
+            GroupError::Store(e) => e,
+            too_large @ GroupError::TooLarge { .. } => DbErr::Custom(too_large.to_string()),
         }
     }
 }
@@ -149,6 +177,14 @@ impl Message<'_> {
             Message::Refused { meta, .. } => meta.command_id,
         }
     }
+
+    /// What a rejection of this message needs to know.
+    pub fn meta(&self) -> MessageMeta {
+        match self {
+            Message::Command(incoming) => incoming.meta(),
+            Message::Refused { meta, .. } => meta.clone(),
+        }
+    }
 }
 
 /// What a group records besides the use cases' own writes: an inbox row per command and the
@@ -163,6 +199,8 @@ struct Records {
     reads: GroupReads,
     /// Runs the group's executes created, written at its end.
     new_runs: store::runs::NewRuns,
+    /// The largest message payload the server takes (bytes).
+    max_message: usize,
 }
 
 impl Records {
@@ -193,16 +231,22 @@ impl Records {
 /// result per message, in order, with the messages committed. A database error fails the
 /// whole group and commits nothing: the caller retries the messages (alone, to find the one
 /// that fails).
+/// `max_message` is the largest payload the server takes: an accepted command that would
+/// publish a larger message fails the group with [`GroupError::TooLarge`].
 pub async fn process_group(
     db: &DatabaseConnection,
     subjects: &Subjects,
     messages: Vec<Message<'_>>,
+    max_message: usize,
     now: DateTime<Utc>,
-) -> Result<Committed, DbErr> {
+) -> Result<Committed, GroupError> {
     let txn = store::begin(db).await?;
     let ids: Vec<Uuid> = messages.iter().map(Message::command_id).collect();
     let stored = store::inbox::find_many(&txn, &ids).await?;
-    let mut records = Records::default();
+    let mut records = Records {
+        max_message,
+        ..Records::default()
+    };
     let mut processed = Vec::with_capacity(messages.len());
     for message in messages {
         let id = message.command_id();
@@ -247,9 +291,10 @@ pub async fn process_one(
     db: &DatabaseConnection,
     subjects: &Subjects,
     message: Message<'_>,
+    max_message: usize,
     now: DateTime<Utc>,
-) -> Result<(Processed, Vec<store::outbox::Publication>), DbErr> {
-    let mut committed = process_group(db, subjects, vec![message], now).await?;
+) -> Result<(Processed, Vec<store::outbox::Publication>), GroupError> {
+    let mut committed = process_group(db, subjects, vec![message], max_message, now).await?;
     let processed = committed
         .results
         .pop()
@@ -264,20 +309,20 @@ async fn apply(
     records: &mut Records,
     incoming: Incoming,
     now: DateTime<Utc>,
-) -> Result<Processed, DbErr> {
+) -> Result<Processed, GroupError> {
     let Some((actor, team_name)) = records.reads.actor(txn, incoming.actor).await? else {
         let r = Rejection::new(
             ErrorCode::Forbidden,
             format!("no system {} is registered", incoming.actor),
         );
-        return refuse(txn, subjects, records, &incoming.meta(), r, now, None).await;
+        return Ok(refuse(txn, subjects, records, &incoming.meta(), r, now, None).await?);
     };
     let meta = MessageMeta {
         team: Some(actor.team_id.0),
         ..incoming.meta()
     };
     if let Err(r) = check_signature(&actor, incoming.signed.as_ref()) {
-        return refuse(txn, subjects, records, &meta, r, now, None).await;
+        return Ok(refuse(txn, subjects, records, &meta, r, now, None).await?);
     }
     let use_case = UseCaseTxn::new(txn);
     let group = (&mut records.reads, &mut records.new_runs);
@@ -300,10 +345,17 @@ async fn apply(
                 },
                 processed_at: now,
             };
+            let first = records.messages.len();
             let processed = records.record(subjects, outcome, &meta, Some(actor.id.0))?;
             // After the outcome: a sender learns the ids it created (run, tasks) before the
             // events that mention them.
             records.messages.events(subjects, &cause, &effect.events)?;
+            if let Some((kind, size)) = records.messages.oversized(first, records.max_message) {
+                return Err(GroupError::TooLarge {
+                    command_id: incoming.command_id,
+                    rejection: too_large(kind, size, records.max_message),
+                });
+            }
             Ok(processed)
         }
         // A use case decides before it writes (module `use_case_txn`); one that wrote and
@@ -313,9 +365,36 @@ async fn apply(
             incoming.name.as_str(),
             incoming.command_id,
             r.message
-        ))),
-        Err(CommandError::Rejected(r)) => refuse(txn, subjects, records, &meta, r, now, None).await,
-        Err(CommandError::Store(e)) => Err(e),
+        ))
+        .into()),
+        Err(CommandError::Rejected(r)) => {
+            Ok(refuse(txn, subjects, records, &meta, r, now, None).await?)
+        }
+        Err(CommandError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The rejection of a command one of whose messages (`kind`: `outcome`, `event.<type>`) would
+/// be `size` bytes, over the server's `limit`.
+fn too_large(kind: &str, size: usize, limit: usize) -> Rejection {
+    let what = kind.strip_prefix("event.").unwrap_or(kind);
+    Rejection {
+        code: ErrorCode::TooLarge,
+        message: format!(
+            "the {what} message this command would publish is {size} bytes of JSON; the NATS \
+             server takes at most {limit}: nothing was applied, send less text"
+        ),
+        field: Some(what.to_owned()),
+    }
+}
+
+/// Another team's entity answers exactly as one that does not exist (`not_found`, the same
+/// message), so naming an id tells a system nothing about other teams.
+fn within_team(actor: &Actor, team: TeamId, what: &str, id: Uuid) -> Result<(), Rejection> {
+    if actor.team_id == team {
+        Ok(())
+    } else {
+        Err(Rejection::not_found(what, id))
     }
 }
 
@@ -333,7 +412,7 @@ fn check_signature(actor: &Actor, signed: Option<&Signed>) -> Result<(), Rejecti
             ),
         ));
     };
-    crate::wire::signature::verify(key, &signed.body, &signed.signature).map_err(|e| {
+    crate::wire::signature::verify(key, &signed.message, &signed.signature).map_err(|e| {
         Rejection::new(
             ErrorCode::Forbidden,
             format!("command of system {}: {e}", actor.id),
@@ -359,6 +438,9 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
+/// Characters of a rejection's message kept in its outcome.
+const MAX_REJECTION_TEXT: usize = 2_000;
+
 /// Records a rejection as the command's one outcome. Also the path for messages that never
 /// decoded into a command.
 async fn refuse(
@@ -370,15 +452,23 @@ async fn refuse(
     now: DateTime<Utc>,
     dead_letter: Option<DeadLetter<'_>>,
 ) -> Result<Processed, DbErr> {
+    // Messages and fields may quote what was sent (a risk level, a subject): bounded, so a
+    // rejection outcome stays small whatever the command carried.
     let outcome = Outcome {
         schema_version: SCHEMA_VERSION,
         command_id: meta.command_id,
-        command: meta.command.clone(),
+        command: text::excerpt(&meta.command, MAX_REJECTION_TEXT, 4 * MAX_REJECTION_TEXT),
         verdict: Verdict::Rejected {
             error: ErrorBody {
                 code: rejection.code.as_str().to_owned(),
-                message: rejection.message,
-                field: rejection.field,
+                message: text::excerpt(
+                    &rejection.message,
+                    MAX_REJECTION_TEXT,
+                    4 * MAX_REJECTION_TEXT,
+                ),
+                field: rejection
+                    .field
+                    .map(|f| text::excerpt(&f, text::MAX_NAME, 4 * text::MAX_NAME)),
             },
         },
         processed_at: now,

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{CommandError, Effect, GroupReads, ProcedureChanges, Rejection, UseCaseTxn};
+use super::{
+    CommandError, Effect, GroupReads, ProcedureChanges, Rejection, UseCaseTxn, within_team,
+};
 use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
 use crate::domain::ids::*;
 use crate::domain::procedure::{MetaDraft, Procedure, ProcedureMeta, Series};
@@ -43,15 +45,20 @@ fn tasks_of(templates: &Templates) -> Option<Vec<TaskTemplate>> {
     Some(templates.as_slice().to_vec())
 }
 
-async fn series_for(txn: &UseCaseTxn<'_>, procedure_id: Uuid) -> Result<Series, CommandError> {
+/// The series of a version of the actor's team, locked for a change.
+async fn series_for(
+    txn: &UseCaseTxn<'_>,
+    actor: &Actor,
+    procedure_id: Uuid,
+) -> Result<Series, CommandError> {
     let series = store::procedures::series_of(txn, procedure_id)
         .await?
         .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?;
-    Ok(
-        store::procedures::load_series(txn, series, SeriesLock::Exclusive)
-            .await?
-            .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?,
-    )
+    let series = store::procedures::load_series(txn, series, SeriesLock::Exclusive)
+        .await?
+        .ok_or_else(|| Rejection::not_found("procedure", procedure_id))?;
+    within_team(actor, series.latest().team_id, "procedure", procedure_id)?;
+    Ok(series)
 }
 
 pub async fn draft(
@@ -83,7 +90,7 @@ pub async fn revise(
     changes: ProcedureChanges,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    let series = series_for(txn, base_id).await?;
+    let series = series_for(txn, actor, base_id).await?;
     actor.authorise(SystemKind::System4, series.latest().team_id)?;
     let base = series
         .get(ProcedureId(base_id))
@@ -113,7 +120,7 @@ pub async fn edit(
     changes: ProcedureChanges,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    let mut series = series_for(txn, id).await?;
+    let mut series = series_for(txn, actor, id).await?;
     let p = series
         .get_mut(ProcedureId(id))
         .ok_or_else(|| Rejection::not_found("procedure", id))?;
@@ -137,12 +144,13 @@ pub async fn edit(
 /// Discard, reject and retire: one version changes state for a reason.
 async fn with_reason(
     txn: &UseCaseTxn<'_>,
+    actor: &Actor,
     id: Uuid,
     raw_reason: &str,
     kind: EventKind,
     decide: impl FnOnce(&mut Procedure, String) -> Result<(), crate::domain::error::DomainError>,
 ) -> Result<Effect, CommandError> {
-    let mut series = series_for(txn, id).await?;
+    let mut series = series_for(txn, actor, id).await?;
     let p = series
         .get_mut(ProcedureId(id))
         .ok_or_else(|| Rejection::not_found("procedure", id))?;
@@ -167,9 +175,14 @@ pub async fn discard(
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    with_reason(txn, id, &reason, EventKind::ProcedureDiscarded, |p, r| {
-        p.discard(r, actor, now)
-    })
+    with_reason(
+        txn,
+        actor,
+        id,
+        &reason,
+        EventKind::ProcedureDiscarded,
+        |p, r| p.discard(r, actor, now),
+    )
     .await
 }
 
@@ -180,9 +193,14 @@ pub async fn reject(
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    with_reason(txn, id, &reason, EventKind::ProcedureRejected, |p, r| {
-        p.reject(r, actor, now)
-    })
+    with_reason(
+        txn,
+        actor,
+        id,
+        &reason,
+        EventKind::ProcedureRejected,
+        |p, r| p.reject(r, actor, now),
+    )
     .await
 }
 
@@ -193,9 +211,14 @@ pub async fn retire(
     reason: String,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    with_reason(txn, id, &reason, EventKind::ProcedureRetired, |p, r| {
-        p.retire(r, actor, now)
-    })
+    with_reason(
+        txn,
+        actor,
+        id,
+        &reason,
+        EventKind::ProcedureRetired,
+        |p, r| p.retire(r, actor, now),
+    )
     .await
 }
 
@@ -205,7 +228,7 @@ pub async fn approve(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    let mut series = series_for(txn, id).await?;
+    let mut series = series_for(txn, actor, id).await?;
     let out = series.approve(ProcedureId(id), actor, now)?;
     let p = series
         .get(out.approved)
@@ -246,6 +269,12 @@ pub async fn execute(
         .series_to_execute(txn, SeriesId(series_id))
         .await?
         .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
+    within_team(
+        actor,
+        series.latest().team_id,
+        "procedure series",
+        series_id,
+    )?;
     let approved = series.executable(actor, expected_version.map(Version))?;
     let procedure = approved.procedure();
     let stored = store::procedures::approved_templates(txn, procedure.id).await?;

@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::Rejection;
+use super::{Rejection, Signed, within_team};
 use crate::domain::diff::{Diff, diff};
 use crate::domain::error::{DomainError, ErrorCode};
 use crate::domain::event::{InitiativeView, ProcedureView, ReviewView, RunView, TaskView};
@@ -17,9 +17,11 @@ use crate::domain::procedure::{Procedure, ProcedureStatus};
 use crate::domain::run::assign;
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::template::TaskTemplate;
+use crate::domain::text;
 use crate::store;
 use crate::store::procedures::SeriesLock;
 use crate::wire::outcome::Outcome;
+use crate::wire::signature::{MAX_QUERY_SKEW_SECS, verify};
 
 /// Every question the service answers.
 #[derive(Debug, Clone)]
@@ -179,6 +181,48 @@ impl From<DomainError> for QueryError {
     }
 }
 
+/// A query's signature as it arrived: the bytes it is over
+/// ([`crate::wire::signature::query_message`]) and the `Sop-Signed-At` time it claims.
+#[derive(Debug, Clone)]
+pub struct SignedQuery {
+    pub signed: Signed,
+    pub signed_at: String,
+}
+
+/// A system with a registered key must sign each query with it, at a time within
+/// [`MAX_QUERY_SKEW_SECS`] of `now`; others may, unchecked.
+fn check_signature(
+    who: &Actor,
+    signed: Option<&SignedQuery>,
+    now: DateTime<Utc>,
+) -> Result<(), Rejection> {
+    let Some(key) = &who.public_key else {
+        return Ok(());
+    };
+    let forbidden = |message: String| Rejection::new(ErrorCode::Forbidden, message);
+    let Some(query) = signed else {
+        return Err(forbidden(format!(
+            "system {} signs its queries: this one carries no Sop-Signature",
+            who.id
+        )));
+    };
+    let at = DateTime::parse_from_rfc3339(query.signed_at.trim()).map_err(|_| {
+        forbidden(format!(
+            "Sop-Signed-At `{}` is not an RFC 3339 time",
+            text::excerpt(&query.signed_at, 64, 64)
+        ))
+    })?;
+    let skew = (now - at.with_timezone(&Utc)).num_seconds();
+    if skew.abs() > MAX_QUERY_SKEW_SECS {
+        return Err(forbidden(format!(
+            "the query was signed at {at}, more than {MAX_QUERY_SKEW_SECS} s from the worker's \
+             clock ({now}): sign each query when it is sent"
+        )));
+    }
+    verify(key, &query.signed.message, &query.signed.signature)
+        .map_err(|e| forbidden(format!("query of system {}: {e}", who.id)))
+}
+
 async fn asker(db: &DatabaseConnection, actor: Uuid) -> Result<Actor, QueryError> {
     store::teams::actor(db, actor)
         .await?
@@ -200,7 +244,7 @@ async fn procedure(
     let p = store::procedures::find(db, id)
         .await?
         .ok_or_else(|| Rejection::not_found("procedure", id))?;
-    who.same_team(p.team_id)?;
+    within_team(who, p.team_id, "procedure", id)?;
     Ok(p)
 }
 
@@ -211,13 +255,17 @@ async fn templates(
     Ok(store::procedures::templates(db, id).await?.0)
 }
 
-/// Answers `query` for the system `actor`, within its team.
+/// Answers `query` for the system `actor`, within its team, once its signature (when the
+/// system has a key) checks out at `now`.
 pub async fn answer(
     db: &DatabaseConnection,
     actor: Uuid,
     query: Query,
+    signed: Option<&SignedQuery>,
+    now: DateTime<Utc>,
 ) -> Result<Answer, QueryError> {
     let who = asker(db, actor).await?;
+    check_signature(&who, signed, now)?;
     Ok(match query {
         Query::GetProcedure { procedure_id } => {
             let p = procedure(db, &who, procedure_id).await?;
@@ -245,7 +293,7 @@ pub async fn answer(
             let series = store::procedures::load_series(db, SeriesId(series_id), SeriesLock::None)
                 .await?
                 .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
-            who.same_team(series.latest().team_id)?;
+            within_team(&who, series.latest().team_id, "procedure series", series_id)?;
             Answer::History(History {
                 series_id: SeriesId(series_id),
                 versions: series.versions().iter().map(ProcedureView::of).collect(),
@@ -339,13 +387,13 @@ pub async fn answer(
                 let series = store::procedures::load_series(db, SeriesId(s), SeriesLock::None)
                     .await?
                     .ok_or_else(|| Rejection::not_found("procedure series", s))?;
-                who.same_team(series.latest().team_id)?;
+                within_team(&who, series.latest().team_id, "procedure series", s)?;
             }
             if let Some(r) = run_id {
                 let run = store::runs::load(db, RunId(r))
                     .await?
                     .ok_or_else(|| Rejection::not_found("run", r))?;
-                who.same_team(run.team_id)?;
+                within_team(&who, run.team_id, "run", r)?;
             }
             let rows = store::outbox::trail(db, series_id, run_id, limit.clamp(1, 10_000)).await?;
             let entries = rows
@@ -372,7 +420,7 @@ pub async fn answer(
                 Some(s) => store::teams::actor(db, s).await?,
                 None => None,
             } {
-                who.same_team(sender.team_id)?;
+                within_team(&who, sender.team_id, "outcome of command", command_id)?;
             }
             Answer::Outcome(Box::new(outcome))
         }
@@ -389,7 +437,7 @@ async fn run_detail(
     let run = store::runs::load(db, run)
         .await?
         .ok_or_else(|| Rejection::not_found(what, id))?;
-    who.same_team(run.team_id)?;
+    within_team(who, run.team_id, what, id)?;
     let review = store::reviews::of_run(db, run.provenance.run_id.0)
         .await?
         .map(|row| store::reviews::view_of(row, run.provenance.series_id, run.status.as_str()))

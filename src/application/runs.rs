@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Command, CommandError, Effect, Rejection, UseCaseTxn};
+use super::{Command, CommandError, Effect, Rejection, UseCaseTxn, within_team};
 use crate::domain::ids::{ReviewId, RunId, TaskId};
 use crate::domain::run::{Execution, TaskChange};
 use crate::domain::system::Actor;
@@ -12,16 +12,20 @@ use crate::domain::text;
 use crate::store;
 use crate::wire::outcome::Accepted;
 
+/// The run of the actor's team that `what` `id` belongs to, locked for a change.
 async fn load(
     txn: &UseCaseTxn<'_>,
+    actor: &Actor,
     run: Option<RunId>,
     what: &str,
     id: Uuid,
 ) -> Result<Execution, CommandError> {
     let run = run.ok_or_else(|| Rejection::not_found(what, id))?;
-    Ok(store::runs::load_for_update(txn, run)
+    let run = store::runs::load_for_update(txn, run)
         .await?
-        .ok_or_else(|| Rejection::not_found(what, id))?)
+        .ok_or_else(|| Rejection::not_found(what, id))?;
+    within_team(actor, run.team_id, what, id)?;
+    Ok(run)
 }
 
 fn required(field: &str, raw: &str) -> Result<String, CommandError> {
@@ -43,7 +47,11 @@ fn task_accepted(run: &Execution, task: TaskId) -> Accepted {
 }
 
 /// The run a task, run or review command concerns, loaded (and locked) once.
-async fn target(txn: &UseCaseTxn<'_>, command: &Command) -> Result<Execution, CommandError> {
+async fn target(
+    txn: &UseCaseTxn<'_>,
+    actor: &Actor,
+    command: &Command,
+) -> Result<Execution, CommandError> {
     use Command::*;
     match command {
         StartTask { task_id }
@@ -54,12 +62,12 @@ async fn target(txn: &UseCaseTxn<'_>, command: &Command) -> Result<Execution, Co
         | CancelTask { task_id, .. }
         | ReplaceTask { task_id, .. } => {
             let run = store::runs::run_of_task(txn, *task_id).await?;
-            load(txn, run, "task", *task_id).await
+            load(txn, actor, run, "task", *task_id).await
         }
-        CancelRun { run_id, .. } => load(txn, Some(RunId(*run_id)), "run", *run_id).await,
+        CancelRun { run_id, .. } => load(txn, actor, Some(RunId(*run_id)), "run", *run_id).await,
         ReviewInitiative { initiative_id, .. } => {
             let run = store::runs::run_of_initiative(txn, *initiative_id).await?;
-            load(txn, run, "initiative", *initiative_id).await
+            load(txn, actor, run, "initiative", *initiative_id).await
         }
         other => unreachable!("procedure command {other:?} routed to runs"),
     }
@@ -72,7 +80,7 @@ pub async fn handle(
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
     use Command::*;
-    let before = target(txn, &command).await?;
+    let before = target(txn, actor, &command).await?;
     let mut run = before.clone();
     let (events, accepted) = match command {
         StartTask { task_id } => {

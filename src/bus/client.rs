@@ -16,6 +16,7 @@ use crate::wire::command::{CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER
 use crate::wire::event::EventEnvelope;
 use crate::wire::outcome::{ErrorBody, Outcome};
 use crate::wire::query::{QueryFailure, QueryName, SERVICE_ERROR_HEADER};
+use crate::wire::signature;
 use crate::wire::subjects::{FAMILIES, Subjects, matches};
 
 #[derive(Debug, thiserror::Error)]
@@ -150,8 +151,9 @@ impl Client {
         headers.insert(MSG_ID_HEADER, command_id.to_string().as_str());
         headers.insert(REPLY_TO_HEADER, inbox.as_str());
         if let Some(signer) = &self.signer {
-            let signature = crate::wire::signature::sign(signer, &bytes);
-            headers.insert(crate::wire::signature::SIGNATURE_HEADER, signature.as_str());
+            let name = self.subjects.command_name(subject).unwrap_or(subject);
+            let signature = signature::sign(signer, &signature::command_message(name, &bytes));
+            headers.insert(signature::SIGNATURE_HEADER, signature.as_str());
         }
         let ack = self
             .js
@@ -199,10 +201,23 @@ impl Client {
         request: &Q,
     ) -> Result<A, ClientError> {
         let bytes = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        if let Some(signer) = &self.signer {
+            let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let message = signature::query_message(name.as_str(), &at, &bytes);
+            headers.insert(
+                signature::SIGNATURE_HEADER,
+                signature::sign(signer, &message).as_str(),
+            );
+            headers.insert(signature::SIGNED_AT_HEADER, at.as_str());
+        }
         let reply = tokio::time::timeout(
             self.timeout,
-            self.nats
-                .request(self.subjects.query(name.as_str()), bytes.into()),
+            self.nats.request_with_headers(
+                self.subjects.query(name.as_str()),
+                headers,
+                bytes.into(),
+            ),
         )
         .await
         .map_err(|_| ClientError::Nats(format!("no answer to {name} within the timeout")))?

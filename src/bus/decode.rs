@@ -31,6 +31,22 @@ pub struct Undecodable {
     pub rejection: Rejection,
 }
 
+/// Longest `correlation_id` a command may carry.
+pub const MAX_CORRELATION_ID: usize = 200;
+/// Longest `traceparent` passed on to events (a W3C one is 55 characters).
+const MAX_TRACEPARENT: usize = 128;
+
+/// A command's `traceparent` header as passed on to its events: a W3C trace context is lower
+/// hex and dashes; anything else is dropped (the specification's rule for an invalid one) rather
+/// than copied onto every event.
+pub fn trace_context(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let valid = !raw.is_empty()
+        && raw.len() <= MAX_TRACEPARENT
+        && raw.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    valid.then(|| raw.to_owned())
+}
+
 fn invalid(message: impl Into<String>) -> Rejection {
     Rejection::new(ErrorCode::InvalidPayload, message)
 }
@@ -54,19 +70,21 @@ pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
         Ok(e) => e,
         Err(e) => return Err(fail(&meta, invalid(format!("not a command envelope: {e}")))),
     };
-    if let Some(id) = envelope.command_id {
-        meta.command_id = id;
-    }
     meta.actor = envelope.actor;
     if let (Some(h), Some(b)) = (header_id, envelope.command_id)
         && h != b
     {
+        // Keyed by the header id, the one JetStream de-duplicated this message on: keyed by the
+        // body's id, a malformed copy would use up the id of the genuine command it names.
         return Err(fail(
             &meta,
             invalid(format!(
                 "command_id {b} differs from the Nats-Msg-Id header {h}"
             )),
         ));
+    }
+    if let Some(id) = envelope.command_id {
+        meta.command_id = id;
     }
     match envelope.schema_version {
         Some(SCHEMA_VERSION) => {}
@@ -94,6 +112,19 @@ pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
     };
     if envelope.command_id.is_none() && header_id.is_none() {
         return Err(fail(&meta, invalid("command_id is required (a UUID)")));
+    }
+    if let Some(id) = &envelope.correlation_id
+        && id.chars().count() > MAX_CORRELATION_ID
+    {
+        // Every event of the command carries it: bounded like a name.
+        return Err(fail(
+            &meta,
+            Rejection {
+                code: ErrorCode::ValidationFailed,
+                message: format!("must be at most {MAX_CORRELATION_ID} characters"),
+                field: Some("correlation_id".into()),
+            },
+        ));
     }
     let Some(actor) = envelope.actor else {
         return Err(fail(
@@ -358,12 +389,29 @@ mod tests {
     }
 
     #[test]
+    fn envelope_fields_copied_onto_every_event_are_bounded() {
+        let long = "c".repeat(MAX_CORRELATION_ID + 1);
+        let body = format!(
+            r#"{{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","correlation_id":"{long}","payload":{{"task_id":"00000000-0000-0000-0000-000000000003"}}}}"#
+        );
+        let u = decode(&arrival("task.start", body.as_bytes())).unwrap_err();
+        assert_eq!(u.rejection.code.as_str(), "validation_failed");
+        assert_eq!(u.rejection.field.as_deref(), Some("correlation_id"));
+        let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_context(w3c).as_deref(), Some(w3c));
+        assert_eq!(trace_context(&"0".repeat(MAX_TRACEPARENT + 1)), None);
+        assert_eq!(trace_context("00-\"quoted\"-01"), None);
+        assert_eq!(trace_context(""), None);
+    }
+
+    #[test]
     fn a_header_id_that_contradicts_the_body_is_refused() {
         let id = Uuid::from_u128(9).to_string();
         let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","payload":{"task_id":"00000000-0000-0000-0000-000000000003"}}"#;
         let mut a = arrival("task.start", body);
         a.msg_id = Some(&id);
-        assert_eq!(code(decode(&a)).0, "invalid_payload");
+        // Keyed by the header's id: the body's id stays free for the command that owns it.
+        assert_eq!(code(decode(&a)), ("invalid_payload", Uuid::from_u128(9)));
     }
 }
 

@@ -7,16 +7,18 @@ use std::collections::HashMap;
 
 use async_nats::HeaderMap;
 use async_nats::service::{Service, ServiceExt};
+use chrono::Utc;
 use futures::StreamExt;
 use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::application::Rejection;
-use crate::application::queries::{self, Query, QueryError};
+use crate::application::queries::{self, Query, QueryError, SignedQuery};
+use crate::application::{Rejection, Signed};
 use crate::domain::error::ErrorCode;
 use crate::wire::outcome::ErrorBody;
 use crate::wire::query::*;
+use crate::wire::signature::{SIGNATURE_HEADER, SIGNED_AT_HEADER, query_message};
 use crate::wire::subjects::Subjects;
 
 /// How many requests one endpoint answers at once.
@@ -128,13 +130,33 @@ pub fn decode(name: QueryName, bytes: &[u8]) -> Result<(uuid::Uuid, Query), Reje
     })
 }
 
+/// The signature a request carries, with the bytes it is over.
+fn signature(name: QueryName, headers: Option<&HeaderMap>, bytes: &[u8]) -> Option<SignedQuery> {
+    let header = |key: &str| {
+        headers
+            .and_then(|h| h.get(key))
+            .map(|v| v.as_str().to_owned())
+    };
+    let signature = header(SIGNATURE_HEADER)?;
+    let signed_at = header(SIGNED_AT_HEADER).unwrap_or_default();
+    Some(SignedQuery {
+        signed: Signed {
+            signature,
+            message: query_message(name.as_str(), &signed_at, bytes),
+        },
+        signed_at,
+    })
+}
+
 async fn respond(
     db: &DatabaseConnection,
     name: QueryName,
+    headers: Option<&HeaderMap>,
     bytes: &[u8],
 ) -> Result<Vec<u8>, Rejection> {
     let (actor, query) = decode(name, bytes)?;
-    match queries::answer(db, actor, query).await {
+    let signed = signature(name, headers, bytes);
+    match queries::answer(db, actor, query, signed.as_ref(), Utc::now()).await {
         Ok(answer) => serde_json::to_vec(&answer)
             .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string())),
         Err(QueryError::Rejected(r)) => Err(r),
@@ -180,28 +202,30 @@ pub async fn start(
         tokio::spawn(endpoint.for_each_concurrent(CONCURRENCY, move |request| {
             let db = db.clone();
             async move {
-                let result = match respond(&db, name, &request.message.payload).await {
-                    Ok(body) => request.respond(Ok(body.into())).await,
-                    Err(r) => {
-                        let mut headers = HeaderMap::new();
-                        headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
-                        headers.insert(
-                            SERVICE_ERROR_CODE_HEADER,
-                            status(r.code).to_string().as_str(),
-                        );
-                        let body = QueryFailure {
-                            error: ErrorBody {
-                                code: r.code.as_str().to_owned(),
-                                message: r.message,
-                                field: r.field,
-                            },
-                        };
-                        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-                        request
-                            .respond_with_headers(Ok(bytes.into()), headers)
-                            .await
-                    }
-                };
+                let message = &request.message;
+                let result =
+                    match respond(&db, name, message.headers.as_ref(), &message.payload).await {
+                        Ok(body) => request.respond(Ok(body.into())).await,
+                        Err(r) => {
+                            let mut headers = HeaderMap::new();
+                            headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
+                            headers.insert(
+                                SERVICE_ERROR_CODE_HEADER,
+                                status(r.code).to_string().as_str(),
+                            );
+                            let body = QueryFailure {
+                                error: ErrorBody {
+                                    code: r.code.as_str().to_owned(),
+                                    message: r.message,
+                                    field: r.field,
+                                },
+                            };
+                            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                            request
+                                .respond_with_headers(Ok(bytes.into()), headers)
+                                .await
+                        }
+                    };
                 if let Err(e) = result {
                     warn!(query = %name, error = %e, "could not answer a query");
                 }

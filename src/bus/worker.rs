@@ -19,13 +19,13 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::decode::{Arrival, decode};
-use crate::application::{self, DeadLetter, MessageMeta, Processed, Rejection, Signed};
+use super::decode::{Arrival, decode, trace_context};
+use crate::application::{self, DeadLetter, GroupError, MessageMeta, Processed, Rejection, Signed};
 use crate::domain::error::ErrorCode;
 use crate::ops::metrics::{self, Ending};
 use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER, TRACEPARENT_HEADER};
 use crate::wire::outcome::Verdict;
-use crate::wire::signature::SIGNATURE_HEADER;
+use crate::wire::signature::{SIGNATURE_HEADER, command_message};
 use crate::wire::subjects::Subjects;
 
 /// Deliveries after which a persistent, non-transient failure becomes an `internal` rejection.
@@ -125,10 +125,10 @@ fn prepare<'m>(
     };
     match decode(&arrival) {
         Ok(mut incoming) => {
-            incoming.traceparent = header(TRACEPARENT_HEADER);
+            incoming.traceparent = header(TRACEPARENT_HEADER).and_then(|t| trace_context(&t));
             incoming.signed = header(SIGNATURE_HEADER).map(|signature| Signed {
                 signature,
-                body: msg.payload.to_vec(),
+                message: command_message(incoming.name.as_str(), &msg.payload),
             });
             let prepared = Prepared {
                 meta: incoming.meta(),
@@ -219,14 +219,39 @@ async fn disposition(
     }
 }
 
-/// One message in a transaction of its own; what it committed goes to the relay.
+/// Room left in a message for its headers (`Nats-Msg-Id`, a bounded `traceparent`): the
+/// server's `max_payload` counts them with the payload.
+const HEADER_ROOM: usize = 512;
+
+/// The largest payload the worker may commit a message with: what the server it is connected
+/// to takes now (read from its INFO, so a lowered limit applies from the next command on).
+fn max_message(ctx: &WorkerContext) -> usize {
+    ctx.nats.max_payload().saturating_sub(HEADER_ROOM)
+}
+
+/// One message in a transaction of its own; what it committed goes to the relay. A command
+/// whose messages would be too large for the server is recorded as that rejection instead,
+/// with nothing else written.
 async fn process_alone(
     ctx: &WorkerContext,
     message: application::Message<'_>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Processed, DbErr> {
-    let (processed, messages) =
-        application::process_one(&ctx.db, &ctx.subjects, message, now).await?;
+    let meta = message.meta();
+    let limit = max_message(ctx);
+    let committed =
+        match application::process_one(&ctx.db, &ctx.subjects, message, limit, now).await {
+            Err(GroupError::TooLarge { rejection, .. }) => {
+                let refused = application::Message::Refused {
+                    meta,
+                    rejection,
+                    dead_letter: None,
+                };
+                application::process_one(&ctx.db, &ctx.subjects, refused, limit, now).await
+            }
+            other => other,
+        };
+    let (processed, messages) = committed.map_err(GroupError::into_store)?;
     ctx.relay.committed(&ctx.nats, messages).await;
     Ok(processed)
 }
@@ -248,7 +273,8 @@ async fn handle_group(
     if msgs.len() > 1 {
         let (prepared, messages): (Vec<_>, Vec<_>) = msgs.iter().map(|m| prepare(ctx, m)).unzip();
         let size = msgs.len();
-        match application::process_group(&ctx.db, &ctx.subjects, messages, now).await {
+        let limit = max_message(ctx);
+        match application::process_group(&ctx.db, &ctx.subjects, messages, limit, now).await {
             Ok(committed) => {
                 metrics::transaction(committed.results.len());
                 ctx.relay.committed(&ctx.nats, committed.messages).await;

@@ -103,6 +103,11 @@ pub enum DomainError {
 
     #[error("the run already has its post-run review")]
     AlreadyReviewed,
+
+    #[error(
+        "the run holds {limit} tasks, the most one run may: cancel it and execute the procedure again"
+    )]
+    RunFull { limit: usize },
 }
 
 impl DomainError {
@@ -136,7 +141,8 @@ impl DomainError {
             | DomainError::NoApprovedVersion
             | DomainError::NotReady { .. }
             | DomainError::NoAssignee { .. }
-            | DomainError::RunNotEnded { .. } => ErrorCode::InvalidState,
+            | DomainError::RunNotEnded { .. }
+            | DomainError::RunFull { .. } => ErrorCode::InvalidState,
             DomainError::NotLatestVersion { .. }
             | DomainError::VersionMismatch { .. }
             | DomainError::AlreadyReviewed => ErrorCode::Conflict,

@@ -14,19 +14,29 @@ use super::system::{Actor, SystemKind};
 use super::text;
 
 pub const MAX_LIST_ITEMS: usize = 100;
-/// Task results and reasons are cut to this many characters in the review's context, so the
-/// review (and its event) stays small whatever the run produced; the tasks keep them whole.
+/// Task results and reasons are cut to at most this many characters in the review's context;
+/// the tasks keep them whole.
 pub const CONTEXT_TEXT: usize = 500;
+/// Bytes of JSON the context's task outcomes take at most, whatever the number of tasks: the
+/// review's event must fit one NATS message (1 MiB by default) beside what System3 wrote. With
+/// many tasks each one's name and excerpts are cut to its share of this.
+pub const CONTEXT_TASKS_JSON: usize = 384 * 1024;
+/// Bytes of JSON a task outcome takes besides its name, result and reasoning (ids, position,
+/// status, keys), at most; a unit test holds it.
+const TASK_OUTCOME_FIXED_JSON: usize = 200;
 
-fn excerpt(text: &Option<String>) -> Option<String> {
-    text.as_ref().map(|t| {
-        if t.chars().count() <= CONTEXT_TEXT {
-            t.clone()
-        } else {
-            let cut: String = t.chars().take(CONTEXT_TEXT).collect();
-            format!("{cut}…")
-        }
-    })
+/// How much of a task's text each outcome may carry when the context lists `tasks` outcomes:
+/// (name, result or reasoning) bytes of JSON.
+fn text_share(tasks: usize) -> (usize, usize) {
+    let text = (CONTEXT_TASKS_JSON / tasks.max(1)).saturating_sub(TASK_OUTCOME_FIXED_JSON);
+    // The name first (it says which task this is), then the result and the reasoning.
+    let name = (text / 2).min(text::MAX_NAME * 6);
+    (name, (text - name) / 2)
+}
+
+fn excerpt(text: &Option<String>, max_json: usize) -> Option<String> {
+    text.as_ref()
+        .map(|t| text::excerpt(t, CONTEXT_TEXT, max_json))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -148,19 +158,21 @@ impl Execution {
                 risk_level: self.procedure.risk_level,
                 impact: self.procedure.impact,
                 rollback_plan: self.procedure.rollback_plan.clone(),
-                tasks: self
-                    .tasks
-                    .iter()
-                    .map(|t| TaskOutcome {
-                        task_id: t.id,
-                        position: t.position,
-                        name: t.name.clone(),
-                        status: t.status.as_str().into(),
-                        result: excerpt(&t.result),
-                        reasoning: excerpt(&t.reasoning),
-                        replaces_task_id: t.replaces,
-                    })
-                    .collect(),
+                tasks: {
+                    let (name, text) = text_share(self.tasks.len());
+                    self.tasks
+                        .iter()
+                        .map(|t| TaskOutcome {
+                            task_id: t.id,
+                            position: t.position,
+                            name: text::excerpt(&t.name, text::MAX_NAME, name),
+                            status: t.status.as_str().into(),
+                            result: excerpt(&t.result, text),
+                            reasoning: excerpt(&t.reasoning, text),
+                            replaces_task_id: t.replaces,
+                        })
+                        .collect()
+                },
             },
             recorded_at: now,
         };
@@ -171,5 +183,52 @@ impl Execution {
             EventData::Review(Box::new(view.clone())),
         );
         Ok((Review { view, outcome }, event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(name: &str, text: Option<&str>) -> TaskOutcome {
+        TaskOutcome {
+            task_id: TaskId(uuid::Uuid::from_u128(u128::MAX)),
+            position: u32::MAX,
+            name: name.into(),
+            status: "in_progress".into(),
+            result: text.map(str::to_owned),
+            reasoning: text.map(str::to_owned),
+            replaces_task_id: Some(TaskId(uuid::Uuid::from_u128(u128::MAX))),
+        }
+    }
+
+    #[test]
+    fn a_task_outcome_without_text_fits_its_fixed_share() {
+        let json = serde_json::to_vec(&outcome("", Some(""))).unwrap();
+        assert!(json.len() <= TASK_OUTCOME_FIXED_JSON, "{}", json.len());
+    }
+
+    #[test]
+    fn the_context_of_any_number_of_tasks_fits_its_budget() {
+        // The longest names and results, in the text that grows most as JSON.
+        let name = "\u{1}".repeat(text::MAX_NAME);
+        let result = "\"a\",\"b\",".repeat(2_000);
+        for tasks in [1, 6, 100, 1_000, super::super::run::MAX_RUN_TASKS] {
+            let (name_share, text_share) = text_share(tasks);
+            let one = outcome(
+                &text::excerpt(&name, text::MAX_NAME, name_share),
+                Some(&text::excerpt(&result, CONTEXT_TEXT, text_share)),
+            );
+            let all = vec![one; tasks];
+            let json = serde_json::to_vec(&all).unwrap().len();
+            assert!(json <= CONTEXT_TASKS_JSON, "{tasks} tasks: {json} bytes");
+        }
+    }
+
+    #[test]
+    fn a_small_run_keeps_whole_names_and_long_excerpts() {
+        let (name, text) = text_share(6);
+        assert!(name >= text::MAX_NAME * 6);
+        assert!(text >= CONTEXT_TEXT * 6);
     }
 }

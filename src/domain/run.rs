@@ -25,6 +25,11 @@ use super::procedure::{ApprovedProcedure, Impact, RiskLevel};
 use super::system::{Actor, SystemKind};
 use super::template::Templates;
 
+/// Tasks one run may hold, replacements included: a template's tasks and as many again. Every
+/// run view, review context and initiative event lists them, so a System3 that keeps replacing
+/// tasks meets a limit instead of growing them without end.
+pub const MAX_RUN_TASKS: usize = 2 * super::template::MAX_TEMPLATES;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
@@ -597,6 +602,11 @@ impl Execution {
         let i = self.index(id)?;
         self.require_open("replace a task")?;
         self.require_status(i, &[TaskStatus::Rejected, TaskStatus::Blocked], "replace")?;
+        if self.tasks.len() >= MAX_RUN_TASKS {
+            return Err(DomainError::RunFull {
+                limit: MAX_RUN_TASKS,
+            });
+        }
         let old = self.tasks[i].clone();
         self.set_status(i, TaskStatus::Canceled, now);
         self.tasks[i].follow_up = Some(new_id);

@@ -124,20 +124,24 @@ impl Templates {
             }
         }
         let templates = Templates(by_position.into_values().collect());
+        // Measured as the events carry it, escaped JSON: a control character takes six bytes.
         let text: usize = templates
             .0
             .iter()
             .map(|t| {
-                t.name.len()
-                    + t.description.len()
-                    + t.required_skills.iter().map(String::len).sum::<usize>()
+                text::json_len(&t.name)
+                    + text::json_len(&t.description)
+                    + t.required_skills
+                        .iter()
+                        .map(|s| text::json_len(s))
+                        .sum::<usize>()
             })
             .sum();
         if text > MAX_TEMPLATES_TEXT {
             return Err(DomainError::invalid(
                 "tasks",
                 format!(
-                    "the tasks' text is {text} bytes; at most {MAX_TEMPLATES_TEXT} per procedure"
+                    "the tasks' text is {text} bytes as JSON; at most {MAX_TEMPLATES_TEXT} per procedure"
                 ),
             ));
         }

@@ -102,6 +102,25 @@ impl Row {
 }
 
 impl Messages {
+    /// How many messages have been added so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first message added at or after `from` whose payload is over `limit` bytes: its kind
+    /// (`outcome`, `event.task.created`, …) and size.
+    pub fn oversized(&self, from: usize, limit: usize) -> Option<(&str, usize)> {
+        self.0
+            .iter()
+            .skip(from)
+            .find(|row| row.message.payload.len() > limit)
+            .map(|row| (row.kind.as_str(), row.message.payload.len()))
+    }
+
     /// A command's outcome. Its message id is the command id: the outcomes stream then
     /// de-duplicates it too.
     pub fn outcome(

@@ -1,14 +1,59 @@
-//! Signed commands: a system with a registered NATS user nkey (public key `U…`) must sign the
-//! exact bytes of each command body with its seed (Ed25519); the signature travels, base64url,
-//! in the `Sop-Signature` header. This binds the `actor` written in a command to a key only
-//! that system holds. A re-played signed command is answered from the inbox (same id, no
-//! effect); changing anything in it, the id included, breaks the signature.
+//! Signed commands and queries: a system with a registered NATS user nkey (public key `U…`)
+//! signs each command, and each query, with its seed (Ed25519); the signature travels,
+//! base64url, in the `Sop-Signature` header. This binds the `actor` written in a message to a
+//! key only that system holds.
+//!
+//! What is signed is more than the body, so a signature cannot be moved to another use:
+//! - a command: its name and its exact body ([`command_message`]), so a body signed for
+//!   `procedure.reject` is refused on `procedure.retire`, which takes the same payload. A
+//!   re-played signed command is answered from the inbox (same id, no effect); changing
+//!   anything in it, the id included, breaks the signature.
+//! - a query: its name, the time it was signed (header `Sop-Signed-At`, RFC 3339) and its
+//!   exact body ([`query_message`]); the worker refuses a time further than
+//!   [`MAX_QUERY_SKEW_SECS`] from its clock, so a captured query cannot be replayed later to
+//!   read newer data.
+//!
+//! The name is the command or query name, without the deployment's subject prefix: a prefix
+//! can be remapped between NATS accounts on its way to the worker.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::KeyPair;
 
 pub const SIGNATURE_HEADER: &str = "Sop-Signature";
+/// When a query was signed, RFC 3339; covered by its signature.
+pub const SIGNED_AT_HEADER: &str = "Sop-Signed-At";
+/// How far a signed query's time may be from the worker's clock, either way.
+pub const MAX_QUERY_SKEW_SECS: i64 = 60;
+
+/// The bytes a command's signature is over: a tag, the command name, and the body.
+pub fn command_message(command: &str, body: &[u8]) -> Vec<u8> {
+    tagged("sop-command-v1", &[command.as_bytes()], body)
+}
+
+/// The bytes a query's signature is over: a tag, the query name, the `Sop-Signed-At` value as
+/// sent, and the body.
+pub fn query_message(query: &str, signed_at: &str, body: &[u8]) -> Vec<u8> {
+    tagged(
+        "sop-query-v1",
+        &[query.as_bytes(), signed_at.as_bytes()],
+        body,
+    )
+}
+
+/// Newline-separated: no name or time contains one, so two different messages never give the
+/// same bytes.
+fn tagged(tag: &str, parts: &[&[u8]], body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(tag.len() + body.len() + 64);
+    message.extend_from_slice(tag.as_bytes());
+    for part in parts {
+        message.push(b'\n');
+        message.extend_from_slice(part);
+    }
+    message.push(b'\n');
+    message.extend_from_slice(body);
+    message
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
@@ -79,5 +124,44 @@ mod tests {
         );
         assert!(parse_public_key(&KeyPair::new_account().public_key()).is_err());
         assert!(signer("not a seed").is_err());
+    }
+
+    #[test]
+    fn a_signature_binds_the_command_or_query_it_was_made_for() {
+        let pair = KeyPair::new_user();
+        let body = br#"{"procedure_id":"x","reason":"y"}"#;
+        let sig = sign(&pair, &command_message("procedure.reject", body));
+        let key = pair.public_key();
+        assert_eq!(
+            verify(&key, &command_message("procedure.reject", body), &sig),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&key, &command_message("procedure.retire", body), &sig),
+            Err(SignatureError::Mismatch)
+        );
+        let at = "2026-12-04T12:00:00Z";
+        let sig = sign(&pair, &query_message("run.get", at, body));
+        assert_eq!(
+            verify(&key, &query_message("run.get", at, body), &sig),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                &key,
+                &query_message("run.get", "2026-12-04T12:00:01Z", body),
+                &sig
+            ),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(&key, &query_message("procedure.get", at, body), &sig),
+            Err(SignatureError::Mismatch)
+        );
+        assert_ne!(
+            command_message("a", b"b\nc"),
+            query_message("a", "b", b"c"),
+            "commands and queries never sign the same bytes"
+        );
     }
 }

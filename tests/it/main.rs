@@ -8,6 +8,7 @@ mod delivery;
 mod deploy;
 mod harness;
 mod lifecycle;
+mod limits;
 mod processes;
 mod queries;
 mod rejections;

@@ -201,7 +201,7 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
     .await;
     assert_eq!(outcome["error"]["code"], "invalid_state");
 
-    // Typed errors, team isolation.
+    // Typed errors; another team's ids answer as ids that do not exist.
     assert_eq!(
         refused(
             &app,
@@ -218,7 +218,7 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
             json!({ "actor": other.s3, "procedure_id": v1 })
         )
         .await,
-        "forbidden"
+        "not_found"
     );
     assert_eq!(
         refused(
@@ -227,7 +227,7 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
             json!({ "actor": other.s3, "run_id": run_id })
         )
         .await,
-        "forbidden"
+        "not_found"
     );
     assert_eq!(
         refused(
@@ -236,7 +236,7 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
             json!({ "actor": other.s3, "command_id": id })
         )
         .await,
-        "forbidden"
+        "not_found"
     );
     assert_eq!(
         refused(&app, Q::GetRun, json!({ "actor": team.s3 })).await,

@@ -216,7 +216,7 @@ async fn teams_are_isolated(backend: Backend) {
         (C::ExecuteProcedure, theirs.s3, json!({ "series_id": sop })),
     ] {
         let e = app.refused(cmd, actor, payload).await;
-        assert_eq!(e.code, "forbidden", "{cmd}");
+        assert_eq!(e.code, "not_found", "{cmd}");
     }
     let run = app
         .ok(C::ExecuteProcedure, ours.s3, json!({ "series_id": sop }))
@@ -228,7 +228,7 @@ async fn teams_are_isolated(backend: Backend) {
             json!({ "task_id": run.task_ids[0] }),
         )
         .await;
-    assert_eq!(e.code, "forbidden");
+    assert_eq!(e.code, "not_found");
     let e = app
         .refused(
             C::CancelRun,
@@ -236,7 +236,7 @@ async fn teams_are_isolated(backend: Backend) {
             json!({ "run_id": run.run_id, "reason": "x" }),
         )
         .await;
-    assert_eq!(e.code, "forbidden");
+    assert_eq!(e.code, "not_found");
     // Their listeners see none of our events.
     let events = app.events().await;
     assert!(events.iter().all(|e| e.team == "ours"));
