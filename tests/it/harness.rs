@@ -432,10 +432,21 @@ pub struct PrivateNats {
     child: Option<std::process::Child>,
     pub port: u16,
     dir: std::path::PathBuf,
+    /// A configuration file the server reads, when the test gave one.
+    config: Option<std::path::PathBuf>,
 }
 
 impl PrivateNats {
     pub fn start() -> PrivateNats {
+        PrivateNats::start_with_config(None)
+    }
+
+    /// A server that takes messages of at most `max_payload` bytes.
+    pub fn with_max_payload(max_payload: usize) -> PrivateNats {
+        PrivateNats::start_with_config(Some(&format!("max_payload: {max_payload}\n")))
+    }
+
+    fn start_with_config(config: Option<&str>) -> PrivateNats {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -443,10 +454,16 @@ impl PrivateNats {
             .port();
         let dir = std::env::temp_dir().join(format!("sop-nats-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
+        let config = config.map(|text| {
+            let path = dir.join("server.conf");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
         let mut nats = PrivateNats {
             child: None,
             port,
             dir,
+            config,
         };
         nats.launch();
         nats
@@ -457,7 +474,11 @@ impl PrivateNats {
     }
 
     fn launch(&mut self) {
-        let child = std::process::Command::new("nats-server")
+        let mut server = std::process::Command::new("nats-server");
+        if let Some(config) = &self.config {
+            server.arg("-c").arg(config);
+        }
+        let child = server
             .args([
                 "-a",
                 "127.0.0.1",

@@ -514,3 +514,78 @@ async fn the_review_of_a_long_verbose_run_is_published_and_the_bus_flows_on(back
     app.drained().await;
     app.stop().await;
 }
+
+on_both_databases!(a_command_whose_event_would_not_fit_is_refused_whole);
+
+async fn a_command_whose_event_would_not_fit_is_refused_whole(backend: Backend) {
+    // A server that takes 64 KiB: a review whose summary and frozen rollback plan are each
+    // 32 KB of JSON fits no message, though the command carrying it does.
+    let nats = PrivateNats::with_max_payload(64 * 1024);
+    let app = TestApp::spawn_on(backend, Some(nats.url())).await;
+    let team = app.register_team("tight").await;
+    let mut draft = first_run_discovery();
+    draft["rollback_plan"] = json!("\"".repeat(16_000));
+    let sop = app
+        .ok(C::DraftProcedure, team.s4, draft)
+        .await
+        .procedure_id
+        .unwrap();
+    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": sop }))
+        .await;
+    let run = app
+        .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
+        .await;
+    let assignees: HashMap<Uuid, Uuid> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "task.created")
+        .map(|e| {
+            let id = |k: &str| e.data[k].as_str().unwrap().parse::<Uuid>().unwrap();
+            (id("task_id"), id("assignee_system_id"))
+        })
+        .collect();
+    for &task in &run.task_ids {
+        let worker = assignees[&task];
+        app.ok(C::StartTask, worker, json!({ "task_id": task }))
+            .await;
+        app.ok(
+            C::CompleteTask,
+            worker,
+            json!({ "task_id": task, "result": "done" }),
+        )
+        .await;
+        app.ok(
+            C::ReviewTask,
+            team.s3,
+            json!({ "task_id": task, "verdict": "approve" }),
+        )
+        .await;
+    }
+    let review = |summary: String| json!({ "initiative_id": run.initiative_id, "outcome": "succeeded", "summary": summary });
+    let e = app
+        .refused(C::ReviewInitiative, team.s3, review("\"".repeat(16_500)))
+        .await;
+    assert_eq!(e.code, "too_large", "{e:?}");
+    assert_eq!(e.field.as_deref(), Some("initiative.reviewed"));
+    // Nothing of it was written: the run has no review, and a shorter one is recorded.
+    let detail: Value = app
+        .client
+        .query(
+            Q::GetRun,
+            &json!({ "actor": team.s3, "run_id": run.run_id }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(detail["review"], Value::Null);
+    let recorded = app
+        .ok(
+            C::ReviewInitiative,
+            team.s3,
+            review("Done, as planned.".into()),
+        )
+        .await;
+    assert!(recorded.review_id.is_some());
+    app.drained().await;
+    app.stop().await;
+}
