@@ -67,7 +67,7 @@ pub struct Client {
     js: jetstream::Context,
     subjects: Subjects,
     timeout: Duration,
-    /// Signs every command body (`Sop-Signature`) when the acting system has a key.
+    /// Signs every command and query (`Sop-Signature`) when the acting system has a key.
     signer: Option<std::sync::Arc<nkeys::KeyPair>>,
 }
 
@@ -83,7 +83,8 @@ impl Client {
         }
     }
 
-    /// Signs every command with this NATS user seed (`SU…`).
+    /// Signs every command and query with this NATS user seed (`SU…`), as a system with a
+    /// registered key must.
     pub fn with_signing_seed(
         mut self,
         seed: &str,
