@@ -21,7 +21,7 @@ use crate::wire::outcome::Outcome;
 use crate::wire::query::{
     self as q, QueryFailure, QueryName, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER,
 };
-use crate::wire::signature::SIGNATURE_HEADER;
+use crate::wire::signature::{SIGNATURE_HEADER, SIGNED_AT_HEADER};
 
 /// Who may send each command, and what it does (also the README's table).
 pub fn command_doc(name: CommandName) -> (&'static str, &'static str) {
@@ -108,9 +108,11 @@ pub fn error_doc(code: ErrorCode) -> &'static str {
         ErrorCode::UnknownCommand => "The subject names no command.",
         ErrorCode::ValidationFailed => "The content breaks a validation rule; `field` names it.",
         ErrorCode::Forbidden => {
-            "Unknown system, wrong system type, wrong team, or not the task's assignee."
+            "Unknown system, wrong system type, not the task's assignee, or a missing, wrong or stale signature."
         }
-        ErrorCode::NotFound => "A referenced entity does not exist.",
+        ErrorCode::NotFound => {
+            "A referenced entity does not exist, or belongs to another team (answered alike)."
+        }
         ErrorCode::InvalidState => "The entity's state does not allow this.",
         ErrorCode::Conflict => "Stale or contradicted by newer data.",
         ErrorCode::TooLarge => {
@@ -214,7 +216,7 @@ impl Builder {
             &format!("{id}.request"),
             format!("{name} request"),
             request,
-            None,
+            Some("QueryHeaders"),
         );
         let answer = self.message(
             &format!("{id}.answer"),
@@ -324,10 +326,20 @@ pub fn asyncapi() -> Value {
             "properties": {
                 MSG_ID_HEADER: { "type": "string", "format": "uuid", "description": "The command_id: JetStream drops a re-publish inside its 2-minute window." },
                 REPLY_TO_HEADER: { "type": "string", "description": "Optional core-NATS inbox that also receives the outcome." },
-                SIGNATURE_HEADER: { "type": "string", "description": "Ed25519 signature (base64url) of the exact body by the acting system's NATS user key; required when the system has a registered public key." },
+                SIGNATURE_HEADER: { "type": "string", "description": "Ed25519 signature (base64url), by the acting system's NATS user key, of `sop-command-v1`, the command name (no subject prefix) and the exact body, one per line; required when the system has a registered public key." },
                 "traceparent": { "type": "string", "description": "Optional W3C trace context; set on every event the command causes." },
             },
             "required": [MSG_ID_HEADER],
+        }),
+    );
+    schemas.insert(
+        "QueryHeaders".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                SIGNATURE_HEADER: { "type": "string", "description": "Ed25519 signature (base64url), by the asking system's NATS user key, of `sop-query-v1`, the query name (no subject prefix), the Sop-Signed-At value and the exact body, one per line; required when the system has a registered public key." },
+                SIGNED_AT_HEADER: { "type": "string", "format": "date-time", "description": "When the query was signed (RFC 3339); refused beyond 60 s of the worker's clock." },
+            },
         }),
     );
     schemas.insert(
@@ -336,7 +348,7 @@ pub fn asyncapi() -> Value {
             "type": "object",
             "properties": {
                 SERVICE_ERROR_HEADER: { "type": "string", "description": "The error message." },
-                SERVICE_ERROR_CODE_HEADER: { "type": "string", "description": "400, 403, 404, 409 or 500." },
+                SERVICE_ERROR_CODE_HEADER: { "type": "string", "description": "400, 403, 404, 409, 413 or 500." },
             },
         }),
     );

@@ -23,7 +23,8 @@ use nkeys::KeyPair;
 pub const SIGNATURE_HEADER: &str = "Sop-Signature";
 /// When a query was signed, RFC 3339; covered by its signature.
 pub const SIGNED_AT_HEADER: &str = "Sop-Signed-At";
-/// How far a signed query's time may be from the worker's clock, either way.
+/// How far a signed query's time may be from the worker's clock, either way (the contract
+/// and docs say 60 s).
 pub const MAX_QUERY_SKEW_SECS: i64 = 60;
 
 /// The bytes a command's signature is over: a tag, the command name, and the body.
