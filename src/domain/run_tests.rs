@@ -419,3 +419,35 @@ fn review_outcome_must_be_from_the_enumeration() {
         .unwrap_err();
     assert_eq!(err.field(), Some("outcome"));
 }
+
+#[test]
+fn a_run_stops_growing_at_its_task_limit() {
+    let (mut run, _) = execute(&first_run_discovery());
+    let mut current = run.tasks[0].id;
+    let mut n = 0u128;
+    let refused = loop {
+        let assignee = run.task(current).unwrap().assignee;
+        let worker = the_team().into_iter().find(|s| s.id == assignee).unwrap();
+        run.start_task(current, &worker, t(1)).unwrap();
+        run.block_task(current, "stuck".into(), &worker, t(2))
+            .unwrap();
+        n += 1;
+        let next = TaskId(uuid::Uuid::from_u128(10_000 + n));
+        let change = TaskChange {
+            reason: "again".into(),
+            ..Default::default()
+        };
+        match run.replace_task(current, next, change, &system3(), t(3)) {
+            Ok(_) => current = next,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        refused,
+        DomainError::RunFull {
+            limit: MAX_RUN_TASKS
+        }
+    );
+    assert_eq!(refused.code().as_str(), "invalid_state");
+    assert_eq!(run.tasks.len(), MAX_RUN_TASKS);
+}
