@@ -8,7 +8,9 @@
 //!             → load actor (reads shared in the group: [`GroupReads`])
 //!             → use case (load, decide in the domain, then write; an execute's new run is
 //!               kept for the end)
-//!             → accepted: outcome + events kept for the end
+//!             → accepted: outcome + events kept for the end; one over the server's
+//!               `max_payload` fails the group ([`GroupError::TooLarge`]), and the command is
+//!               then recorded alone as a `too_large` rejection, nothing else written
 //!             → rejected: it wrote nothing (use cases decide before they write, and
 //!               [`UseCaseTxn`] checks it); only the rejection outcome is kept
 //!       → new runs, inbox rows, then outbox messages (each outcome, then its events):
@@ -231,6 +233,7 @@ impl Records {
 /// result per message, in order, with the messages committed. A database error fails the
 /// whole group and commits nothing: the caller retries the messages (alone, to find the one
 /// that fails).
+///
 /// `max_message` is the largest payload the server takes: an accepted command that would
 /// publish a larger message fails the group with [`GroupError::TooLarge`].
 pub async fn process_group(
