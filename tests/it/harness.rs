@@ -432,6 +432,8 @@ pub struct PrivateNats {
     child: Option<std::process::Child>,
     pub port: u16,
     dir: std::path::PathBuf,
+    /// The server's `max_payload` when set (a config file), else its default (1 MiB).
+    max_payload: Option<usize>,
 }
 
 impl PrivateNats {
@@ -447,6 +449,7 @@ impl PrivateNats {
             child: None,
             port,
             dir,
+            max_payload: None,
         };
         nats.launch();
         nats
@@ -457,7 +460,14 @@ impl PrivateNats {
     }
 
     fn launch(&mut self) {
-        let child = std::process::Command::new("nats-server")
+        let mut command = std::process::Command::new("nats-server");
+        // max_payload has no command-line flag: it comes from a config file.
+        if let Some(bytes) = self.max_payload {
+            let config = self.dir.join("nats.conf");
+            std::fs::write(&config, format!("max_payload: {bytes}\n")).unwrap();
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -490,6 +500,12 @@ impl PrivateNats {
         }
         tokio::time::sleep(down).await;
         self.launch();
+    }
+
+    /// Restarts the server at once (its store stays) accepting messages of at most `bytes`.
+    pub async fn restart_with_max_payload(&mut self, bytes: usize) {
+        self.max_payload = Some(bytes);
+        self.restart(Duration::ZERO).await;
     }
 }
 

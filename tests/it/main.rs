@@ -8,6 +8,7 @@ mod delivery;
 mod deploy;
 mod harness;
 mod lifecycle;
+mod paging;
 mod processes;
 mod queries;
 mod rejections;
