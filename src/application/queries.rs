@@ -287,26 +287,22 @@ pub async fn answer(
         }
         Query::ListProcedures { status, name, page } => {
             let found = list_procedures(db, &who, status, name, page).await?;
+            let cursor = |(series, version): (SeriesId, Version)| {
+                Cursor::Procedures {
+                    series_id: series.0,
+                    version: version.0,
+                }
+                .encode()
+            };
+            // Every cursor of one list has the same length, so any stands for the real one.
             let base = json_len(&ProcedureList {
                 procedures: vec![],
-                next_cursor: Some(
-                    Cursor::Procedures {
-                        series_id: Uuid::nil(),
-                        version: 0,
-                    }
-                    .encode(),
-                ),
+                next_cursor: Some(cursor((SeriesId(Uuid::nil()), Version(0)))),
             });
             let (procedures, next) = fit(base, found, page.limit, max_bytes)?;
             Answer::Procedures(ProcedureList {
                 procedures,
-                next_cursor: next.map(|(series, version): (SeriesId, Version)| {
-                    Cursor::Procedures {
-                        series_id: series.0,
-                        version: version.0,
-                    }
-                    .encode()
-                }),
+                next_cursor: next.map(cursor),
             })
         }
         Query::History { series_id, page } => {

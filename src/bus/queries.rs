@@ -272,32 +272,32 @@ pub async fn start(
         let nats = nats.clone();
         tokio::spawn(endpoint.for_each_concurrent(CONCURRENCY, move |request| {
             let db = db.clone();
-            // Read per request: a reconnect may land on a server with another limit.
-            let max_answer_bytes = answer_room(nats.max_payload());
+            // The bytes an answer may take, read per request: a reconnect may land on a
+            // server with another max_payload.
+            let room = answer_room(nats.max_payload());
             async move {
-                let result =
-                    match respond(&db, name, &request.message.payload, max_answer_bytes).await {
-                        Ok(body) => request.respond(Ok(body.into())).await,
-                        Err(r) => {
-                            let mut headers = HeaderMap::new();
-                            headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
-                            headers.insert(
-                                SERVICE_ERROR_CODE_HEADER,
-                                status(r.code).to_string().as_str(),
-                            );
-                            let body = QueryFailure {
-                                error: ErrorBody {
-                                    code: r.code.as_str().to_owned(),
-                                    message: r.message,
-                                    field: r.field,
-                                },
-                            };
-                            let bytes = serde_json::to_vec(&body).unwrap_or_default();
-                            request
-                                .respond_with_headers(Ok(bytes.into()), headers)
-                                .await
-                        }
-                    };
+                let result = match respond(&db, name, &request.message.payload, room).await {
+                    Ok(body) => request.respond(Ok(body.into())).await,
+                    Err(r) => {
+                        let mut headers = HeaderMap::new();
+                        headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
+                        headers.insert(
+                            SERVICE_ERROR_CODE_HEADER,
+                            status(r.code).to_string().as_str(),
+                        );
+                        let body = QueryFailure {
+                            error: ErrorBody {
+                                code: r.code.as_str().to_owned(),
+                                message: r.message,
+                                field: r.field,
+                            },
+                        };
+                        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                        request
+                            .respond_with_headers(Ok(bytes.into()), headers)
+                            .await
+                    }
+                };
                 if let Err(e) = result {
                     warn!(query = %name, error = %e, "could not answer a query");
                 }
