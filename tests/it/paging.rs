@@ -362,6 +362,25 @@ async fn thirty_large_versions_list_and_history_in_pages(backend: Backend) {
     )
     .unwrap();
     assert_eq!(listed["procedures"].as_array().unwrap().len(), 31);
+    let history: Value = serde_json::from_str(
+        &sop(
+            &app,
+            &[
+                "procedure",
+                "history",
+                &series.to_string(),
+                "--actor",
+                &team.s3.to_string(),
+                "--json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        ids(std::slice::from_ref(&history), "versions", "procedure_id"),
+        versions
+    );
     app.stop().await;
 }
 
@@ -404,6 +423,25 @@ async fn the_audit_trail_pages_in_seq_order(backend: Backend) {
             .all(|p| p["entries"].as_array().unwrap().len() <= 3)
     );
     assert_eq!(by_three.len(), all.len().div_ceil(3));
+    // The CLI's --limit bounds what it shows, whatever the pages.
+    let shown: Value = serde_json::from_str(
+        &sop(
+            &app,
+            &[
+                "audit",
+                "--series",
+                &v1.to_string(),
+                "--limit",
+                "5",
+                "--actor",
+                &team.s4.to_string(),
+                "--json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(seqs(std::slice::from_ref(&shown)), all[..5]);
     app.stop().await;
 }
 
