@@ -526,9 +526,11 @@ async fn lifecycle(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Res
             let tasks: Vec<Value> = run["task_ids"].as_array().cloned().unwrap_or_default();
             let detail: Value = s
                 .client
-                .query(
+                .query_pages(
                     crate::wire::query::QueryName::GetRun,
                     &json!({ "actor": s.s3, "run_id": run_id }),
+                    "tasks",
+                    None,
                 )
                 .await?;
             for (i, task) in tasks.iter().enumerate() {

@@ -14,13 +14,13 @@ use crate::domain::error::{DomainError, ErrorCode};
 use crate::domain::event::{InitiativeView, ProcedureView, ReviewView, RunView, TaskView};
 use crate::domain::ids::*;
 use crate::domain::procedure::{Procedure, ProcedureStatus};
-use crate::domain::run::assign;
+use crate::domain::run::{Execution, assign};
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::template::TaskTemplate;
 use crate::domain::text;
 use crate::store;
-use crate::store::procedures::SeriesLock;
 use crate::wire::outcome::Outcome;
+use crate::wire::page::{Cursor, json_len};
 use crate::wire::signature::{MAX_QUERY_SKEW_SECS, verify};
 
 /// Every question the service answers.
@@ -32,9 +32,11 @@ pub enum Query {
     ListProcedures {
         status: Option<String>,
         name: Option<String>,
+        page: Page<(SeriesId, Version)>,
     },
     History {
         series_id: Uuid,
+        page: Page<Version>,
     },
     Diff {
         from: Uuid,
@@ -45,6 +47,8 @@ pub enum Query {
     },
     GetRun {
         run_id: Uuid,
+        /// Tasks by creation index.
+        page: Page<u32>,
     },
     Trace {
         initiative_id: Uuid,
@@ -52,12 +56,49 @@ pub enum Query {
     Audit {
         series_id: Option<Uuid>,
         run_id: Option<Uuid>,
-        limit: u64,
+        /// Events by outbox sequence.
+        page: Page<i64>,
     },
     Outcome {
         command_id: Uuid,
     },
 }
+
+/// Which page of a list to answer: the items after the key `after` (the last item of the
+/// previous page), at most `limit` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page<K> {
+    pub after: Option<K>,
+    pub limit: u64,
+}
+
+/// A list's page sizes: what a request without `limit` gets, and the most it may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSize {
+    pub default: u64,
+    pub max: u64,
+}
+
+impl PageSize {
+    /// The page size for a request's `limit`: the default when absent, else within 1..=max.
+    pub fn limit(self, asked: Option<u64>) -> u64 {
+        asked.map_or(self.default, |n| n.clamp(1, self.max))
+    }
+}
+
+pub const PROCEDURES_PAGE: PageSize = PageSize {
+    default: 50,
+    max: 500,
+};
+pub const HISTORY_PAGE: PageSize = PROCEDURES_PAGE;
+pub const RUN_TASKS_PAGE: PageSize = PageSize {
+    default: 100,
+    max: 1000,
+};
+pub const AUDIT_PAGE: PageSize = PageSize {
+    default: 1000,
+    max: 10_000,
+};
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProcedureDetail {
@@ -67,7 +108,11 @@ pub struct ProcedureDetail {
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProcedureList {
+    /// By series, then version.
     pub procedures: Vec<ProcedureView>,
+    /// The `cursor` of the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -75,6 +120,9 @@ pub struct History {
     pub series_id: SeriesId,
     /// Oldest first; each says who drafted, approved, rejected or retired it, and when.
     pub versions: Vec<ProcedureView>,
+    /// The `cursor` of the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -116,8 +164,12 @@ pub struct Preview {
 pub struct RunDetail {
     pub run: RunView,
     pub initiative: InitiativeView,
+    /// A page of the run's tasks, in creation order (by position, replacements after).
     pub tasks: Vec<TaskView>,
     pub review: Option<ReviewView>,
+    /// The `cursor` of the next page of tasks; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// From an initiative back to the procedure version and run that made it.
@@ -144,7 +196,11 @@ pub struct AuditEntry {
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Audit {
+    /// In commit (`seq`) order.
     pub entries: Vec<AuditEntry>,
+    /// The `cursor` of the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -256,13 +312,15 @@ async fn templates(
 }
 
 /// Answers `query` for the system `actor`, within its team, once its signature (when the
-/// system has a key) checks out at `now`.
+/// system has a key) checks out at `now`; a list's page holds only as many items as keep the
+/// answer within `max_bytes` as JSON.
 pub async fn answer(
     db: &DatabaseConnection,
     actor: Uuid,
     query: Query,
     signed: Option<&SignedQuery>,
     now: DateTime<Utc>,
+    max_bytes: usize,
 ) -> Result<Answer, QueryError> {
     let who = asker(db, actor).await?;
     check_signature(&who, signed, now)?;
@@ -275,28 +333,58 @@ pub async fn answer(
                 tasks,
             }))
         }
-        Query::ListProcedures { status, name } => {
-            let name = name.map(|n| n.to_lowercase());
-            let procedures = store::procedures::of_team(db, who.team_id)
-                .await?
-                .iter()
-                .filter(|p| status.as_deref().is_none_or(|s| p.status().as_str() == s))
-                .filter(|p| {
-                    name.as_deref()
-                        .is_none_or(|n| p.meta.name.to_lowercase().contains(n))
-                })
-                .map(ProcedureView::of)
-                .collect();
-            Answer::Procedures(ProcedureList { procedures })
+        Query::ListProcedures { status, name, page } => {
+            let found = list_procedures(db, &who, status, name, page).await?;
+            let cursor = |(series, version): (SeriesId, Version)| {
+                Cursor::Procedures {
+                    series_id: series.0,
+                    version: version.0,
+                }
+                .encode()
+            };
+            // Every cursor of one list has the same length, so any stands for the real one.
+            let base = json_len(&ProcedureList {
+                procedures: vec![],
+                next_cursor: Some(cursor((SeriesId(Uuid::nil()), Version(0)))),
+            });
+            let (procedures, next) = fit(base, found, page.limit, max_bytes)?;
+            Answer::Procedures(ProcedureList {
+                procedures,
+                next_cursor: next.map(cursor),
+            })
         }
-        Query::History { series_id } => {
-            let series = store::procedures::load_series(db, SeriesId(series_id), SeriesLock::None)
+        Query::History { series_id, page } => {
+            let team = store::procedures::team_of_series(db, SeriesId(series_id))
                 .await?
                 .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
-            within_team(&who, series.latest().team_id, "procedure series", series_id)?;
+            within_team(&who, team, "procedure series", series_id)?;
+            let found = store::procedures::page_of_series(
+                db,
+                SeriesId(series_id),
+                page.after,
+                page.limit + 1,
+            )
+            .await?
+            .iter()
+            .map(|p| (p.version, ProcedureView::of(p)))
+            .collect();
+            let cursor = |version: Version| {
+                Cursor::History {
+                    series_id,
+                    version: version.0,
+                }
+                .encode()
+            };
+            let base = json_len(&History {
+                series_id: SeriesId(series_id),
+                versions: vec![],
+                next_cursor: Some(cursor(Version(0))),
+            });
+            let (versions, next) = fit(base, found, page.limit, max_bytes)?;
             Answer::History(History {
                 series_id: SeriesId(series_id),
-                versions: series.versions().iter().map(ProcedureView::of).collect(),
+                versions,
+                next_cursor: next.map(cursor),
             })
         }
         Query::Diff { from, to } => {
@@ -354,26 +442,49 @@ pub async fn answer(
                 tasks,
             }))
         }
-        Query::GetRun { run_id } => Answer::Run(Box::new(
-            run_detail(db, &who, RunId(run_id), "run", run_id).await?,
-        )),
+        Query::GetRun { run_id, page } => {
+            let (run, review) = run_and_review(db, &who, RunId(run_id), "run", run_id).await?;
+            // The run's views count and list every task, so the whole aggregate is loaded
+            // anyway; its tasks are in creation order, their index is their stored `seq`.
+            let first = page.after.map_or(0, |seq| seq as usize + 1);
+            let found = run
+                .tasks
+                .iter()
+                .enumerate()
+                .skip(first)
+                .take(page.limit as usize + 1)
+                .map(|(seq, t)| (seq as u32, run.task_view(t)))
+                .collect();
+            let cursor = |seq: u32| Cursor::RunTasks { run_id, seq }.encode();
+            let mut detail = RunDetail {
+                run: run.run_view(),
+                initiative: run.initiative_view(),
+                tasks: vec![],
+                review,
+                next_cursor: Some(cursor(0)),
+            };
+            let (tasks, next) = fit(json_len(&detail), found, page.limit, max_bytes)?;
+            detail.tasks = tasks;
+            detail.next_cursor = next.map(cursor);
+            Answer::Run(Box::new(detail))
+        }
         Query::Trace { initiative_id } => {
             let run = store::runs::run_of_initiative(db, initiative_id)
                 .await?
                 .ok_or_else(|| Rejection::not_found("initiative", initiative_id))?;
-            let detail = run_detail(db, &who, run, "initiative", initiative_id).await?;
-            let p = procedure(db, &who, detail.run.provenance.procedure_id.0).await?;
+            let (run, review) = run_and_review(db, &who, run, "initiative", initiative_id).await?;
+            let p = procedure(db, &who, run.provenance.procedure_id.0).await?;
             Answer::Trace(Box::new(Trace {
                 initiative_id: InitiativeId(initiative_id),
-                review_id: detail.review.as_ref().map(|r| r.review_id),
-                run: detail.run,
+                review_id: review.as_ref().map(|r| r.review_id),
+                run: run.run_view(),
                 procedure: ProcedureView::of(&p),
             }))
         }
         Query::Audit {
             series_id,
             run_id,
-            limit,
+            page,
         } => {
             if series_id.is_none() && run_id.is_none() {
                 return Err(Rejection {
@@ -384,10 +495,10 @@ pub async fn answer(
                 .into());
             }
             if let Some(s) = series_id {
-                let series = store::procedures::load_series(db, SeriesId(s), SeriesLock::None)
+                let team = store::procedures::team_of_series(db, SeriesId(s))
                     .await?
                     .ok_or_else(|| Rejection::not_found("procedure series", s))?;
-                within_team(&who, series.latest().team_id, "procedure series", s)?;
+                within_team(&who, team, "procedure series", s)?;
             }
             if let Some(r) = run_id {
                 let run = store::runs::load(db, RunId(r))
@@ -395,21 +506,41 @@ pub async fn answer(
                     .ok_or_else(|| Rejection::not_found("run", r))?;
                 within_team(&who, run.team_id, "run", r)?;
             }
-            let rows = store::outbox::trail(db, series_id, run_id, limit.clamp(1, 10_000)).await?;
-            let entries = rows
+            let rows =
+                store::outbox::trail(db, series_id, run_id, page.after, page.limit + 1).await?;
+            let found = rows
                 .into_iter()
-                .map(|(r, published)| AuditEntry {
-                    seq: r.seq,
-                    event_id: r.message_id,
-                    kind: r.kind.trim_start_matches("event.").to_owned(),
-                    subject: r.subject,
-                    occurred_at: r.created_at,
-                    actor: store::outbox::actor_of(&r.payload),
-                    causation_id: r.causation_id,
-                    published,
+                .map(|(r, published)| {
+                    let entry = AuditEntry {
+                        seq: r.seq,
+                        event_id: r.message_id,
+                        kind: r.kind.trim_start_matches("event.").to_owned(),
+                        subject: r.subject,
+                        occurred_at: r.created_at,
+                        actor: store::outbox::actor_of(&r.payload),
+                        causation_id: r.causation_id,
+                        published,
+                    };
+                    (entry.seq, entry)
                 })
                 .collect();
-            Answer::Audit(Audit { entries })
+            let cursor = |seq: i64| {
+                Cursor::Audit {
+                    series_id,
+                    run_id,
+                    seq,
+                }
+                .encode()
+            };
+            let base = json_len(&Audit {
+                entries: vec![],
+                next_cursor: Some(cursor(0)),
+            });
+            let (entries, next) = fit(base, found, page.limit, max_bytes)?;
+            Answer::Audit(Audit {
+                entries,
+                next_cursor: next.map(cursor),
+            })
         }
         Query::Outcome { command_id } => {
             let (outcome, sender) = store::inbox::find_with_actor(db, command_id)
@@ -427,13 +558,14 @@ pub async fn answer(
     })
 }
 
-async fn run_detail(
+/// A run and its post-run review, if the asking system's team owns the run.
+async fn run_and_review(
     db: &DatabaseConnection,
     who: &Actor,
     run: RunId,
     what: &str,
     id: Uuid,
-) -> Result<RunDetail, QueryError> {
+) -> Result<(Execution, Option<ReviewView>), QueryError> {
     let run = store::runs::load(db, run)
         .await?
         .ok_or_else(|| Rejection::not_found(what, id))?;
@@ -442,10 +574,131 @@ async fn run_detail(
         .await?
         .map(|row| store::reviews::view_of(row, run.provenance.series_id, run.status.as_str()))
         .transpose()?;
-    Ok(RunDetail {
-        run: run.run_view(),
-        initiative: run.initiative_view(),
-        tasks: run.tasks.iter().map(|t| run.task_view(t)).collect(),
-        review,
-    })
+    Ok((run, review))
+}
+
+/// The team's versions after `page.after`, of `status` and with `name` in theirs when given:
+/// at most one more than the page holds (that one says a next page exists).
+async fn list_procedures(
+    db: &DatabaseConnection,
+    who: &Actor,
+    status: Option<String>,
+    name: Option<String>,
+    page: Page<(SeriesId, Version)>,
+) -> Result<Vec<((SeriesId, Version), ProcedureView)>, QueryError> {
+    let status = match status {
+        None => None,
+        Some(s) => match [
+            ProcedureStatus::Draft,
+            ProcedureStatus::Approved,
+            ProcedureStatus::Retired,
+        ]
+        .into_iter()
+        .find(|known| known.as_str() == s)
+        {
+            Some(known) => Some(known),
+            // No version has a status of another name.
+            None => return Ok(vec![]),
+        },
+    };
+    let name = name.map(|n| n.to_lowercase());
+    let wanted = page.limit + 1;
+    let mut found = Vec::new();
+    let mut after = page.after;
+    // The name matches case-insensitively in Unicode, which SQL spells differently on each
+    // database: it is filtered here, over batches read in key order.
+    loop {
+        let batch = store::procedures::page_of_team(db, who.team_id, status, after, wanted).await?;
+        let exhausted = (batch.len() as u64) < wanted;
+        after = batch.last().map(|p| (p.series_id, p.version)).or(after);
+        found.extend(
+            batch
+                .iter()
+                .filter(|p| {
+                    name.as_deref()
+                        .is_none_or(|n| p.meta.name.to_lowercase().contains(n))
+                })
+                .map(|p| ((p.series_id, p.version), ProcedureView::of(p))),
+        );
+        if exhausted || found.len() as u64 >= wanted {
+            return Ok(found);
+        }
+    }
+}
+
+/// One page of a list answer: of `found` (the candidates in key order, up to one more than
+/// `limit`), the first that fit in `max_bytes` beside the rest of the answer (`base`: its size
+/// with no items and a cursor), and the key of the last one kept when more remain.
+fn fit<K: Copy, T: Serialize>(
+    base: usize,
+    mut found: Vec<(K, T)>,
+    limit: u64,
+    max_bytes: usize,
+) -> Result<(Vec<T>, Option<K>), Rejection> {
+    let mut size = base;
+    let mut kept = 0;
+    for (_, item) in found.iter().take(limit as usize) {
+        // One more byte for the comma between items.
+        let more = json_len(item).saturating_add(1);
+        if size.saturating_add(more) > max_bytes {
+            break;
+        }
+        size += more;
+        kept += 1;
+    }
+    if kept == 0 && !found.is_empty() {
+        return Err(Rejection::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the next item alone makes the answer larger than the {max_bytes} bytes the server accepts"
+            ),
+        ));
+    }
+    let next = (found.len() > kept).then(|| found[kept - 1].0);
+    found.truncate(kept);
+    Ok((found.into_iter().map(|(_, item)| item).collect(), next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` items of 10 bytes each as JSON (`"xxxxxxxx"`), keyed 0..n.
+    fn items(n: u32) -> Vec<(u32, String)> {
+        (0..n).map(|k| (k, "x".repeat(8))).collect()
+    }
+
+    #[test]
+    fn a_page_holds_at_most_its_limit_and_names_the_last_key() {
+        let (page, next) = fit(10, items(6), 5, 1_000).unwrap();
+        assert_eq!(page.len(), 5);
+        assert_eq!(next, Some(4));
+    }
+
+    #[test]
+    fn the_last_page_has_no_next_key() {
+        let (page, next) = fit(10, items(5), 5, 1_000).unwrap();
+        assert_eq!((page.len(), next), (5, None));
+        assert_eq!(fit(10, items(0), 5, 1_000).unwrap(), (vec![], None));
+    }
+
+    #[test]
+    fn a_page_ends_early_at_the_byte_limit() {
+        // 10 bytes of the rest, then 11 per item (with its comma): three fit in 45.
+        let (page, next) = fit(10, items(6), 5, 45).unwrap();
+        assert_eq!((page.len(), next), (3, Some(2)));
+    }
+
+    #[test]
+    fn an_item_too_large_alone_is_refused() {
+        let refused = fit(10, items(1), 5, 20).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn asked_page_sizes_stay_within_bounds() {
+        assert_eq!(AUDIT_PAGE.limit(None), 1000);
+        assert_eq!(AUDIT_PAGE.limit(Some(0)), 1);
+        assert_eq!(RUN_TASKS_PAGE.limit(Some(5_000)), 1000);
+    }
 }

@@ -235,6 +235,50 @@ impl Client {
         serde_json::from_slice(&reply.payload).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// Asks a list query and follows its pages: the first page's answer, with the `items`
+    /// array (`procedures`, `versions`, `tasks`, `entries`) of every page in order and no
+    /// `next_cursor`. With `at_most`, stops once that many items have come (and keeps that many).
+    pub async fn query_pages<Q: Serialize>(
+        &self,
+        name: QueryName,
+        request: &Q,
+        items: &str,
+        at_most: Option<usize>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut request =
+            serde_json::to_value(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let mut whole: serde_json::Value = self.query(name, &request).await?;
+        loop {
+            let collected = whole[items].as_array().map_or(0, Vec::len);
+            let cursor = match whole.as_object_mut().and_then(|a| a.remove("next_cursor")) {
+                Some(serde_json::Value::String(c)) if at_most.is_none_or(|n| collected < n) => c,
+                _ => break,
+            };
+            // A cursor that comes back unchanged would page forever.
+            if request.get("cursor").and_then(|c| c.as_str()) == Some(cursor.as_str()) {
+                return Err(ClientError::Decode(format!(
+                    "{name} answered the same next_cursor twice"
+                )));
+            }
+            request["cursor"] = serde_json::Value::String(cursor);
+            let mut page: serde_json::Value = self.query(name, &request).await?;
+            let more = page[items].take();
+            let (Some(all), serde_json::Value::Array(more)) = (whole[items].as_array_mut(), more)
+            else {
+                return Err(ClientError::Decode(format!("{name}: no `{items}` list")));
+            };
+            all.extend(more);
+            match page.get_mut("next_cursor").map(serde_json::Value::take) {
+                Some(next) => whole["next_cursor"] = next,
+                None => break,
+            }
+        }
+        if let (Some(n), Some(all)) = (at_most, whole[items].as_array_mut()) {
+            all.truncate(n);
+        }
+        Ok(whole)
+    }
+
     /// The outcome of a command from the outcomes stream, if it has one yet.
     pub async fn outcome(&self, command_id: Uuid) -> Result<Option<Outcome>, ClientError> {
         let stream = self

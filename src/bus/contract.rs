@@ -84,17 +84,23 @@ pub fn query_doc(name: QueryName) -> &'static str {
     use QueryName as N;
     match name {
         N::GetProcedure => "A procedure version with its task templates.",
-        N::ListProcedures => "The team's procedure versions, by status and/or part of the name.",
+        N::ListProcedures => {
+            "The team's procedure versions, by status and/or part of the name; paged by series, then version."
+        }
         N::History => {
-            "Every version of a series: who drafted, approved, rejected, retired each, and when."
+            "Every version of a series: who drafted, approved, rejected, retired each, and when; paged by version."
         }
         N::Diff => "What changed between two versions: fields; templates added, removed, changed.",
         N::Preview => {
             "Dry run: the initiative and tasks executing a version would create, and who would work them."
         }
-        N::GetRun => "A run with its initiative, tasks and post-run review.",
+        N::GetRun => {
+            "A run with its initiative, post-run review and tasks; the tasks paged in creation order."
+        }
         N::Trace => "From an initiative back to the procedure version and run that made it.",
-        N::Audit => "Every event of a series or a run, with actor and time, from the database.",
+        N::Audit => {
+            "Every event of a series or a run, with actor and time, from the database; paged by seq."
+        }
         N::Outcome => "The outcome of a command, by command id.",
     }
 }
@@ -239,7 +245,7 @@ impl Builder {
                 "action": "send",
                 "channel": reference(&format!("#/channels/{id}")),
                 "summary": what,
-                "description": "Core NATS request/reply (NATS service API, service `sop`); never stored in a stream. Any system of the team may ask.",
+                "description": "Core NATS request/reply (NATS service API, service `sop`); never stored in a stream. Any system of the team may ask. A list answers one page (`limit`, `cursor`) and the `next_cursor` of the next; an answer larger than the server's max_payload is refused with `too_large`.",
                 "reply": { "channel": reference(&format!("#/channels/{id}.reply")) },
             }),
         );

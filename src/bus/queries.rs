@@ -13,10 +13,15 @@ use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::application::queries::{self, Query, QueryError, SignedQuery};
+use crate::application::queries::{
+    self, AUDIT_PAGE, HISTORY_PAGE, PROCEDURES_PAGE, Page, Query, QueryError, RUN_TASKS_PAGE,
+    SignedQuery,
+};
 use crate::application::{Rejection, Signed};
 use crate::domain::error::ErrorCode;
+use crate::domain::ids::{SeriesId, Version};
 use crate::wire::outcome::ErrorBody;
+use crate::wire::page::{BadCursor, Cursor};
 use crate::wire::query::*;
 use crate::wire::signature::{SIGNATURE_HEADER, SIGNED_AT_HEADER, query_message};
 use crate::wire::subjects::Subjects;
@@ -43,6 +48,26 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
         .map_err(|e| Rejection::new(ErrorCode::InvalidPayload, format!("request: {e}")))
 }
 
+/// The key a request's `cursor` holds, when it is one this list gave out (`key` says which it
+/// accepts: a cursor of another query, series or run is refused like a malformed one).
+fn after<K>(
+    cursor: Option<&str>,
+    key: impl FnOnce(Cursor) -> Option<K>,
+) -> Result<Option<K>, Rejection> {
+    let Some(text) = cursor else {
+        return Ok(None);
+    };
+    Cursor::decode(text)
+        .ok()
+        .and_then(key)
+        .map(Some)
+        .ok_or_else(|| Rejection {
+            code: ErrorCode::ValidationFailed,
+            message: BadCursor.to_string(),
+            field: Some("cursor".into()),
+        })
+}
+
 /// Bytes of a request → the asking system and its query.
 pub fn decode(name: QueryName, bytes: &[u8]) -> Result<(uuid::Uuid, Query), Rejection> {
     use QueryName as N;
@@ -58,20 +83,40 @@ pub fn decode(name: QueryName, bytes: &[u8]) -> Result<(uuid::Uuid, Query), Reje
         }
         N::ListProcedures => {
             let q: ListQuery = parse(bytes)?;
+            let after = after(q.cursor.as_deref(), |c| match c {
+                Cursor::Procedures { series_id, version } => {
+                    Some((SeriesId(series_id), Version(version)))
+                }
+                _ => None,
+            })?;
             (
                 q.actor,
                 Query::ListProcedures {
                     status: q.status,
                     name: q.name,
+                    page: Page {
+                        after,
+                        limit: PROCEDURES_PAGE.limit(q.limit),
+                    },
                 },
             )
         }
         N::History => {
             let q: SeriesQuery = parse(bytes)?;
+            let after = after(q.cursor.as_deref(), |c| match c {
+                Cursor::History { series_id, version } if series_id == q.series_id => {
+                    Some(Version(version))
+                }
+                _ => None,
+            })?;
             (
                 q.actor,
                 Query::History {
                     series_id: q.series_id,
+                    page: Page {
+                        after,
+                        limit: HISTORY_PAGE.limit(q.limit),
+                    },
                 },
             )
         }
@@ -96,7 +141,20 @@ pub fn decode(name: QueryName, bytes: &[u8]) -> Result<(uuid::Uuid, Query), Reje
         }
         N::GetRun => {
             let q: RunQuery = parse(bytes)?;
-            (q.actor, Query::GetRun { run_id: q.run_id })
+            let after = after(q.cursor.as_deref(), |c| match c {
+                Cursor::RunTasks { run_id, seq } if run_id == q.run_id => Some(seq),
+                _ => None,
+            })?;
+            (
+                q.actor,
+                Query::GetRun {
+                    run_id: q.run_id,
+                    page: Page {
+                        after,
+                        limit: RUN_TASKS_PAGE.limit(q.limit),
+                    },
+                },
+            )
         }
         N::Trace => {
             let q: InitiativeQuery = parse(bytes)?;
@@ -109,12 +167,23 @@ pub fn decode(name: QueryName, bytes: &[u8]) -> Result<(uuid::Uuid, Query), Reje
         }
         N::Audit => {
             let q: AuditQuery = parse(bytes)?;
+            let after = after(q.cursor.as_deref(), |c| match c {
+                Cursor::Audit {
+                    series_id,
+                    run_id,
+                    seq,
+                } if series_id == q.series_id && run_id == q.run_id => Some(seq),
+                _ => None,
+            })?;
             (
                 q.actor,
                 Query::Audit {
                     series_id: q.series_id,
                     run_id: q.run_id,
-                    limit: q.limit.unwrap_or(1000),
+                    page: Page {
+                        after,
+                        limit: AUDIT_PAGE.limit(q.limit),
+                    },
                 },
             )
         }
@@ -148,17 +217,50 @@ fn signature(name: QueryName, headers: Option<&HeaderMap>, bytes: &[u8]) -> Opti
     })
 }
 
+/// Room the reply's headers may take beside its body within the server's `max_payload` (a
+/// successful answer has none; the margin keeps the limit clear of any the library adds).
+const HEADER_ROOM: usize = 1024;
+
+/// The bytes an answer's body may take on a server that accepts messages of `max_payload`.
+fn answer_room(max_payload: usize) -> usize {
+    max_payload.saturating_sub(HEADER_ROOM)
+}
+
 async fn respond(
     db: &DatabaseConnection,
     name: QueryName,
     headers: Option<&HeaderMap>,
     bytes: &[u8],
+    max_answer_bytes: usize,
 ) -> Result<Vec<u8>, Rejection> {
     let (actor, query) = decode(name, bytes)?;
     let signed = signature(name, headers, bytes);
-    match queries::answer(db, actor, query, signed.as_ref(), Utc::now()).await {
-        Ok(answer) => serde_json::to_vec(&answer)
-            .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string())),
+    match queries::answer(
+        db,
+        actor,
+        query,
+        signed.as_ref(),
+        Utc::now(),
+        max_answer_bytes,
+    )
+    .await
+    {
+        Ok(answer) => {
+            let body = serde_json::to_vec(&answer)
+                .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?;
+            // Lists page within the limit; what still exceeds it (one version, a diff…)
+            // cannot be sent, and a refusal beats the silence of a dropped reply.
+            if body.len() > max_answer_bytes {
+                return Err(Rejection::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the answer is {} bytes; the server accepts at most {max_answer_bytes}",
+                        body.len()
+                    ),
+                ));
+            }
+            Ok(body)
+        }
         Err(QueryError::Rejected(r)) => Err(r),
         Err(QueryError::Store(e)) => {
             warn!(query = %name, error = %e, "query failed");
@@ -199,33 +301,44 @@ pub async fn start(
             .add(name.as_str())
             .await?;
         let db = db.clone();
+        let nats = nats.clone();
         tokio::spawn(endpoint.for_each_concurrent(CONCURRENCY, move |request| {
             let db = db.clone();
+            // The bytes an answer may take, read per request: a reconnect may land on a
+            // server with another max_payload.
+            let room = answer_room(nats.max_payload());
             async move {
                 let message = &request.message;
-                let result =
-                    match respond(&db, name, message.headers.as_ref(), &message.payload).await {
-                        Ok(body) => request.respond(Ok(body.into())).await,
-                        Err(r) => {
-                            let mut headers = HeaderMap::new();
-                            headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
-                            headers.insert(
-                                SERVICE_ERROR_CODE_HEADER,
-                                status(r.code).to_string().as_str(),
-                            );
-                            let body = QueryFailure {
-                                error: ErrorBody {
-                                    code: r.code.as_str().to_owned(),
-                                    message: r.message,
-                                    field: r.field,
-                                },
-                            };
-                            let bytes = serde_json::to_vec(&body).unwrap_or_default();
-                            request
-                                .respond_with_headers(Ok(bytes.into()), headers)
-                                .await
-                        }
-                    };
+                let result = match respond(
+                    &db,
+                    name,
+                    message.headers.as_ref(),
+                    &message.payload,
+                    room,
+                )
+                .await
+                {
+                    Ok(body) => request.respond(Ok(body.into())).await,
+                    Err(r) => {
+                        let mut headers = HeaderMap::new();
+                        headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
+                        headers.insert(
+                            SERVICE_ERROR_CODE_HEADER,
+                            status(r.code).to_string().as_str(),
+                        );
+                        let body = QueryFailure {
+                            error: ErrorBody {
+                                code: r.code.as_str().to_owned(),
+                                message: r.message,
+                                field: r.field,
+                            },
+                        };
+                        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                        request
+                            .respond_with_headers(Ok(bytes.into()), headers)
+                            .await
+                    }
+                };
                 if let Err(e) = result {
                     warn!(query = %name, error = %e, "could not answer a query");
                 }

@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::app;
+use crate::application::queries::AUDIT_PAGE;
 use crate::bus::client::{Client, ClientError, EventStart};
 use crate::bus::contract;
 use crate::config::Settings;
@@ -95,6 +96,7 @@ enum Cmd {
         series: Option<Uuid>,
         #[arg(long)]
         run: Option<Uuid>,
+        /// At most this many entries (fetched page by page).
         #[arg(long, default_value_t = 1000)]
         limit: u64,
     },
@@ -357,6 +359,22 @@ impl Ctx {
             .client()
             .await?
             .query::<_, Value>(name, &request)
+            .await?)
+    }
+
+    /// A list query with every page (or the first `at_most` items) joined into one answer.
+    async fn query_pages(
+        &self,
+        name: QueryName,
+        mut request: Value,
+        items: &str,
+        at_most: Option<usize>,
+    ) -> Result<Value, Exit> {
+        request["actor"] = json!(self.actor()?);
+        Ok(self
+            .client()
+            .await?
+            .query_pages(name, &request, items, at_most)
             .await?)
     }
 
@@ -689,9 +707,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             }
             ProcedureCmd::List { status, name } => {
                 let v = ctx
-                    .query(
+                    .query_pages(
                         QueryName::ListProcedures,
                         json!({ "status": status, "name": name }),
+                        "procedures",
+                        None,
                     )
                     .await?;
                 ctx.print(&v, |v| {
@@ -722,7 +742,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             }
             ProcedureCmd::History { series_id } => {
                 let v = ctx
-                    .query(QueryName::History, json!({ "series_id": series_id }))
+                    .query_pages(
+                        QueryName::History,
+                        json!({ "series_id": series_id }),
+                        "versions",
+                        None,
+                    )
                     .await?;
                 ctx.print(&v, |v| {
                     render::table(
@@ -817,7 +842,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             RunCmd::Cancel(a) => return ctx.send(N::CancelRun, a).await,
             RunCmd::Show { run_id } => {
                 let v = ctx
-                    .query(QueryName::GetRun, json!({ "run_id": run_id }))
+                    .query_pages(
+                        QueryName::GetRun,
+                        json!({ "run_id": run_id }),
+                        "tasks",
+                        None,
+                    )
                     .await?;
                 ctx.print(&v, human_run)?;
             }
@@ -843,10 +873,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             }
         },
         Cmd::Audit { series, run, limit } => {
+            // `limit` bounds what is shown; pages never ask for more than that either.
+            let page = limit.min(AUDIT_PAGE.max);
             let v = ctx
-                .query(
+                .query_pages(
                     QueryName::Audit,
-                    json!({ "series_id": series, "run_id": run, "limit": limit }),
+                    json!({ "series_id": series, "run_id": run, "limit": page }),
+                    "entries",
+                    Some(usize::try_from(limit).unwrap_or(usize::MAX)),
                 )
                 .await?;
             ctx.print(&v, |v| {

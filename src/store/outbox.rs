@@ -342,12 +342,13 @@ pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     outbox_pending::Entity::find().count(db).await
 }
 
-/// The audit trail: every event of a series or of a run, in commit order, each with whether
-/// it has been published yet.
+/// The audit trail: the events of a series or of a run after the sequence `after`, in commit
+/// (`seq`) order, at most `limit`, each with whether it has been published yet.
 pub async fn trail(
     db: &impl ConnectionTrait,
     series: Option<Uuid>,
     run: Option<Uuid>,
+    after: Option<i64>,
     limit: u64,
 ) -> Result<Vec<(outbox::Model, bool)>, DbErr> {
     let mut q = outbox::Entity::find().filter(outbox::Column::Kind.starts_with("event."));
@@ -356,6 +357,9 @@ pub async fn trail(
     }
     if let Some(r) = run {
         q = q.filter(outbox::Column::RunId.eq(r));
+    }
+    if let Some(seq) = after {
+        q = q.filter(outbox::Column::Seq.gt(seq));
     }
     let rows = q
         .order_by_asc(outbox::Column::Seq)

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use entity::enums::RetireKind;
 use entity::{procedure, procedure_task};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -173,17 +173,77 @@ pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Procedur
         .transpose()
 }
 
-/// Every version of every procedure of a team, by series then version.
-pub async fn of_team(db: &impl ConnectionTrait, team: TeamId) -> Result<Vec<Procedure>, DbErr> {
-    procedure::Entity::find()
-        .filter(procedure::Column::TeamId.eq(team.0))
+/// A page of a team's versions in (series, version) order: those after `after`, of `status`
+/// when given, at most `n`. The order is a unique key, so consecutive pages never repeat or
+/// skip a version, whatever is drafted meanwhile.
+pub async fn page_of_team(
+    db: &impl ConnectionTrait,
+    team: TeamId,
+    status: Option<ProcedureStatus>,
+    after: Option<(SeriesId, Version)>,
+    n: u64,
+) -> Result<Vec<Procedure>, DbErr> {
+    let mut query = procedure::Entity::find().filter(procedure::Column::TeamId.eq(team.0));
+    if let Some(status) = status {
+        query = query
+            .filter(procedure::Column::Status.eq(entity::enums::ProcedureStatus::from(status)));
+    }
+    if let Some((series, version)) = after {
+        query = query.filter(
+            Condition::any()
+                .add(procedure::Column::SeriesId.gt(series.0))
+                .add(
+                    Condition::all()
+                        .add(procedure::Column::SeriesId.eq(series.0))
+                        .add(procedure::Column::Version.gt(version.0 as i32)),
+                ),
+        );
+    }
+    query
         .order_by_asc(procedure::Column::SeriesId)
         .order_by_asc(procedure::Column::Version)
+        .limit(n)
         .all(db)
         .await?
         .into_iter()
         .map(from_row)
         .collect()
+}
+
+/// A page of a series' versions, oldest first: those after `after`, at most `n`.
+pub async fn page_of_series(
+    db: &impl ConnectionTrait,
+    series: SeriesId,
+    after: Option<Version>,
+    n: u64,
+) -> Result<Vec<Procedure>, DbErr> {
+    let mut query = procedure::Entity::find().filter(procedure::Column::SeriesId.eq(series.0));
+    if let Some(version) = after {
+        query = query.filter(procedure::Column::Version.gt(version.0 as i32));
+    }
+    query
+        .order_by_asc(procedure::Column::Version)
+        .limit(n)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+/// The team a series belongs to (every version has the same), if the series exists.
+pub async fn team_of_series(
+    db: &impl ConnectionTrait,
+    series: SeriesId,
+) -> Result<Option<TeamId>, DbErr> {
+    Ok(procedure::Entity::find()
+        .filter(procedure::Column::SeriesId.eq(series.0))
+        .select_only()
+        .column(procedure::Column::TeamId)
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await?
+        .map(TeamId))
 }
 
 /// The series a version belongs to.

@@ -32,6 +32,7 @@ macro_rules! subject_names {
 pub mod command;
 pub mod event;
 pub mod outcome;
+pub mod page;
 pub mod query;
 pub mod signature;
 pub mod subjects;

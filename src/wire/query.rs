@@ -21,7 +21,7 @@ subject_names!(
 
 /// Header carrying the error text of a failed query (NATS service API convention).
 pub const SERVICE_ERROR_HEADER: &str = "Nats-Service-Error";
-/// Header carrying an HTTP-like status of a failed query (400, 403, 404, 409, 500).
+/// Header carrying an HTTP-like status of a failed query (400, 403, 404, 409, 413, 500).
 pub const SERVICE_ERROR_CODE_HEADER: &str = "Nats-Service-Error-Code";
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -42,6 +42,13 @@ pub struct ListQuery {
     /// Case-insensitive part of the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// At most this many versions in this answer (default 50, at most 500); a page also ends
+    /// early when the next version would make the answer larger than the server accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The previous answer's `next_cursor`, unchanged, for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -49,6 +56,13 @@ pub struct ListQuery {
 pub struct SeriesQuery {
     pub actor: Uuid,
     pub series_id: Uuid,
+    /// At most this many versions in this answer (default 50, at most 500); a page also ends
+    /// early when the next version would make the answer larger than the server accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The previous answer's `next_cursor`, unchanged, for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -65,6 +79,13 @@ pub struct DiffQuery {
 pub struct RunQuery {
     pub actor: Uuid,
     pub run_id: Uuid,
+    /// At most this many tasks in this answer (default 100, at most 1000); a page also ends
+    /// early when the next task would make the answer larger than the server accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The previous answer's `next_cursor`, unchanged, for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -82,9 +103,13 @@ pub struct AuditQuery {
     pub series_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<Uuid>,
-    /// At most this many entries (default 1000, at most 10000).
+    /// At most this many entries in this answer (default 1000, at most 10000); a page also ends
+    /// early when the next entry would make the answer larger than the server accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
+    /// The previous answer's `next_cursor`, unchanged, for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

@@ -432,21 +432,21 @@ pub struct PrivateNats {
     child: Option<std::process::Child>,
     pub port: u16,
     dir: std::path::PathBuf,
-    /// A configuration file the server reads, when the test gave one.
-    config: Option<std::path::PathBuf>,
+    /// The server's `max_payload` when set (a config file), else its default (1 MiB).
+    max_payload: Option<usize>,
 }
 
 impl PrivateNats {
     pub fn start() -> PrivateNats {
-        PrivateNats::start_with_config(None)
+        PrivateNats::start_with(None)
     }
 
     /// A server that takes messages of at most `max_payload` bytes.
     pub fn with_max_payload(max_payload: usize) -> PrivateNats {
-        PrivateNats::start_with_config(Some(&format!("max_payload: {max_payload}\n")))
+        PrivateNats::start_with(Some(max_payload))
     }
 
-    fn start_with_config(config: Option<&str>) -> PrivateNats {
+    fn start_with(max_payload: Option<usize>) -> PrivateNats {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -454,16 +454,11 @@ impl PrivateNats {
             .port();
         let dir = std::env::temp_dir().join(format!("sop-nats-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = config.map(|text| {
-            let path = dir.join("server.conf");
-            std::fs::write(&path, text).unwrap();
-            path
-        });
         let mut nats = PrivateNats {
             child: None,
             port,
             dir,
-            config,
+            max_payload,
         };
         nats.launch();
         nats
@@ -474,11 +469,14 @@ impl PrivateNats {
     }
 
     fn launch(&mut self) {
-        let mut server = std::process::Command::new("nats-server");
-        if let Some(config) = &self.config {
-            server.arg("-c").arg(config);
+        let mut command = std::process::Command::new("nats-server");
+        // max_payload has no command-line flag: it comes from a config file.
+        if let Some(bytes) = self.max_payload {
+            let config = self.dir.join("nats.conf");
+            std::fs::write(&config, format!("max_payload: {bytes}\n")).unwrap();
+            command.arg("-c").arg(config);
         }
-        let child = server
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -511,6 +509,12 @@ impl PrivateNats {
         }
         tokio::time::sleep(down).await;
         self.launch();
+    }
+
+    /// Restarts the server at once (its store stays) accepting messages of at most `bytes`.
+    pub async fn restart_with_max_payload(&mut self, bytes: usize) {
+        self.max_payload = Some(bytes);
+        self.restart(Duration::ZERO).await;
     }
 }
 

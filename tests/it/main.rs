@@ -9,6 +9,7 @@ mod deploy;
 mod harness;
 mod lifecycle;
 mod limits;
+mod paging;
 mod processes;
 mod queries;
 mod rejections;
