@@ -427,11 +427,13 @@ pub async fn approved_sop(app: &TestApp, team: &Team) -> Uuid {
 }
 
 /// A `nats-server -js` of the test's own, on a free loopback port with a temporary store, so
-/// the test can stop and restart it. Killed and removed on drop.
+/// the test can stop and restart it, with a configuration file if given (e.g. a lower
+/// `max_payload`). Killed and removed on drop.
 pub struct PrivateNats {
     child: Option<std::process::Child>,
     pub port: u16,
     dir: std::path::PathBuf,
+    config: Option<String>,
 }
 
 impl PrivateNats {
@@ -447,9 +449,16 @@ impl PrivateNats {
             child: None,
             port,
             dir,
+            config: None,
         };
         nats.launch();
         nats
+    }
+
+    /// The server configuration (nats-server's file format, e.g. `max_payload: 32768`) the
+    /// next start uses; address, port, JetStream and store stay as they are.
+    pub fn configure(&mut self, config: &str) {
+        self.config = Some(config.to_owned());
     }
 
     pub fn url(&self) -> String {
@@ -457,7 +466,14 @@ impl PrivateNats {
     }
 
     fn launch(&mut self) {
-        let child = std::process::Command::new("nats-server")
+        let mut command = std::process::Command::new("nats-server");
+        if let Some(config) = &self.config {
+            let file = self.dir.join("nats.conf");
+            std::fs::write(&file, config).unwrap();
+            // First: the flags below override the file.
+            command.arg("-c").arg(file);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",

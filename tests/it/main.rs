@@ -8,6 +8,7 @@ mod delivery;
 mod deploy;
 mod harness;
 mod lifecycle;
+mod parking;
 mod processes;
 mod queries;
 mod rejections;
