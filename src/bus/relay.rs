@@ -192,6 +192,8 @@ struct Sent {
     /// How many of the batch, from its first, were acknowledged before any failure: those
     /// are published. The rest are sent again by the next pass (the streams drop copies).
     acked: usize,
+    /// How many, from the first, were sent (and their senders answered).
+    sent: usize,
     failure: Option<Failed>,
 }
 
@@ -207,6 +209,23 @@ struct Failed {
 impl Sent {
     fn published(&self) -> Vec<i64> {
         self.batch[..self.acked].iter().map(|m| m.seq).collect()
+    }
+
+    /// What the next pass sends again, for the handoff to keep: from the failed message on
+    /// (after it, when it was parked), each without the sender this pass answered.
+    fn unpublished(self, parked: bool) -> Vec<Publication> {
+        let sent = self.sent;
+        self.batch
+            .into_iter()
+            .enumerate()
+            .skip(self.acked + usize::from(parked))
+            .map(|(i, mut message)| {
+                if i < sent {
+                    message.reply_to = None;
+                }
+                message
+            })
+            .collect()
     }
 }
 
@@ -290,6 +309,7 @@ async fn publish_batch(
     Ok(Sent {
         batch,
         acked,
+        sent,
         failure,
     })
 }
@@ -455,16 +475,17 @@ async fn relay_once(
             // Should this fail, the messages are still read past (not published twice).
             unlisted.take_off(db).await?;
         }
-        let sent = publish_batch(db, js, nats, handoff, unlisted.after(), limit).await?;
+        let mut sent = publish_batch(db, js, nats, handoff, unlisted.after(), limit).await?;
         unlisted.published(&sent.published());
-        let Some(failed) = sent.failure else {
+        let Some(failed) = sent.failure.take() else {
             relay.strikes.clear();
             return Ok(Pass::Published(sent.acked));
         };
-        let message = &sent.batch[failed.index];
+        let message = sent.batch[failed.index].clone();
         let Some(reason) = park_reason(&failed, message.seq, &mut relay.strikes, Instant::now())
         else {
-            return Err(RelayError::publish(message, failed.error));
+            handoff.keep(sent.unpublished(false));
+            return Err(RelayError::publish(&message, failed.error));
         };
         // The floor rises to this message: first take off what the range covers now.
         let txn = store::begin(db).await?;
@@ -472,7 +493,8 @@ async fn relay_once(
         outbox::park(&txn, message.seq, &reason, Utc::now()).await?;
         txn.commit().await?;
         unlisted.parked(message.seq);
-        parked(message, &reason);
+        parked(&message, &reason);
+        handoff.keep(sent.unpublished(true));
         return Ok(Pass::Parked);
     }
     let txn = db.begin().await?;
@@ -492,24 +514,26 @@ async fn relay_once(
     }
     // Several relays may take turns here, and transactions commit out of `seq` order: each
     // pass takes off exactly what it published, before it lets go of the lock.
-    let sent = publish_batch(&txn, js, nats, handoff, None, limit).await?;
+    let mut sent = publish_batch(&txn, js, nats, handoff, None, limit).await?;
     outbox::mark_published(&txn, &sent.published()).await?;
-    let Some(failed) = sent.failure else {
+    let Some(failed) = sent.failure.take() else {
         txn.commit().await?;
         relay.strikes.clear();
         return Ok(Pass::Published(sent.acked));
     };
-    let message = &sent.batch[failed.index];
+    let message = sent.batch[failed.index].clone();
     match park_reason(&failed, message.seq, &mut relay.strikes, Instant::now()) {
         Some(reason) => {
             outbox::park(&txn, message.seq, &reason, Utc::now()).await?;
             txn.commit().await?;
-            parked(message, &reason);
+            parked(&message, &reason);
+            handoff.keep(sent.unpublished(true));
             Ok(Pass::Parked)
         }
         None => {
             txn.commit().await?;
-            Err(RelayError::publish(message, failed.error))
+            handoff.keep(sent.unpublished(false));
+            Err(RelayError::publish(&message, failed.error))
         }
     }
 }
@@ -710,6 +734,34 @@ mod tests {
         );
         assert_eq!(unlisted.after(), Some(2), "not read twice");
         assert!(unlisted.due().is_some());
+    }
+
+    #[test]
+    fn after_a_failure_the_handoff_keeps_what_is_sent_again_and_not_a_parked_message() {
+        let batch: Vec<Publication> = (1..=5)
+            .map(|s| Publication {
+                reply_to: Some(format!("inbox.{s}")),
+                ..message(s, 10)
+            })
+            .collect();
+        // 1 acknowledged, 2 failed, 3 sent, 4 and 5 not sent.
+        let sent = |batch| Sent {
+            batch,
+            acked: 1,
+            sent: 3,
+            failure: None,
+        };
+        let again = sent(batch.clone()).unpublished(false);
+        let seqs: Vec<i64> = again.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [2, 3, 4, 5]);
+        let answered: Vec<bool> = again.iter().map(|m| m.reply_to.is_none()).collect();
+        assert_eq!(
+            answered,
+            [true, true, false, false],
+            "4 and 5 still to answer"
+        );
+        let after_parking = sent(batch).unpublished(true);
+        assert_eq!(after_parking.first().map(|m| m.seq), Some(3));
     }
 
     #[test]
