@@ -11,6 +11,7 @@ mod m20261124_000005_system_public_key;
 mod m20261124_000006_outbox_raw_payload;
 mod m20261124_000007_outbox_pending;
 mod m20261201_000008_drop_outbox_team_index;
+mod m20261204_000009_create_outbox_parked;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_outbox_raw_payload::Migration),
             Box::new(m20261124_000007_outbox_pending::Migration),
             Box::new(m20261201_000008_drop_outbox_team_index::Migration),
+            Box::new(m20261204_000009_create_outbox_parked::Migration),
         ]
     }
 }

@@ -9,18 +9,33 @@
 //! The worker hands what it committed to its relay in memory ([`Handoff`]): outcomes reach
 //! their senders right after the commit, and the relay reads back from the database only
 //! the messages it was not handed (another process's, or after a restart).
+//!
+//! A failed publish stops the pass there: what was acknowledged before it is published, the
+//! rest is sent again. A message the server will never accept is parked (see [`parking`]):
+//! taken off the pending list onto `outbox_parked`, in the transaction that takes off what
+//! was published, so that it holds up nothing behind it. Any other failure is retried, in
+//! order, with backoff.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Context;
+use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::message::PublishMessage;
+use chrono::Utc;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use crate::store::outbox::{self, Publication};
+use crate::store::{
+    self,
+    outbox::{self, Publication},
+};
+use parking::{Failure, Strikes};
+
+mod parking;
 
 /// Messages per relay pass at most: one query, one pipelined publish, one delete.
 const BATCH: u64 = 1024;
@@ -37,8 +52,23 @@ const RELAY_LOCK_KEY: i64 = 0x736f_7072_656c_6179; // "soprelay"
 pub enum RelayError {
     #[error(transparent)]
     Db(#[from] DbErr),
-    #[error("publishing to NATS: {0}")]
-    Publish(String),
+    #[error("publishing outbox message {seq} to {subject}: {source}")]
+    Publish {
+        seq: i64,
+        subject: String,
+        #[source]
+        source: PublishError,
+    },
+}
+
+impl RelayError {
+    fn publish(message: &Publication, source: PublishError) -> RelayError {
+        RelayError::Publish {
+            seq: message.seq,
+            subject: message.subject.clone(),
+            source,
+        }
+    }
 }
 
 /// Most payload bytes the handoff keeps: beyond them (a relay that cannot publish, or a huge
@@ -156,8 +186,51 @@ async fn next_batch(
         .collect())
 }
 
-/// Publishes the next pending messages (after `after`, when given) and returns their `seq`s;
-/// taking them off the pending list is the caller's.
+/// How the publishes of one pass went.
+struct Sent {
+    batch: Vec<Publication>,
+    /// How many of the batch, from its first, were acknowledged before any failure: those
+    /// are published. The rest are sent again by the next pass (the streams drop copies).
+    acked: usize,
+    /// How many, from the first, were sent (and their senders answered).
+    sent: usize,
+    failure: Option<Failed>,
+}
+
+/// The first message of a pass that failed.
+struct Failed {
+    /// Its index in the batch.
+    index: usize,
+    error: PublishError,
+    /// Whether a message sent after it in the same pass was acknowledged.
+    later_acked: bool,
+}
+
+impl Sent {
+    fn published(&self) -> Vec<i64> {
+        self.batch[..self.acked].iter().map(|m| m.seq).collect()
+    }
+
+    /// What the next pass sends again, for the handoff to keep: from the failed message on
+    /// (after it, when it was parked), each without the sender this pass answered.
+    fn unpublished(self, parked: bool) -> Vec<Publication> {
+        let sent = self.sent;
+        self.batch
+            .into_iter()
+            .enumerate()
+            .skip(self.acked + usize::from(parked))
+            .map(|(i, mut message)| {
+                if i < sent {
+                    message.reply_to = None;
+                }
+                message
+            })
+            .collect()
+    }
+}
+
+/// Publishes the next pending messages (after `after`, when given); taking them off the
+/// pending list, or parking, is the caller's.
 async fn publish_batch(
     db: &impl ConnectionTrait,
     js: &Context,
@@ -165,10 +238,11 @@ async fn publish_batch(
     handoff: &Handoff,
     after: Option<i64>,
     limit: u64,
-) -> Result<Vec<i64>, RelayError> {
+) -> Result<Sent, DbErr> {
     let batch = next_batch(db, handoff, after, limit).await?;
     // Send the whole batch, then await the acks: one round trip per batch, order kept.
     let mut acks = Vec::with_capacity(batch.len());
+    let mut unsent = None;
     for message in &batch {
         let mut publish = PublishMessage::build()
             .payload(message.payload.clone())
@@ -183,21 +257,61 @@ async fn publish_batch(
                 publish = publish.header(name.as_str(), value);
             }
         }
-        let ack = js
-            .send_publish(message.subject.clone(), publish)
-            .await
-            .map_err(|e| RelayError::Publish(e.to_string()))?;
-        acks.push(ack);
+        match js.send_publish(message.subject.clone(), publish).await {
+            Ok(ack) => acks.push(ack),
+            Err(error) => {
+                // Nothing after it is sent, so none overtakes it.
+                unsent = Some(error);
+                break;
+            }
+        }
         if let Some(reply) = &message.reply_to {
             // Read back, so maybe never answered (the worker stopped before it could): best
             // effort, and in line, before the events that follow on this connection.
             let _ = nats.publish(reply.clone(), message.payload.clone()).await;
         }
     }
-    for ack in acks {
-        ack.await.map_err(|e| RelayError::Publish(e.to_string()))?;
+    let sent = acks.len();
+    let mut acks = acks.into_iter();
+    let mut acked = 0;
+    let mut failure = None;
+    for ack in acks.by_ref() {
+        match ack.await {
+            Ok(_) => acked += 1,
+            Err(error) => {
+                failure = Some(Failed {
+                    index: acked,
+                    error,
+                    later_acked: false,
+                });
+                break;
+            }
+        }
     }
-    Ok(batch.iter().map(|m| m.seq).collect())
+    match &mut failure {
+        Some(failed) => {
+            if parking::classify(&failed.error) == Failure::Unanswered {
+                // Awaited together, so the rest cost one timeout at most.
+                failed.later_acked = futures::future::join_all(acks.map(IntoFuture::into_future))
+                    .await
+                    .iter()
+                    .any(Result::is_ok);
+            }
+        }
+        None => {
+            failure = unsent.map(|error| Failed {
+                index: sent,
+                error,
+                later_acked: false,
+            });
+        }
+    }
+    Ok(Sent {
+        batch,
+        acked,
+        sent,
+        failure,
+    })
 }
 
 /// On SQLite, how long published messages may stay on the pending list before they are taken
@@ -207,21 +321,62 @@ async fn publish_batch(
 /// in between re-publishes.
 const UNLIST_AFTER: Duration = Duration::from_millis(100);
 
-/// SQLite: the last message published and still on the pending list, and when the first of
-/// those was published. Everything pending up to it is published: SQLite has one writer, so
-/// messages commit in `seq` order, and the relay publishes in that order; the relay reads
-/// only what is pending after it, and takes off everything up to it with one range delete.
+/// SQLite: the messages published and still on the pending list, and when the first of those
+/// was published. SQLite has one writer, so messages commit in `seq` order, and the relay
+/// publishes in that order: every message pending above the last parked one (`floor`) and up
+/// to the last one published (`through`) is published, and one range delete takes them off.
+/// The relay reads only what is pending after `through`.
+///
+/// Only a parked message is ever listed again behind the relay's back (`sop outbox
+/// republish`), and parked messages are at most `floor`: the range never covers one, and the
+/// few published at or below `floor` (republished) are taken off one by one.
 #[derive(Default)]
 struct Unlisted {
+    /// The highest `seq` parked, once read (`Some(None)`: none parked).
+    floor: Option<Option<i64>>,
+    /// The last message published, and when the first still listed was.
     through: Option<(i64, Instant)>,
+    /// Published messages at or below `floor`.
+    exact: Vec<i64>,
+}
+
+/// What taking the published messages off the list deletes.
+#[derive(Debug, PartialEq, Eq)]
+struct TakeOff {
+    /// Every pending `seq` above `above` (when given) up to `through`…
+    range: Option<(Option<i64>, i64)>,
+    /// …and these.
+    exact: Vec<i64>,
 }
 
 impl Unlisted {
-    fn published(&mut self, seqs: &[i64]) {
-        if let Some(&last) = seqs.last() {
-            let since = self.through.map_or_else(Instant::now, |(_, since)| since);
-            self.through = Some((last, since));
+    fn floor(&self) -> Option<i64> {
+        self.floor.flatten()
+    }
+
+    /// Reads the highest parked `seq`, once.
+    async fn know_floor(&mut self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        if self.floor.is_none() {
+            self.floor = Some(outbox::last_parked(db).await?);
         }
+        Ok(())
+    }
+
+    /// Where the next read starts: after everything published and still listed.
+    fn after(&self) -> Option<i64> {
+        let exact = self.exact.iter().copied().max();
+        self.through.map(|(seq, _)| seq).max(exact)
+    }
+
+    fn published(&mut self, seqs: &[i64]) {
+        let Some(&last) = seqs.last() else {
+            return;
+        };
+        let since = self.through.map_or_else(Instant::now, |(_, since)| since);
+        let floor = self.floor();
+        let split = seqs.partition_point(|&seq| Some(seq) <= floor);
+        self.exact.extend_from_slice(&seqs[..split]);
+        self.through = Some((last, since));
     }
 
     /// When the published messages are due to be taken off the list, if there are any.
@@ -229,34 +384,118 @@ impl Unlisted {
         self.through.map(|(_, since)| since + UNLIST_AFTER)
     }
 
+    fn take_off_plan(&self) -> TakeOff {
+        let floor = self.floor();
+        TakeOff {
+            range: self
+                .through
+                .map(|(seq, _)| (floor, seq))
+                .filter(|&(above, through)| Some(through) > above),
+            exact: self.exact.clone(),
+        }
+    }
+
+    /// Takes the published messages off the list (on `db`, a connection or a transaction);
+    /// [`Unlisted::taken_off`] once that is committed.
+    async fn take_off_on(&self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        let plan = self.take_off_plan();
+        if let Some((above, through)) = plan.range {
+            outbox::mark_published_through(db, above, through).await?;
+        }
+        outbox::mark_published(db, &plan.exact).await
+    }
+
+    fn taken_off(&mut self) {
+        self.through = None;
+        self.exact.clear();
+    }
+
     async fn take_off(&mut self, db: &DatabaseConnection) -> Result<(), DbErr> {
-        if let Some((seq, _)) = self.through {
-            outbox::mark_published_through(db, seq).await?;
-            self.through = None;
+        if self.through.is_some() {
+            self.take_off_on(db).await?;
+            self.taken_off();
         }
         Ok(())
     }
+
+    /// `seq` was parked, and what was published taken off the list in the same transaction.
+    fn parked(&mut self, seq: i64) {
+        self.taken_off();
+        self.floor = Some(self.floor().max(Some(seq)));
+    }
+}
+
+/// What one relay pass did.
+#[derive(Debug, PartialEq, Eq)]
+enum Pass {
+    /// Published this many (`0`: nothing to do, or another relay holds the lock).
+    Published(usize),
+    /// Set a message aside; the messages behind it go in the next pass, at once.
+    Parked,
+}
+
+/// Why to park the failed message of a pass, if it is to be parked; counts its strikes.
+fn park_reason(failed: &Failed, seq: i64, strikes: &mut Strikes, now: Instant) -> Option<String> {
+    match parking::classify(&failed.error) {
+        Failure::Refused => {
+            strikes.clear();
+            Some(failed.error.to_string())
+        }
+        Failure::Unanswered => strikes.unanswered(seq, failed.later_acked, now),
+        Failure::Transient => {
+            strikes.clear();
+            None
+        }
+    }
+}
+
+/// The relay's state between passes.
+#[derive(Default)]
+struct Relay {
+    unlisted: Unlisted,
+    strikes: Strikes,
 }
 
 /// One relay pass of at most `limit` messages (on SQLite, first taking off the list what is
-/// due); `Ok(0)` when there was nothing to do (or another relay holds the lock).
+/// due). Messages acknowledged before a failure are taken off the list; a failed message the
+/// server will never take is parked (in the same transaction); any other failure is returned
+/// for the caller to retry.
 async fn relay_once(
     db: &DatabaseConnection,
     js: &Context,
     nats: &async_nats::Client,
     handoff: &Handoff,
-    unlisted: &mut Unlisted,
+    relay: &mut Relay,
     limit: u64,
-) -> Result<usize, RelayError> {
+) -> Result<Pass, RelayError> {
     if db.get_database_backend() != DbBackend::Postgres {
+        let unlisted = &mut relay.unlisted;
+        unlisted.know_floor(db).await?;
         if unlisted.due().is_some_and(|due| due <= Instant::now()) {
             // Should this fail, the messages are still read past (not published twice).
             unlisted.take_off(db).await?;
         }
-        let after = unlisted.through.map(|(seq, _)| seq);
-        let seqs = publish_batch(db, js, nats, handoff, after, limit).await?;
-        unlisted.published(&seqs);
-        return Ok(seqs.len());
+        let mut sent = publish_batch(db, js, nats, handoff, unlisted.after(), limit).await?;
+        unlisted.published(&sent.published());
+        let Some(failed) = sent.failure.take() else {
+            relay.strikes.clear();
+            return Ok(Pass::Published(sent.acked));
+        };
+        let message = sent.batch[failed.index].clone();
+        let Some(reason) = park_reason(&failed, message.seq, &mut relay.strikes, Instant::now())
+        else {
+            handoff.keep(sent.unpublished(false));
+            return Err(RelayError::publish(&message, failed.error));
+        };
+        // The floor rises to this message: first take off what the range covers now.
+        let txn = store::begin(db).await?;
+        unlisted.take_off_on(&txn).await?;
+        outbox::park(&txn, message.seq, &reason, Utc::now()).await?;
+        txn.commit().await?;
+        unlisted.parked(message.seq);
+        parked(&message, &reason);
+        handoff.keep(sent.unpublished(true));
+        return Ok(Pass::Parked);
     }
     let txn = db.begin().await?;
     let locked = txn
@@ -271,14 +510,43 @@ async fn relay_once(
     if !locked {
         txn.rollback().await?;
         handoff.clear();
-        return Ok(0);
+        return Ok(Pass::Published(0));
     }
     // Several relays may take turns here, and transactions commit out of `seq` order: each
     // pass takes off exactly what it published, before it lets go of the lock.
-    let seqs = publish_batch(&txn, js, nats, handoff, None, limit).await?;
-    outbox::mark_published(&txn, &seqs).await?;
-    txn.commit().await?;
-    Ok(seqs.len())
+    let mut sent = publish_batch(&txn, js, nats, handoff, None, limit).await?;
+    outbox::mark_published(&txn, &sent.published()).await?;
+    let Some(failed) = sent.failure.take() else {
+        txn.commit().await?;
+        relay.strikes.clear();
+        return Ok(Pass::Published(sent.acked));
+    };
+    let message = sent.batch[failed.index].clone();
+    match park_reason(&failed, message.seq, &mut relay.strikes, Instant::now()) {
+        Some(reason) => {
+            outbox::park(&txn, message.seq, &reason, Utc::now()).await?;
+            txn.commit().await?;
+            parked(&message, &reason);
+            handoff.keep(sent.unpublished(true));
+            Ok(Pass::Parked)
+        }
+        None => {
+            txn.commit().await?;
+            handoff.keep(sent.unpublished(false));
+            Err(RelayError::publish(&message, failed.error))
+        }
+    }
+}
+
+/// Said once per parked message: it will not reach its stream until republished.
+fn parked(message: &Publication, reason: &str) {
+    warn!(
+        seq = message.seq,
+        subject = %message.subject,
+        reason,
+        "outbox message parked: the server refuses it; fix the cause, then `sop outbox republish {}`",
+        message.seq
+    );
 }
 
 /// Runs until `shutdown`; then drains what is left (bounded by `drain_for`) and returns.
@@ -292,11 +560,12 @@ pub async fn run(
 ) {
     let mut failures = 0u32;
     let mut limit = FIRST_PASS;
-    let mut unlisted = Unlisted::default();
+    let mut relay = Relay::default();
     while !*shutdown.borrow() {
-        match relay_once(&db, &js, &nats, &handoff, &mut unlisted, limit).await {
-            Ok(n) if n as u64 == limit => limit = (limit * 4).min(BATCH),
-            Ok(n) => {
+        match relay_once(&db, &js, &nats, &handoff, &mut relay, limit).await {
+            Ok(Pass::Published(n)) if n as u64 == limit => limit = (limit * 4).min(BATCH),
+            Ok(Pass::Parked) => failures = 0,
+            Ok(Pass::Published(n)) => {
                 failures = 0;
                 if n > 0 {
                     debug!(published = n, "relayed");
@@ -306,7 +575,8 @@ pub async fn run(
                 // to find that out (on Postgres a transaction of four statements per commit,
                 // on SQLite a read on the writer's connection).
                 limit = FIRST_PASS;
-                let wait = unlisted
+                let wait = relay
+                    .unlisted
                     .due()
                     .map_or(POLL, |due| due.saturating_duration_since(Instant::now()));
                 tokio::select! {
@@ -328,8 +598,8 @@ pub async fn run(
     }
     let deadline = tokio::time::Instant::now() + drain_for;
     while tokio::time::Instant::now() < deadline {
-        match relay_once(&db, &js, &nats, &handoff, &mut unlisted, BATCH).await {
-            Ok(0) => break,
+        match relay_once(&db, &js, &nats, &handoff, &mut relay, BATCH).await {
+            Ok(Pass::Published(0)) => break,
             Ok(_) => {}
             Err(e) => {
                 warn!(error = %e, "relay drain failed");
@@ -337,7 +607,7 @@ pub async fn run(
             }
         }
     }
-    if let Err(e) = unlisted.take_off(&db).await {
+    if let Err(e) = relay.unlisted.take_off(&db).await {
         warn!(error = %e, "taking published messages off the pending list failed; a restart publishes them again, and the streams drop the copies");
     }
     info!("outbox relay stopped");
@@ -391,6 +661,107 @@ mod tests {
             Some(due),
             "the first publish sets the moment"
         );
+    }
+
+    fn unlisted(floor: Option<i64>) -> Unlisted {
+        Unlisted {
+            floor: Some(floor),
+            ..Unlisted::default()
+        }
+    }
+
+    #[test]
+    fn with_nothing_parked_one_range_takes_off_what_was_published() {
+        let mut unlisted = unlisted(None);
+        assert_eq!(unlisted.after(), None);
+        unlisted.published(&[3, 4, 7]);
+        assert_eq!(unlisted.after(), Some(7));
+        assert_eq!(
+            unlisted.take_off_plan(),
+            TakeOff {
+                range: Some((None, 7)),
+                exact: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn the_range_never_covers_a_parked_message_nor_one_listed_again() {
+        let mut unlisted = unlisted(None);
+        // 5 fails for good after 3 and 4 went out: they come off with it, in its transaction.
+        unlisted.published(&[3, 4]);
+        assert_eq!(unlisted.take_off_plan().range, Some((None, 4)));
+        unlisted.parked(5);
+        assert_eq!(unlisted.after(), None, "read again from the first pending");
+        assert_eq!(unlisted.due(), None, "nothing left to take off");
+        // The range moves past 5 only once it is off the list, and starts above it.
+        unlisted.published(&[6, 8]);
+        assert_eq!(
+            unlisted.take_off_plan(),
+            TakeOff {
+                range: Some((Some(5), 8)),
+                exact: vec![]
+            }
+        );
+        unlisted.taken_off();
+        // 5 is listed again (republished) and published: taken off by itself, and the range
+        // still starts above it, where nothing is listed behind the relay's back.
+        unlisted.published(&[5, 9]);
+        assert_eq!(
+            unlisted.take_off_plan(),
+            TakeOff {
+                range: Some((Some(5), 9)),
+                exact: vec![5]
+            }
+        );
+        assert_eq!(unlisted.after(), Some(9));
+        unlisted.taken_off();
+        assert_eq!(
+            unlisted.take_off_plan(),
+            TakeOff {
+                range: None,
+                exact: vec![]
+            }
+        );
+        // Only republished messages, below the floor: no range.
+        unlisted.published(&[2]);
+        assert_eq!(
+            unlisted.take_off_plan(),
+            TakeOff {
+                range: None,
+                exact: vec![2]
+            }
+        );
+        assert_eq!(unlisted.after(), Some(2), "not read twice");
+        assert!(unlisted.due().is_some());
+    }
+
+    #[test]
+    fn after_a_failure_the_handoff_keeps_what_is_sent_again_and_not_a_parked_message() {
+        let batch: Vec<Publication> = (1..=5)
+            .map(|s| Publication {
+                reply_to: Some(format!("inbox.{s}")),
+                ..message(s, 10)
+            })
+            .collect();
+        // 1 acknowledged, 2 failed, 3 sent, 4 and 5 not sent.
+        let sent = |batch| Sent {
+            batch,
+            acked: 1,
+            sent: 3,
+            failure: None,
+        };
+        let again = sent(batch.clone()).unpublished(false);
+        let seqs: Vec<i64> = again.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [2, 3, 4, 5]);
+        let answered: Vec<bool> = again.iter().map(|m| m.reply_to.is_none()).collect();
+        assert_eq!(
+            answered,
+            [true, true, false, false],
+            "4 and 5 still to answer"
+        );
+        let after_parking = sent(batch).unpublished(true);
+        assert_eq!(after_parking.first().map(|m| m.seq), Some(3));
     }
 
     #[test]

@@ -107,6 +107,12 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+    /// Outbox messages the relay parked because the server refused them for good
+    /// (operators; reads and writes the database).
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCmd,
+    },
     /// Send any command with a JSON/YAML payload (the generic form of the commands above).
     Send {
         /// Command name, e.g. `procedure.draft`.
@@ -128,6 +134,21 @@ enum Cmd {
     Config,
     /// Measure the whole path against plain SQL and bare JetStream baselines.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum OutboxCmd {
+    /// The parked messages, oldest first, each with why the server refused it.
+    Parked,
+    /// Lists parked messages again for the relay to publish, once their cause is fixed.
+    Republish {
+        /// The `seq`s to republish, as `sop outbox parked` shows them.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        seqs: Vec<i64>,
+        /// Every parked message.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -922,6 +943,48 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
                         &["received_at", "reason", "subject", "command_id", "message"],
                     ),
                 )
+            })?;
+        }
+        Cmd::Outbox { command } => {
+            use store::outbox::{RepublishError, Selection};
+            let db = app::connect_db(&ctx.settings).await?;
+            let rows = match command {
+                OutboxCmd::Parked => store::outbox::parked(&db)
+                    .await
+                    .context("reading parked outbox messages")?,
+                OutboxCmd::Republish { seqs, all } => {
+                    let which = if all {
+                        Selection::All
+                    } else {
+                        Selection::Seqs(&seqs)
+                    };
+                    match store::outbox::republish(&db, which).await {
+                        Ok(moved) => moved,
+                        Err(e @ RepublishError::NotParked(_)) => {
+                            return Err(Exit(
+                                EXIT_NOT_FOUND,
+                                format!("{e}; `sop outbox parked` lists the parked messages"),
+                            ));
+                        }
+                        Err(RepublishError::Db(e)) => {
+                            return Err(anyhow::Error::new(e)
+                                .context("republishing parked outbox messages")
+                                .into());
+                        }
+                    }
+                }
+            };
+            let value = json!(
+                rows.iter()
+                    .map(|r| json!({
+                        "seq": r.seq, "subject": r.subject, "kind": r.kind, "bytes": r.bytes,
+                        "reason": r.reason, "parked_at": r.parked_at,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+            ctx.print(&value, |v| {
+                let fields = ["seq", "parked_at", "kind", "bytes", "subject", "reason"];
+                render::table(&fields, &render::rows(v, &fields))
             })?;
         }
         Cmd::Send { command, args } => {

@@ -1,5 +1,6 @@
 //! The metrics the worker exports, named in one place, and the monitor that samples gauges
-//! (outbox backlog and age, consumer pending, database pool, readiness) every few seconds.
+//! (outbox backlog, age and parked messages, consumer pending, database pool, readiness)
+//! every few seconds.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -22,6 +23,7 @@ pub const REDELIVERIES: &str = "sop_redeliveries_total";
 pub const DEAD_LETTERS: &str = "sop_dead_letters_total";
 pub const OUTBOX_BACKLOG: &str = "sop_outbox_backlog";
 pub const OUTBOX_OLDEST_AGE: &str = "sop_outbox_oldest_age_seconds";
+pub const OUTBOX_PARKED: &str = "sop_outbox_parked";
 pub const CONSUMER_PENDING: &str = "sop_consumer_pending";
 pub const CONSUMER_ACK_PENDING: &str = "sop_consumer_ack_pending";
 pub const DB_POOL: &str = "sop_db_pool_connections";
@@ -127,6 +129,9 @@ async fn sample(
                 .map(|t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0)
                 .unwrap_or(0.0),
         );
+    }
+    if db_up && let Ok(parked) = store::outbox::parked_count(db).await {
+        gauge!(OUTBOX_PARKED).set(parked as f64);
     }
     if nats_up && let Ok(info) = consumer.info().await {
         gauge!(CONSUMER_PENDING).set(info.num_pending as f64);

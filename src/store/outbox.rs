@@ -1,10 +1,12 @@
 //! The transactional outbox. Events and outcomes are written in the command's transaction and
 //! published by the relay after commit, in `seq` order, with `Nats-Msg-Id` = `message_id`.
 //! Each row is written once and stays: the rows are the audit trail of every change. What is
-//! left to publish is listed in `outbox_pending`, which publishing deletes from.
+//! left to publish is listed in `outbox_pending`, which publishing deletes from. A message the
+//! server refuses for good is parked: moved from `outbox_pending` to `outbox_parked`, until an
+//! operator lists it again.
 
 use chrono::{DateTime, Utc};
-use entity::{outbox, outbox_pending};
+use entity::{outbox, outbox_parked, outbox_pending};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QueryResult, QuerySelect, Set, Statement,
@@ -325,14 +327,185 @@ pub async fn mark_published(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<(
     Ok(())
 }
 
-/// Takes every message up to `seq` off the relay's list: for a relay that published them all
-/// (SQLite's, see the relay). One statement shape whatever their number.
-pub async fn mark_published_through(db: &impl ConnectionTrait, seq: i64) -> Result<(), DbErr> {
-    outbox_pending::Entity::delete_many()
-        .filter(outbox_pending::Column::Seq.lte(seq))
-        .exec(db)
-        .await?;
+/// Takes every message above `above` (when given) up to `through` off the relay's list: for
+/// a relay that published them all (SQLite's, see the relay). One statement shape whatever
+/// their number.
+pub async fn mark_published_through(
+    db: &impl ConnectionTrait,
+    above: Option<i64>,
+    through: i64,
+) -> Result<(), DbErr> {
+    let mut delete =
+        outbox_pending::Entity::delete_many().filter(outbox_pending::Column::Seq.lte(through));
+    if let Some(above) = above {
+        delete = delete.filter(outbox_pending::Column::Seq.gt(above));
+    }
+    delete.exec(db).await?;
     Ok(())
+}
+
+/// Sets a message aside: off the relay's list and onto the parked one, with why. Call it
+/// inside a transaction, so that the message is on exactly one of the two lists. A message
+/// listed again by hand while parked is parked anew (its reason and time replaced).
+pub async fn park(
+    db: &impl ConnectionTrait,
+    seq: i64,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    use sea_orm::sea_query::OnConflict;
+    outbox_parked::Entity::insert(outbox_parked::ActiveModel {
+        seq: Set(seq),
+        reason: Set(reason.to_owned()),
+        parked_at: Set(at),
+    })
+    .on_conflict(
+        OnConflict::column(outbox_parked::Column::Seq)
+            .update_columns([
+                outbox_parked::Column::Reason,
+                outbox_parked::Column::ParkedAt,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    outbox_pending::Entity::delete_by_id(seq).exec(db).await?;
+    Ok(())
+}
+
+/// A parked message, as an operator lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub seq: i64,
+    pub subject: String,
+    /// `event.<type>` or `outcome`.
+    pub kind: String,
+    /// The payload's size.
+    pub bytes: usize,
+    pub reason: String,
+    pub parked_at: DateTime<Utc>,
+}
+
+/// The parked messages among `seqs` (all of them for `None`), in `seq` order.
+async fn parked_among(
+    db: &impl ConnectionTrait,
+    seqs: Option<&[i64]>,
+) -> Result<Vec<Parked>, DbErr> {
+    let mut query = outbox_parked::Entity::find();
+    if let Some(seqs) = seqs {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        query = query.filter(seq_among(db, seqs));
+    }
+    let parked = query
+        .order_by_asc(outbox_parked::Column::Seq)
+        .all(db)
+        .await?;
+    let seqs: Vec<i64> = parked.iter().map(|p| p.seq).collect();
+    let mut messages: std::collections::HashMap<i64, outbox::Model> = by_seqs(db, &seqs)
+        .await?
+        .into_iter()
+        .map(|m| (m.seq, m))
+        .collect();
+    Ok(parked
+        .into_iter()
+        .filter_map(|p| {
+            // The foreign key keeps the outbox row of every parked message.
+            let message = messages.remove(&p.seq)?;
+            Some(Parked {
+                seq: p.seq,
+                subject: message.subject,
+                kind: message.kind,
+                bytes: message.payload.len(),
+                reason: p.reason,
+                parked_at: p.parked_at,
+            })
+        })
+        .collect())
+}
+
+/// Every parked message, oldest first.
+pub async fn parked(db: &impl ConnectionTrait) -> Result<Vec<Parked>, DbErr> {
+    parked_among(db, None).await
+}
+
+/// How many messages are parked (metrics).
+pub async fn parked_count(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    outbox_parked::Entity::find().count(db).await
+}
+
+/// The highest `seq` ever parked and still parked, if any (the SQLite relay's bookkeeping).
+pub async fn last_parked(db: &impl ConnectionTrait) -> Result<Option<i64>, DbErr> {
+    Ok(outbox_parked::Entity::find()
+        .order_by_desc(outbox_parked::Column::Seq)
+        .one(db)
+        .await?
+        .map(|p| p.seq))
+}
+
+/// Which parked messages to list again.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection<'a> {
+    All,
+    Seqs(&'a [i64]),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepublishError {
+    #[error("not parked: {}", .0.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))]
+    NotParked(Vec<i64>),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Moves parked messages back onto the relay's list, which publishes them again (under their
+/// original message ids); returns what was moved. All or nothing: a `seq` that is not parked
+/// moves none.
+pub async fn republish(
+    db: &sea_orm::DatabaseConnection,
+    which: Selection<'_>,
+) -> Result<Vec<Parked>, RepublishError> {
+    use sea_orm::sea_query::OnConflict;
+    let txn = super::begin(db).await?;
+    let moved = match which {
+        Selection::All => parked_among(&txn, None).await?,
+        Selection::Seqs(seqs) => {
+            let found = parked_among(&txn, Some(seqs)).await?;
+            let mut missing: Vec<i64> = seqs
+                .iter()
+                .copied()
+                .filter(|s| !found.iter().any(|p| p.seq == *s))
+                .collect();
+            if !missing.is_empty() {
+                missing.sort_unstable();
+                missing.dedup();
+                return Err(RepublishError::NotParked(missing));
+            }
+            found
+        }
+    };
+    if !moved.is_empty() {
+        let seqs: Vec<i64> = moved.iter().map(|p| p.seq).collect();
+        outbox_parked::Entity::delete_many()
+            .filter(seq_among(&txn, &seqs))
+            .exec(&txn)
+            .await?;
+        outbox_pending::Entity::insert_many(
+            seqs.iter()
+                .map(|&seq| outbox_pending::ActiveModel { seq: Set(seq) }),
+        )
+        .on_conflict(
+            OnConflict::column(outbox_pending::Column::Seq)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(moved)
 }
 
 /// How many messages wait for the relay, or were published within the last moment and are
@@ -343,7 +516,8 @@ pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
 }
 
 /// The audit trail: the events of a series or of a run after the sequence `after`, in commit
-/// (`seq`) order, at most `limit`, each with whether it has been published yet.
+/// (`seq`) order, at most `limit`, each with whether it has been published yet (a parked
+/// message has not).
 pub async fn trail(
     db: &impl ConnectionTrait,
     series: Option<Uuid>,
@@ -373,10 +547,17 @@ pub async fn trail(
         .into_iter()
         .map(|p| p.seq)
         .collect();
+    let parked: std::collections::HashSet<i64> = outbox_parked::Entity::find()
+        .filter(outbox_parked::Column::Seq.is_in(rows.iter().map(|r| r.seq)))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| p.seq)
+        .collect();
     Ok(rows
         .into_iter()
         .map(|r| {
-            let published = !pending.contains(&r.seq);
+            let published = !pending.contains(&r.seq) && !parked.contains(&r.seq);
             (r, published)
         })
         .collect())

@@ -427,7 +427,8 @@ pub async fn approved_sop(app: &TestApp, team: &Team) -> Uuid {
 }
 
 /// A `nats-server -js` of the test's own, on a free loopback port with a temporary store, so
-/// the test can stop and restart it. Killed and removed on drop.
+/// the test can stop and restart it, optionally with a lower `max_payload`. Killed and removed
+/// on drop.
 pub struct PrivateNats {
     child: Option<std::process::Child>,
     pub port: u16,

@@ -10,6 +10,7 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod paging;
+mod parking;
 mod processes;
 mod queries;
 mod rejections;

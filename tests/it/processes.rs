@@ -650,6 +650,7 @@ async fn operators_see_metrics_health_readiness_and_trace_context() {
         "sop_command_duration_seconds_bucket",
         "sop_ready 1",
         "sop_outbox_backlog",
+        "sop_outbox_parked 0",
         "sop_consumer_pending",
     ] {
         assert!(
