@@ -2,7 +2,6 @@
 //! the dependency graph, and exit codes that tell rejected, not found and unreachable apart.
 
 use serde_json::Value;
-use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::harness::*;
@@ -16,22 +15,7 @@ struct Sop<'a> {
 
 impl Sop<'_> {
     async fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let s = &self.app.settings;
-        let out = Command::new(env!("CARGO_BIN_EXE_sop"))
-            .args(args)
-            .env("SOP_NATS_URL", &s.nats_url)
-            .env("SOP_DATABASE_URL", &s.database_url)
-            .env("SOP_SUBJECT_PREFIX", &s.subject_prefix)
-            .env("RUST_LOG", "error")
-            .env_remove("SOP_ACTOR")
-            .output()
-            .await
-            .expect("run sop");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.app.sop(args).await
     }
 
     async fn ok(&self, args: &[&str]) -> String {

@@ -296,6 +296,27 @@ impl TestApp {
         }
     }
 
+    /// Runs the `sop` binary against this worker's NATS, database and prefix: exit code,
+    /// stdout, stderr.
+    pub async fn sop(&self, args: &[&str]) -> (i32, String, String) {
+        let s = &self.settings;
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
+            .args(args)
+            .env("SOP_NATS_URL", &s.nats_url)
+            .env("SOP_DATABASE_URL", &s.database_url)
+            .env("SOP_SUBJECT_PREFIX", &s.subject_prefix)
+            .env("RUST_LOG", "error")
+            .env_remove("SOP_ACTOR")
+            .output()
+            .await
+            .expect("run sop");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Stops this process's worker (consumer, relay, queries) so other processes do the work;
     /// the connections stay usable.
     pub async fn pause_consumer(&mut self) {
@@ -413,9 +434,12 @@ pub async fn revised_sop(app: &TestApp, team: &Team, v1: Uuid) -> Accepted {
 }
 
 pub async fn approved_sop(app: &TestApp, team: &Team) -> Uuid {
-    let drafted = app
-        .ok(CommandName::DraftProcedure, team.s4, first_run_discovery())
-        .await;
+    approved(app, team, first_run_discovery()).await
+}
+
+/// Drafts `draft` and approves it; returns its series (= v1) id.
+pub async fn approved(app: &TestApp, team: &Team, draft: Value) -> Uuid {
+    let drafted = app.ok(CommandName::DraftProcedure, team.s4, draft).await;
     let id = drafted.procedure_id.expect("procedure id");
     app.ok(
         CommandName::ApproveProcedure,

@@ -134,43 +134,30 @@ async fn a_signature_is_bound_to_the_command_it_was_made_for(backend: Backend) {
     let sop = approved_sop(&app, &team).await;
     let pair = nkeys::KeyPair::new_user();
     register_key(&app, "bound", "System5/root", "system5", pair.public_key()).await;
-    let subjects = app.client.subjects().clone();
 
     // A body signed for procedure.reject, the same shape as procedure.retire's.
     let payload = json!({ "procedure_id": sop, "reason": "superseded by practice" });
-    let id = Uuid::now_v7();
-    let body = envelope(id, team.s5, payload.clone());
-    let signed = signature::sign(
-        &pair,
-        &signature::command_message("procedure.reject", &body),
-    );
-    let id_text = id.to_string();
-    let headers = [
-        (MSG_ID_HEADER, id_text.as_str()),
-        (SIGNATURE_HEADER, signed.as_str()),
-    ];
-    let moved = publish(
-        &app,
-        &subjects.command("procedure.retire"),
-        &headers,
-        body.clone(),
-    )
-    .await;
+    let signed_for_reject = |sent_on: &'static str| {
+        let (app, pair, payload) = (&app, &pair, payload.clone());
+        async move {
+            let id = Uuid::now_v7();
+            let body = envelope(id, team.s5, payload);
+            let message = signature::command_message("procedure.reject", &body);
+            let signed = signature::sign(pair, &message);
+            let id_text = id.to_string();
+            let headers = [
+                (MSG_ID_HEADER, id_text.as_str()),
+                (SIGNATURE_HEADER, signed.as_str()),
+            ];
+            let subject = app.client.subjects().command(sent_on);
+            publish(app, &subject, &headers, body).await
+        }
+    };
+    let moved = signed_for_reject("procedure.retire").await;
     assert_eq!(moved.error_code(), Some("forbidden"), "{moved:?}");
     // On the subject it was made for, the signature holds (the draft is approved, so the
     // rejection is about state, not identity).
-    let id = Uuid::now_v7();
-    let body = envelope(id, team.s5, payload.clone());
-    let signed = signature::sign(
-        &pair,
-        &signature::command_message("procedure.reject", &body),
-    );
-    let id_text = id.to_string();
-    let headers = [
-        (MSG_ID_HEADER, id_text.as_str()),
-        (SIGNATURE_HEADER, signed.as_str()),
-    ];
-    let kept = publish(&app, &subjects.command("procedure.reject"), &headers, body).await;
+    let kept = signed_for_reject("procedure.reject").await;
     assert_eq!(kept.error_code(), Some("invalid_state"), "{kept:?}");
     // The typed client signs the command it sends.
     let signer = app
@@ -401,6 +388,19 @@ async fn text_is_measured_as_the_json_it_becomes(backend: Backend) {
     app.stop().await;
 }
 
+/// Each task's assignee, from the `task.created` events.
+async fn assignees(app: &TestApp) -> HashMap<Uuid, Uuid> {
+    app.events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "task.created")
+        .map(|e| {
+            let id = |k: &str| e.data[k].as_str().unwrap().parse::<Uuid>().unwrap();
+            (id("task_id"), id("assignee_system_id"))
+        })
+        .collect()
+}
+
 /// How many commands are in flight at once when a test works many tasks.
 const IN_FLIGHT: usize = 64;
 
@@ -425,26 +425,11 @@ async fn the_review_of_a_long_verbose_run_is_published_and_the_bus_flows_on(back
         .collect();
     let mut draft = first_run_discovery();
     draft["tasks"] = json!(tasks);
-    let sop = app
-        .ok(C::DraftProcedure, team.s4, draft)
-        .await
-        .procedure_id
-        .unwrap();
-    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": sop }))
-        .await;
+    let sop = approved(&app, &team, draft).await;
     let run = app
         .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
         .await;
-    let assignees: HashMap<Uuid, Uuid> = app
-        .events()
-        .await
-        .into_iter()
-        .filter(|e| e.kind == "task.created")
-        .map(|e| {
-            let id = |k: &str| e.data[k].as_str().unwrap().parse::<Uuid>().unwrap();
-            (id("task_id"), id("assignee_system_id"))
-        })
-        .collect();
+    let assignees = assignees(&app).await;
     assert_eq!(assignees.len(), 1_000);
     let result = "\"a\",\"b\",\"c\",".repeat(60);
     let each = |f: &dyn Fn(Uuid) -> (C, Uuid, Value)| run.task_ids.iter().map(|&t| f(t)).collect();
@@ -525,26 +510,11 @@ async fn a_command_whose_event_would_not_fit_is_refused_whole(backend: Backend) 
     let team = app.register_team("tight").await;
     let mut draft = first_run_discovery();
     draft["rollback_plan"] = json!("\"".repeat(16_000));
-    let sop = app
-        .ok(C::DraftProcedure, team.s4, draft)
-        .await
-        .procedure_id
-        .unwrap();
-    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": sop }))
-        .await;
+    let sop = approved(&app, &team, draft).await;
     let run = app
         .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
         .await;
-    let assignees: HashMap<Uuid, Uuid> = app
-        .events()
-        .await
-        .into_iter()
-        .filter(|e| e.kind == "task.created")
-        .map(|e| {
-            let id = |k: &str| e.data[k].as_str().unwrap().parse::<Uuid>().unwrap();
-            (id("task_id"), id("assignee_system_id"))
-        })
-        .collect();
+    let assignees = assignees(&app).await;
     for &task in &run.task_ids {
         let worker = assignees[&task];
         app.ok(C::StartTask, worker, json!({ "task_id": task }))

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::harness::*;
@@ -223,24 +222,8 @@ async fn a_run_with_large_task_results_answers_in_pages(backend: Backend) {
 
 /// Runs the `sop` binary against the test's worker and expects exit code 0.
 async fn sop(app: &TestApp, args: &[&str]) -> String {
-    let s = &app.settings;
-    let out = Command::new(env!("CARGO_BIN_EXE_sop"))
-        .args(args)
-        .env("SOP_NATS_URL", &s.nats_url)
-        .env("SOP_DATABASE_URL", &s.database_url)
-        .env("SOP_SUBJECT_PREFIX", &s.subject_prefix)
-        .env("RUST_LOG", "error")
-        .env_remove("SOP_ACTOR")
-        .output()
-        .await
-        .expect("run sop");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "sop {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stdout, stderr) = app.sop(args).await;
+    assert_eq!(code, 0, "sop {args:?}: {stdout}{stderr}");
     stdout
 }
 

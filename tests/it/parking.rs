@@ -207,7 +207,7 @@ async fn an_event_the_stream_refuses_is_parked_and_arrives_once_when_republished
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(parked[0].seq, event.seq);
     assert!(!parked[0].reason.is_empty());
-    let listed = sop(&app, &["outbox", "parked", "--json"]).await;
+    let listed = app.sop(&["outbox", "parked", "--json"]).await;
     assert_eq!(listed.0, 0, "{listed:?}");
     let listed: Value = serde_json::from_str(&listed.1).unwrap();
     assert_eq!(listed[0]["seq"], json!(event.seq));
@@ -238,26 +238,9 @@ async fn an_event_the_stream_refuses_is_parked_and_arrives_once_when_republished
     );
     assert_eq!(after.len(), before.len() + 1, "and nothing else again");
     // Not parked any more: the operator is told, with the exit code for "not found".
-    let again = sop(&app, &["outbox", "republish", &event.seq.to_string()]).await;
+    let again = app
+        .sop(&["outbox", "republish", &event.seq.to_string()])
+        .await;
     assert_eq!(again.0, 4, "{again:?}");
     app.stop().await;
-}
-
-/// Runs the `sop` binary against the app's database and NATS: exit code, stdout, stderr.
-async fn sop(app: &TestApp, args: &[&str]) -> (i32, String, String) {
-    let s = &app.settings;
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
-        .args(args)
-        .env("SOP_NATS_URL", &s.nats_url)
-        .env("SOP_DATABASE_URL", &s.database_url)
-        .env("SOP_SUBJECT_PREFIX", &s.subject_prefix)
-        .env("RUST_LOG", "error")
-        .output()
-        .await
-        .expect("run sop");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
