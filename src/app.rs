@@ -209,7 +209,15 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         stop,
         settings.shutdown_timeout(),
     ));
-    info!(streams = %subjects.commands_stream(), prefix = subjects.prefix(), "worker started");
+    info!(
+        commands = %subjects.commands_stream(),
+        events = %subjects.events_stream(),
+        outcomes = %subjects.outcomes_stream(),
+        prefix = subjects.prefix(),
+        nats = %settings.nats_url,
+        database = %redact(&settings.database_url),
+        "worker started"
+    );
     Ok(Running {
         db,
         nats,

@@ -176,7 +176,16 @@ async fn disposition(
         Ok(Processed::Fresh(_)) => Ending::Rejected,
         Err(_) => Ending::Retried,
     };
-    metrics::command(command, ending, started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    metrics::command(command, ending, elapsed.as_secs_f64());
+    // One line per command, what an operator follows in the log.
+    let (id, ms) = (meta.command_id, elapsed.as_secs_f64() * 1000.0);
+    match result.as_ref().ok().and_then(|p| p.outcome().error_code()) {
+        Some(code) => {
+            info!(command, command_id = %id, outcome = ending.as_str(), code, ms, "command")
+        }
+        None => info!(command, command_id = %id, outcome = ending.as_str(), ms, "command"),
+    }
     match result {
         Ok(Processed::Duplicate(outcome)) => {
             // The first outcome may have been published long ago: answer this sender too.

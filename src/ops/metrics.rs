@@ -65,7 +65,7 @@ pub enum Ending {
 }
 
 impl Ending {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Ending::Accepted => "accepted",
             Ending::Rejected => "rejected",
