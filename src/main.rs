@@ -19,8 +19,28 @@ fn init_tracing(json: bool, default_filter: &str) {
     }
 }
 
+/// A reader that stopped reading (`sop contract | head`) ends the output, not the program
+/// with a panic: `print!` panics on a closed pipe, and Rust ignores SIGPIPE, so the one quiet,
+/// successful end is to exit here, as a shell tool killed by SIGPIPE would have.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = match Cli::load() {
         Ok(cli) => cli,
         Err(e) => {

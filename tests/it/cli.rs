@@ -208,3 +208,26 @@ async fn the_cli_drives_a_procedure_from_yaml_to_run(backend: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
     app.stop().await;
 }
+
+/// A reader that stops early (`sop contract | head`) ends the output quietly, exit 0.
+#[tokio::test]
+async fn a_closed_pipe_ends_the_output_quietly() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
+        .arg("contract")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap();
+    assert_eq!(first.as_deref(), Some("asyncapi: 3.0.0"));
+    drop(lines);
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
