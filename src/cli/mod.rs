@@ -292,7 +292,16 @@ impl Cli {
     /// Parses the command line, then lays the config file (if any) under it.
     pub fn load() -> Result<Cli, String> {
         use clap::{CommandFactory, FromArgMatches};
-        let matches = Cli::command().get_matches();
+        let matches = match Cli::command().try_get_matches() {
+            Ok(matches) => matches,
+            // Help and version: printed, exit 0.
+            Err(e) if !e.use_stderr() => e.exit(),
+            // A usage error exits 1, as the README says: clap's own 2 means "rejected" here.
+            Err(e) => {
+                let _ = e.print();
+                std::process::exit(1);
+            }
+        };
         let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
         cli.settings = cli
             .settings

@@ -231,3 +231,22 @@ async fn a_closed_pipe_ends_the_output_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Usage errors exit 1 (clap's own code, 2, means "rejected" here); help exits 0.
+#[tokio::test]
+async fn usage_errors_exit_1_and_help_exits_0() {
+    let run = |args: &'static [&'static str]| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    };
+    let unknown = run(&["procedure", "frobnicate"]).await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("frobnicate"));
+    assert_eq!(run(&["procedure"]).await.status.code(), Some(1));
+    let help = run(&["--help"]).await;
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage"));
+}
