@@ -12,7 +12,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::ids::CommandId;
-use crate::wire::command::{CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION};
+use crate::wire::command::{
+    CommandName, Envelope, MAX_COMMAND_BYTES, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
+};
 use crate::wire::event::EventEnvelope;
 use crate::wire::outcome::{ErrorBody, Outcome};
 use crate::wire::query::{QueryFailure, QueryName, SERVICE_ERROR_HEADER};
@@ -29,6 +31,9 @@ pub enum ClientError {
     Decode(String),
     #[error("{}: {}", .0.code, .0.message)]
     Refused(ErrorBody),
+    /// Refused before sending: larger than the commands stream or the server takes.
+    #[error("the command is {size} bytes; at most {limit} are accepted")]
+    TooLarge { size: usize, limit: usize },
 }
 
 fn nats_err(e: impl std::fmt::Display) -> ClientError {
@@ -155,6 +160,14 @@ impl Client {
             let name = self.subjects.command_name(subject).unwrap_or(subject);
             let signature = signature::sign(signer, &signature::command_message(name, &bytes));
             headers.insert(signature::SIGNATURE_HEADER, signature.as_str());
+        }
+        // Told here, with the figures, rather than as an unreachable server.
+        let limit = MAX_COMMAND_BYTES.min(self.nats.max_payload());
+        if bytes.len() > limit {
+            return Err(ClientError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
         }
         let ack = self
             .js

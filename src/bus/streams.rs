@@ -7,6 +7,7 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
 
+use crate::wire::command::MAX_COMMAND_BYTES;
 use crate::wire::subjects::Subjects;
 
 /// JetStream drops a re-published message id seen within this window.
@@ -46,7 +47,7 @@ pub fn commands_config(s: &Subjects) -> stream::Config {
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
-        max_message_size: 1024 * 1024,
+        max_message_size: MAX_COMMAND_BYTES as i32,
         ..Default::default()
     }
 }

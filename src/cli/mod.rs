@@ -334,7 +334,7 @@ impl From<ClientError> for Exit {
             ClientError::Nats(_) | ClientError::Timeout(_) => Exit(EXIT_UNREACHABLE, e.to_string()),
             ClientError::Refused(b) if b.code == "not_found" => Exit(EXIT_NOT_FOUND, e.to_string()),
             ClientError::Refused(_) => Exit(EXIT_REJECTED, e.to_string()),
-            ClientError::Decode(_) => Exit(1, e.to_string()),
+            ClientError::Decode(_) | ClientError::TooLarge { .. } => Exit(1, e.to_string()),
         }
     }
 }

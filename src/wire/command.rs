@@ -10,6 +10,9 @@ use crate::domain::run::Verdict;
 /// The envelope schema version this worker speaks.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The largest command, envelope and headers, the commands stream stores.
+pub const MAX_COMMAND_BYTES: usize = 1024 * 1024;
+
 /// Header carrying a core-NATS inbox the outcome is also sent to.
 pub const REPLY_TO_HEADER: &str = "Sop-Reply-To";
 /// W3C trace context: taken from a command and set on every event it causes.

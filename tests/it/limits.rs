@@ -379,6 +379,14 @@ async fn text_is_measured_as_the_json_it_becomes(backend: Backend) {
     let e = app.refused(C::DraftProcedure, team.s4, draft).await;
     assert_eq!(e.code, "validation_failed");
     assert_eq!(e.field.as_deref(), Some("tasks"));
+    // Over the command limit: the client says so, with the figures, before sending.
+    let mut draft = first_run_discovery();
+    draft["description"] = json!("x".repeat(2 << 20));
+    let sent = app.client.send(C::DraftProcedure, team.s4, draft).await;
+    assert!(
+        matches!(sent, Err(ClientError::TooLarge { limit, .. }) if limit == 1 << 20),
+        "{sent:?}"
+    );
     // PostgreSQL cannot store a NUL character: refused on both databases alike.
     let mut draft = first_run_discovery();
     draft["description"] = json!("before\u{0}after");
