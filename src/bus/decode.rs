@@ -146,6 +146,12 @@ pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
     })
 }
 
+/// Whether `payload` fits `name`'s payload type: what the worker would reject as
+/// `invalid_payload`, found before sending (the CLI checks its input with it).
+pub fn check_payload(name: CommandName, payload: &serde_json::Value) -> Result<(), Rejection> {
+    to_command(name, payload.clone()).map(|_| ())
+}
+
 fn parse<T: DeserializeOwned>(payload: serde_json::Value) -> Result<T, Rejection> {
     serde_json::from_value(payload).map_err(|e| invalid(format!("payload: {e}")))
 }

@@ -410,6 +410,11 @@ impl Ctx {
 
     async fn send(&self, name: CommandName, args: SendArgs) -> Result<ExitCode, Exit> {
         let payload = payload(name, &args)?;
+        // A typo is told here, not answered by a rejection and a dead letter.
+        crate::bus::decode::check_payload(name, &payload).map_err(|r| {
+            let why = r.message.trim_start_matches("payload: ");
+            Exit(1, format!("not a {name} payload: {why}"))
+        })?;
         let client = self.client().await?;
         let outcome = client
             .send_with_id(

@@ -250,3 +250,22 @@ async fn usage_errors_exit_1_and_help_exits_0() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage"));
 }
+
+/// A payload that does not fit its command is told before anything is sent: here no server
+/// even listens.
+#[tokio::test]
+async fn a_mistyped_payload_is_caught_before_sending() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
+        .args(["task", "start", &Uuid::now_v7().to_string(), "colour=red"])
+        .args(["--actor", &Uuid::now_v7().to_string()])
+        .env("SOP_NATS_URL", "nats://127.0.0.1:1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a task.start payload: unknown field `colour`"),
+        "{stderr}"
+    );
+}
