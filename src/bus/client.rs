@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{
     self, consumer::DeliverPolicy, consumer::pull, message::PublishMessage,
 };
+use async_nats::{HeaderMap, RequestErrorKind};
 use futures::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
@@ -38,6 +39,24 @@ pub enum ClientError {
 
 fn nats_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Nats(e.to_string())
+}
+
+/// How long [`Client::worker_serves`] waits for a worker's answer.
+const WORKER_PING: Duration = Duration::from_secs(2);
+
+fn envelope_bytes<P: Serialize>(
+    command_id: Uuid,
+    actor: Uuid,
+    payload: P,
+) -> Result<Vec<u8>, ClientError> {
+    let envelope = Envelope {
+        schema_version: SCHEMA_VERSION,
+        command_id,
+        actor,
+        correlation_id: None,
+        payload,
+    };
+    serde_json::to_vec(&envelope).map_err(|e| ClientError::Decode(e.to_string()))
 }
 
 /// Where an event subscription starts.
@@ -130,37 +149,76 @@ impl Client {
         actor: Uuid,
         payload: P,
     ) -> Result<Outcome, ClientError> {
-        let envelope = Envelope {
-            schema_version: SCHEMA_VERSION,
-            command_id,
-            actor,
-            correlation_id: None,
-            payload,
-        };
-        let bytes =
-            serde_json::to_vec(&envelope).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = envelope_bytes(command_id, actor, payload)?;
         self.send_raw(&self.subjects.command(name.as_str()), command_id, bytes)
             .await
     }
 
     /// Publishes raw bytes on a command subject and waits for the outcome of `command_id`
-    /// (also for malformed commands, whose outcome is keyed by the `Nats-Msg-Id`).
+    /// (also for malformed commands, whose outcome is keyed by the `Nats-Msg-Id`), at most the
+    /// client's timeout in all.
     pub async fn send_raw(
         &self,
         subject: &str,
         command_id: Uuid,
         bytes: Vec<u8>,
     ) -> Result<Outcome, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let inbox = self.nats.new_inbox();
         let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(nats_err)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID_HEADER, command_id.to_string().as_str());
-        headers.insert(REPLY_TO_HEADER, inbox.as_str());
-        if let Some(signer) = &self.signer {
-            let name = self.subjects.command_name(subject).unwrap_or(subject);
-            let signature = signature::sign(signer, &signature::command_message(name, &bytes));
-            headers.insert(signature::SIGNATURE_HEADER, signature.as_str());
+        let ack = self
+            .publish_command(subject, command_id, bytes, Some(&inbox))
+            .await?;
+        if ack.duplicate {
+            // JetStream dropped this copy inside its duplicate window, so the worker will not
+            // answer it: read the first copy's outcome instead.
+            return self.wait_for_stored(command_id, deadline).await;
         }
+        match tokio::time::timeout_at(deadline, replies.next()).await {
+            Ok(Some(msg)) => {
+                serde_json::from_slice(&msg.payload).map_err(|e| ClientError::Decode(e.to_string()))
+            }
+            // The reply may have been missed (a reconnect): the outcomes stream has it too.
+            _ => self.wait_for_stored(command_id, deadline).await,
+        }
+    }
+
+    /// Publishes a command and returns once JetStream has stored it, without waiting for its
+    /// outcome (`outcome(command_id)` reads it later).
+    pub async fn enqueue<P: Serialize>(
+        &self,
+        command_id: Uuid,
+        name: CommandName,
+        actor: Uuid,
+        payload: P,
+    ) -> Result<(), ClientError> {
+        let bytes = envelope_bytes(command_id, actor, payload)?;
+        let subject = self.subjects.command(name.as_str());
+        self.publish_command(&subject, command_id, bytes, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether a worker serves this client's prefix: a query to it is answered, even with a
+    /// refusal, within a moment.
+    pub async fn worker_serves(&self) -> Result<bool, ClientError> {
+        let subject = self.subjects.query(QueryName::Outcome.as_str());
+        let asked = self.nats.request(subject, "{}".into());
+        match tokio::time::timeout(WORKER_PING, asked).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(false),
+            Ok(Err(e)) => Err(nats_err(e)),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn publish_command(
+        &self,
+        subject: &str,
+        command_id: Uuid,
+        bytes: Vec<u8>,
+        reply_to: Option<&str>,
+    ) -> Result<jetstream::publish::PublishAck, ClientError> {
         // Told here, with the figures, rather than as an unreachable server.
         let limit = MAX_COMMAND_BYTES.min(self.nats.max_payload());
         if bytes.len() > limit {
@@ -169,7 +227,17 @@ impl Client {
                 limit,
             });
         }
-        let ack = self
+        let mut headers = HeaderMap::new();
+        headers.insert(MSG_ID_HEADER, command_id.to_string().as_str());
+        if let Some(inbox) = reply_to {
+            headers.insert(REPLY_TO_HEADER, inbox);
+        }
+        if let Some(signer) = &self.signer {
+            let name = self.subjects.command_name(subject).unwrap_or(subject);
+            let signature = signature::sign(signer, &signature::command_message(name, &bytes));
+            headers.insert(signature::SIGNATURE_HEADER, signature.as_str());
+        }
+        let stored = self
             .js
             .send_publish(
                 subject.to_owned(),
@@ -179,23 +247,20 @@ impl Client {
             )
             .await
             .map_err(nats_err)?
-            .await
-            .map_err(nats_err)?;
-        if ack.duplicate {
-            // JetStream dropped this copy inside its duplicate window, so the worker will not
-            // answer it: read the first copy's outcome instead.
-            return self.wait_for_stored(command_id).await;
-        }
-        match tokio::time::timeout(self.timeout, replies.next()).await {
-            Ok(Some(msg)) => {
-                serde_json::from_slice(&msg.payload).map_err(|e| ClientError::Decode(e.to_string()))
-            }
-            _ => self.wait_for_stored(command_id).await,
-        }
+            .await;
+        stored.map_err(|e| match e.kind() {
+            PublishErrorKind::StreamNotFound => ClientError::Nats(format!(
+                "no stream stores {subject}: has a worker run with this subject prefix?"
+            )),
+            _ => nats_err(e),
+        })
     }
 
-    async fn wait_for_stored(&self, command_id: Uuid) -> Result<Outcome, ClientError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+    async fn wait_for_stored(
+        &self,
+        command_id: Uuid,
+        deadline: tokio::time::Instant,
+    ) -> Result<Outcome, ClientError> {
         loop {
             if let Some(o) = self.outcome(command_id).await? {
                 return Ok(o);

@@ -175,9 +175,14 @@ struct SendArgs {
     /// Shortcut for reason=REASON.
     #[arg(long)]
     reason: Option<String>,
-    /// Command id (default: a new one). Re-sending an id is safe: one effect, same outcome.
-    #[arg(long)]
+    /// Command id (default: a new one). Re-sending an id is safe: one effect, same outcome;
+    /// use it to retry a command whose outcome did not come in time.
+    #[arg(long = "command-id", alias = "id", value_name = "UUID")]
     id: Option<Uuid>,
+    /// Send even when no worker answers (the command waits in the commands stream), and
+    /// return once it is stored, without waiting for its outcome (`sop outcome <id>`).
+    #[arg(long)]
+    queue: bool,
 }
 
 #[derive(Subcommand)]
@@ -416,14 +421,42 @@ impl Ctx {
             Exit(1, format!("not a {name} payload: {why}"))
         })?;
         let client = self.client().await?;
-        let outcome = client
-            .send_with_id(
-                args.id.unwrap_or_else(Uuid::now_v7),
-                name,
-                self.actor()?,
-                payload,
-            )
-            .await?;
+        let id = args.id.unwrap_or_else(Uuid::now_v7);
+        let actor = self.actor()?;
+        if args.queue {
+            client.enqueue(id, name, actor, payload).await?;
+            let queued = json!({ "command_id": id, "command": name.as_str(), "status": "queued" });
+            self.print(&queued, |_| {
+                format!("queued {name} as {id}: `sop outcome {id}` shows its outcome once a worker has run it")
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !client.worker_serves().await? {
+            let s = &self.settings;
+            return Err(Exit(
+                EXIT_UNREACHABLE,
+                format!(
+                    "no worker answers for subject prefix `{}` on {}: is `sop worker` (or `sop up`) \
+                     running, with the same SOP_SUBJECT_PREFIX and SOP_NATS_URL? Nothing was sent; \
+                     --queue sends anyway, and the command waits for a worker",
+                    s.subject_prefix, s.nats_url
+                ),
+            ));
+        }
+        let outcome = match client.send_with_id(id, name, actor, payload).await {
+            Err(ClientError::Timeout(id)) => {
+                return Err(Exit(
+                    EXIT_UNREACHABLE,
+                    format!(
+                        "no outcome within {} s: {name} is queued as {id} and runs once a worker \
+                         takes it; `sop outcome {id}` shows its outcome; to retry, send it again \
+                         with --command-id {id} (it never runs twice)",
+                        self.timeout.as_secs()
+                    ),
+                ));
+            }
+            other => other?,
+        };
         let value = serde_json::to_value(&outcome).map_err(|e| Exit(1, e.to_string()))?;
         self.print(&value, render::outcome)?;
         Ok(match outcome.error_code() {

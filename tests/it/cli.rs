@@ -269,3 +269,53 @@ async fn a_mistyped_payload_is_caught_before_sending() {
         "{stderr}"
     );
 }
+
+/// With no worker on the prefix the CLI sends nothing and says what to check; `--queue` sends
+/// anyway and returns once the command is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_worker_the_cli_says_so_and_queues_only_when_asked() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let team = app.register_team("idle").await;
+    app.pause_consumer().await;
+    let s4 = team.s4.to_string();
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/first-run-discovery.json"
+    );
+    let (code, _, stderr) = app
+        .sop(&["procedure", "draft", "--file", file, "--actor", &s4])
+        .await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("no worker answers"), "{stderr}");
+    let js = async_nats::jetstream::new(app.running.nats.clone());
+    let mut commands = js
+        .get_stream(app.client.subjects().commands_stream())
+        .await
+        .unwrap();
+    assert_eq!(
+        commands.info().await.unwrap().state.messages,
+        0,
+        "nothing sent"
+    );
+    let id = Uuid::now_v7().to_string();
+    let (code, stdout, stderr) = app
+        .sop(&[
+            "procedure",
+            "draft",
+            "--file",
+            file,
+            "--actor",
+            &s4,
+            "--queue",
+            "--command-id",
+            &id,
+        ])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("queued procedure.draft as {id}")),
+        "{stdout}"
+    );
+    assert_eq!(commands.info().await.unwrap().state.messages, 1);
+    app.stop().await;
+}
