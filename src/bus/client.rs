@@ -392,6 +392,31 @@ impl Client {
         impl futures::Stream<Item = Result<EventEnvelope<serde_json::Value>, ClientError>> + use<>,
         ClientError,
     > {
+        self.event_stream(filter, start, false).await
+    }
+
+    /// As [`Client::events`], ending with the last event stored when it began: the history
+    /// up to now.
+    pub async fn history(
+        &self,
+        filter: &str,
+        start: EventStart,
+    ) -> Result<
+        impl futures::Stream<Item = Result<EventEnvelope<serde_json::Value>, ClientError>> + use<>,
+        ClientError,
+    > {
+        self.event_stream(filter, start, true).await
+    }
+
+    async fn event_stream(
+        &self,
+        filter: &str,
+        start: EventStart,
+        to_the_end: bool,
+    ) -> Result<
+        impl futures::Stream<Item = Result<EventEnvelope<serde_json::Value>, ClientError>> + use<>,
+        ClientError,
+    > {
         let stream = self
             .js
             .get_stream(self.subjects.events_stream())
@@ -415,7 +440,25 @@ impl Client {
             })
             .await
             .map_err(nats_err)?;
+        // Nothing to deliver from where it starts: a history ends at once.
+        let empty = to_the_end && consumer.cached_info().num_pending == 0;
         let messages = consumer.messages().await.map_err(nats_err)?;
+        // The message after which no other was stored when the consumer was made ends a
+        // history; checked before the local filter, which may drop that message.
+        let messages = futures::stream::unfold(
+            (Box::pin(messages), empty),
+            move |(mut rest, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let next = rest.next().await?;
+                let last = to_the_end
+                    && next
+                        .as_ref()
+                        .is_ok_and(|m| m.info().is_ok_and(|i| i.pending == 0));
+                Some((next, (rest, last)))
+            },
+        );
         Ok(messages
             .filter(move |m| {
                 let keep = match (m, &local_filter) {

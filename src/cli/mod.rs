@@ -21,6 +21,7 @@ use crate::application::queries::AUDIT_PAGE;
 use crate::bus::client::{Client, ClientError, EventStart};
 use crate::bus::contract;
 use crate::config::Settings;
+use crate::domain::event::EventKind;
 use crate::store::{self, teams::TeamSpec};
 use crate::wire::command::CommandName;
 use crate::wire::query::QueryName;
@@ -280,7 +281,7 @@ enum EventsCmd {
         #[command(flatten)]
         filter: EventFilter,
     },
-    /// Replay events from the start of the stream, a sequence or a time.
+    /// Replay events from the start of the stream, a sequence or a time, to the last one stored.
     Replay {
         #[command(flatten)]
         filter: EventFilter,
@@ -290,6 +291,9 @@ enum EventsCmd {
         /// Start at this time (RFC 3339).
         #[arg(long)]
         since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Keep going after the last stored event, as `tail` does.
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -657,12 +661,36 @@ fn human_run(v: &Value) -> String {
     format!("{run}\n\n{tasks}\n\n{review}")
 }
 
-async fn events(ctx: &Ctx, filter: EventFilter, start: EventStart) -> Result<(), Exit> {
+/// Prints events: a replay ends with the last event stored when it began, unless `follow`.
+async fn events(
+    ctx: &Ctx,
+    filter: EventFilter,
+    start: EventStart,
+    follow: bool,
+) -> Result<(), Exit> {
+    if let Some(kind) = &filter.kind
+        && !EventKind::ALL.iter().any(|k| k.as_str() == kind)
+    {
+        let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(Exit(
+            1,
+            format!("no event type `{kind}`; the types are {}", known.join(", ")),
+        ));
+    }
     let client = ctx.client().await?;
     let subject = client
         .subjects()
         .event_filter(filter.kind.as_deref(), filter.team.as_deref());
-    let stream = client.events(&subject, start).await?;
+    if follow {
+        eprintln!(
+            "following {subject} on {} (Ctrl-C stops)",
+            ctx.settings.nats_url
+        );
+    }
+    let stream = match follow {
+        true => client.events(&subject, start).await?.boxed(),
+        false => client.history(&subject, start).await?.boxed(),
+    };
     let mut stream = std::pin::pin!(stream);
     let mut seen = 0;
     while let Some(event) = stream.next().await {
@@ -1045,18 +1073,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             return ctx.send(name, args).await;
         }
         Cmd::Events { command } => match command {
-            EventsCmd::Tail { filter } => events(&ctx, filter, EventStart::New).await?,
+            EventsCmd::Tail { filter } => events(&ctx, filter, EventStart::New, true).await?,
             EventsCmd::Replay {
                 filter,
                 from_seq,
                 since,
+                follow,
             } => {
                 let start = match (from_seq, since) {
                     (Some(seq), _) => EventStart::Sequence(seq),
                     (None, Some(t)) => EventStart::Time(t),
                     (None, None) => EventStart::First,
                 };
-                events(&ctx, filter, start).await?
+                events(&ctx, filter, start, follow).await?
             }
         },
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),

@@ -319,3 +319,33 @@ async fn with_no_worker_the_cli_says_so_and_queues_only_when_asked() {
     assert_eq!(commands.info().await.unwrap().state.messages, 1);
     app.stop().await;
 }
+
+/// A replay ends with the last event stored, also when a filter the client applies drops that
+/// last event; an unknown event type is named as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_ends_at_the_end_of_the_history() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let ours = app.register_team("ours").await;
+    let theirs = app.register_team("theirs").await;
+    approved_sop(&app, &ours).await;
+    approved_sop(&app, &theirs).await;
+    app.drained().await;
+    let (code, stdout, stderr) = app.sop(&["events", "replay", "--team", "ours"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "drafted and approved: {stdout}");
+    assert!(lines.iter().all(|l| l.contains(" ours ")), "{stdout}");
+    let (code, stdout, _) = app
+        .sop(&["events", "replay", "--type", "procedure.approved"])
+        .await;
+    assert_eq!((code, stdout.lines().count()), (0, 2), "{stdout}");
+    let (code, _, stderr) = app
+        .sop(&["events", "replay", "--type", "procedure.flown"])
+        .await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no event type `procedure.flown`"),
+        "{stderr}"
+    );
+    app.stop().await;
+}
