@@ -66,14 +66,39 @@ pub fn check_server(settings: &Settings, info: &async_nats::ServerInfo) -> anyho
 }
 
 pub async fn connect_db(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    store::connect(&settings.database_url, settings.db_max_connections)
+    let url = &settings.database_url;
+    store::connect(url, settings.db_max_connections)
         .await
-        .with_context(|| {
-            format!(
-                "connecting to the database at {}",
-                redact(&settings.database_url)
+        .map_err(|e| {
+            // The error's own text once (its source repeats it), then what to do about it.
+            let error = e.to_string();
+            let hint = database_hint(url, &error);
+            anyhow::anyhow!(
+                "connecting to the database at {}: {error}{hint}",
+                redact(url)
             )
         })
+}
+
+/// What to do about the usual first failures to reach a database, said once with the error.
+fn database_hint(url: &str, error: &str) -> String {
+    let hint = if url.starts_with("sqlite:") {
+        if error.contains("unable to open database file") || error.contains("code: 14") {
+            "; does its folder exist and may this user write there? A new file needs `?mode=rwc` \
+             on the URL (sqlite://path/to/sop.db?mode=rwc)"
+        } else {
+            ""
+        }
+    } else if error.contains("Connection refused") || error.contains("pool timed out") {
+        "; is PostgreSQL running and listening on that host and port?"
+    } else if error.contains("does not exist") {
+        "; create the database first (createdb NAME), or name one that exists"
+    } else if error.contains("password authentication failed") {
+        "; check the user and password in the URL"
+    } else {
+        ""
+    };
+    hint.to_owned()
 }
 
 /// Hides a password in a database URL for logs and errors.
@@ -274,6 +299,21 @@ mod tests {
             ..Default::default()
         };
         assert!(super::check_server(&settings, &plain).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_database_that_cannot_be_opened_is_said_with_what_to_do() {
+        let mut settings = crate::config::Settings::local();
+        settings.database_url = "sqlite:///no/such/folder/sop.db?mode=rwc".into();
+        let e = super::connect_db(&settings).await.unwrap_err().to_string();
+        assert!(e.contains("unable to open database file"), "{e}");
+        assert!(e.contains("does its folder exist"), "{e}");
+        assert_eq!(e.matches("unable to open").count(), 1, "said once: {e}");
+        assert!(
+            super::database_hint("postgres://h/db", "database \"db\" does not exist")
+                .contains("createdb")
+        );
+        assert!(super::database_hint("postgres://h/db", "pool timed out").contains("running"));
     }
 
     #[test]

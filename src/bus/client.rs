@@ -300,7 +300,14 @@ impl Client {
         )
         .await
         .map_err(|_| ClientError::Nats(format!("no answer to {name} within the timeout")))?
-        .map_err(nats_err)?;
+        .map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => ClientError::Nats(format!(
+                "no worker answers {name} on subject prefix `{}`: is `sop worker` running, with \
+                 the same SOP_SUBJECT_PREFIX and SOP_NATS_URL?",
+                self.subjects.prefix().trim_end_matches('.')
+            )),
+            _ => nats_err(e),
+        })?;
         let failed = reply
             .headers
             .as_ref()
