@@ -5,8 +5,9 @@
 #
 # Needs a NATS server with JetStream at SOP_NATS_URL (default nats://127.0.0.1:4222) and the
 # `nats-py` package. Everything else is private to this run: a temporary SQLite database, a
-# random subject prefix (so its streams and subjects never meet another run's), a team of
-# its own. Ends with one line, `python agent: N passed, N failed`, and the agent's status.
+# random subject prefix (so its streams and subjects never meet another run's), a team and an
+# HTTP port of its own, so it runs beside a worker already running. Ends with one line,
+# `python agent: N passed, N failed`, and the agent's status.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -87,6 +88,8 @@ team="pyteam"
 export SOP_DATABASE_URL="sqlite://$tmp/sop.db?mode=rwc"
 export SOP_SUBJECT_PREFIX="$prefix"
 export SOP_NATS_URL="$nats_url"
+# Its own metrics port too (any free one), so it runs beside a worker already serving 9464.
+export SOP_HTTP_ADDR="127.0.0.1:0"
 
 # Register the team (same shape as deploy/team.example.json); the ids come back as JSON.
 cat >"$tmp/team.json" <<EOF
