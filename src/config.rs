@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct Settings {
     /// YAML or JSON file with any of these settings (snake_case keys).
-    #[arg(long, env = "SOP_CONFIG", global = true)]
+    #[arg(help_heading = "Connection", long, env = "SOP_CONFIG", global = true)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// NATS server URL(s), comma separated for a cluster.
     #[arg(
+        help_heading = "Connection",
         long,
         env = "SOP_NATS_URL",
         default_value = "nats://127.0.0.1:4222",
@@ -27,19 +28,36 @@ pub struct Settings {
     pub nats_url: String,
 
     /// NATS credentials file (JWT + nkey seed).
-    #[arg(long, env = "SOP_NATS_CREDS", global = true)]
+    #[arg(
+        help_heading = "Connection",
+        long,
+        env = "SOP_NATS_CREDS",
+        global = true
+    )]
     pub nats_creds: Option<PathBuf>,
 
     /// NATS user (with --nats-password).
-    #[arg(long, env = "SOP_NATS_USER", global = true)]
+    #[arg(
+        help_heading = "Connection",
+        long,
+        env = "SOP_NATS_USER",
+        global = true
+    )]
     pub nats_user: Option<String>,
 
     /// NATS password.
-    #[arg(long, env = "SOP_NATS_PASSWORD", global = true, hide_env_values = true)]
+    #[arg(
+        help_heading = "Connection",
+        long,
+        env = "SOP_NATS_PASSWORD",
+        global = true,
+        hide_env_values = true
+    )]
     pub nats_password: Option<String>,
 
     /// Database URL: `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.
     #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
         long,
         env = "SOP_DATABASE_URL",
         default_value = "sqlite://sop.db?mode=rwc",
@@ -49,22 +67,41 @@ pub struct Settings {
     pub database_url: String,
 
     /// Prefix for every subject and stream (namespaces a shared bus), e.g. `acme`.
-    #[arg(long, env = "SOP_SUBJECT_PREFIX", default_value = "", global = true)]
+    #[arg(
+        help_heading = "Connection",
+        long,
+        env = "SOP_SUBJECT_PREFIX",
+        default_value = "",
+        global = true
+    )]
     pub subject_prefix: String,
 
     /// Command transactions in flight at once in this worker (at most the database pool size:
     /// with SQLite, one). Few are enough: each commits every command waiting when it begins,
     /// and fewer, larger groups cost the database less per command than many small ones.
-    #[arg(long, env = "SOP_CONCURRENCY", default_value_t = 4, global = true)]
+    #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
+        long,
+        env = "SOP_CONCURRENCY",
+        default_value_t = 4,
+        global = true
+    )]
     pub concurrency: usize,
 
     /// Most commands committed together in one transaction (group commit): waiting commands
     /// share one commit, so throughput is no longer bounded by the commit rate. 1 turns it off.
-    #[arg(long, env = "SOP_BATCH_MAX", default_value_t = 32, global = true)]
+    #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
+        long,
+        env = "SOP_BATCH_MAX",
+        default_value_t = 32,
+        global = true
+    )]
     pub batch_max: usize,
 
     /// Database pool size (SQLite always uses one connection).
     #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
         long,
         env = "SOP_DB_MAX_CONNECTIONS",
         default_value_t = 16,
@@ -73,20 +110,38 @@ pub struct Settings {
     pub db_max_connections: u32,
 
     /// Replicas of the streams the worker creates (3 on a 3-node JetStream cluster).
-    #[arg(long, env = "SOP_STREAM_REPLICAS", default_value_t = 1, global = true)]
+    #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
+        long,
+        env = "SOP_STREAM_REPLICAS",
+        default_value_t = 1,
+        global = true
+    )]
     pub stream_replicas: usize,
 
     /// Compress the events and outcomes streams with S2 (needs nats-server 2.10 or newer).
-    #[arg(long, env = "SOP_STREAM_COMPRESSION", global = true)]
+    #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
+        long,
+        env = "SOP_STREAM_COMPRESSION",
+        global = true
+    )]
     pub stream_compression: bool,
 
     /// Seconds a pulled command may stay unacknowledged before JetStream redelivers it: after
     /// a worker crash, its commands wait this long. Applies when the consumer is created.
-    #[arg(long, env = "SOP_ACK_WAIT_SECS", default_value_t = 30, global = true)]
+    #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
+        long,
+        env = "SOP_ACK_WAIT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
     pub ack_wait_secs: u64,
 
     /// Address of the HTTP endpoints (/metrics, /healthz, /readyz); empty disables them.
     #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
         long,
         env = "SOP_HTTP_ADDR",
         default_value = "127.0.0.1:9464",
@@ -96,6 +151,7 @@ pub struct Settings {
 
     /// On SIGTERM/SIGINT: the deadline to finish in-flight commands and flush the outbox.
     #[arg(
+        help_heading = "Worker settings (sop worker, migrate, bench)",
         long,
         env = "SOP_SHUTDOWN_TIMEOUT_SECS",
         default_value_t = 30,

@@ -389,6 +389,54 @@ pub fn asyncapi() -> Value {
     })
 }
 
+/// The payload fields of a command, from the document itself (so help and contract agree):
+/// `(name, JSON type, required, description)`, in the schema's order.
+pub fn payload_fields(doc: &Value, name: CommandName) -> Vec<(String, String, bool, String)> {
+    let schema = |reference: &Value| {
+        reference["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix('#'))
+            .and_then(|pointer| doc.pointer(pointer))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let message = &doc["components"]["messages"][name.as_str()];
+    let envelope = schema(&message["payload"]);
+    let payload = schema(&envelope["properties"]["payload"]);
+    let required: Vec<&str> = payload["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let kind = |field: &Value| match &field["type"] {
+        Value::String(t) => t.clone(),
+        Value::Array(ts) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| *t != "null")
+            .collect::<Vec<_>>()
+            .join("|"),
+        _ if field.get("$ref").is_some() || field.get("enum").is_some() => "string".into(),
+        _ => "value".into(),
+    };
+    payload["properties"]
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .map(|(field, spec)| {
+                    let about = spec["description"].as_str().unwrap_or("").to_owned();
+                    (
+                        field.clone(),
+                        kind(spec),
+                        required.contains(&field.as_str()),
+                        about,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The document as YAML, as checked in at `docs/asyncapi.yaml`.
 pub fn asyncapi_yaml() -> String {
     serde_yaml_ng::to_string(&asyncapi()).unwrap_or_default()
@@ -425,6 +473,17 @@ mod tests {
             published == generated,
             "docs/asyncapi.yaml differs from the code: run SOP_WRITE_CONTRACT=1 cargo test contract"
         );
+    }
+
+    #[test]
+    fn every_command_names_its_payload_fields() {
+        let doc = asyncapi();
+        for name in CommandName::ALL.iter().copied() {
+            assert!(!payload_fields(&doc, name).is_empty(), "{name}");
+        }
+        let draft = payload_fields(&doc, CommandName::DraftProcedure);
+        let names: Vec<(&str, bool)> = draft.iter().map(|f| (f.0.as_str(), f.2)).collect();
+        assert!(names.contains(&("name", true)) && names.contains(&("description", false)));
     }
 
     #[test]

@@ -42,19 +42,25 @@ pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
     /// The acting system's id, for commands and queries.
-    #[arg(long, env = "SOP_ACTOR", global = true)]
+    #[arg(long, env = "SOP_ACTOR", global = true, help_heading = "Acting system")]
     actor: Option<Uuid>,
     /// The acting system's NATS user seed (`SU…`): commands are signed with it.
-    #[arg(long, env = "SOP_NKEY_SEED", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SOP_NKEY_SEED",
+        global = true,
+        hide_env_values = true,
+        help_heading = "Acting system"
+    )]
     nkey_seed: Option<String>,
     /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     json: bool,
     /// Seconds to wait for an outcome or an answer.
-    #[arg(long, default_value_t = 30, global = true)]
+    #[arg(long, default_value_t = 30, global = true, help_heading = "Output")]
     timeout: u64,
     /// Log as JSON lines.
-    #[arg(long, env = "SOP_LOG_JSON", global = true)]
+    #[arg(long, env = "SOP_LOG_JSON", global = true, help_heading = "Output")]
     pub log_json: bool,
     #[command(subcommand)]
     command: Cmd,
@@ -301,7 +307,7 @@ impl Cli {
     /// Parses the command line, then lays the config file (if any) under it.
     pub fn load() -> Result<Cli, String> {
         use clap::{CommandFactory, FromArgMatches};
-        let matches = match Cli::command().try_get_matches() {
+        let matches = match with_payload_help(Cli::command()).try_get_matches() {
             Ok(matches) => matches,
             // Help and version: printed, exit 0.
             Err(e) if !e.use_stderr() => e.exit(),
@@ -326,6 +332,33 @@ impl Cli {
             _ => "warn",
         }
     }
+}
+
+/// Each command's help ends with the payload fields it takes, from the contract; only when
+/// help is asked for (generating the contract takes a moment).
+fn with_payload_help(cli: clap::Command) -> clap::Command {
+    let asks_help = std::env::args().any(|a| a == "-h" || a == "--help" || a == "help");
+    if !asks_help {
+        return cli;
+    }
+    let doc = contract::asyncapi();
+    CommandName::ALL.iter().fold(cli, |cli, &name| {
+        let Some((family, verb)) = name.as_str().split_once('.') else {
+            return cli;
+        };
+        let fields = contract::payload_fields(&doc, name);
+        let lines: Vec<String> = fields
+            .iter()
+            .map(|(field, kind, required, about)| {
+                let need = if *required { "required" } else { "optional" };
+                format!("  {field:<22} {kind:<14} {need:<9} {about}")
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect();
+        let help = format!("Payload fields ({name}):\n{}", lines.join("\n"));
+        cli.mut_subcommand(family, |f| f.mut_subcommand(verb, |c| c.after_help(help)))
+    })
 }
 
 /// A failure with the exit code it maps to.

@@ -349,3 +349,23 @@ async fn a_replay_ends_at_the_end_of_the_history() {
     );
     app.stop().await;
 }
+
+/// A command's help lists its own options first and ends with the payload fields it takes.
+#[tokio::test]
+async fn a_commands_help_names_its_payload_fields() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
+        .args(["procedure", "draft", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    let own = help.find("--file").unwrap();
+    let shared = help.find("--nats-url").unwrap();
+    assert!(own < shared, "its own options first: {help}");
+    assert!(help.contains("Payload fields (procedure.draft):"), "{help}");
+    assert!(
+        help.contains("rollback_plan") && help.contains("required"),
+        "{help}"
+    );
+}
