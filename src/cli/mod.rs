@@ -1149,8 +1149,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
 
 /// Runs the parsed command line and maps failures to exit codes.
 pub async fn run(cli: Cli) -> ExitCode {
+    let json = cli.json;
     match dispatch(cli).await {
         Ok(code) => code,
+        // A script that asked for JSON gets its errors as JSON too, on stderr.
+        Err(Exit(code, message)) if json => {
+            let error = json!({ "error": { "exit_code": code, "message": message } });
+            eprintln!("{error}");
+            ExitCode::from(code)
+        }
         Err(Exit(code, message)) => {
             eprintln!("error: {message}");
             ExitCode::from(code)
