@@ -268,6 +268,28 @@ async fn a_mistyped_payload_is_caught_before_sending() {
         stderr.contains("not a task.start payload: unknown field `colour`"),
         "{stderr}"
     );
+    // With --json, the error is JSON too.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
+        .args([
+            "task",
+            "start",
+            &Uuid::now_v7().to_string(),
+            "colour=red",
+            "--json",
+        ])
+        .args(["--actor", &Uuid::now_v7().to_string()])
+        .env("SOP_NATS_URL", "nats://127.0.0.1:1")
+        .output()
+        .await
+        .unwrap();
+    let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["error"]["exit_code"], 1);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour")
+    );
 }
 
 /// With no worker on the prefix the CLI sends nothing and says what to check; `--queue` sends
