@@ -2,9 +2,9 @@
 //! database or a new SQLite file) under a unique subject prefix, so tests run in parallel on
 //! one server without seeing each other.
 //!
-//! Services come from the environment (`SOP_TEST_NATS_URL`, `SOP_TEST_POSTGRES_URL`, set by
-//! `.ci/run`); when unset, testcontainers starts them where a Docker engine exists. With
-//! neither, the test fails and says so: a test that cannot reach its services proves nothing.
+//! The servers come from [`crate::servers`]: running ones named by `SOP_TEST_NATS_URL` and
+//! `SOP_TEST_POSTGRES_URL`, else ones this process starts; a test that cannot reach its
+//! servers fails and says why, as it would prove nothing.
 
 use std::time::Duration;
 
@@ -13,11 +13,9 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
 };
 use serde_json::{Value, json};
-use testcontainers_modules::nats::{Nats, NatsServerCmd};
-use testcontainers_modules::postgres::Postgres;
-use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt, runners::AsyncRunner};
 use uuid::Uuid;
 
+use crate::servers;
 use vsm_sop::app::{self, Running};
 use vsm_sop::bus::client::Client;
 use vsm_sop::config::Settings;
@@ -28,6 +26,8 @@ use vsm_sop::store::{
 use vsm_sop::wire::command::CommandName;
 use vsm_sop::wire::event::EventEnvelope;
 use vsm_sop::wire::outcome::{Accepted, ErrorBody, Outcome, Verdict};
+
+pub use crate::servers::{PrivateNats, PrivatePostgres};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -76,26 +76,15 @@ pub struct TestApp {
     pub settings: Settings,
     pub client: Client,
     database: Database,
-    _nats_container: Option<ContainerAsync<Nats>>,
-    _pg_container: Option<ContainerAsync<Postgres>>,
 }
 
-async fn nats_url() -> (String, Option<ContainerAsync<Nats>>) {
-    if let Ok(url) = std::env::var("SOP_TEST_NATS_URL") {
-        keep_store_directory(&url).await;
-        return (url, None);
-    }
-    let c = Nats::default()
-        .with_cmd(&NatsServerCmd::default().with_jetstream())
-        .start()
+/// The shared NATS server. Starting it (once) blocks, so it runs off the runtime's threads.
+async fn shared_nats_url() -> String {
+    let url = tokio::task::spawn_blocking(servers::nats_url)
         .await
-        .expect("no SOP_TEST_NATS_URL and no Docker engine: start nats-server -js and set SOP_TEST_NATS_URL");
-    let url = format!(
-        "nats://{}:{}",
-        c.get_host().await.expect("container host"),
-        c.get_host_port_ipv4(4222).await.expect("container port")
-    );
-    (url, Some(c))
+        .expect("the test NATS server");
+    keep_store_directory(&url).await;
+    url
 }
 
 /// nats-server 2.9 removes an account's store directory when its last file stream is deleted,
@@ -106,7 +95,7 @@ async fn keep_store_directory(url: &str) {
     use async_nats::jetstream::stream::{Config, StorageType};
     let nats = async_nats::connect(url)
         .await
-        .expect("connect to SOP_TEST_NATS_URL");
+        .unwrap_or_else(|e| panic!("connect to NATS at {url}: {e}"));
     async_nats::jetstream::new(nats)
         .get_or_create_stream(Config {
             name: "SOP_TESTS_KEEP".into(),
@@ -120,23 +109,6 @@ async fn keep_store_directory(url: &str) {
         })
         .await
         .expect("the tests' keep stream");
-}
-
-async fn postgres_admin_url() -> (String, Option<ContainerAsync<Postgres>>) {
-    if let Ok(url) = std::env::var("SOP_TEST_POSTGRES_URL") {
-        return (url, None);
-    }
-    let c = Postgres::default()
-        .with_tag("15-alpine")
-        .start()
-        .await
-        .expect("no SOP_TEST_POSTGRES_URL and no Docker engine: start PostgreSQL and set SOP_TEST_POSTGRES_URL");
-    let url = format!(
-        "postgres://postgres:postgres@{}:{}/postgres",
-        c.get_host().await.expect("container host"),
-        c.get_host_port_ipv4(5432).await.expect("container port")
-    );
-    (url, Some(c))
 }
 
 fn with_database(admin_url: &str, name: &str) -> String {
@@ -166,11 +138,10 @@ impl TestApp {
         postgres_admin: Option<String>,
     ) -> TestApp {
         let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let (nats_url, nats_container) = match nats {
-            Some(url) => (url, None),
-            None => nats_url().await,
+        let nats_url = match nats {
+            Some(url) => url,
+            None => shared_nats_url().await,
         };
-        let mut pg_container = None;
         let (database_url, database) = match backend {
             Backend::Sqlite => {
                 let path = std::env::temp_dir().join(format!("sop-test-{tag}.db"));
@@ -180,11 +151,12 @@ impl TestApp {
                 )
             }
             Backend::Postgres => {
-                let (admin_url, container) = match postgres_admin {
-                    Some(url) => (url, None),
-                    None => postgres_admin_url().await,
+                let admin_url = match postgres_admin {
+                    Some(url) => url,
+                    None => tokio::task::spawn_blocking(servers::postgres_admin_url)
+                        .await
+                        .expect("the test Postgres server"),
                 };
-                pg_container = container;
                 let name = format!("sop_test_{tag}");
                 let admin = store::connect(&admin_url, 1)
                     .await
@@ -220,8 +192,6 @@ impl TestApp {
             settings,
             client,
             database,
-            _nats_container: nats_container,
-            _pg_container: pg_container,
         }
     }
 
@@ -448,219 +418,4 @@ pub async fn approved(app: &TestApp, team: &Team, draft: Value) -> Uuid {
     )
     .await;
     id
-}
-
-/// A `nats-server -js` of the test's own, on a free loopback port with a temporary store, so
-/// the test can stop and restart it, optionally with a lower `max_payload`. Killed and removed
-/// on drop.
-pub struct PrivateNats {
-    child: Option<std::process::Child>,
-    pub port: u16,
-    dir: std::path::PathBuf,
-    /// The server's `max_payload` when set (a config file), else its default (1 MiB).
-    max_payload: Option<usize>,
-}
-
-impl PrivateNats {
-    pub fn start() -> PrivateNats {
-        PrivateNats::start_with(None)
-    }
-
-    /// A server that takes messages of at most `max_payload` bytes.
-    pub fn with_max_payload(max_payload: usize) -> PrivateNats {
-        PrivateNats::start_with(Some(max_payload))
-    }
-
-    fn start_with(max_payload: Option<usize>) -> PrivateNats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("sop-nats-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut nats = PrivateNats {
-            child: None,
-            port,
-            dir,
-            max_payload,
-        };
-        nats.launch();
-        nats
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn launch(&mut self) {
-        let mut command = std::process::Command::new("nats-server");
-        // max_payload has no command-line flag: it comes from a config file.
-        if let Some(bytes) = self.max_payload {
-            let config = self.dir.join("nats.conf");
-            std::fs::write(&config, format!("max_payload: {bytes}\n")).unwrap();
-            command.arg("-c").arg(config);
-        }
-        let child = command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.join("store"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the server (its store stays), waits `down`, and starts it again on the same port.
-    pub async fn restart(&mut self, down: Duration) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        tokio::time::sleep(down).await;
-        self.launch();
-    }
-
-    /// Restarts the server at once (its store stays) accepting messages of at most `bytes`.
-    pub async fn restart_with_max_payload(&mut self, bytes: usize) {
-        self.max_payload = Some(bytes);
-        self.restart(Duration::ZERO).await;
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A PostgreSQL cluster of the test's own (initdb on a temporary directory, run as the
-/// `postgres` user, on a free port), so a test can take the database down and bring it back.
-pub struct PrivatePostgres {
-    pub port: u16,
-    dir: std::path::PathBuf,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn as_postgres(args: &[&str]) -> std::process::Output {
-    std::process::Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .args(args)
-        .output()
-        .expect("runuser")
-}
-
-impl PrivatePostgres {
-    pub fn start() -> PrivatePostgres {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("sop-pg-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let chown = std::process::Command::new("chown")
-            .arg("postgres")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(chown.success(), "chown the cluster directory to postgres");
-        let data = format!("{}/data", dir.display());
-        let out = as_postgres(&[
-            &format!("{PG_BIN}/initdb"),
-            "-D",
-            &data,
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-        ]);
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pg = PrivatePostgres { port, dir };
-        pg.up();
-        pg
-    }
-
-    pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    pub fn up(&self) {
-        let data = format!("{}/data", self.dir.display());
-        let log = format!("{}/log", self.dir.display());
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.display()
-        );
-        let out = as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            &data,
-            "-l",
-            &log,
-            "-w",
-            "-o",
-            &options,
-            "start",
-        ]);
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn crash(&self) -> std::process::Output {
-        let data = format!("{}/data", self.dir.display());
-        as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            &data,
-            "-m",
-            "immediate",
-            "stop",
-        ])
-    }
-
-    /// A crash, not a clean stop: connections drop at once.
-    pub fn down(&self) {
-        let out = self.crash();
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self.crash();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
