@@ -16,3 +16,4 @@ mod queries;
 mod rejections;
 mod schema;
 mod security;
+mod up;
