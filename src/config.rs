@@ -158,7 +158,31 @@ pub struct Settings {
         global = true
     )]
     pub shutdown_timeout_secs: u64,
+
+    /// The settings no file, environment variable or flag gave a value: `sop up` picks local
+    /// ones for these (its own data folder, a bus it can start), never for chosen ones.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub defaulted: Vec<&'static str>,
 }
+
+/// Every setting's name, as clap, the file and [`Settings::is_default`] spell it.
+const NAMES: [&str; 14] = [
+    "nats_url",
+    "nats_creds",
+    "nats_user",
+    "nats_password",
+    "database_url",
+    "subject_prefix",
+    "concurrency",
+    "batch_max",
+    "db_max_connections",
+    "stream_replicas",
+    "stream_compression",
+    "ack_wait_secs",
+    "http_addr",
+    "shutdown_timeout_secs",
+];
 
 /// The file form: every setting optional.
 #[derive(Debug, Default, Deserialize)]
@@ -211,17 +235,19 @@ impl Settings {
     /// Lays the config file (if any) under environment and flags: a value from the file is
     /// used only where `matches` says the setting still has its built-in default.
     pub fn with_file(mut self, matches: &clap::ArgMatches) -> Result<Settings, ConfigError> {
+        let defaulted =
+            |id: &str| matches!(source(matches, id), None | Some(ValueSource::DefaultValue));
+        self.defaulted = NAMES.into_iter().filter(|id| defaulted(id)).collect();
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
         let file = read_file(&path)?;
-        let defaulted =
-            |id: &str| matches!(source(matches, id), None | Some(ValueSource::DefaultValue));
         macro_rules! take {
             ($($field:ident),*) => {$(
                 if let Some(v) = file.$field {
                     if defaulted(stringify!($field)) {
                         self.$field = v.into();
+                        self.defaulted.retain(|d| *d != stringify!($field));
                     }
                 }
             )*};
@@ -333,6 +359,11 @@ impl Settings {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
 
+    /// Whether `setting` kept its built-in default (see [`Settings::defaulted`]).
+    pub fn is_default(&self, setting: &str) -> bool {
+        self.defaulted.contains(&setting)
+    }
+
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
     }
@@ -372,6 +403,7 @@ impl Settings {
             ack_wait_secs: 30,
             http_addr: "127.0.0.1:9464".into(),
             shutdown_timeout_secs: 30,
+            defaulted: NAMES.to_vec(),
         }
     }
 }
@@ -425,6 +457,8 @@ mod tests {
         let s = parse(&["sop", "--config", f, "worker", "--subject-prefix", "flag"]);
         assert_eq!((s.concurrency, s.stream_replicas), (4, 3));
         assert_eq!(s.subject_prefix, "flag");
+        assert!(!s.is_default("concurrency") && !s.is_default("subject_prefix"));
+        assert!(s.is_default("nats_url") && s.is_default("database_url"));
         std::fs::write(&file, "concurency: 4\n").unwrap();
         let matches = Probe::command().get_matches_from(["sop", "--config", f, "worker"]);
         let probe = Probe::from_arg_matches(&matches).unwrap();

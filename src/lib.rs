@@ -6,6 +6,7 @@
 //!
 //! - [`cli`]: the `sop` command line (worker, operators' and agents' commands, queries);
 //! - [`ops`]: metrics, health and readiness over HTTP (observes, never processes);
+//! - [`devbus`]: `sop up`'s JetStream server: probes an address, starts and stops `nats-server -js`;
 //! - [`app`]: composition root (connect, migrate, ensure streams, spawn consumer + relay);
 //! - [`bus`]: the NATS edge — streams, the command consumer, decoding, the outbox relay, the client;
 //! - [`application`]: one use case per command and the transaction pipeline around them;
@@ -30,6 +31,7 @@ pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod devbus;
 pub mod domain;
 pub mod ops;
 pub mod store;

@@ -5,6 +5,7 @@
 //! answer in time; 4 not found.
 
 mod render;
+mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,6 +71,9 @@ pub struct Cli {
 enum Cmd {
     /// Run the worker: consume commands, apply them, publish events, answer queries.
     Worker,
+    /// Try the service on this machine: data in ./.sop, a JetStream server found or started
+    /// (nats-server from PATH), the next commands printed; then serve as `worker` does.
+    Up(up::UpArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Register teams and their systems (operators; writes the database directly).
@@ -328,7 +332,7 @@ impl Cli {
     /// The worker logs its work; one-shot commands log only warnings unless RUST_LOG says more.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Cmd::Worker => "info,sqlx=warn",
+            Cmd::Worker | Cmd::Up(_) => "info,sqlx=warn",
             _ => "warn",
         }
     }
@@ -779,6 +783,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             tracing::info!("shutting down");
             running.stop().await;
         }
+        Cmd::Up(args) => return up::run(&ctx.settings, args).await,
         Cmd::Migrate => {
             let db = app::connect_db(&ctx.settings).await?;
             store::migrate(&db).await.context("running migrations")?;

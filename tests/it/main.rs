@@ -17,3 +17,4 @@ mod rejections;
 mod schema;
 mod security;
 mod servers;
+mod up;

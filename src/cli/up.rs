@@ -1,0 +1,375 @@
+//! `sop up`: the whole service on one machine for a person trying it, in one command.
+//!
+//! It chooses what nobody chose (settings still at their built-in defaults): the database
+//! becomes an SQLite file in a local data folder, and the bus is the JetStream server already
+//! answering on the default URL or else a `nats-server -js` it starts itself ([`crate::devbus`]).
+//! What was configured it uses as given: an explicit NATS URL that does not answer is an error,
+//! never a reason to start another server. Then it serves through [`app::start`], exactly as
+//! `sop worker` does, after printing what a second terminal needs (exports and next commands).
+//! Production runs `sop worker`; nothing here changes it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::Value;
+
+use super::{EXIT_REJECTED, EXIT_UNREACHABLE, Exit, render};
+use crate::app;
+use crate::config::Settings;
+use crate::devbus::{self, DevServer, Probe};
+use crate::store::{self, teams::TeamSpec};
+
+/// The demo team, built in so `sop up --demo` works from any folder.
+const DEMO_TEAM: &str = include_str!("../../deploy/team.example.json");
+
+/// The metrics port `sop worker` uses by default; `sop up` takes another if it is taken.
+const DEFAULT_HTTP_PORT: u16 = 9464;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Register the demo team (deploy/team.example.json; idempotent) and print its systems' ids.
+    #[arg(long)]
+    demo: bool,
+    /// Folder for the SQLite database and the NATS store of the server `sop up` starts.
+    #[arg(long, default_value = ".sop")]
+    data_dir: PathBuf,
+    /// Start a nats-server of its own even when one with JetStream answers on the default URL
+    /// (keeps this service's streams off a server shared with other work).
+    #[arg(long)]
+    own_nats: bool,
+}
+
+pub async fn run(settings: &Settings, args: UpArgs) -> Result<ExitCode, Exit> {
+    // Listening from the start: a signal during start-up then ends `sop up` through the same
+    // orderly path (stop the worker, then the server) instead of killing it outright.
+    let mut signals =
+        Signals::listen().map_err(|e| Exit(1, format!("listening for signals: {e}")))?;
+    let mut settings = settings.clone();
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+        Exit(
+            1,
+            format!("creating the data folder {}: {e}", args.data_dir.display()),
+        )
+    })?;
+    let data_dir = args
+        .data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
+    if settings.is_default("database_url") {
+        settings.database_url = format!("sqlite://{}?mode=rwc", data_dir.join("sop.db").display());
+    }
+    if settings.is_default("http_addr") {
+        // A second `sop up` or a `sop worker` may hold the usual port; metrics are a side show.
+        let port = devbus::free_port(DEFAULT_HTTP_PORT).context("finding a free port")?;
+        settings.http_addr = format!("127.0.0.1:{port}");
+    }
+    // `None`: a server someone else runs (configured, or found on the default URL).
+    let mut started = choose_bus(&mut settings, &args, &data_dir).await?;
+    let served = serve(&settings, &args, &data_dir, started.as_mut(), &mut signals).await;
+    if let Some(server) = started {
+        server.stop().await;
+        println!("stopped the nats-server sop up started");
+    }
+    served
+}
+
+/// Uses the configured or already running JetStream server, or starts one (returned: it is
+/// `sop up`'s to stop).
+async fn choose_bus(
+    settings: &mut Settings,
+    args: &UpArgs,
+    data_dir: &Path,
+) -> Result<Option<DevServer>, Exit> {
+    if !settings.is_default("nats_url") {
+        if args.own_nats {
+            return Err(Exit(
+                1,
+                "--own-nats starts a server of its own; it cannot be combined with a configured NATS URL".into(),
+            ));
+        }
+        // Configured means meant: report it unreachable rather than quietly serving elsewhere.
+        app::connect_nats(settings).await.map_err(|e| {
+            Exit(
+                EXIT_UNREACHABLE,
+                format!(
+                    "{e:#}\n(sop up starts a nats-server of its own only when no NATS URL is configured)"
+                ),
+            )
+        })?;
+        println!("NATS: using the configured server at {}", settings.nats_url);
+        return Ok(None);
+    }
+    let probed = match (args.own_nats, devbus::address(&settings.nats_url)) {
+        (false, Some(address)) => devbus::probe(&address).await,
+        _ => Probe::Closed,
+    };
+    let preferred = match &probed {
+        Probe::JetStream { version } => {
+            println!(
+                "NATS: using the JetStream server (nats-server {version}) already answering at {}",
+                settings.nats_url
+            );
+            return Ok(None);
+        }
+        Probe::WithoutJetStream { version } => {
+            println!(
+                "NATS: nats-server {version} at {} runs without JetStream, so it is not used; starting one with JetStream",
+                settings.nats_url
+            );
+            0
+        }
+        Probe::NotNats => {
+            println!(
+                "NATS: what answers at {} is not a NATS server; starting one",
+                settings.nats_url
+            );
+            0
+        }
+        Probe::Closed if args.own_nats => 0,
+        Probe::Closed => devbus::DEFAULT_PORT,
+    };
+    let binary = devbus::find_binary(std::env::var_os("PATH").as_deref()).ok_or_else(|| {
+        Exit(
+            1,
+            format!("no nats-server on PATH.\n{}", devbus::INSTALL_HINT),
+        )
+    })?;
+    let port = devbus::free_port(preferred).context("finding a free port")?;
+    let server = DevServer::start(
+        &binary,
+        port,
+        &data_dir.join("nats"),
+        &data_dir.join("nats-server.log"),
+    )
+    .await?;
+    println!(
+        "NATS: started {} (pid {}) with JetStream at {}, store {}, log {}",
+        binary.display(),
+        server.pid().unwrap_or_default(),
+        server.url(),
+        data_dir.join("nats").display(),
+        server.log().display()
+    );
+    settings.nats_url = server.url().to_owned();
+    Ok(Some(server))
+}
+
+/// Starts the worker, registers the demo team, prints the next steps, and serves until a
+/// signal (or until the server `sop up` started goes away).
+async fn serve(
+    settings: &Settings,
+    args: &UpArgs,
+    data_dir: &Path,
+    started: Option<&mut DevServer>,
+    signals: &mut Signals,
+) -> Result<ExitCode, Exit> {
+    let running = app::start(settings).await?;
+    let team = if args.demo {
+        match demo_team(&running.db).await {
+            Ok(team) => Some(team),
+            Err(e) => {
+                running.stop().await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    print!(
+        "{}",
+        next_steps(settings, data_dir, team.as_ref(), &running)
+    );
+    let exit = match started {
+        None => {
+            signals.recv().await;
+            ExitCode::SUCCESS
+        }
+        Some(server) => tokio::select! {
+            () = signals.recv() => ExitCode::SUCCESS,
+            status = server.exited() => {
+                tracing::error!(?status, log = %server.log().display(), "the nats-server sop up started has exited");
+                ExitCode::FAILURE
+            }
+        },
+    };
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(exit)
+}
+
+async fn demo_team(db: &sea_orm::DatabaseConnection) -> Result<Value, Exit> {
+    let spec: TeamSpec = serde_json::from_str(DEMO_TEAM).context("reading the demo team")?;
+    let txn = store::begin(db).await.context("opening a transaction")?;
+    let record = store::teams::apply(&txn, &spec)
+        .await
+        .map_err(|e| Exit(EXIT_REJECTED, e.to_string()))?;
+    txn.commit().await.context("committing the demo team")?;
+    Ok(serde_json::to_value(&record).context("showing the demo team")?)
+}
+
+/// What the second terminal needs: the exports, the demo team's ids, the next commands.
+fn next_steps(
+    settings: &Settings,
+    data_dir: &Path,
+    team: Option<&Value>,
+    running: &app::Running,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "data: {}", data_dir.display());
+    if let Some(http) = running.http {
+        let _ = writeln!(
+            out,
+            "metrics and health: http://{http}/metrics, /healthz, /readyz"
+        );
+    }
+    let _ = writeln!(out, "\nIn another terminal, in this folder:\n");
+    let _ = writeln!(out, "  export PATH=$PWD/target/release:$PATH");
+    let _ = writeln!(
+        out,
+        "  export SOP_NATS_URL={}",
+        shell_word(&settings.nats_url)
+    );
+    let _ = writeln!(
+        out,
+        "  export SOP_SUBJECT_PREFIX={}",
+        shell_word(&settings.subject_prefix)
+    );
+    let _ = writeln!(
+        out,
+        "  export SOP_DATABASE_URL={}",
+        shell_word(&settings.database_url)
+    );
+    match team {
+        Some(team) => {
+            let systems = &team["systems"];
+            let id_of = |name: &str| {
+                systems
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s["name"] == name)
+                    .map(|s| render::cell(&s["id"]))
+                    .unwrap_or_default()
+            };
+            let _ = writeln!(
+                out,
+                "  export S1={} S1B={} S3={} S4={} S5={}",
+                id_of("System1/alpha"),
+                id_of("System1/beta"),
+                id_of("System3/root"),
+                id_of("System4/root"),
+                id_of("System5/root")
+            );
+            let _ = writeln!(
+                out,
+                "\nteam {} ({})\n{}\n",
+                render::cell(&team["name"]),
+                render::cell(&team["id"]),
+                indent(&render::table(
+                    &["id", "name", "type", "skills"],
+                    &render::rows(systems, &["id", "name", "type", "skills"]),
+                ))
+            );
+            let _ = writeln!(
+                out,
+                "Then (README: \"A first procedure, end to end\"):\n\n\
+                 \x20 sop procedure draft --actor $S4 --file examples/first-run-discovery.json   # → procedure_id=P\n\
+                 \x20 sop procedure approve P --actor $S5\n\
+                 \x20 sop procedure execute P --actor $S3          # → run_id=R, task_ids=T1,…,T6\n\
+                 \x20 sop run show R --actor $S3                   # each task's assignee: $S1 or $S1B\n\
+                 \x20 sop task start T1 --actor $S1"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\nThen register a team (or run `sop up --demo`):\n\n\
+                 \x20 sop team apply --file deploy/team.example.json"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nServing. Stop with Ctrl-C; the data stays in {} (delete it to start afresh).",
+        data_dir.display()
+    );
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `word` as one shell word: as is when that is safe, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@,=+%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// SIGINT and SIGTERM, registered when made so none is missed during start-up.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_are_single_shell_words() {
+        assert_eq!(shell_word("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(
+            shell_word("sqlite:///tmp/a b/sop.db?mode=rwc"),
+            "'sqlite:///tmp/a b/sop.db?mode=rwc'"
+        );
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn the_demo_team_is_a_team_file() {
+        let spec: TeamSpec = serde_json::from_str(DEMO_TEAM).unwrap();
+        assert_eq!(spec.name, "discovery");
+    }
+}
