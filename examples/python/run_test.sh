@@ -91,6 +91,16 @@ export SOP_NATS_URL="$nats_url"
 # Its own metrics port too (any free one), so it runs beside a worker already serving 9464.
 export SOP_HTTP_ADDR="127.0.0.1:0"
 
+# Start the worker and wait until it serves: the team is registered through it.
+"$sop" worker >"$tmp/worker.log" 2>&1 &
+worker_pid=$!
+for _ in $(seq 1 300); do
+    grep -q "worker started" "$tmp/worker.log" && break
+    kill -0 "$worker_pid" 2>/dev/null || fail "the worker exited during start-up"
+    sleep 0.1
+done
+grep -q "worker started" "$tmp/worker.log" || fail "the worker did not start within 30 s"
+
 # Register the team (same shape as deploy/team.example.json); the ids come back as JSON.
 cat >"$tmp/team.json" <<EOF
 {
@@ -127,15 +137,6 @@ export SOP_S1_IDS SOP_S3_ID SOP_S4_ID SOP_S5_ID
 [[ -n "$SOP_S1_IDS" && -n "$SOP_S3_ID" && -n "$SOP_S4_ID" && -n "$SOP_S5_ID" ]] ||
     fail "could not read the system ids from: $(cat "$tmp/team.out")"
 
-# Start the worker and wait until it has created its streams.
-"$sop" worker >"$tmp/worker.log" 2>&1 &
-worker_pid=$!
-for _ in $(seq 1 300); do
-    grep -q "worker started" "$tmp/worker.log" && break
-    kill -0 "$worker_pid" 2>/dev/null || fail "the worker exited during start-up"
-    sleep 0.1
-done
-grep -q "worker started" "$tmp/worker.log" || fail "the worker did not start within 30 s"
 
 echo "worker up (prefix $prefix); running agent.py"
 started=$SECONDS

@@ -21,6 +21,7 @@
 //! error is returned as such, nothing is recorded, and the caller retries the message later.
 //! No NATS and no JSON here.
 
+pub mod admin;
 mod command;
 mod group_reads;
 mod procedures;

@@ -203,6 +203,71 @@ pub struct Audit {
     pub next_cursor: Option<String>,
 }
 
+/// A question about who is who, asked by anyone with access to `sop.query.>`: an agent needs
+/// its id before it can ask anything else.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A system by name, or by type when its team has one of that type.
+    System { team: String, name: String },
+    /// A team by name.
+    Team { team: String },
+    /// The team of a system, by the system's id.
+    TeamOf { system_id: Uuid },
+}
+
+/// A system as `system.get` answers it: names and ids, never its key.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct SystemIdentity {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: SystemKind,
+    pub team_id: Uuid,
+    pub team: String,
+    pub skills: Vec<String>,
+    /// Whether it has a registered key, so that its commands and queries must be signed.
+    pub has_key: bool,
+}
+
+/// One system of a team (`team.get`, `team.apply`).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Member {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: SystemKind,
+    pub skills: Vec<String>,
+    pub has_key: bool,
+}
+
+/// A team and its systems, by name.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct TeamIdentity {
+    pub id: Uuid,
+    pub name: String,
+    pub systems: Vec<Member>,
+}
+
+impl From<store::teams::TeamRecord> for TeamIdentity {
+    fn from(t: store::teams::TeamRecord) -> TeamIdentity {
+        TeamIdentity {
+            id: t.id,
+            name: t.name,
+            systems: t
+                .systems
+                .into_iter()
+                .map(|s| Member {
+                    id: s.id,
+                    name: s.name,
+                    kind: s.kind,
+                    skills: s.skills,
+                    has_key: s.public_key.is_some(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Answer {
@@ -215,6 +280,8 @@ pub enum Answer {
     Trace(Box<Trace>),
     Audit(Audit),
     Outcome(Box<Outcome>),
+    System(SystemIdentity),
+    Team(TeamIdentity),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -558,6 +625,66 @@ pub async fn answer(
     })
 }
 
+/// Answers an identity question: no asker, no signature (see [`Identity`]).
+pub async fn identify(db: &DatabaseConnection, question: Identity) -> Result<Answer, QueryError> {
+    let no_team = |team: &str| Rejection::new(ErrorCode::NotFound, format!("no team {team}"));
+    Ok(match question {
+        Identity::System { team, name } => {
+            let found = store::teams::find_by_name(db, team.trim())
+                .await?
+                .ok_or_else(|| no_team(&team))?;
+            let wanted = name.trim();
+            let by_name = found.systems.iter().find(|s| s.name == wanted);
+            // A type names a system only when the team has exactly one of that type.
+            let by_kind = || {
+                let lower = wanted.to_lowercase();
+                if !lower.starts_with("system") {
+                    return None;
+                }
+                let kind = SystemKind::parse("name", &lower).ok()?;
+                let mut of_kind = found.systems.iter().filter(|s| s.kind == kind);
+                match (of_kind.next(), of_kind.next()) {
+                    (Some(only), None) => Some(only),
+                    _ => None,
+                }
+            };
+            let Some(s) = by_name.or_else(by_kind) else {
+                let names: Vec<&str> = found.systems.iter().map(|s| s.name.as_str()).collect();
+                return Err(Rejection::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "team {} has no system `{wanted}`; its systems: {}",
+                        found.name,
+                        names.join(", ")
+                    ),
+                )
+                .into());
+            };
+            Answer::System(SystemIdentity {
+                id: s.id,
+                name: s.name.clone(),
+                kind: s.kind,
+                team_id: found.id,
+                team: found.name.clone(),
+                skills: s.skills.clone(),
+                has_key: s.public_key.is_some(),
+            })
+        }
+        Identity::Team { team } => Answer::Team(
+            store::teams::find_by_name(db, team.trim())
+                .await?
+                .ok_or_else(|| no_team(&team))?
+                .into(),
+        ),
+        Identity::TeamOf { system_id } => Answer::Team(
+            store::teams::team_of_system(db, system_id)
+                .await?
+                .ok_or_else(|| Rejection::not_found("system", system_id))?
+                .into(),
+        ),
+    })
+}
+
 /// A run and its post-run review, if the asking system's team owns the run.
 async fn run_and_review(
     db: &DatabaseConnection,
@@ -629,7 +756,7 @@ async fn list_procedures(
 /// One page of a list answer: of `found` (the candidates in key order, up to one more than
 /// `limit`), the first that fit in `max_bytes` beside the rest of the answer (`base`: its size
 /// with no items and a cursor), and the key of the last one kept when more remain.
-fn fit<K: Copy, T: Serialize>(
+pub(crate) fn fit<K: Copy, T: Serialize>(
     base: usize,
     mut found: Vec<(K, T)>,
     limit: u64,

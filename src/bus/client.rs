@@ -13,6 +13,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::ids::CommandId;
+use crate::wire::admin::AdminName;
 use crate::wire::command::{
     CommandName, Envelope, MAX_COMMAND_BYTES, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
 };
@@ -290,13 +291,44 @@ impl Client {
             );
             headers.insert(signature::SIGNED_AT_HEADER, at.as_str());
         }
+        self.request(
+            self.subjects.query(name.as_str()),
+            name.as_str(),
+            headers,
+            bytes,
+        )
+        .await
+    }
+
+    /// Sends an operator request (`sop.admin.<name>`: team registration, dead letters, the
+    /// parked outbox). Unsigned: NATS permissions decide who may send it.
+    pub async fn admin<Q: Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        name: AdminName,
+        request: &Q,
+    ) -> Result<A, ClientError> {
+        let bytes = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.request(
+            self.subjects.admin(name.as_str()),
+            name.as_str(),
+            HeaderMap::new(),
+            bytes,
+        )
+        .await
+    }
+
+    /// One service-API request and its answer or refusal.
+    async fn request<A: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        name: &str,
+        headers: HeaderMap,
+        bytes: Vec<u8>,
+    ) -> Result<A, ClientError> {
         let reply = tokio::time::timeout(
             self.timeout,
-            self.nats.request_with_headers(
-                self.subjects.query(name.as_str()),
-                headers,
-                bytes.into(),
-            ),
+            self.nats
+                .request_with_headers(subject, headers, bytes.into()),
         )
         .await
         .map_err(|_| ClientError::Nats(format!("no answer to {name} within the timeout")))?

@@ -6,13 +6,16 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
+use crate::application::admin::{DeadLetters, ParkedMessages};
 use crate::application::queries::{
-    Audit, History, Preview, ProcedureDetail, ProcedureList, RunDetail, Trace, VersionDiff,
+    Audit, History, Preview, ProcedureDetail, ProcedureList, RunDetail, SystemIdentity,
+    TeamIdentity, Trace, VersionDiff,
 };
 use crate::domain::error::ErrorCode;
 use crate::domain::event::{
     EventKind, InitiativeView, ProcedureEvent, ReviewView, RunView, TaskView,
 };
+use crate::wire::admin::{self, AdminName};
 use crate::wire::command::{
     self as cmd, CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
 };
@@ -102,6 +105,28 @@ pub fn query_doc(name: QueryName) -> &'static str {
             "Every event of a series or a run, with actor and time, from the database; paged by seq."
         }
         N::Outcome => "The outcome of a command, by command id.",
+        N::GetSystem => {
+            "Who a system is: by team and name (or type, when the team has one of that type) → id, type, team, skills, whether it has a key."
+        }
+        N::GetTeam => {
+            "A team's systems (ids, names, types, skills), by team name or by one of its systems' ids."
+        }
+    }
+}
+
+pub fn admin_doc(name: AdminName) -> &'static str {
+    use AdminName as N;
+    match name {
+        N::ApplyTeam => {
+            "Create or update a team and its systems (idempotent, matched by name); answers the team with every system's id."
+        }
+        N::DeadLetters => "Messages given up on, newest first.",
+        N::ParkedOutbox => {
+            "Outbox messages the relay parked because the server refused them for good, oldest first."
+        }
+        N::RepublishOutbox => {
+            "Put parked messages back for the relay to publish (all or nothing); answers what was moved."
+        }
     }
 }
 
@@ -239,13 +264,57 @@ impl Builder {
             format!("{id}.reply"),
             json!({ "address": null, "description": "The requester's inbox.", "messages": { "answer": answer, "failure": failure } }),
         );
+        let description = if name.is_identity() {
+            "Core NATS request/reply (NATS service API, service `sop`); never stored in a stream. An identity query: no `actor` and no signature, so an agent may ask before it knows its id; anyone allowed to publish on sop.query.> may ask. Answers names, types, skills and ids, never keys."
+        } else {
+            "Core NATS request/reply (NATS service API, service `sop`); never stored in a stream. Any system of the team may ask. A list answers one page (`limit`, `cursor`) and the `next_cursor` of the next; an answer larger than the server's max_payload is refused with `too_large`."
+        };
         self.operations.insert(
             format!("query.{}", name.as_str()),
             json!({
                 "action": "send",
                 "channel": reference(&format!("#/channels/{id}")),
                 "summary": what,
-                "description": "Core NATS request/reply (NATS service API, service `sop`); never stored in a stream. Any system of the team may ask. A list answers one page (`limit`, `cursor`) and the `next_cursor` of the next; an answer larger than the server's max_payload is refused with `too_large`.",
+                "description": description,
+                "reply": { "channel": reference(&format!("#/channels/{id}.reply")) },
+            }),
+        );
+    }
+
+    fn admin<R: JsonSchema, A: JsonSchema>(&mut self, name: AdminName) {
+        let what = admin_doc(name);
+        let id = format!("sop.admin.{}", name.as_str());
+        let request = self.schema::<R>();
+        let answer = self.schema::<A>();
+        let request = self.message(
+            &format!("{id}.request"),
+            format!("{name} operator request"),
+            request,
+            None,
+        );
+        let answer = self.message(
+            &format!("{id}.answer"),
+            format!("{name} answer"),
+            answer,
+            None,
+        );
+        let failure = reference("#/components/messages/query.failure");
+        self.channels.insert(
+            id.clone(),
+            json!({ "address": id, "description": what, "messages": { "request": request } }),
+        );
+        self.channels.insert(
+            format!("{id}.reply"),
+            json!({ "address": null, "description": "The requester's inbox.", "messages": { "answer": answer, "failure": failure } }),
+        );
+        self.operations.insert(
+            format!("admin.{}", name.as_str()),
+            json!({
+                "action": "send",
+                "channel": reference(&format!("#/channels/{id}")),
+                "summary": what,
+                "description": "Core NATS request/reply (NATS service API, service `sop`), for operators: no actor and no signature (a team's first registration has no system to sign it), so only NATS permissions guard it — deploy/nats/roles.conf lets only the `operator` user publish on sop.admin.>.",
+                "x-sent-by": "operator",
                 "reply": { "channel": reference(&format!("#/channels/{id}.reply")) },
             }),
         );
@@ -323,6 +392,13 @@ pub fn asyncapi() -> Value {
     b.query::<q::InitiativeQuery, Trace>(Q::Trace);
     b.query::<q::AuditQuery, Audit>(Q::Audit);
     b.query::<q::OutcomeQuery, Outcome>(Q::Outcome);
+    b.query::<q::SystemQuery, SystemIdentity>(Q::GetSystem);
+    b.query::<q::TeamQuery, TeamIdentity>(Q::GetTeam);
+    use AdminName as A;
+    b.admin::<admin::TeamSpec, TeamIdentity>(A::ApplyTeam);
+    b.admin::<admin::DeadLetterRequest, DeadLetters>(A::DeadLetters);
+    b.admin::<admin::ParkedRequest, ParkedMessages>(A::ParkedOutbox);
+    b.admin::<admin::RepublishRequest, ParkedMessages>(A::RepublishOutbox);
 
     let mut schemas = b.schemas.take_definitions(true);
     schemas.insert(
@@ -376,7 +452,7 @@ pub fn asyncapi() -> Value {
                 "Governed, versioned Standard Operating Procedures for VSM agents. Commands (two-token subjects) \
                  go to JetStream stream SOP_COMMANDS with Nats-Msg-Id = command_id; each ends in exactly one \
                  outcome on command.outcome.<command_id>. Events (`<type>.<team>`) are published to SOP_EVENTS in \
-                 commit order with Nats-Msg-Id = event_id. Queries are core request/reply on sop.query.<name>. \
+                 commit order with Nats-Msg-Id = event_id. Queries are core request/reply on sop.query.<name>; operator requests on sop.admin.<name>. \
                  Envelopes carry schema_version {SCHEMA_VERSION}. An optional deployment prefix precedes every \
                  subject (`acme.procedure.draft`) and stream (`ACME_SOP_COMMANDS`)."
             ),
@@ -508,6 +584,12 @@ mod tests {
         for name in QueryName::ALL {
             assert!(
                 doc["channels"][format!("sop.query.{}", name.as_str())].is_object(),
+                "{name}"
+            );
+        }
+        for name in AdminName::ALL {
+            assert!(
+                doc["channels"][format!("sop.admin.{}", name.as_str())].is_object(),
                 "{name}"
             );
         }

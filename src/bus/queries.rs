@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::application::queries::{
-    self, AUDIT_PAGE, HISTORY_PAGE, PROCEDURES_PAGE, Page, Query, QueryError, RUN_TASKS_PAGE,
-    SignedQuery,
+    self, AUDIT_PAGE, HISTORY_PAGE, Identity, PROCEDURES_PAGE, Page, Query, QueryError,
+    RUN_TASKS_PAGE, SignedQuery,
 };
 use crate::application::{Rejection, Signed};
 use crate::domain::error::ErrorCode;
@@ -43,7 +43,7 @@ fn status(code: ErrorCode) -> usize {
     }
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
+pub(super) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
     serde_json::from_slice(bytes)
         .map_err(|e| Rejection::new(ErrorCode::InvalidPayload, format!("request: {e}")))
 }
@@ -68,10 +68,36 @@ fn after<K>(
         })
 }
 
-/// Bytes of a request → the asking system and its query.
-pub fn decode(name: QueryName, bytes: &[u8]) -> Result<(uuid::Uuid, Query), Rejection> {
+/// A decoded request: a question a team member asks, or one about identity, which has no asker.
+#[derive(Debug, Clone)]
+pub enum Asked {
+    ByMember(uuid::Uuid, Query),
+    Identity(Identity),
+}
+
+/// Bytes of a request → who asks what.
+pub fn decode(name: QueryName, bytes: &[u8]) -> Result<Asked, Rejection> {
     use QueryName as N;
-    Ok(match name {
+    let (actor, query) = match name {
+        N::GetSystem => {
+            let q: SystemQuery = parse(bytes)?;
+            return Ok(Asked::Identity(Identity::System {
+                team: q.team,
+                name: q.name,
+            }));
+        }
+        N::GetTeam => {
+            let q: TeamQuery = parse(bytes)?;
+            return match (q.team, q.system_id) {
+                (Some(team), None) => Ok(Asked::Identity(Identity::Team { team })),
+                (None, Some(system_id)) => Ok(Asked::Identity(Identity::TeamOf { system_id })),
+                _ => Err(Rejection {
+                    code: ErrorCode::ValidationFailed,
+                    message: "give either team or system_id".into(),
+                    field: Some("team".into()),
+                }),
+            };
+        }
         N::GetProcedure => {
             let q: ProcedureQuery = parse(bytes)?;
             (
@@ -196,7 +222,8 @@ pub fn decode(name: QueryName, bytes: &[u8]) -> Result<(uuid::Uuid, Query), Reje
                 },
             )
         }
-    })
+    };
+    Ok(Asked::ByMember(actor, query))
 }
 
 /// The signature a request carries, with the bytes it is over.
@@ -222,7 +249,7 @@ fn signature(name: QueryName, headers: Option<&HeaderMap>, bytes: &[u8]) -> Opti
 const HEADER_ROOM: usize = 1024;
 
 /// The bytes an answer's body may take on a server that accepts messages of `max_payload`.
-fn answer_room(max_payload: usize) -> usize {
+pub(super) fn answer_room(max_payload: usize) -> usize {
     max_payload.saturating_sub(HEADER_ROOM)
 }
 
@@ -233,18 +260,31 @@ async fn respond(
     bytes: &[u8],
     max_answer_bytes: usize,
 ) -> Result<Vec<u8>, Rejection> {
-    let (actor, query) = decode(name, bytes)?;
-    let signed = signature(name, headers, bytes);
-    match queries::answer(
-        db,
-        actor,
-        query,
-        signed.as_ref(),
-        Utc::now(),
-        max_answer_bytes,
-    )
-    .await
-    {
+    let answered = match decode(name, bytes)? {
+        Asked::Identity(question) => queries::identify(db, question).await,
+        Asked::ByMember(actor, query) => {
+            let signed = signature(name, headers, bytes);
+            queries::answer(
+                db,
+                actor,
+                query,
+                signed.as_ref(),
+                Utc::now(),
+                max_answer_bytes,
+            )
+            .await
+        }
+    };
+    body(name.as_str(), answered, max_answer_bytes)
+}
+
+/// The bytes of an answer, or the refusal to send: too large, or failed.
+pub(super) fn body<A: serde::Serialize>(
+    name: &str,
+    answered: Result<A, QueryError>,
+    max_answer_bytes: usize,
+) -> Result<Vec<u8>, Rejection> {
+    match answered {
         Ok(answer) => {
             let body = serde_json::to_vec(&answer)
                 .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?;
@@ -263,7 +303,7 @@ async fn respond(
         }
         Err(QueryError::Rejected(r)) => Err(r),
         Err(QueryError::Store(e)) => {
-            warn!(query = %name, error = %e, "query failed");
+            warn!(request = %name, error = %e, "request failed");
             Err(Rejection::new(
                 ErrorCode::Internal,
                 "the database could not answer; try again",
@@ -272,7 +312,41 @@ async fn respond(
     }
 }
 
+/// Sends an answer, or a refusal with the service-API error headers and a [`QueryFailure`].
+pub(super) async fn reply(
+    request: &async_nats::service::Request,
+    name: &str,
+    result: Result<Vec<u8>, Rejection>,
+) {
+    let sent = match result {
+        Ok(body) => request.respond(Ok(body.into())).await,
+        Err(r) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
+            headers.insert(
+                SERVICE_ERROR_CODE_HEADER,
+                status(r.code).to_string().as_str(),
+            );
+            let body = QueryFailure {
+                error: ErrorBody {
+                    code: r.code.as_str().to_owned(),
+                    message: r.message,
+                    field: r.field,
+                },
+            };
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            request
+                .respond_with_headers(Ok(bytes.into()), headers)
+                .await
+        }
+    };
+    if let Err(e) = sent {
+        warn!(request = %name, error = %e, "could not answer a request");
+    }
+}
+
 /// Starts the service and one task per endpoint; returns the service to stop it later.
+/// Also starts the operator endpoints ([`super::admin`]) in the same service.
 pub async fn start(
     nats: &async_nats::Client,
     db: DatabaseConnection,
@@ -281,7 +355,7 @@ pub async fn start(
     let service = nats
         .service_builder()
         .description(
-            "vsm-sop: queries over Standard Operating Procedures, runs and their audit trail",
+            "vsm-sop: queries over Standard Operating Procedures, runs and their audit trail; operator requests",
         )
         .start("sop", env!("CARGO_PKG_VERSION"))
         .await?;
@@ -309,41 +383,12 @@ pub async fn start(
             let room = answer_room(nats.max_payload());
             async move {
                 let message = &request.message;
-                let result = match respond(
-                    &db,
-                    name,
-                    message.headers.as_ref(),
-                    &message.payload,
-                    room,
-                )
-                .await
-                {
-                    Ok(body) => request.respond(Ok(body.into())).await,
-                    Err(r) => {
-                        let mut headers = HeaderMap::new();
-                        headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
-                        headers.insert(
-                            SERVICE_ERROR_CODE_HEADER,
-                            status(r.code).to_string().as_str(),
-                        );
-                        let body = QueryFailure {
-                            error: ErrorBody {
-                                code: r.code.as_str().to_owned(),
-                                message: r.message,
-                                field: r.field,
-                            },
-                        };
-                        let bytes = serde_json::to_vec(&body).unwrap_or_default();
-                        request
-                            .respond_with_headers(Ok(bytes.into()), headers)
-                            .await
-                    }
-                };
-                if let Err(e) = result {
-                    warn!(query = %name, error = %e, "could not answer a query");
-                }
+                let result =
+                    respond(&db, name, message.headers.as_ref(), &message.payload, room).await;
+                reply(&request, name.as_str(), result).await;
             }
         }));
     }
+    super::admin::start(&service, nats, db, subjects).await?;
     Ok(service)
 }

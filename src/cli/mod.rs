@@ -23,11 +23,14 @@ use crate::bus::client::{Client, ClientError, EventStart};
 use crate::bus::contract;
 use crate::config::Settings;
 use crate::domain::event::EventKind;
-use crate::store::{self, teams::TeamSpec};
+use crate::store;
+use crate::wire::admin::{AdminName, RepublishRequest, TeamSpec};
 use crate::wire::command::CommandName;
+use crate::wire::outcome::Outcome;
 use crate::wire::query::QueryName;
 use crate::wire::subjects::Subjects;
-use render::GraphFormat;
+use render::{GraphFormat, Names};
+use tokio::sync::OnceCell;
 
 const EXIT_REJECTED: u8 = 2;
 const EXIT_UNREACHABLE: u8 = 3;
@@ -42,9 +45,13 @@ const EXIT_NOT_FOUND: u8 = 4;
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
-    /// The acting system's id, for commands and queries.
+    /// The acting system, for commands and queries: its id, or its name within `--team`
+    /// (`System1/alpha`; `System3`, `System4`, `System5` when the team has one of that type).
     #[arg(long, env = "SOP_ACTOR", global = true, help_heading = "Acting system")]
-    actor: Option<Uuid>,
+    actor: Option<String>,
+    /// The acting system's team, when `--actor` is a name; also the team `events` follows.
+    #[arg(long, env = "SOP_TEAM", global = true, help_heading = "Acting system")]
+    team: Option<String>,
     /// The acting system's NATS user seed (`SU…`): commands are signed with it.
     #[arg(
         long,
@@ -76,7 +83,7 @@ enum Cmd {
     Up(up::UpArgs),
     /// Apply database migrations and exit.
     Migrate,
-    /// Register teams and their systems (operators; writes the database directly).
+    /// Register teams and show their systems (operators; `sop.admin.team.apply`, `sop.query.team.get`).
     Team {
         #[command(subcommand)]
         command: TeamCmd,
@@ -113,13 +120,13 @@ enum Cmd {
     },
     /// The outcome of a command, by its id.
     Outcome { command_id: Uuid },
-    /// Messages given up on, newest first (operators; reads the database).
+    /// Messages given up on, newest first (operators; `sop.admin.dead_letter.list`).
     DeadLetters {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
     /// Outbox messages the relay parked because the server refused them for good
-    /// (operators; reads and writes the database).
+    /// (operators; `sop.admin.outbox.parked`, `sop.admin.outbox.republish`).
     Outbox {
         #[command(subcommand)]
         command: OutboxCmd,
@@ -169,7 +176,7 @@ enum TeamCmd {
         #[arg(long, short)]
         file: PathBuf,
     },
-    /// Show a team and its systems' ids.
+    /// Show a team and its systems' ids (anyone may ask: no --actor).
     Show { name: String },
 }
 
@@ -212,7 +219,8 @@ enum ProcedureCmd {
     Reject(SendArgs),
     /// Retire the approved version (System5): `<procedure_id> --reason …`.
     Retire(SendArgs),
-    /// Execute the series' approved version (System3): `<series_id> [expected_version=N]`.
+    /// Execute the series' approved version (System3): `<series_id | any version's procedure_id>
+    /// [expected_version=N]`.
     Execute(SendArgs),
     /// A version with its task templates.
     Show { procedure_id: Uuid },
@@ -271,11 +279,9 @@ enum InitiativeCmd {
     Trace { initiative_id: Uuid },
 }
 
+/// Only the `--team`'s events when it is given (or SOP_TEAM is set).
 #[derive(Args)]
 struct EventFilter {
-    /// Only this team's events.
-    #[arg(long)]
-    team: Option<String>,
     /// Only this event type, e.g. `task.ready`.
     #[arg(long = "type")]
     kind: Option<String>,
@@ -387,34 +393,108 @@ impl From<ClientError> for Exit {
 
 struct Ctx {
     settings: Settings,
-    actor: Option<Uuid>,
+    /// As given: an id, or a name within `team`.
+    actor: Option<String>,
+    team: Option<String>,
     nkey_seed: Option<String>,
     json: bool,
     timeout: Duration,
+    /// One connection per invocation.
+    client: OnceCell<Client>,
+    /// The acting system's id, resolved once.
+    actor_id: OnceCell<Uuid>,
+    /// The acting team's systems' names, read once.
+    names: OnceCell<Names>,
 }
 
 impl Ctx {
-    async fn client(&self) -> Result<Client, Exit> {
-        let nats = app::connect_nats(&self.settings)
+    async fn client(&self) -> Result<&Client, Exit> {
+        self.client
+            .get_or_try_init(|| async {
+                let nats = app::connect_nats(&self.settings)
+                    .await
+                    .map_err(|e| Exit(EXIT_UNREACHABLE, format!("{e:#}")))?;
+                let client = Client::new(nats, Subjects::new(&self.settings.subject_prefix))
+                    .with_timeout(self.timeout);
+                match &self.nkey_seed {
+                    Some(seed) => client
+                        .with_signing_seed(seed)
+                        .map_err(|e| Exit(1, format!("SOP_NKEY_SEED: {e}"))),
+                    None => Ok(client),
+                }
+            })
             .await
-            .map_err(|e| Exit(EXIT_UNREACHABLE, format!("{e:#}")))?;
-        let client = Client::new(nats, Subjects::new(&self.settings.subject_prefix))
-            .with_timeout(self.timeout);
-        match &self.nkey_seed {
-            Some(seed) => client
-                .with_signing_seed(seed)
-                .map_err(|e| Exit(1, format!("SOP_NKEY_SEED: {e}"))),
-            None => Ok(client),
-        }
     }
 
-    fn actor(&self) -> Result<Uuid, Exit> {
-        self.actor.ok_or_else(|| {
-            Exit(
-                1,
-                "give the acting system with --actor <system id> (or SOP_ACTOR)".into(),
-            )
-        })
+    /// The acting system's id: `--actor` as an id, or its name resolved within `--team` by
+    /// `system.get` (once per invocation).
+    async fn actor(&self) -> Result<Uuid, Exit> {
+        self.actor_id
+            .get_or_try_init(|| async {
+                let given = self.actor.as_deref().map(str::trim).ok_or_else(|| {
+                    Exit(
+                        1,
+                        "give the acting system with --actor <system id>, or --team <team> \
+                         --actor <name> (or SOP_ACTOR, SOP_TEAM)"
+                            .into(),
+                    )
+                })?;
+                if let Ok(id) = Uuid::parse_str(given) {
+                    return Ok(id);
+                }
+                let team = self.team.as_deref().ok_or_else(|| {
+                    Exit(
+                        1,
+                        format!(
+                            "--actor `{given}` is a name: give its team with --team <team> \
+                             (or SOP_TEAM), or give the system's id"
+                        ),
+                    )
+                })?;
+                let found: Value = self
+                    .client()
+                    .await?
+                    .query(
+                        QueryName::GetSystem,
+                        &json!({ "team": team, "name": given }),
+                    )
+                    .await?;
+                found["id"]
+                    .as_str()
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                    .ok_or_else(|| Exit(1, format!("system.get answered no id: {found}")))
+            })
+            .await
+            .copied()
+    }
+
+    /// The names of the acting team's systems (`--team`, else the team of an `--actor` id),
+    /// read once; none for `--json` (scripts get ids) or when neither is known. Names are a
+    /// courtesy: a failure to read them leaves the ids.
+    async fn names(&self) -> &Names {
+        self.names
+            .get_or_init(|| async {
+                if self.json {
+                    return Names::default();
+                }
+                let request = match (&self.team, self.actor.as_deref().map(str::trim)) {
+                    (Some(team), _) => json!({ "team": team }),
+                    (None, Some(actor)) => match Uuid::parse_str(actor) {
+                        Ok(id) => json!({ "system_id": id }),
+                        Err(_) => return Names::default(),
+                    },
+                    (None, None) => return Names::default(),
+                };
+                match self.client().await {
+                    Ok(client) => client
+                        .query::<_, Value>(QueryName::GetTeam, &request)
+                        .await
+                        .map(|team| Names::of_team(&team))
+                        .unwrap_or_default(),
+                    Err(_) => Names::default(),
+                }
+            })
+            .await
     }
 
     fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) -> Result<(), Exit> {
@@ -430,7 +510,7 @@ impl Ctx {
     }
 
     async fn query(&self, name: QueryName, mut request: Value) -> Result<Value, Exit> {
-        request["actor"] = json!(self.actor()?);
+        request["actor"] = json!(self.actor().await?);
         Ok(self
             .client()
             .await?
@@ -446,7 +526,7 @@ impl Ctx {
         items: &str,
         at_most: Option<usize>,
     ) -> Result<Value, Exit> {
-        request["actor"] = json!(self.actor()?);
+        request["actor"] = json!(self.actor().await?);
         Ok(self
             .client()
             .await?
@@ -455,22 +535,34 @@ impl Ctx {
     }
 
     async fn send(&self, name: CommandName, args: SendArgs) -> Result<ExitCode, Exit> {
-        let payload = payload(name, &args)?;
+        match self.outcome_of(name, &args).await? {
+            Some(outcome) => self.print_outcome(&outcome),
+            None => Ok(ExitCode::SUCCESS),
+        }
+    }
+
+    /// Sends the command and waits for its outcome; `None` when it was only queued.
+    async fn outcome_of(
+        &self,
+        name: CommandName,
+        args: &SendArgs,
+    ) -> Result<Option<Outcome>, Exit> {
+        let payload = payload(name, args)?;
         // A typo is told here, not answered by a rejection and a dead letter.
         crate::bus::decode::check_payload(name, &payload).map_err(|r| {
             let why = r.message.trim_start_matches("payload: ");
             Exit(1, format!("not a {name} payload: {why}"))
         })?;
+        let actor = self.actor().await?;
         let client = self.client().await?;
         let id = args.id.unwrap_or_else(Uuid::now_v7);
-        let actor = self.actor()?;
         if args.queue {
             client.enqueue(id, name, actor, payload).await?;
             let queued = json!({ "command_id": id, "command": name.as_str(), "status": "queued" });
             self.print(&queued, |_| {
                 format!("queued {name} as {id}: `sop outcome {id}` shows its outcome once a worker has run it")
             })?;
-            return Ok(ExitCode::SUCCESS);
+            return Ok(None);
         }
         if !client.worker_serves().await? {
             let s = &self.settings;
@@ -484,27 +576,75 @@ impl Ctx {
                 ),
             ));
         }
-        let outcome = match client.send_with_id(id, name, actor, payload).await {
-            Err(ClientError::Timeout(id)) => {
-                return Err(Exit(
-                    EXIT_UNREACHABLE,
-                    format!(
-                        "no outcome within {} s: {name} is queued as {id} and runs once a worker \
-                         takes it; `sop outcome {id}` shows its outcome; to retry, send it again \
-                         with --command-id {id} (it never runs twice)",
-                        self.timeout.as_secs()
-                    ),
-                ));
-            }
-            other => other?,
-        };
-        let value = serde_json::to_value(&outcome).map_err(|e| Exit(1, e.to_string()))?;
+        match client.send_with_id(id, name, actor, payload).await {
+            Err(ClientError::Timeout(id)) => Err(Exit(
+                EXIT_UNREACHABLE,
+                format!(
+                    "no outcome within {} s: {name} is queued as {id} and runs once a worker \
+                     takes it; `sop outcome {id}` shows its outcome; to retry, send it again \
+                     with --command-id {id} (it never runs twice)",
+                    self.timeout.as_secs()
+                ),
+            )),
+            other => Ok(Some(other?)),
+        }
+    }
+
+    fn print_outcome(&self, outcome: &Outcome) -> Result<ExitCode, Exit> {
+        let value = serde_json::to_value(outcome).map_err(|e| Exit(1, e.to_string()))?;
         self.print(&value, render::outcome)?;
         Ok(match outcome.error_code() {
             None => ExitCode::SUCCESS,
             Some("not_found") => ExitCode::from(EXIT_NOT_FOUND),
             Some(_) => ExitCode::from(EXIT_REJECTED),
         })
+    }
+
+    /// `procedure execute` by a series id or by any of its versions' ids: a positional id that
+    /// `procedure.get` knows is a version and stands for its series. The worker keeps taking
+    /// only series ids, so `series_id` means one thing on the wire.
+    async fn execute(&self, mut args: SendArgs) -> Result<ExitCode, Exit> {
+        let given = args
+            .args
+            .first()
+            .filter(|a| !a.contains('='))
+            .and_then(|a| Uuid::parse_str(a.trim()).ok());
+        let mut a_version = false;
+        if let Some(id) = given {
+            match self
+                .query(QueryName::GetProcedure, json!({ "procedure_id": id }))
+                .await
+            {
+                Ok(v) => {
+                    if let Some(series) = v["procedure"]["series_id"].as_str() {
+                        args.args[0] = series.to_owned();
+                        a_version = true;
+                    }
+                }
+                Err(Exit(EXIT_NOT_FOUND, _)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(outcome) = self
+            .outcome_of(CommandName::ExecuteProcedure, &args)
+            .await?
+        else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        // People get what the id should have been; scripts (`--json`) get the outcome.
+        if let (Some(id), false, Some("not_found"), false) =
+            (given, a_version, outcome.error_code(), self.json)
+        {
+            return Err(Exit(
+                EXIT_NOT_FOUND,
+                format!(
+                    "{id} is neither a procedure series nor a version of one in your team: \
+                     give a series_id or any version's procedure_id (`sop procedure list` \
+                     shows both)"
+                ),
+            ));
+        }
+        self.print_outcome(&outcome)
     }
 }
 
@@ -576,10 +716,32 @@ fn payload(name: CommandName, args: &SendArgs) -> Result<Value, Exit> {
     Ok(payload)
 }
 
-fn human_procedure(v: &Value) -> String {
-    let p = &v["procedure"];
+fn human_procedure(v: &Value, names: &Names) -> String {
+    let p = names.in_object(
+        &v["procedure"],
+        &[
+            "created_by_system_id",
+            "approved_by_system_id",
+            "retired_by_system_id",
+        ],
+    );
+    // A template without a type is worked by a System1, as `procedure preview` says.
+    let tasks = Value::Array(
+        v["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let mut t = t.clone();
+                if t["default_assignee_type"].is_null() {
+                    t["default_assignee_type"] = json!("system1");
+                }
+                t
+            })
+            .collect(),
+    );
     let head = render::fields(
-        p,
+        &p,
         &[
             "procedure_id",
             "series_id",
@@ -600,7 +762,7 @@ fn human_procedure(v: &Value) -> String {
     let tasks = render::table(
         &["position", "name", "depends_on", "assignee_type", "skills"],
         &render::rows(
-            &v["tasks"],
+            &tasks,
             &[
                 "position",
                 "name",
@@ -659,15 +821,16 @@ fn human_diff(v: &Value) -> String {
     out.join("\n")
 }
 
-fn human_run(v: &Value) -> String {
+fn human_run(v: &Value, names: &Names) -> String {
     let run = render::fields(
-        &v["run"],
+        &names.in_object(&v["run"], &["started_by_system_id"]),
         &[
             "run_id",
             "status",
             "procedure_id",
             "procedure_version",
             "initiative_id",
+            "started_by_system_id",
             "started_at",
             "completed_at",
             "reason",
@@ -676,7 +839,7 @@ fn human_run(v: &Value) -> String {
     let tasks = render::table(
         &["position", "task_id", "name", "status", "ready", "assignee"],
         &render::rows(
-            &v["tasks"],
+            &names.in_rows(&v["tasks"], &["assignee_system_id"]),
             &[
                 "position",
                 "task_id",
@@ -717,13 +880,15 @@ async fn events(
     let client = ctx.client().await?;
     let subject = client
         .subjects()
-        .event_filter(filter.kind.as_deref(), filter.team.as_deref());
+        .event_filter(filter.kind.as_deref(), ctx.team.as_deref());
     if follow {
         eprintln!(
             "following {subject} on {} (Ctrl-C stops)",
             ctx.settings.nats_url
         );
     }
+    // Each team's names, read the first time one of its events shows (people only).
+    let mut names: std::collections::HashMap<String, Names> = Default::default();
     let stream = match follow {
         true => client.events(&subject, start).await?.boxed(),
         false => client.history(&subject, start).await?.boxed(),
@@ -752,8 +917,22 @@ async fn events(
                 .as_str()
                 .or(d["procedure"]["status"].as_str())
                 .unwrap_or("");
+            if !names.contains_key(&event.team) {
+                let team = client
+                    .query::<_, Value>(QueryName::GetTeam, &json!({ "team": event.team }))
+                    .await
+                    .map(|t| Names::of_team(&t))
+                    .unwrap_or_default();
+                names.insert(event.team.clone(), team);
+            }
+            let team = &names[&event.team];
+            let by = render::cell(&team.name(&json!(event.actor)));
+            let assignee = match &d["assignee_system_id"] {
+                Value::Null => String::new(),
+                id => format!(" → {}", render::cell(&team.name(id))),
+            };
             println!(
-                "{}  {:<22} {:<14} {what} {status}",
+                "{}  {:<22} {:<14} {what} {status} by {by}{assignee}",
                 event.occurred_at.format("%H:%M:%S%.3f"),
                 event.kind,
                 event.team
@@ -771,9 +950,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
     let ctx = Ctx {
         settings: cli.settings,
         actor: cli.actor,
+        team: cli.team,
         nkey_seed: cli.nkey_seed,
         json: cli.json,
         timeout: Duration::from_secs(cli.timeout),
+        client: OnceCell::new(),
+        actor_id: OnceCell::new(),
+        names: OnceCell::new(),
     };
     use CommandName as N;
     match cli.command {
@@ -790,33 +973,28 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             println!("migrations applied");
         }
         Cmd::Team { command } => {
-            let db = app::connect_db(&ctx.settings).await?;
-            store::migrate(&db).await.context("running migrations")?;
-            let record = match command {
+            let client = ctx.client().await?;
+            let value: Value = match command {
                 TeamCmd::Apply { file } => {
+                    // Parsed here too, so a malformed file is told before anything is sent.
                     let spec: TeamSpec =
                         serde_json::from_value(read_document(&file)?).context("not a team file")?;
-                    let txn = store::begin(&db).await.context("opening a transaction")?;
-                    let record = store::teams::apply(&txn, &spec)
-                        .await
-                        .map_err(|e| Exit(EXIT_REJECTED, e.to_string()))?;
-                    txn.commit().await.context("committing the team")?;
-                    record
+                    client.admin(AdminName::ApplyTeam, &spec).await?
                 }
-                TeamCmd::Show { name } => store::teams::find_by_name(&db, &name)
-                    .await
-                    .context("reading the team")?
-                    .ok_or_else(|| Exit(EXIT_NOT_FOUND, format!("no team {name}")))?,
+                TeamCmd::Show { name } => {
+                    client
+                        .query(QueryName::GetTeam, &json!({ "team": name }))
+                        .await?
+                }
             };
-            let value = serde_json::to_value(&record).map_err(|e| Exit(1, e.to_string()))?;
             ctx.print(&value, |v| {
                 format!(
                     "team {} ({})\n\n{}",
                     render::cell(&v["name"]),
                     render::cell(&v["id"]),
                     render::table(
-                        &["id", "name", "type", "skills"],
-                        &render::rows(&v["systems"], &["id", "name", "type", "skills"])
+                        &["id", "name", "type", "skills", "has_key"],
+                        &render::rows(&v["systems"], &["id", "name", "type", "skills", "has_key"])
                     )
                 )
             })?;
@@ -829,7 +1007,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             ProcedureCmd::Approve(a) => return ctx.send(N::ApproveProcedure, a).await,
             ProcedureCmd::Reject(a) => return ctx.send(N::RejectProcedure, a).await,
             ProcedureCmd::Retire(a) => return ctx.send(N::RetireProcedure, a).await,
-            ProcedureCmd::Execute(a) => return ctx.send(N::ExecuteProcedure, a).await,
+            ProcedureCmd::Execute(a) => return ctx.execute(a).await,
             ProcedureCmd::Show { procedure_id } => {
                 let v = ctx
                     .query(
@@ -837,7 +1015,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
                         json!({ "procedure_id": procedure_id }),
                     )
                     .await?;
-                ctx.print(&v, human_procedure)?;
+                let names = ctx.names().await;
+                ctx.print(&v, |v| human_procedure(v, names))?;
             }
             ProcedureCmd::List { status, name } => {
                 let v = ctx
@@ -883,7 +1062,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
                         None,
                     )
                     .await?;
+                let names = ctx.names().await;
                 ctx.print(&v, |v| {
+                    let versions = names.in_rows(
+                        &v["versions"],
+                        &["created_by_system_id", "approved_by_system_id"],
+                    );
                     render::table(
                         &[
                             "version",
@@ -896,7 +1080,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
                             "retired_reason",
                         ],
                         &render::rows(
-                            &v["versions"],
+                            &versions,
                             &[
                                 "version",
                                 "status",
@@ -983,7 +1167,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
                         None,
                     )
                     .await?;
-                ctx.print(&v, human_run)?;
+                let names = ctx.names().await;
+                ctx.print(&v, |v| human_run(v, names))?;
             }
         },
         Cmd::Initiative { command } => match command {
@@ -1017,11 +1202,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
                     Some(usize::try_from(limit).unwrap_or(usize::MAX)),
                 )
                 .await?;
+            let names = ctx.names().await;
             ctx.print(&v, |v| {
                 render::table(
                     &["seq", "occurred_at", "type", "actor", "causation"],
                     &render::rows(
-                        &v["entries"],
+                        &names.in_rows(&v["entries"], &["actor"]),
                         &["seq", "occurred_at", "type", "actor", "causation_id"],
                     ),
                 )
@@ -1040,15 +1226,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             ctx.print(&value, render::outcome)?;
         }
         Cmd::DeadLetters { limit } => {
-            let db = app::connect_db(&ctx.settings).await?;
-            let rows = store::dead_letters::latest(&db, limit)
-                .await
-                .context("reading dead letters")?;
-            let value = json!(rows.iter().map(|r| json!({
-                "command_id": r.command_id, "subject": r.subject, "reason": r.reason, "message": r.message,
-                "payload": r.payload, "payload_bytes": r.payload_bytes, "received_at": r.received_at,
-            })).collect::<Vec<_>>());
-            ctx.print(&value, |v| {
+            let answer: Value = ctx
+                .client()
+                .await?
+                .admin(AdminName::DeadLetters, &json!({ "limit": limit }))
+                .await?;
+            if answer["truncated"] == json!(true) {
+                eprintln!(
+                    "(older dead letters left out: the answer would exceed the server's limit)"
+                );
+            }
+            ctx.print(&answer["dead_letters"], |v| {
                 render::table(
                     &["received_at", "reason", "subject", "command_id", "message"],
                     &render::rows(
@@ -1059,43 +1247,29 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             })?;
         }
         Cmd::Outbox { command } => {
-            use store::outbox::{RepublishError, Selection};
-            let db = app::connect_db(&ctx.settings).await?;
-            let rows = match command {
-                OutboxCmd::Parked => store::outbox::parked(&db)
-                    .await
-                    .context("reading parked outbox messages")?,
+            let client = ctx.client().await?;
+            let answer: Value = match command {
+                OutboxCmd::Parked => client.admin(AdminName::ParkedOutbox, &json!({})).await?,
                 OutboxCmd::Republish { seqs, all } => {
-                    let which = if all {
-                        Selection::All
-                    } else {
-                        Selection::Seqs(&seqs)
-                    };
-                    match store::outbox::republish(&db, which).await {
+                    match client
+                        .admin(AdminName::RepublishOutbox, &RepublishRequest { seqs, all })
+                        .await
+                    {
                         Ok(moved) => moved,
-                        Err(e @ RepublishError::NotParked(_)) => {
+                        Err(ClientError::Refused(e)) if e.code == "not_found" => {
                             return Err(Exit(
                                 EXIT_NOT_FOUND,
-                                format!("{e}; `sop outbox parked` lists the parked messages"),
+                                format!(
+                                    "{}; `sop outbox parked` lists the parked messages",
+                                    e.message
+                                ),
                             ));
                         }
-                        Err(RepublishError::Db(e)) => {
-                            return Err(anyhow::Error::new(e)
-                                .context("republishing parked outbox messages")
-                                .into());
-                        }
+                        Err(e) => return Err(e.into()),
                     }
                 }
             };
-            let value = json!(
-                rows.iter()
-                    .map(|r| json!({
-                        "seq": r.seq, "subject": r.subject, "kind": r.kind, "bytes": r.bytes,
-                        "reason": r.reason, "parked_at": r.parked_at,
-                    }))
-                    .collect::<Vec<_>>()
-            );
-            ctx.print(&value, |v| {
+            ctx.print(&answer["parked"], |v| {
                 let fields = ["seq", "parked_at", "kind", "bytes", "subject", "reason"];
                 render::table(&fields, &render::rows(v, &fields))
             })?;

@@ -189,3 +189,49 @@ mod tests {
         assert_eq!(outcome(&o), "rejected task.start: invalid_state: not ready");
     }
 }
+
+/// Systems' names by id, to show people `System1/alpha` where the answer has an id.
+#[derive(Debug, Clone, Default)]
+pub struct Names(std::collections::HashMap<String, String>);
+
+impl Names {
+    /// From a `team.get` answer.
+    pub fn of_team(team: &Value) -> Names {
+        Names(
+            team["systems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| {
+                    Some((s["id"].as_str()?.to_owned(), s["name"].as_str()?.to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The name of the system `id` names, else `id` as it is.
+    pub fn name(&self, id: &Value) -> Value {
+        id.as_str()
+            .and_then(|i| self.0.get(i))
+            .map_or_else(|| id.clone(), |n| Value::String(n.clone()))
+    }
+
+    /// `value` with the system ids under `keys` replaced by names.
+    pub fn in_object(&self, value: &Value, keys: &[&str]) -> Value {
+        let mut named = value.clone();
+        for key in keys {
+            if let Some(id) = value.get(*key) {
+                named[*key] = self.name(id);
+            }
+        }
+        named
+    }
+
+    /// `items` (an array of objects) with the system ids under `keys` replaced by names.
+    pub fn in_rows(&self, items: &Value, keys: &[&str]) -> Value {
+        match items.as_array() {
+            Some(all) => Value::Array(all.iter().map(|i| self.in_object(i, keys)).collect()),
+            None => items.clone(),
+        }
+    }
+}

@@ -15,31 +15,8 @@ use crate::domain::ids::{SystemId, TeamId};
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::team::{check_roster, parse_team_name};
 
-/// A team as an operator describes it (bootstrap file or CLI). Applying it is idempotent:
-/// the team and its systems are matched by name, created when missing, updated otherwise.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamSpec {
-    pub name: String,
-    pub systems: Vec<SystemSpec>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SystemSpec {
-    /// Agent identity, e.g. `System3/root`.
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Keep a known id (e.g. one already configured in an agent); minted when absent.
-    #[serde(default)]
-    pub id: Option<Uuid>,
-    #[serde(default)]
-    pub skills: Vec<String>,
-    /// NATS user public key (`U…`): from then on, this system's commands must be signed.
-    #[serde(default)]
-    pub public_key: Option<String>,
-}
+/// What an operator applies: defined on the wire, where `sop.admin.team.apply` carries it.
+pub use crate::wire::admin::{SystemSpec, TeamSpec};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TeamRecord {
@@ -174,6 +151,17 @@ pub async fn find_by_name(
         .await?
     {
         Some(t) => Ok(Some(load(db, t.id).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The team a system belongs to, with all its systems.
+pub async fn team_of_system(
+    db: &impl ConnectionTrait,
+    system_id: Uuid,
+) -> Result<Option<TeamRecord>, DbErr> {
+    match system::Entity::find_by_id(system_id).one(db).await? {
+        Some(s) => Ok(Some(load(db, s.team_id).await?)),
         None => Ok(None),
     }
 }

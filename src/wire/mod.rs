@@ -29,6 +29,7 @@ macro_rules! subject_names {
     };
 }
 
+pub mod admin;
 pub mod command;
 pub mod event;
 pub mod outcome;

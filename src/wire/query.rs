@@ -16,8 +16,18 @@ subject_names!(
         Trace = "initiative.trace",
         Audit = "audit.get",
         Outcome = "command.outcome",
+        GetSystem = "system.get",
+        GetTeam = "team.get",
     }
 );
+
+impl QueryName {
+    /// Identity queries answer who is who before the asker knows its own id: they take no
+    /// `actor`, need no signature, and reveal only names, types, skills and ids (never keys).
+    pub fn is_identity(self) -> bool {
+        matches!(self, QueryName::GetSystem | QueryName::GetTeam)
+    }
+}
 
 /// Header carrying the error text of a failed query (NATS service API convention).
 pub const SERVICE_ERROR_HEADER: &str = "Nats-Service-Error";
@@ -117,6 +127,25 @@ pub struct AuditQuery {
 pub struct OutcomeQuery {
     pub actor: Uuid,
     pub command_id: Uuid,
+}
+
+/// A system by its team's name and its own (`System1/alpha`), or by its type (`System5`,
+/// `system5`) when the team has exactly one system of that type.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemQuery {
+    pub team: String,
+    pub name: String,
+}
+
+/// A team by its name, or the team of a system by the system's id: give exactly one.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<Uuid>,
 }
 
 /// The body of a failed query: the same codes as command rejections.

@@ -4,6 +4,7 @@
 //! - Events: three tokens, past tense, the team name last — `task.ready.<team>`.
 //! - Outcomes: `command.outcome.<command_id>`.
 //! - Queries (core request/reply, never stored): `sop.query.<name>`.
+//! - Operator requests (core request/reply, operators only): `sop.admin.<name>`.
 //!
 //! The token counts keep the families disjoint, so each JetStream stream captures exactly one
 //! family (`procedure.*` vs `procedure.*.*`); a unit test proves it. An optional prefix
@@ -113,6 +114,16 @@ impl Subjects {
         format!("{}.{name}", self.query_group())
     }
 
+    /// The subject group of operator requests: `<prefix>sop.admin` (operators only, by NATS
+    /// permissions).
+    pub fn admin_group(&self) -> String {
+        format!("{}sop.admin", self.prefix)
+    }
+
+    pub fn admin(&self, name: &str) -> String {
+        format!("{}.{name}", self.admin_group())
+    }
+
     pub fn outcome_filter(&self) -> String {
         format!("{}command.outcome.*", self.prefix)
     }
@@ -184,6 +195,14 @@ mod tests {
                 assert!(!any(&s.command_filters(), &subject), "{subject}");
                 assert!(!any(&s.event_filters(), &subject), "{subject}");
                 assert!(!any(&outcomes, &subject), "{subject}");
+            }
+            // Operator requests sit apart from the queries every agent may ask (`sop.query.>`).
+            for name in crate::wire::admin::AdminName::ALL {
+                let subject = s.admin(name.as_str());
+                assert!(!any(&s.command_filters(), &subject), "{subject}");
+                assert!(!any(&s.event_filters(), &subject), "{subject}");
+                assert!(!any(&outcomes, &subject), "{subject}");
+                assert!(!matches(&format!("{}.>", s.query_group()), &subject));
             }
             let outcome = s.outcome(CommandId(Uuid::nil()));
             assert!(any(&outcomes, &outcome));

@@ -7,6 +7,7 @@ mod cli;
 mod delivery;
 mod deploy;
 mod harness;
+mod identity;
 mod lifecycle;
 mod limits;
 mod paging;

@@ -137,7 +137,7 @@ async fn each_role_publishes_only_what_it_may() {
     let mut seen = operator.subscribe(">").await.unwrap();
     operator.flush().await.unwrap();
 
-    let cases: [(&str, &str, bool); 14] = [
+    let cases: [(&str, &str, bool); 20] = [
         ("system4", "procedure.draft", true),
         ("system4", "procedure.approve", false),
         ("system4", "task.start", false),
@@ -152,6 +152,14 @@ async fn each_role_publishes_only_what_it_may() {
         ("worker", "task.ready.team-a", true),
         ("worker", "procedure.draft", false),
         ("operator", "procedure.retire", true),
+        // Operator requests are unsigned: only the operator may send them.
+        ("operator", "sop.admin.team.apply", true),
+        ("operator", "sop.admin.outbox.republish", true),
+        ("system5", "sop.admin.team.apply", false),
+        ("system1", "sop.admin.outbox.republish", false),
+        ("worker", "sop.admin.team.apply", false),
+        // Who is who: any agent may ask.
+        ("system1", "sop.query.system.get", true),
     ];
     let mut expected = BTreeSet::new();
     for (i, (user, subject, allowed)) in cases.iter().enumerate() {

@@ -1,0 +1,162 @@
+//! Operator use cases: register a team, read dead letters, list and republish parked outbox
+//! messages. They take no acting system (NATS permissions decide who may ask) and answer with
+//! the same [`QueryError`] as queries.
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::Rejection;
+use super::queries::{QueryError, TeamIdentity, fit};
+use crate::domain::error::ErrorCode;
+use crate::store::{
+    self,
+    outbox::{Parked, RepublishError, Selection},
+    teams::{TeamError, TeamSpec},
+};
+use crate::wire::page::json_len;
+
+/// Dead letters an answer holds unless asked otherwise, and at most.
+pub const DEAD_LETTERS_PAGE: super::queries::PageSize = super::queries::PageSize {
+    default: 50,
+    max: 1000,
+};
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DeadLetter {
+    pub command_id: Uuid,
+    pub subject: String,
+    pub reason: String,
+    pub message: String,
+    /// The body as received, cut at 64 KiB.
+    pub payload: String,
+    /// The whole body's size.
+    pub payload_bytes: i32,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DeadLetters {
+    /// Newest first.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Whether older ones were left out to keep the answer within the server's limit.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ParkedMessage {
+    pub seq: i64,
+    pub subject: String,
+    /// `event.<type>` or `outcome`.
+    pub kind: String,
+    /// The payload's size.
+    pub bytes: usize,
+    /// Why the server refused it.
+    pub reason: String,
+    pub parked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct ParkedMessages {
+    /// Oldest first (by `seq`).
+    pub parked: Vec<ParkedMessage>,
+}
+
+fn parked_messages(rows: Vec<Parked>) -> ParkedMessages {
+    ParkedMessages {
+        parked: rows
+            .into_iter()
+            .map(|p| ParkedMessage {
+                seq: p.seq,
+                subject: p.subject,
+                kind: p.kind,
+                bytes: p.bytes,
+                reason: p.reason,
+                parked_at: p.parked_at,
+            })
+            .collect(),
+    }
+}
+
+/// Creates or updates a team and its systems in one transaction ([`store::teams::apply`]).
+pub async fn apply_team(
+    db: &DatabaseConnection,
+    spec: &TeamSpec,
+) -> Result<TeamIdentity, QueryError> {
+    let txn = store::begin(db).await?;
+    let record = match store::teams::apply(&txn, spec).await {
+        Ok(record) => record,
+        Err(TeamError::Invalid(e)) => return Err(e.into()),
+        Err(TeamError::Db(e)) => return Err(e.into()),
+    };
+    txn.commit().await?;
+    Ok(record.into())
+}
+
+/// The newest dead letters, as many as `limit` and `max_bytes` allow.
+pub async fn dead_letters(
+    db: &DatabaseConnection,
+    limit: Option<u64>,
+    max_bytes: usize,
+) -> Result<DeadLetters, QueryError> {
+    let limit = DEAD_LETTERS_PAGE.limit(limit);
+    let rows = store::dead_letters::latest(db, limit).await?;
+    let found: Vec<((), DeadLetter)> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                (),
+                DeadLetter {
+                    command_id: r.command_id,
+                    subject: r.subject,
+                    reason: r.reason,
+                    message: r.message,
+                    payload: r.payload,
+                    payload_bytes: r.payload_bytes,
+                    received_at: r.received_at,
+                },
+            )
+        })
+        .collect();
+    let base = json_len(&DeadLetters {
+        dead_letters: vec![],
+        truncated: false,
+    });
+    let (dead_letters, left_out) = fit(base, found, limit, max_bytes)?;
+    Ok(DeadLetters {
+        dead_letters,
+        truncated: left_out.is_some(),
+    })
+}
+
+pub async fn parked(db: &DatabaseConnection) -> Result<ParkedMessages, QueryError> {
+    Ok(parked_messages(store::outbox::parked(db).await?))
+}
+
+/// Puts parked messages back on the relay's list: all or nothing ([`store::outbox::republish`]).
+pub async fn republish(
+    db: &DatabaseConnection,
+    seqs: &[i64],
+    all: bool,
+) -> Result<ParkedMessages, QueryError> {
+    let which = match (all, seqs.is_empty()) {
+        (true, true) => Selection::All,
+        (false, false) => Selection::Seqs(seqs),
+        _ => {
+            return Err(Rejection {
+                code: ErrorCode::ValidationFailed,
+                message: "give either seqs or all".into(),
+                field: Some("seqs".into()),
+            }
+            .into());
+        }
+    };
+    match store::outbox::republish(db, which).await {
+        Ok(moved) => Ok(parked_messages(moved)),
+        Err(e @ RepublishError::NotParked(_)) => {
+            Err(Rejection::new(ErrorCode::NotFound, e.to_string()).into())
+        }
+        Err(RepublishError::Db(e)) => Err(e.into()),
+    }
+}

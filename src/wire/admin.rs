@@ -1,0 +1,68 @@
+//! Operator requests (`<prefix>sop.admin.<name>`): core request/reply through the NATS service
+//! API, like queries, but for operators. No system exists yet to sign a team's registration,
+//! so these carry no `actor` and no signature: NATS permissions keep them to the `operator`
+//! user (`deploy/nats/roles.conf`). Failures answer as queries do ([`super::query::QueryFailure`]).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+subject_names!(
+    /// Every operator request, named as its subject suffix (`<prefix>sop.admin.<name>`).
+    AdminName {
+        ApplyTeam = "team.apply",
+        DeadLetters = "dead_letter.list",
+        ParkedOutbox = "outbox.parked",
+        RepublishOutbox = "outbox.republish",
+    }
+);
+
+/// A team as an operator describes it (bootstrap file, CLI or `team.apply`). Applying it is
+/// idempotent: the team and its systems are matched by name, created when missing, updated
+/// otherwise; systems not named are left as they are.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamSpec {
+    pub name: String,
+    pub systems: Vec<SystemSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSpec {
+    /// Agent identity, e.g. `System3/root`.
+    pub name: String,
+    /// `system1` … `system5`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Keep a known id (e.g. one already configured in an agent); minted when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// NATS user public key (`U…`): from then on, this system's commands must be signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterRequest {
+    /// At most this many, newest first (default 50, at most 1000); fewer when more would make
+    /// the answer larger than the server accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParkedRequest {}
+
+/// Which parked messages to put back on the relay's list: `seqs`, or `all`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepublishRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seqs: Vec<i64>,
+    #[serde(default)]
+    pub all: bool,
+}
