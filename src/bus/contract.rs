@@ -238,85 +238,76 @@ impl Builder {
         );
     }
 
-    fn query<R: JsonSchema, A: JsonSchema>(&mut self, name: QueryName) {
-        let what = query_doc(name);
-        let id = format!("sop.query.{}", name.as_str());
+    /// A request/reply endpoint at `id`: its request and answer messages, its channel, its
+    /// reply channel (answers and failures) and the operation `key` that sends to it.
+    fn request_reply<R: JsonSchema, A: JsonSchema>(
+        &mut self,
+        (id, key): (&str, String),
+        (title, what, description): (&str, &str, &str),
+        headers: Option<&str>,
+        sent_by: Option<&str>,
+    ) {
         let request = self.schema::<R>();
         let answer = self.schema::<A>();
         let request = self.message(
             &format!("{id}.request"),
-            format!("{name} request"),
+            format!("{title} request"),
             request,
-            Some("QueryHeaders"),
+            headers,
         );
         let answer = self.message(
             &format!("{id}.answer"),
-            format!("{name} answer"),
+            format!("{title} answer"),
             answer,
             None,
         );
         let failure = reference("#/components/messages/query.failure");
         self.channels.insert(
-            id.clone(),
+            id.to_owned(),
             json!({ "address": id, "description": what, "messages": { "request": request } }),
         );
         self.channels.insert(
             format!("{id}.reply"),
             json!({ "address": null, "description": "The requester's inbox.", "messages": { "answer": answer, "failure": failure } }),
         );
+        let mut operation = json!({
+            "action": "send",
+            "channel": reference(&format!("#/channels/{id}")),
+            "summary": what,
+            "description": description,
+        });
+        if let Some(who) = sent_by {
+            operation["x-sent-by"] = json!(who);
+        }
+        operation["reply"] = json!({ "channel": reference(&format!("#/channels/{id}.reply")) });
+        self.operations.insert(key, operation);
+    }
+
+    fn query<R: JsonSchema, A: JsonSchema>(&mut self, name: QueryName) {
+        let id = format!("sop.query.{}", name.as_str());
         let description = if name.is_identity() {
             "Core NATS request/reply (NATS service API, service `sop`); never stored in a stream. An identity query: no `actor` and no signature, so an agent may ask before it knows its id; anyone allowed to publish on sop.query.> may ask. Answers names, types, skills and ids, never keys."
         } else {
             "Core NATS request/reply (NATS service API, service `sop`); never stored in a stream. Any system of the team may ask. A list answers one page (`limit`, `cursor`) and the `next_cursor` of the next; an answer larger than the server's max_payload is refused with `too_large`."
         };
-        self.operations.insert(
-            format!("query.{}", name.as_str()),
-            json!({
-                "action": "send",
-                "channel": reference(&format!("#/channels/{id}")),
-                "summary": what,
-                "description": description,
-                "reply": { "channel": reference(&format!("#/channels/{id}.reply")) },
-            }),
+        let title = name.to_string();
+        self.request_reply::<R, A>(
+            (&id, format!("query.{}", name.as_str())),
+            (&title, query_doc(name), description),
+            Some("QueryHeaders"),
+            None,
         );
     }
 
     fn admin<R: JsonSchema, A: JsonSchema>(&mut self, name: AdminName) {
-        let what = admin_doc(name);
         let id = format!("sop.admin.{}", name.as_str());
-        let request = self.schema::<R>();
-        let answer = self.schema::<A>();
-        let request = self.message(
-            &format!("{id}.request"),
-            format!("{name} operator request"),
-            request,
+        let description = "Core NATS request/reply (NATS service API, service `sop`), for operators: no actor and no signature (a team's first registration has no system to sign it), so only NATS permissions guard it — deploy/nats/roles.conf lets only the `operator` user publish on sop.admin.>.";
+        let title = format!("{name} operator");
+        self.request_reply::<R, A>(
+            (&id, format!("admin.{}", name.as_str())),
+            (&title, admin_doc(name), description),
             None,
-        );
-        let answer = self.message(
-            &format!("{id}.answer"),
-            format!("{name} answer"),
-            answer,
-            None,
-        );
-        let failure = reference("#/components/messages/query.failure");
-        self.channels.insert(
-            id.clone(),
-            json!({ "address": id, "description": what, "messages": { "request": request } }),
-        );
-        self.channels.insert(
-            format!("{id}.reply"),
-            json!({ "address": null, "description": "The requester's inbox.", "messages": { "answer": answer, "failure": failure } }),
-        );
-        self.operations.insert(
-            format!("admin.{}", name.as_str()),
-            json!({
-                "action": "send",
-                "channel": reference(&format!("#/channels/{id}")),
-                "summary": what,
-                "description": "Core NATS request/reply (NATS service API, service `sop`), for operators: no actor and no signature (a team's first registration has no system to sign it), so only NATS permissions guard it — deploy/nats/roles.conf lets only the `operator` user publish on sop.admin.>.",
-                "x-sent-by": "operator",
-                "reply": { "channel": reference(&format!("#/channels/{id}.reply")) },
-            }),
+            Some("operator"),
         );
     }
 }
