@@ -26,7 +26,7 @@ use crate::wire::query::{
 };
 use crate::wire::signature::{SIGNATURE_HEADER, SIGNED_AT_HEADER};
 
-/// Who may send each command, and what it does (also the README's table).
+/// Who may send each command, and what it does (also docs/reference.md's table).
 pub fn command_doc(name: CommandName) -> (&'static str, &'static str) {
     use CommandName as N;
     match name {

@@ -4,7 +4,7 @@
 use super::ids::{ProcedureId, SystemId, TaskId, TeamId, Version};
 use super::system::SystemKind;
 
-/// The stable rejection codes published on the wire (see README "Error codes").
+/// The stable rejection codes published on the wire (docs/reference.md, "Outcomes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// The bytes are not a command: malformed JSON, missing or mistyped fields.
