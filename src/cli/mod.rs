@@ -878,6 +878,22 @@ async fn events(
         ));
     }
     let client = ctx.client().await?;
+    if let Some(team) = &ctx.team {
+        // A misspelt team would otherwise match nothing, silently.
+        match client
+            .query::<_, Value>(QueryName::GetTeam, &json!({ "team": team }))
+            .await
+        {
+            Err(ClientError::Refused(e)) if e.code == "not_found" => {
+                return Err(Exit(
+                    EXIT_NOT_FOUND,
+                    format!("no team `{team}`: {}", e.message),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+    }
     let subject = client
         .subjects()
         .event_filter(filter.kind.as_deref(), ctx.team.as_deref());

@@ -361,6 +361,9 @@ async fn a_replay_ends_at_the_end_of_the_history() {
         .sop(&["events", "replay", "--type", "procedure.approved"])
         .await;
     assert_eq!((code, stdout.lines().count()), (0, 2), "{stdout}");
+    let (code, _, stderr) = app.sop(&["events", "replay", "--team", "nobody"]).await;
+    assert_eq!(code, 4);
+    assert!(stderr.contains("no team `nobody`"), "{stderr}");
     let (code, _, stderr) = app
         .sop(&["events", "replay", "--type", "procedure.flown"])
         .await;
