@@ -2,7 +2,7 @@
 //! series or by run, the relay by `seq`), so the index was write cost alone, one B-tree insert
 //! more for every event and outcome. A 1,000-row outbox insert on its own took 11–12 ms
 //! without it against 13–24 ms with it on Postgres; in the whole service the difference is
-//! within the machine's noise (`docs/benchmarks.md`, session 6).
+//! within the machine's noise (`docs/benchmarks.md`, design decisions).
 
 use sea_orm_migration::prelude::*;
 
