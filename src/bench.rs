@@ -524,18 +524,16 @@ async fn lifecycle(s: &Subject, args: &BenchArgs, database: &str) -> anyhow::Res
             mine.push(ms);
             let run_id = run["run_id"].clone();
             let tasks: Vec<Value> = run["task_ids"].as_array().cloned().unwrap_or_default();
-            let detail: Value = s
+            let detail: crate::wire::answer::RunDetail = s
                 .client
                 .query_pages(
                     crate::wire::query::QueryName::GetRun,
                     &json!({ "actor": s.s3, "run_id": run_id }),
-                    "tasks",
                     None,
                 )
                 .await?;
-            for (i, task) in tasks.iter().enumerate() {
-                let assignee: Uuid =
-                    serde_json::from_value(detail["tasks"][i]["assignee_system_id"].clone())?;
+            for (task, shown) in tasks.iter().zip(&detail.tasks) {
+                let assignee = shown.assignee_system_id.0;
                 mine.push(
                     s.ok(CommandName::StartTask, assignee, json!({ "task_id": task }))
                         .await?

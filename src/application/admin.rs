@@ -2,19 +2,18 @@
 //! messages. They take no acting system (NATS permissions decide who may ask) and answer with
 //! the same [`QueryError`] as queries.
 
-use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
-use serde::Serialize;
-use uuid::Uuid;
 
 use super::Rejection;
-use super::queries::{QueryError, TeamIdentity, fit};
+use super::queries::{QueryError, fit};
 use crate::domain::error::ErrorCode;
 use crate::store::{
     self,
     outbox::{Parked, RepublishError, Selection},
     teams::{TeamError, TeamSpec},
 };
+use crate::wire::admin::{DeadLetter, DeadLetters, ParkedMessage, ParkedMessages};
+use crate::wire::answer::TeamIdentity;
 use crate::wire::page::json_len;
 
 /// Dead letters an answer holds unless asked otherwise, and at most.
@@ -22,46 +21,6 @@ pub const DEAD_LETTERS_PAGE: super::queries::PageSize = super::queries::PageSize
     default: 50,
     max: 1000,
 };
-
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct DeadLetter {
-    pub command_id: Uuid,
-    pub subject: String,
-    pub reason: String,
-    pub message: String,
-    /// The body as received, cut at 64 KiB.
-    pub payload: String,
-    /// The whole body's size.
-    pub payload_bytes: i32,
-    pub received_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct DeadLetters {
-    /// Newest first.
-    pub dead_letters: Vec<DeadLetter>,
-    /// Whether older ones were left out to keep the answer within the server's limit.
-    pub truncated: bool,
-}
-
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct ParkedMessage {
-    pub seq: i64,
-    pub subject: String,
-    /// `event.<type>` or `outcome`.
-    pub kind: String,
-    /// The payload's size.
-    pub bytes: usize,
-    /// Why the server refused it.
-    pub reason: String,
-    pub parked_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct ParkedMessages {
-    /// Oldest first (by `seq`).
-    pub parked: Vec<ParkedMessage>,
-}
 
 fn parked_messages(rows: Vec<Parked>) -> ParkedMessages {
     ParkedMessages {

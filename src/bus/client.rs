@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::domain::ids::CommandId;
 use crate::wire::admin::AdminName;
+use crate::wire::answer::Paged;
 use crate::wire::command::{
     CommandName, Envelope, MAX_COMMAND_BYTES, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
 };
@@ -352,24 +353,21 @@ impl Client {
         serde_json::from_slice(&reply.payload).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    /// Asks a list query and follows its pages: the first page's answer, with the `items`
-    /// array (`procedures`, `versions`, `tasks`, `entries`) of every page in order and no
-    /// `next_cursor`. With `at_most`, stops once that many items have come (and keeps that many).
-    pub async fn query_pages<Q: Serialize>(
+    /// Asks a list query and follows its pages: the first page's answer, with the items of
+    /// every page in order and no `next_cursor`. With `at_most`, stops once that many items
+    /// have come (and keeps that many).
+    pub async fn query_pages<Q: Serialize, A: Paged>(
         &self,
         name: QueryName,
         request: &Q,
-        items: &str,
         at_most: Option<usize>,
-    ) -> Result<serde_json::Value, ClientError> {
+    ) -> Result<A, ClientError> {
         let mut request =
             serde_json::to_value(request).map_err(|e| ClientError::Decode(e.to_string()))?;
-        let mut whole: serde_json::Value = self.query(name, &request).await?;
-        loop {
-            let collected = whole[items].as_array().map_or(0, Vec::len);
-            let cursor = match whole.as_object_mut().and_then(|a| a.remove("next_cursor")) {
-                Some(serde_json::Value::String(c)) if at_most.is_none_or(|n| collected < n) => c,
-                _ => break,
+        let mut whole: A = self.query(name, &request).await?;
+        while at_most.is_none_or(|n| whole.items() < n) {
+            let Some(cursor) = whole.take_cursor() else {
+                break;
             };
             // A cursor that comes back unchanged would page forever.
             if request.get("cursor").and_then(|c| c.as_str()) == Some(cursor.as_str()) {
@@ -378,20 +376,11 @@ impl Client {
                 )));
             }
             request["cursor"] = serde_json::Value::String(cursor);
-            let mut page: serde_json::Value = self.query(name, &request).await?;
-            let more = page[items].take();
-            let (Some(all), serde_json::Value::Array(more)) = (whole[items].as_array_mut(), more)
-            else {
-                return Err(ClientError::Decode(format!("{name}: no `{items}` list")));
-            };
-            all.extend(more);
-            match page.get_mut("next_cursor").map(serde_json::Value::take) {
-                Some(next) => whole["next_cursor"] = next,
-                None => break,
-            }
+            whole.append(self.query(name, &request).await?);
         }
-        if let (Some(n), Some(all)) = (at_most, whole[items].as_array_mut()) {
-            all.truncate(n);
+        whole.take_cursor();
+        if let Some(n) = at_most {
+            whole.truncate(n);
         }
         Ok(whole)
     }

@@ -6,16 +6,15 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use crate::application::admin::{DeadLetters, ParkedMessages};
-use crate::application::queries::{
-    Audit, History, Preview, ProcedureDetail, ProcedureList, RunDetail, SystemIdentity,
-    TeamIdentity, Trace, VersionDiff,
-};
 use crate::domain::error::ErrorCode;
 use crate::domain::event::{
     EventKind, InitiativeView, ProcedureEvent, ReviewView, RunView, TaskView,
 };
-use crate::wire::admin::{self, AdminName};
+use crate::wire::admin::{self, AdminName, DeadLetters, ParkedMessages};
+use crate::wire::answer::{
+    Audit, History, Preview, ProcedureDetail, ProcedureList, RunDetail, SystemIdentity,
+    TeamIdentity, Trace, VersionDiff,
+};
 use crate::wire::command::{
     self as cmd, CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
 };

@@ -1,87 +1,139 @@
-//! Output for people: aligned tables, outcome lines, and dependency graphs (Mermaid, DOT).
+//! Output for people: tables, key/value blocks, outcome lines, systems' names and dependency
+//! graphs (Mermaid, DOT). Scripts get the same typed values as JSON instead (`--json`).
 
-use serde_json::Value;
+use std::collections::HashMap;
+use std::fmt::Display;
 
-/// Plain text of a JSON value for a table cell.
-pub fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::domain::template::TaskTemplate;
+use crate::wire::answer::TeamIdentity;
+use crate::wire::outcome::{Outcome, Verdict};
+
+/// `-` for nothing.
+pub fn opt(value: &Option<impl Display>) -> String {
+    value
+        .as_ref()
+        .map_or_else(|| "-".into(), ToString::to_string)
 }
 
-/// Prints rows under headers with aligned columns.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, c) in row.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
+/// Items joined by commas.
+pub fn list<T: Display>(items: impl IntoIterator<Item = T>) -> String {
+    items
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A time to the second, as RFC 3339.
+pub fn time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn opt_time(at: &Option<DateTime<Utc>>) -> String {
+    at.as_ref().map_or_else(|| "-".into(), time)
+}
+
+/// How to show an item in a column.
+type Cell<'a, T> = Box<dyn Fn(&T) -> String + 'a>;
+
+/// A table's columns, each a header and how to show an item in it, declared once.
+pub struct Columns<'a, T> {
+    columns: Vec<(&'static str, Cell<'a, T>)>,
+    /// Said instead of a table without rows.
+    none: Option<&'static str>,
+}
+
+impl<'a, T> Columns<'a, T> {
+    pub fn new() -> Self {
+        Columns {
+            columns: Vec::new(),
+            none: None,
         }
     }
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+
+    /// What to say when there is nothing to list (else the headers alone).
+    pub fn or(mut self, none: &'static str) -> Self {
+        self.none = Some(none);
+        self
+    }
+
+    pub fn col(mut self, header: &'static str, cell: impl Fn(&T) -> String + 'a) -> Self {
+        self.columns.push((header, Box::new(cell)));
+        self
+    }
+
+    /// Aligned columns under upper-case headers, no borders: easy to read and to `grep`.
+    pub fn render<'i>(&self, items: impl IntoIterator<Item = &'i T>) -> String
+    where
+        T: 'i,
+    {
+        let mut table = comfy_table::Table::new();
+        table
+            .load_preset(comfy_table::presets::NOTHING)
+            .set_header(self.columns.iter().map(|(h, _)| h.to_uppercase()));
+        for item in items {
+            table.add_row(self.columns.iter().map(|(_, cell)| cell(item)));
+        }
+        if let (0, Some(none)) = (table.row_count(), self.none) {
+            return none.to_owned();
+        }
+        for column in table.column_iter_mut() {
+            column.set_padding((0, 2));
+        }
+        table
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    let mut out = vec![line(headers.iter().map(|h| h.to_uppercase()).collect())];
-    out.extend(rows.iter().map(|r| line(r.clone())));
-    out.join("\n")
+            .join("\n")
+    }
 }
 
-/// Rows of `items` (an array of objects) for the given fields.
-pub fn rows(items: &Value, fields: &[&str]) -> Vec<Vec<String>> {
-    items
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|i| fields.iter().map(|f| cell(&i[*f])).collect())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Key/value lines for the given fields of an object.
-pub fn fields(obj: &Value, keys: &[&str]) -> String {
-    let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
-    keys.iter()
-        .filter(|k| !obj[**k].is_null())
-        .map(|k| format!("{k:<width$}  {}", cell(&obj[*k])))
+/// Key/value lines, keys aligned; `-` values are left out.
+pub fn fields(pairs: &[(&str, String)]) -> String {
+    let shown: Vec<&(&str, String)> = pairs.iter().filter(|(_, v)| v != "-").collect();
+    let width = shown.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    shown
+        .iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}"))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
 /// An outcome as one line (accepted) or a line with the code and message (rejected).
-pub fn outcome(o: &Value) -> String {
-    let command = cell(&o["command"]);
-    if o["status"] == "accepted" {
-        let result = o["result"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", cell(v)))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        format!("accepted {command}: {result}")
-    } else {
-        let e = &o["error"];
-        let field = e["field"]
-            .as_str()
-            .map(|f| format!(" [{f}]"))
-            .unwrap_or_default();
-        format!(
-            "rejected {command}: {}{field}: {}",
-            cell(&e["code"]),
-            cell(&e["message"])
-        )
+pub fn outcome(o: &Outcome) -> String {
+    match &o.verdict {
+        Verdict::Accepted { result } => {
+            let fields = serde_json::to_value(result).unwrap_or_default();
+            let result = fields
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => format!("{k}={s}"),
+                    serde_json::Value::Array(a) => format!(
+                        "{k}={}",
+                        list(a.iter().map(|i| i.as_str().unwrap_or_default()))
+                    ),
+                    v => format!("{k}={v}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("accepted {}: {result}", o.command)
+        }
+        Verdict::Rejected { error } => {
+            let field = error
+                .field
+                .as_ref()
+                .map(|f| format!(" [{f}]"))
+                .unwrap_or_default();
+            format!(
+                "rejected {}: {}{field}: {}",
+                o.command, error.code, error.message
+            )
+        }
     }
 }
 
@@ -95,69 +147,95 @@ fn escape(s: &str) -> String {
     s.replace('"', "'")
 }
 
-/// The task dependency graph of a procedure (`tasks` as in `procedure.get`).
-pub fn graph(procedure: &Value, tasks: &Value, format: GraphFormat) -> String {
-    let tasks = tasks.as_array().cloned().unwrap_or_default();
-    let label = |t: &Value| {
-        let mut l = format!("{}. {}", cell(&t["position"]), escape(&cell(&t["name"])));
-        if let Some(kind) = t["default_assignee_type"].as_str() {
-            l.push_str(&format!(" ({kind})"));
+/// The task dependency graph of a procedure version.
+pub fn graph(name: &str, version: u32, tasks: &[TaskTemplate], format: GraphFormat) -> String {
+    let label = |t: &TaskTemplate| {
+        let mut l = format!("{}. {}", t.position, escape(&t.name));
+        if let Some(kind) = t.default_assignee_type {
+            l.push_str(&format!(" ({})", kind.as_str()));
         }
         l
     };
+    let edges = tasks
+        .iter()
+        .flat_map(|t| t.depends_on.iter().map(move |d| (*d, t.position)));
     let mut out = Vec::new();
     match format {
         GraphFormat::Mermaid => {
             out.push("graph TD".to_owned());
-            for t in &tasks {
-                out.push(format!("  t{}[\"{}\"]", cell(&t["position"]), label(t)));
-            }
-            for t in &tasks {
-                for d in t["depends_on"].as_array().into_iter().flatten() {
-                    out.push(format!("  t{} --> t{}", cell(d), cell(&t["position"])));
-                }
-            }
+            out.extend(
+                tasks
+                    .iter()
+                    .map(|t| format!("  t{}[\"{}\"]", t.position, label(t))),
+            );
+            out.extend(edges.map(|(from, to)| format!("  t{from} --> t{to}")));
         }
         GraphFormat::Dot => {
-            out.push(format!(
-                "digraph \"{} v{}\" {{",
-                escape(&cell(&procedure["name"])),
-                cell(&procedure["version"])
-            ));
+            out.push(format!("digraph \"{} v{version}\" {{", escape(name)));
             out.push("  rankdir=TB; node [shape=box];".to_owned());
-            for t in &tasks {
-                out.push(format!(
-                    "  t{} [label=\"{}\"];",
-                    cell(&t["position"]),
-                    label(t)
-                ));
-            }
-            for t in &tasks {
-                for d in t["depends_on"].as_array().into_iter().flatten() {
-                    out.push(format!("  t{} -> t{};", cell(d), cell(&t["position"])));
-                }
-            }
+            out.extend(
+                tasks
+                    .iter()
+                    .map(|t| format!("  t{} [label=\"{}\"];", t.position, label(t))),
+            );
+            out.extend(edges.map(|(from, to)| format!("  t{from} -> t{to};")));
             out.push("}".to_owned());
         }
     }
     out.join("\n")
 }
 
+/// Systems' names by id, to show people `System1/alpha` where an answer has an id.
+#[derive(Debug, Clone, Default)]
+pub struct Names(HashMap<String, String>);
+
+impl Names {
+    pub fn of_team(team: &TeamIdentity) -> Names {
+        Names(
+            team.systems
+                .iter()
+                .map(|s| (s.id.to_string(), s.name.clone()))
+                .collect(),
+        )
+    }
+
+    /// The name of the system `id` names, else the id.
+    pub fn of(&self, id: &impl Display) -> String {
+        let id = id.to_string();
+        self.0.get(&id).cloned().unwrap_or(id)
+    }
+
+    pub fn opt(&self, id: &Option<impl Display>) -> String {
+        id.as_ref().map_or_else(|| "-".into(), |id| self.of(id))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use serde_json::json;
+    use std::collections::BTreeSet;
 
-    fn tasks() -> Value {
-        json!([
-            { "position": 1, "name": "Collect", "depends_on": [] },
-            { "position": 2, "name": "Interview \"user\"", "depends_on": [1], "default_assignee_type": "system1" },
-        ])
+    use super::*;
+    use crate::domain::system::SystemKind;
+    use crate::wire::outcome::ErrorBody;
+
+    fn tasks() -> Vec<TaskTemplate> {
+        let task = |position, name: &str, depends_on: &[u32], kind| TaskTemplate {
+            position,
+            name: name.into(),
+            description: String::new(),
+            depends_on: depends_on.iter().copied().collect::<BTreeSet<u32>>(),
+            default_assignee_type: kind,
+            required_skills: vec![],
+        };
+        vec![
+            task(1, "Collect", &[], None),
+            task(2, "Interview \"user\"", &[1], Some(SystemKind::System1)),
+        ]
     }
 
     #[test]
     fn mermaid_lists_nodes_then_edges() {
-        let g = graph(&json!({}), &tasks(), GraphFormat::Mermaid);
+        let g = graph("P", 2, &tasks(), GraphFormat::Mermaid);
         assert_eq!(
             g,
             "graph TD\n  t1[\"1. Collect\"]\n  t2[\"2. Interview 'user' (system1)\"]\n  t1 --> t2"
@@ -166,72 +244,51 @@ mod tests {
 
     #[test]
     fn dot_is_a_digraph() {
-        let g = graph(
-            &json!({ "name": "P", "version": 2 }),
-            &tasks(),
-            GraphFormat::Dot,
-        );
-        assert!(g.starts_with("digraph \"P v2\" {"));
-        assert!(g.contains("  t1 -> t2;"));
-        assert!(g.ends_with('}'));
+        let g = graph("P", 2, &tasks(), GraphFormat::Dot);
+        assert!(g.starts_with("digraph \"P v2\" {"), "{g}");
+        assert!(g.contains("  t1 -> t2;"), "{g}");
+        assert!(g.ends_with('}'), "{g}");
     }
 
     #[test]
-    fn tables_align_columns() {
-        let t = table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "A    BB\nxxx  y");
+    fn tables_align_columns_under_their_headers() {
+        let rows = [("xxx", 1), ("y", 22)];
+        let t = Columns::new()
+            .col("a", |r: &(&str, u32)| r.0.to_owned())
+            .col("bb", |r| r.1.to_string())
+            .render(&rows);
+        assert_eq!(t, "A    BB\nxxx  1\ny    22");
+    }
+
+    #[test]
+    fn an_empty_list_says_so() {
+        let none: [u32; 0] = [];
+        let columns = || Columns::new().col("n", |n: &u32| n.to_string());
+        assert_eq!(columns().or("no numbers").render(&none), "no numbers");
+        assert_eq!(columns().render(&none), "N");
+    }
+
+    #[test]
+    fn fields_leave_out_what_is_not_there() {
+        let f = fields(&[("name", "P".into()), ("approved_at", "-".into())]);
+        assert_eq!(f, "name  P");
     }
 
     #[test]
     fn outcomes_read_as_one_line() {
-        let o = json!({ "command": "task.start", "status": "rejected",
-            "error": { "code": "invalid_state", "message": "not ready", "field": null } });
+        let o = Outcome {
+            schema_version: 1,
+            command_id: uuid::Uuid::nil(),
+            command: "task.start".into(),
+            verdict: Verdict::Rejected {
+                error: ErrorBody {
+                    code: "invalid_state".into(),
+                    message: "not ready".into(),
+                    field: None,
+                },
+            },
+            processed_at: Utc::now(),
+        };
         assert_eq!(outcome(&o), "rejected task.start: invalid_state: not ready");
-    }
-}
-
-/// Systems' names by id, to show people `System1/alpha` where the answer has an id.
-#[derive(Debug, Clone, Default)]
-pub struct Names(std::collections::HashMap<String, String>);
-
-impl Names {
-    /// From a `team.get` answer.
-    pub fn of_team(team: &Value) -> Names {
-        Names(
-            team["systems"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| {
-                    Some((s["id"].as_str()?.to_owned(), s["name"].as_str()?.to_owned()))
-                })
-                .collect(),
-        )
-    }
-
-    /// The name of the system `id` names, else `id` as it is.
-    pub fn name(&self, id: &Value) -> Value {
-        id.as_str()
-            .and_then(|i| self.0.get(i))
-            .map_or_else(|| id.clone(), |n| Value::String(n.clone()))
-    }
-
-    /// `value` with the system ids under `keys` replaced by names.
-    pub fn in_object(&self, value: &Value, keys: &[&str]) -> Value {
-        let mut named = value.clone();
-        for key in keys {
-            if let Some(id) = value.get(*key) {
-                named[*key] = self.name(id);
-            }
-        }
-        named
-    }
-
-    /// `items` (an array of objects) with the system ids under `keys` replaced by names.
-    pub fn in_rows(&self, items: &Value, keys: &[&str]) -> Value {
-        match items.as_array() {
-            Some(all) => Value::Array(all.iter().map(|i| self.in_object(i, keys)).collect()),
-            None => items.clone(),
-        }
     }
 }

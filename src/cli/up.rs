@@ -12,15 +12,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use clap::Args;
-use serde_json::Value;
-
-use super::{EXIT_REJECTED, EXIT_UNREACHABLE, Exit, render};
+use super::ctx::{EXIT_REJECTED, EXIT_UNREACHABLE, Exit};
+use super::render::{Columns, list};
 use crate::app;
 use crate::config::Settings;
 use crate::devbus::{self, DevServer, Probe};
 use crate::store::{self, teams::TeamSpec};
+use crate::wire::answer::{Member, TeamIdentity};
+use anyhow::Context as _;
+use clap::Args;
 
 /// The demo team, built in so `sop up --demo` works from any folder.
 const DEMO_TEAM: &str = include_str!("../../deploy/team.example.json");
@@ -200,21 +200,21 @@ async fn serve(
     Ok(exit)
 }
 
-async fn demo_team(db: &sea_orm::DatabaseConnection) -> Result<Value, Exit> {
+async fn demo_team(db: &sea_orm::DatabaseConnection) -> Result<TeamIdentity, Exit> {
     let spec: TeamSpec = serde_json::from_str(DEMO_TEAM).context("reading the demo team")?;
     let txn = store::begin(db).await.context("opening a transaction")?;
     let record = store::teams::apply(&txn, &spec)
         .await
         .map_err(|e| Exit(EXIT_REJECTED, e.to_string()))?;
     txn.commit().await.context("committing the demo team")?;
-    Ok(serde_json::to_value(&record).context("showing the demo team")?)
+    Ok(record.into())
 }
 
-/// What the second terminal needs: the exports, the demo team's ids, the next commands.
+/// What the second terminal needs: the exports, the demo team, the next commands.
 fn next_steps(
     settings: &Settings,
     data_dir: &Path,
-    team: Option<&Value>,
+    team: Option<&TeamIdentity>,
     running: &app::Running,
 ) -> String {
     let mut out = String::new();
@@ -237,50 +237,30 @@ fn next_steps(
         "  export SOP_SUBJECT_PREFIX={}",
         shell_word(&settings.subject_prefix)
     );
-    let _ = writeln!(
-        out,
-        "  export SOP_DATABASE_URL={}",
-        shell_word(&settings.database_url)
-    );
     match team {
         Some(team) => {
-            let systems = &team["systems"];
-            let id_of = |name: &str| {
-                systems
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s["name"] == name)
-                    .map(|s| render::cell(&s["id"]))
-                    .unwrap_or_default()
-            };
-            let _ = writeln!(
-                out,
-                "  export S1={} S1B={} S3={} S4={} S5={}",
-                id_of("System1/alpha"),
-                id_of("System1/beta"),
-                id_of("System3/root"),
-                id_of("System4/root"),
-                id_of("System5/root")
-            );
+            let _ = writeln!(out, "  export SOP_TEAM={}", shell_word(&team.name));
+            let systems = Columns::new()
+                .col("id", |s: &Member| s.id.to_string())
+                .col("name", |s| s.name.clone())
+                .col("type", |s| s.kind.as_str().to_owned())
+                .col("skills", |s| list(&s.skills))
+                .render(&team.systems);
             let _ = writeln!(
                 out,
                 "\nteam {} ({})\n{}\n",
-                render::cell(&team["name"]),
-                render::cell(&team["id"]),
-                indent(&render::table(
-                    &["id", "name", "type", "skills"],
-                    &render::rows(systems, &["id", "name", "type", "skills"]),
-                ))
+                team.name,
+                team.id,
+                indent(&systems)
             );
             let _ = writeln!(
                 out,
                 "Then (README: \"A first procedure, end to end\"):\n\n\
-                 \x20 sop procedure draft --actor $S4 --file examples/first-run-discovery.json   # → procedure_id=P\n\
-                 \x20 sop procedure approve P --actor $S5\n\
-                 \x20 sop procedure execute P --actor $S3          # → run_id=R, task_ids=T1,…,T6\n\
-                 \x20 sop run show R --actor $S3                   # each task's assignee: $S1 or $S1B\n\
-                 \x20 sop task start T1 --actor $S1"
+                 \x20 sop procedure draft --actor System4 --file examples/first-run-discovery.json   # → procedure_id=P\n\
+                 \x20 sop procedure approve P --actor System5\n\
+                 \x20 sop procedure execute P --actor System3    # → run_id=R, task_ids=T1,…,T6\n\
+                 \x20 sop run show R --actor System3             # each task's assignee: System1/alpha or System1/beta\n\
+                 \x20 sop task start T1 --actor System1/alpha"
             );
         }
         None => {

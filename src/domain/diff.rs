@@ -1,25 +1,27 @@
 //! What changed between two versions of a procedure: metadata fields, and templates matched by
 //! position (added, removed, changed — dependency changes included).
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::procedure::ProcedureMeta;
 use super::template::{TaskTemplate, Templates};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FieldChange {
-    pub field: &'static str,
+    pub field: Cow<'static, str>,
     pub from: String,
     pub to: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TemplateChange {
     pub position: u32,
     pub changes: Vec<FieldChange>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Diff {
     pub fields: Vec<FieldChange>,
     pub tasks_added: Vec<TaskTemplate>,
@@ -38,7 +40,11 @@ impl Diff {
 
 fn change(out: &mut Vec<FieldChange>, field: &'static str, from: String, to: String) {
     if from != to {
-        out.push(FieldChange { field, from, to });
+        out.push(FieldChange {
+            field: field.into(),
+            from,
+            to,
+        });
     }
 }
 
@@ -187,7 +193,7 @@ mod tests {
         );
         let second = &d.tasks_changed[0];
         assert_eq!(second.position, 2);
-        let fields: Vec<&str> = second.changes.iter().map(|c| c.field).collect();
+        let fields: Vec<&str> = second.changes.iter().map(|c| c.field.as_ref()).collect();
         assert_eq!(fields, vec!["name", "depends_on"]);
         assert_eq!(second.changes[1].from, "[1]");
         assert_eq!(second.changes[1].to, "[]");

@@ -2,7 +2,9 @@
 //! never has to query back. The wire envelope (ids, time, causation) is added by the outbox.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ids::*;
@@ -142,7 +144,7 @@ impl Event {
 }
 
 /// A procedure version and what happened to it (data of `procedure.*` events).
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProcedureEvent {
     pub procedure: ProcedureView,
     /// Present when the templates changed (drafted, revised, edited).
@@ -158,13 +160,13 @@ pub struct ProcedureEvent {
     pub superseded: Option<ProcedureId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProcedureView {
     pub procedure_id: ProcedureId,
     pub series_id: SeriesId,
     pub team_id: TeamId,
     pub version: Version,
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     pub name: String,
     pub description: String,
     pub risk_level: RiskLevel,
@@ -196,7 +198,7 @@ impl ProcedureView {
             series_id: p.series_id,
             team_id: p.team_id,
             version: p.version,
-            status: p.status().as_str(),
+            status: p.status().as_str().into(),
             name: p.meta.name.clone(),
             description: p.meta.description.clone(),
             risk_level: p.meta.risk_level,
@@ -226,7 +228,7 @@ impl ProcedureView {
 }
 
 /// Where a run came from: carried by every run, initiative, task and review event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Provenance {
     pub run_id: RunId,
     pub initiative_id: InitiativeId,
@@ -236,27 +238,27 @@ pub struct Provenance {
 }
 
 /// A run: its provenance, status and task counts (data of `run.*` events).
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunView {
     #[serde(flatten)]
     pub provenance: Provenance,
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     pub started_by_system_id: SystemId,
     pub started_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
     /// Task counts by status, so a listener sees the outcome at a glance.
-    pub task_counts: std::collections::BTreeMap<&'static str, usize>,
+    pub task_counts: std::collections::BTreeMap<Cow<'static, str>, usize>,
 }
 
 /// The initiative a run materialised, with the procedure's risk context (data of `initiative.*`).
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InitiativeView {
     #[serde(flatten)]
     pub provenance: Provenance,
     pub team_id: TeamId,
     pub strategy_id: Option<Uuid>,
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     pub name: String,
     pub description: String,
     pub result: Option<String>,
@@ -267,7 +269,7 @@ pub struct InitiativeView {
 }
 
 /// A task in full, so a System1 listener never queries back (data of `task.*` events).
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskView {
     pub task_id: TaskId,
     #[serde(flatten)]
@@ -275,7 +277,7 @@ pub struct TaskView {
     pub position: u32,
     pub name: String,
     pub content: String,
-    pub status: &'static str,
+    pub status: Cow<'static, str>,
     pub ready: bool,
     pub assignee_system_id: SystemId,
     pub assignee_type: SystemKind,
@@ -290,14 +292,14 @@ pub struct TaskView {
 }
 
 /// A post-run review with its frozen procedure context (data of `initiative.reviewed`).
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReviewView {
     pub review_id: ReviewId,
     #[serde(flatten)]
     pub provenance: Provenance,
     pub reviewer_system_id: SystemId,
-    pub run_status: &'static str,
-    pub outcome: &'static str,
+    pub run_status: Cow<'static, str>,
+    pub outcome: Cow<'static, str>,
     pub summary: String,
     pub lessons: Vec<String>,
     pub follow_ups: Vec<String>,

@@ -12,6 +12,7 @@
 //! Canceling a task cancels, transitively, the tasks that depend on it (they could never become
 //! ready); replacing a task points its dependents at the replacement instead.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
@@ -724,10 +725,10 @@ impl Execution {
         ]
     }
 
-    pub fn task_counts(&self) -> BTreeMap<&'static str, usize> {
+    pub fn task_counts(&self) -> BTreeMap<Cow<'static, str>, usize> {
         let mut counts = BTreeMap::new();
         for t in &self.tasks {
-            *counts.entry(t.status.as_str()).or_insert(0) += 1;
+            *counts.entry(Cow::Borrowed(t.status.as_str())).or_insert(0) += 1;
         }
         counts
     }
@@ -744,7 +745,7 @@ impl Execution {
     pub fn run_view(&self) -> RunView {
         RunView {
             provenance: self.provenance.clone(),
-            status: self.status.as_str(),
+            status: self.status.as_str().into(),
             started_by_system_id: self.started_by,
             started_at: self.started_at,
             completed_at: self.completed_at,
@@ -760,7 +761,7 @@ impl Execution {
             position: t.position,
             name: t.name.clone(),
             content: t.content.clone(),
-            status: t.status.as_str(),
+            status: t.status.as_str().into(),
             ready: t.ready,
             assignee_system_id: t.assignee,
             assignee_type: t.assignee_type,
@@ -801,7 +802,7 @@ impl Execution {
             provenance: self.provenance.clone(),
             team_id: self.team_id,
             strategy_id: self.initiative.strategy_id,
-            status: self.initiative.status.as_str(),
+            status: self.initiative.status.as_str().into(),
             name: self.initiative.name.clone(),
             description: self.initiative.description.clone(),
             result: self.initiative.result.clone(),

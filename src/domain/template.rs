@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::DomainError;
 use super::system::SystemKind;
@@ -21,7 +21,7 @@ pub const MAX_SKILL_LEN: usize = 64;
 /// Positions are 1-based and bounded, so they fit every integer column they are stored in.
 pub const MAX_POSITION: u32 = 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskTemplate {
     pub position: u32,
     pub name: String,

@@ -3,6 +3,7 @@
 //! so these carry no `actor` and no signature: NATS permissions keep them to the `operator`
 //! user (`deploy/nats/roles.conf`). Failures answer as queries do ([`super::query::QueryFailure`]).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -65,4 +66,44 @@ pub struct RepublishRequest {
     pub seqs: Vec<i64>,
     #[serde(default)]
     pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeadLetter {
+    pub command_id: Uuid,
+    pub subject: String,
+    pub reason: String,
+    pub message: String,
+    /// The body as received, cut at 64 KiB.
+    pub payload: String,
+    /// The whole body's size.
+    pub payload_bytes: i32,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DeadLetters {
+    /// Newest first.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Whether older ones were left out to keep the answer within the server's limit.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ParkedMessage {
+    pub seq: i64,
+    pub subject: String,
+    /// `event.<type>` or `outcome`.
+    pub kind: String,
+    /// The payload's size.
+    pub bytes: usize,
+    /// Why the server refused it.
+    pub reason: String,
+    pub parked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ParkedMessages {
+    /// Oldest first (by `seq`).
+    pub parked: Vec<ParkedMessage>,
 }

@@ -30,6 +30,7 @@ macro_rules! subject_names {
 }
 
 pub mod admin;
+pub mod answer;
 pub mod command;
 pub mod event;
 pub mod outcome;

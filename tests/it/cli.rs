@@ -6,6 +6,8 @@ use uuid::Uuid;
 
 use crate::harness::*;
 use crate::on_both_databases;
+use vsm_sop::wire::answer::RunDetail;
+use vsm_sop::wire::query::QueryName;
 
 on_both_databases!(the_cli_drives_a_procedure_from_yaml_to_run);
 
@@ -174,6 +176,31 @@ async fn the_cli_drives_a_procedure_from_yaml_to_run(backend: Backend) {
         shown.contains("completed") && shown.contains("Create account"),
         "{shown}"
     );
+    // People get a table naming each assignee; scripts get the query's answer as it is.
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("POSITION") && l.ends_with("ASSIGNEE")),
+        "{shown}"
+    );
+    assert!(shown.contains("System1/alpha"), "{shown}");
+    let answer: RunDetail = app
+        .client
+        .query_pages(
+            QueryName::GetRun,
+            &serde_json::json!({ "actor": s3, "run_id": run_id }),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sop.json(&["run", "show", &run_id, "--actor", &s3]).await,
+        serde_json::to_value(&answer).unwrap()
+    );
+    let retired = sop
+        .ok(&["procedure", "list", "--status", "retired", "--actor", &s3])
+        .await;
+    assert_eq!(retired.trim_end(), "no procedures");
     app.drained().await;
     let events = sop
         .ok(&[

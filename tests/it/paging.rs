@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::harness::*;
 use crate::on_both_databases;
 use vsm_sop::bus::client::ClientError;
+use vsm_sop::wire::answer::{History, RunDetail};
 use vsm_sop::wire::command::CommandName as C;
 use vsm_sop::wire::query::{QueryName as Q, SERVICE_ERROR_HEADER};
 
@@ -116,26 +117,25 @@ async fn large_run(app: &TestApp, team: &Team) -> (Uuid, Vec<Uuid>) {
         )
         .await;
     let run_id = executed.run_id.unwrap();
-    let run = app
+    let run: RunDetail = app
         .client
         .query_pages(
             Q::GetRun,
             &json!({ "actor": team.s3, "run_id": run_id }),
-            "tasks",
             None,
         )
         .await
         .unwrap();
-    let work = run["tasks"].as_array().unwrap().iter().map(|t| {
-        let task = t["task_id"].clone();
-        let assignee: Uuid = serde_json::from_value(t["assignee_system_id"].clone()).unwrap();
+    let work = run.tasks.iter().map(|t| {
+        let task = t.task_id;
+        let assignee = t.assignee_system_id.0;
         async move {
             app.ok(C::StartTask, assignee, json!({ "task_id": task }))
                 .await;
             app.ok(
                 C::CompleteTask,
                 assignee,
-                json!({ "task_id": task, "result": long_text(task.as_str().unwrap()) }),
+                json!({ "task_id": task, "result": long_text(&task.to_string()) }),
             )
             .await;
         }
@@ -319,17 +319,16 @@ async fn thirty_large_versions_list_and_history_in_pages(backend: Backend) {
     assert_eq!(all.len(), 31);
 
     // The typed client and the CLI join the pages.
-    let whole = app
+    let whole: History = app
         .client
         .query_pages(
             Q::History,
             &json!({ "actor": team.s3, "series_id": series }),
-            "versions",
             None,
         )
         .await
         .unwrap();
-    assert_eq!(whole["versions"].as_array().unwrap().len(), 30);
+    assert_eq!(whole.versions.len(), 30);
     let listed: Value = serde_json::from_str(
         &sop(
             &app,

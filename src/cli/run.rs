@@ -1,0 +1,137 @@
+//! `sop run`, `sop initiative` and `sop audit`: what an execution made, from the run to its
+//! review, and back to the procedure version.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::ctx::{Ctx, Exit};
+use super::render::{Columns, Names, fields, opt, opt_time, time};
+use super::send::SendArgs;
+use crate::application::queries::AUDIT_PAGE;
+use crate::domain::event::TaskView;
+use crate::wire::answer::{Audit, AuditEntry, RunDetail, Trace};
+use crate::wire::command::CommandName as N;
+use crate::wire::query::QueryName;
+
+#[derive(Subcommand)]
+pub enum RunCmd {
+    /// Cancel a run (System3): `<run_id> --reason …`.
+    Cancel(SendArgs),
+    /// A run with its initiative, tasks and review.
+    Show { run_id: Uuid },
+}
+
+#[derive(Subcommand)]
+pub enum InitiativeCmd {
+    /// Record the post-run review (System3): `<initiative_id> outcome=… summary=… [lessons='[…]']`.
+    Review(SendArgs),
+    /// From an initiative back to its procedure version and run.
+    Trace { initiative_id: Uuid },
+}
+
+/// The audit trail of a series or a run.
+#[derive(Args)]
+pub struct AuditArgs {
+    #[arg(long, required_unless_present = "run")]
+    series: Option<Uuid>,
+    #[arg(long)]
+    run: Option<Uuid>,
+    /// At most this many entries (fetched page by page).
+    #[arg(long, default_value_t = 1000)]
+    limit: u64,
+}
+
+pub async fn run(ctx: &Ctx, command: RunCmd) -> Result<ExitCode, Exit> {
+    match command {
+        RunCmd::Cancel(a) => ctx.send(N::CancelRun, a).await,
+        RunCmd::Show { run_id } => {
+            let detail: RunDetail = ctx
+                .query_pages(QueryName::GetRun, json!({ "run_id": run_id }), None)
+                .await?;
+            let names = ctx.names().await;
+            ctx.print(&detail, |d| show(d, names))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn initiative(ctx: &Ctx, command: InitiativeCmd) -> Result<ExitCode, Exit> {
+    match command {
+        InitiativeCmd::Review(a) => ctx.send(N::ReviewInitiative, a).await,
+        InitiativeCmd::Trace { initiative_id } => {
+            let trace: Trace = ctx
+                .query(QueryName::Trace, json!({ "initiative_id": initiative_id }))
+                .await?;
+            ctx.print(&trace, |t| {
+                format!(
+                    "initiative {} ← run {} ({}) ← {} {} ({})\nreview: {}",
+                    t.initiative_id,
+                    t.run.provenance.run_id,
+                    t.run.status,
+                    t.procedure.name,
+                    t.procedure.version,
+                    t.procedure.procedure_id,
+                    opt(&t.review_id),
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn audit(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode, Exit> {
+    // `limit` bounds what is shown; pages never ask for more than that either.
+    let page = args.limit.min(AUDIT_PAGE.max);
+    let trail: Audit = ctx
+        .query_pages(
+            QueryName::Audit,
+            json!({ "series_id": args.series, "run_id": args.run, "limit": page }),
+            Some(usize::try_from(args.limit).unwrap_or(usize::MAX)),
+        )
+        .await?;
+    let names = ctx.names().await;
+    ctx.print(&trail, |a| {
+        Columns::new()
+            .col("seq", |e: &AuditEntry| e.seq.to_string())
+            .col("occurred_at", |e| time(&e.occurred_at))
+            .col("type", |e| e.kind.clone())
+            .col("actor", |e| names.opt(&e.actor))
+            .col("causation", |e| opt(&e.causation_id))
+            .render(&a.entries)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(d: &RunDetail, names: &Names) -> String {
+    let r = &d.run;
+    let run = fields(&[
+        ("run_id", r.provenance.run_id.to_string()),
+        ("status", r.status.to_string()),
+        ("procedure_id", r.provenance.procedure_id.to_string()),
+        (
+            "procedure_version",
+            r.provenance.procedure_version.to_string(),
+        ),
+        ("initiative_id", r.provenance.initiative_id.to_string()),
+        ("started_by", names.of(&r.started_by_system_id)),
+        ("started_at", time(&r.started_at)),
+        ("completed_at", opt_time(&r.completed_at)),
+        ("reason", opt(&r.reason)),
+    ]);
+    let tasks = Columns::new()
+        .col("position", |t: &TaskView| t.position.to_string())
+        .col("task_id", |t| t.task_id.to_string())
+        .col("name", |t| t.name.clone())
+        .col("status", |t| t.status.to_string())
+        .col("ready", |t| t.ready.to_string())
+        .col("assignee", |t| names.of(&t.assignee_system_id))
+        .render(&d.tasks);
+    let review = match &d.review {
+        None => "no post-run review yet".to_owned(),
+        Some(r) => format!("review: {} — {}", r.outcome, r.summary),
+    };
+    format!("{run}\n\n{tasks}\n\n{review}")
+}

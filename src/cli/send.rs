@@ -1,0 +1,116 @@
+//! Commands as the CLI takes them: the id they act on, FIELD=VALUE pairs, a payload file;
+//! and `sop send`, the generic form.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::ctx::{Ctx, Exit};
+use crate::wire::command::CommandName;
+
+/// What every command takes: the entity it acts on, payload fields, or a payload file.
+#[derive(Args, Clone)]
+pub struct SendArgs {
+    /// The id the command acts on (procedure, series, task, run or initiative), then payload
+    /// fields as FIELD=VALUE (a VALUE that is JSON — number, list, object — is taken as JSON).
+    #[arg(value_name = "ID | FIELD=VALUE")]
+    pub args: Vec<String>,
+    /// Payload file, JSON or YAML (`-` reads standard input); inline fields override it.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// Shortcut for reason=REASON.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Command id (default: a new one). Re-sending an id is safe: one effect, same outcome;
+    /// use it to retry a command whose outcome did not come in time.
+    #[arg(long = "command-id", alias = "id", value_name = "UUID")]
+    pub id: Option<Uuid>,
+    /// Send even when no worker answers (the command waits in the commands stream), and
+    /// return once it is stored, without waiting for its outcome (`sop outcome <id>`).
+    #[arg(long)]
+    pub queue: bool,
+}
+
+/// `sop send <command>`: any command by its name.
+pub async fn run(ctx: &Ctx, command: &str, args: SendArgs) -> Result<ExitCode, Exit> {
+    let name = CommandName::parse(command).ok_or_else(|| {
+        let known: Vec<&str> = CommandName::ALL.iter().map(|c| c.as_str()).collect();
+        Exit(
+            1,
+            format!("unknown command `{command}`; one of: {}", known.join(", ")),
+        )
+    })?;
+    ctx.send(name, args).await
+}
+
+/// The payload field the positional id fills, per command.
+fn id_field(name: CommandName) -> Option<&'static str> {
+    use CommandName as N;
+    match name {
+        N::DraftProcedure => None,
+        N::ReviseProcedure
+        | N::EditProcedure
+        | N::DiscardProcedure
+        | N::ApproveProcedure
+        | N::RejectProcedure
+        | N::RetireProcedure => Some("procedure_id"),
+        N::ExecuteProcedure => Some("series_id"),
+        N::StartTask
+        | N::CompleteTask
+        | N::BlockTask
+        | N::UnblockTask
+        | N::ReviewTask
+        | N::CancelTask
+        | N::ReplaceTask => Some("task_id"),
+        N::CancelRun => Some("run_id"),
+        N::ReviewInitiative => Some("initiative_id"),
+    }
+}
+
+/// Reads a JSON or YAML file (`-`: standard input) into a JSON value.
+pub fn read_document(path: &Path) -> anyhow::Result<Value> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Ok(v),
+        Err(_) => serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{} is neither JSON nor YAML", path.display())),
+    }
+}
+
+/// File, then positional id, then FIELD=VALUE pairs, then --reason.
+pub fn payload(name: CommandName, args: &SendArgs) -> Result<Value, Exit> {
+    let mut payload = match &args.file {
+        Some(path) => read_document(path)?,
+        None => Value::Object(Map::new()),
+    };
+    let Some(object) = payload.as_object_mut() else {
+        return Err(Exit(1, "the payload file must hold an object".into()));
+    };
+    for (i, arg) in args.args.iter().enumerate() {
+        match arg.split_once('=') {
+            Some((key, value)) => {
+                let value =
+                    serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+                object.insert(key.to_owned(), value);
+            }
+            None if i == 0 => {
+                let field = id_field(name)
+                    .ok_or_else(|| Exit(1, format!("{name} takes no id; give FIELD=VALUE")))?;
+                object.insert(field.to_owned(), Value::String(arg.clone()));
+            }
+            None => return Err(Exit(1, format!("`{arg}` is not FIELD=VALUE"))),
+        }
+    }
+    if let Some(reason) = &args.reason {
+        object.insert("reason".into(), Value::String(reason.clone()));
+    }
+    Ok(payload)
+}

@@ -1,0 +1,74 @@
+//! `sop team` and `sop nkey-generate`: who is who, registered by operators, asked by anyone.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::ctx::{Ctx, Exit};
+use super::render::{Columns, fields, list};
+use super::send::read_document;
+use crate::wire::admin::{AdminName, TeamSpec};
+use crate::wire::answer::{Member, TeamIdentity};
+
+#[derive(Subcommand)]
+pub enum TeamCmd {
+    /// Create or update a team and its systems from a JSON or YAML file; prints the ids.
+    Apply {
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// Show a team and its systems' ids (anyone may ask: no --actor).
+    Show { name: String },
+}
+
+pub async fn run(ctx: &Ctx, command: TeamCmd) -> Result<ExitCode, Exit> {
+    let team: TeamIdentity = match command {
+        TeamCmd::Apply { file } => {
+            // Parsed here too, so a malformed file is told before anything is sent.
+            let spec: TeamSpec =
+                serde_json::from_value(read_document(&file)?).context("not a team file")?;
+            ctx.client()
+                .await?
+                .admin(AdminName::ApplyTeam, &spec)
+                .await?
+        }
+        TeamCmd::Show { name } => ctx.team(&name).await?,
+    };
+    ctx.print(&team, |t| {
+        let systems = Columns::new()
+            .col("id", |s: &Member| s.id.to_string())
+            .col("name", |s| s.name.clone())
+            .col("type", |s| s.kind.as_str().to_owned())
+            .col("skills", |s| list(&s.skills))
+            .col("has_key", |s| s.has_key.to_string())
+            .render(&t.systems);
+        format!("team {} ({})\n\n{systems}", t.name, t.id)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A NATS user key pair for a system.
+#[derive(Serialize)]
+struct KeyPair {
+    public_key: String,
+    seed: String,
+}
+
+pub fn nkey_generate(ctx: &Ctx) -> Result<ExitCode, Exit> {
+    let pair = nkeys::KeyPair::new_user();
+    let seed = pair.seed().map_err(|e| Exit(1, e.to_string()))?;
+    let keys = KeyPair {
+        public_key: pair.public_key(),
+        seed,
+    };
+    ctx.print(&keys, |k| {
+        fields(&[
+            ("public_key", k.public_key.clone()),
+            ("seed", k.seed.clone()),
+        ])
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
