@@ -21,7 +21,7 @@ use crate::app;
 use crate::application::queries::AUDIT_PAGE;
 use crate::bus::client::{Client, ClientError, EventStart};
 use crate::bus::contract;
-use crate::config::Settings;
+use crate::config::{ConnectionSettings, Settings, WorkerSettings};
 use crate::domain::event::EventKind;
 use crate::store;
 use crate::wire::admin::{AdminName, RepublishRequest, TeamSpec};
@@ -44,6 +44,9 @@ const EXIT_NOT_FOUND: u8 = 4;
 )]
 pub struct Cli {
     #[command(flatten)]
+    connection: ConnectionSettings,
+    /// Every setting, assembled by [`Cli::load`] with the subcommand's worker settings.
+    #[arg(skip = Settings::local())]
     pub settings: Settings,
     /// The acting system, for commands and queries: its id, or its name within `--team`
     /// (`System1/alpha`; `System3`, `System4`, `System5` when the team has one of that type).
@@ -77,12 +80,12 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the worker: consume commands, apply them, publish events, answer queries.
-    Worker,
+    Worker(WorkerSettings),
     /// Try the service on this machine: data in ./.sop, a JetStream server found or started
     /// (nats-server from PATH), the next commands printed; then serve as `worker` does.
     Up(up::UpArgs),
     /// Apply database migrations and exit.
-    Migrate,
+    Migrate(WorkerSettings),
     /// Register teams and show their systems (operators; `sop.admin.team.apply`, `sop.query.team.get`).
     Team {
         #[command(subcommand)]
@@ -149,7 +152,7 @@ enum Cmd {
     /// Print the AsyncAPI contract (docs/asyncapi.yaml).
     Contract,
     /// Print the effective configuration (file, environment, flags), secrets redacted.
-    Config,
+    Config(WorkerSettings),
     /// Measure the whole path against plain SQL and bare JetStream baselines.
     Bench(crate::bench::BenchArgs),
 }
@@ -328,9 +331,13 @@ impl Cli {
             }
         };
         let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-        cli.settings = cli
-            .settings
-            .with_file(&matches)
+        let worker = match &cli.command {
+            Cmd::Worker(w) | Cmd::Migrate(w) | Cmd::Config(w) => Some(w.clone()),
+            Cmd::Up(args) => Some(args.worker.clone()),
+            Cmd::Bench(args) => Some(args.worker.clone()),
+            _ => None,
+        };
+        cli.settings = Settings::resolve(cli.connection.clone(), worker, &matches)
             .map_err(|e| e.to_string())?;
         Ok(cli)
     }
@@ -338,7 +345,7 @@ impl Cli {
     /// The worker logs its work; one-shot commands log only warnings unless RUST_LOG says more.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Cmd::Worker | Cmd::Up(_) => "info,sqlx=warn",
+            Cmd::Worker(_) | Cmd::Up(_) => "info,sqlx=warn",
             _ => "warn",
         }
     }
@@ -976,14 +983,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
     };
     use CommandName as N;
     match cli.command {
-        Cmd::Worker => {
+        Cmd::Worker(_) => {
             let running = app::start(&ctx.settings).await?;
             app::wait_for_signal().await;
             tracing::info!("shutting down");
             running.stop().await;
         }
         Cmd::Up(args) => return up::run(&ctx.settings, args).await,
-        Cmd::Migrate => {
+        Cmd::Migrate(_) => {
             let db = app::connect_db(&ctx.settings).await?;
             store::migrate(&db).await.context("running migrations")?;
             println!("migrations applied");
@@ -1324,7 +1331,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             ctx.print(&value, |v| render::fields(v, &["public_key", "seed"]))?;
         }
         Cmd::Bench(args) => crate::bench::run(&ctx.settings, &args).await?,
-        Cmd::Config => {
+        Cmd::Config(_) => {
             let problem = ctx.settings.validate().err();
             let value = ctx.settings.redacted();
             ctx.print(&value, |v| {

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::{EXIT_REJECTED, EXIT_UNREACHABLE, Exit, render};
 use crate::app;
-use crate::config::Settings;
+use crate::config::{Settings, WorkerSettings};
 use crate::devbus::{self, DevServer, Probe};
 use crate::store::{self, teams::TeamSpec};
 
@@ -40,6 +40,9 @@ pub struct UpArgs {
     /// (keeps this service's streams off a server shared with other work).
     #[arg(long)]
     own_nats: bool,
+    // Read by `Cli::load` into the one `Settings` value the run is given.
+    #[command(flatten)]
+    pub(super) worker: WorkerSettings,
 }
 
 pub async fn run(settings: &Settings, args: UpArgs) -> Result<ExitCode, Exit> {
