@@ -27,7 +27,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use crate::bus::client::Client;
-use crate::config::Settings;
+use crate::config::{Settings, WorkerSettings};
 use crate::store::{self, teams};
 use crate::wire::command::CommandName;
 use crate::wire::outcome::Outcome;
@@ -66,6 +66,9 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+    // Read by `Cli::load` into the one `Settings` value the run is given.
+    #[command(flatten)]
+    pub worker: WorkerSettings,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -10,11 +10,11 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
 
-#[derive(clap::Args, Debug, Clone, Serialize)]
-pub struct Settings {
-    /// YAML or JSON file with any of these settings (snake_case keys).
+/// The settings every subcommand needs to reach the bus, so they are global flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnectionSettings {
+    /// YAML or JSON file with any of the settings, worker settings included (snake_case keys).
     #[arg(help_heading = "Connection", long, env = "SOP_CONFIG", global = true)]
-    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// NATS server URL(s), comma separated for a cluster.
@@ -55,17 +55,6 @@ pub struct Settings {
     )]
     pub nats_password: Option<String>,
 
-    /// Database URL: `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.
-    #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
-        long,
-        env = "SOP_DATABASE_URL",
-        default_value = "sqlite://sop.db?mode=rwc",
-        global = true,
-        hide_env_values = true
-    )]
-    pub database_url: String,
-
     /// Prefix for every subject and stream (namespaces a shared bus), e.g. `acme`.
     #[arg(
         help_heading = "Connection",
@@ -75,93 +64,132 @@ pub struct Settings {
         global = true
     )]
     pub subject_prefix: String,
+}
+
+/// The settings only a worker reads: flags of the subcommands that run, migrate, measure or
+/// show one (`worker`, `up`, `migrate`, `bench`, `config`), so the others' help stays short.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerSettings {
+    /// Database URL: `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.
+    #[arg(
+        help_heading = "Worker settings",
+        long,
+        env = "SOP_DATABASE_URL",
+        default_value = "sqlite://sop.db?mode=rwc",
+        hide_env_values = true
+    )]
+    pub database_url: String,
 
     /// Command transactions in flight at once in this worker (at most the database pool size:
     /// with SQLite, one). Few are enough: each commits every command waiting when it begins,
     /// and fewer, larger groups cost the database less per command than many small ones.
     #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
+        help_heading = "Worker settings",
         long,
         env = "SOP_CONCURRENCY",
-        default_value_t = 4,
-        global = true
+        default_value_t = 4
     )]
     pub concurrency: usize,
 
     /// Most commands committed together in one transaction (group commit): waiting commands
     /// share one commit, so throughput is no longer bounded by the commit rate. 1 turns it off.
     #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
+        help_heading = "Worker settings",
         long,
         env = "SOP_BATCH_MAX",
-        default_value_t = 32,
-        global = true
+        default_value_t = 32
     )]
     pub batch_max: usize,
 
     /// Database pool size (SQLite always uses one connection).
     #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
+        help_heading = "Worker settings",
         long,
         env = "SOP_DB_MAX_CONNECTIONS",
-        default_value_t = 16,
-        global = true
+        default_value_t = 16
     )]
     pub db_max_connections: u32,
 
     /// Replicas of the streams the worker creates (3 on a 3-node JetStream cluster).
     #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
+        help_heading = "Worker settings",
         long,
         env = "SOP_STREAM_REPLICAS",
-        default_value_t = 1,
-        global = true
+        default_value_t = 1
     )]
     pub stream_replicas: usize,
 
     /// Compress the events and outcomes streams with S2 (needs nats-server 2.10 or newer).
-    #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
-        long,
-        env = "SOP_STREAM_COMPRESSION",
-        global = true
-    )]
+    #[arg(help_heading = "Worker settings", long, env = "SOP_STREAM_COMPRESSION")]
     pub stream_compression: bool,
 
     /// Seconds a pulled command may stay unacknowledged before JetStream redelivers it: after
     /// a worker crash, its commands wait this long. Applies when the consumer is created.
     #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
+        help_heading = "Worker settings",
         long,
         env = "SOP_ACK_WAIT_SECS",
-        default_value_t = 30,
-        global = true
+        default_value_t = 30
     )]
     pub ack_wait_secs: u64,
 
     /// Address of the HTTP endpoints (/metrics, /healthz, /readyz); empty disables them.
     #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
+        help_heading = "Worker settings",
         long,
         env = "SOP_HTTP_ADDR",
-        default_value = "127.0.0.1:9464",
-        global = true
+        default_value = "127.0.0.1:9464"
     )]
     pub http_addr: String,
 
     /// On SIGTERM/SIGINT: the deadline to finish in-flight commands and flush the outbox.
     #[arg(
-        help_heading = "Worker settings (sop worker, migrate, bench)",
+        help_heading = "Worker settings",
         long,
         env = "SOP_SHUTDOWN_TIMEOUT_SECS",
-        default_value_t = 30,
-        global = true
+        default_value_t = 30
     )]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl WorkerSettings {
+    /// The worker settings from the environment and the built-in defaults alone, for a
+    /// subcommand that takes none as flags; with the matches that tell where each came from.
+    fn from_environment() -> Result<(WorkerSettings, clap::ArgMatches), ConfigError> {
+        use clap::{Args, FromArgMatches};
+        WorkerSettings::augment_args(clap::Command::new("sop"))
+            .try_get_matches_from(["sop"])
+            .and_then(|m| Ok((WorkerSettings::from_arg_matches(&m)?, m)))
+            .map_err(|e| {
+                let shown = e.render().to_string();
+                let first = shown.lines().next().unwrap_or_default();
+                ConfigError::Environment(first.trim_start_matches("error: ").to_owned())
+            })
+    }
+}
+
+/// Every setting, connection and worker alike, in one value: what the rest of the code reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    pub nats_url: String,
+    pub nats_creds: Option<PathBuf>,
+    pub nats_user: Option<String>,
+    pub nats_password: Option<String>,
+    pub database_url: String,
+    pub subject_prefix: String,
+    pub concurrency: usize,
+    pub batch_max: usize,
+    pub db_max_connections: u32,
+    pub stream_replicas: usize,
+    pub stream_compression: bool,
+    pub ack_wait_secs: u64,
+    pub http_addr: String,
     pub shutdown_timeout_secs: u64,
 
     /// The settings no file, environment variable or flag gave a value: `sop up` picks local
     /// ones for these (its own data folder, a bus it can start), never for chosen ones.
-    #[arg(skip)]
     #[serde(skip)]
     pub defaulted: Vec<&'static str>,
 }
@@ -213,6 +241,10 @@ pub enum ConfigError {
         setting: &'static str,
         message: String,
     },
+    /// A worker setting's environment variable that does not parse, met by a subcommand
+    /// without worker flags (clap reports it itself where the flags exist).
+    #[error("{0}")]
+    Environment(String),
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -232,11 +264,53 @@ fn read_file(path: &Path) -> Result<SettingsFile, ConfigError> {
 }
 
 impl Settings {
-    /// Lays the config file (if any) under environment and flags: a value from the file is
-    /// used only where `matches` says the setting still has its built-in default.
-    pub fn with_file(mut self, matches: &clap::ArgMatches) -> Result<Settings, ConfigError> {
-        let defaulted =
-            |id: &str| matches!(source(matches, id), None | Some(ValueSource::DefaultValue));
+    /// Assembles the settings from the parsed flags: the connection settings, and the worker
+    /// settings of the subcommand, or, for a subcommand without them, those of the environment
+    /// and the defaults. Then lays the config file (if any) under environment and flags: a
+    /// value from the file is used only where the setting still has its built-in default.
+    pub fn resolve(
+        connection: ConnectionSettings,
+        worker: Option<WorkerSettings>,
+        matches: &clap::ArgMatches,
+    ) -> Result<Settings, ConfigError> {
+        let (worker, environment) = match worker {
+            Some(worker) => (worker, None),
+            None => {
+                let (worker, matches) = WorkerSettings::from_environment()?;
+                (worker, Some(matches))
+            }
+        };
+        let settings = Settings::from_parts(connection, worker);
+        settings.with_file(|id| {
+            let given =
+                source(matches, id).or_else(|| environment.as_ref().and_then(|m| source(m, id)));
+            matches!(given, None | Some(ValueSource::DefaultValue))
+        })
+    }
+
+    fn from_parts(c: ConnectionSettings, w: WorkerSettings) -> Settings {
+        Settings {
+            config: c.config,
+            nats_url: c.nats_url,
+            nats_creds: c.nats_creds,
+            nats_user: c.nats_user,
+            nats_password: c.nats_password,
+            subject_prefix: c.subject_prefix,
+            database_url: w.database_url,
+            concurrency: w.concurrency,
+            batch_max: w.batch_max,
+            db_max_connections: w.db_max_connections,
+            stream_replicas: w.stream_replicas,
+            stream_compression: w.stream_compression,
+            ack_wait_secs: w.ack_wait_secs,
+            http_addr: w.http_addr,
+            shutdown_timeout_secs: w.shutdown_timeout_secs,
+            defaulted: Vec::new(),
+        }
+    }
+
+    /// Takes from the config file the settings `defaulted` says nobody else gave.
+    fn with_file(mut self, defaulted: impl Fn(&str) -> bool) -> Result<Settings, ConfigError> {
         self.defaulted = NAMES.into_iter().filter(|id| defaulted(id)).collect();
         let Some(path) = self.config.clone() else {
             return Ok(self);
@@ -408,14 +482,19 @@ impl Settings {
     }
 }
 
-/// Where a setting's value came from; global arguments are looked up in the deepest
-/// subcommand, where clap records them.
+/// Where a setting's value came from, looked up from the deepest subcommand up: clap records
+/// global arguments there, and the worker's in the subcommand that takes them.
 fn source(matches: &clap::ArgMatches, id: &str) -> Option<ValueSource> {
-    let mut m = matches;
-    while let Some((_, sub)) = m.subcommand() {
-        m = sub;
+    let mut chain = vec![matches];
+    while let Some((_, sub)) = chain[chain.len() - 1].subcommand() {
+        chain.push(sub);
     }
-    m.value_source(id).or_else(|| matches.value_source(id))
+    // Asking a level that does not define `id` would panic in debug builds.
+    chain
+        .into_iter()
+        .rev()
+        .filter(|m| m.ids().any(|known| known == id))
+        .find_map(|m| m.value_source(id))
 }
 
 #[cfg(test)]
@@ -423,24 +502,33 @@ mod tests {
     use super::*;
     use clap::{CommandFactory, FromArgMatches, Parser};
 
+    /// The shape of `sop`'s command line: global connection flags, worker flags on `worker`.
     #[derive(Parser)]
     struct Probe {
         #[command(flatten)]
-        settings: Settings,
+        connection: ConnectionSettings,
         #[command(subcommand)]
         cmd: Sub,
     }
 
     #[derive(clap::Subcommand)]
     enum Sub {
-        Worker,
+        Worker(WorkerSettings),
+        Other,
+    }
+
+    fn try_parse(args: &[&str]) -> Result<Settings, ConfigError> {
+        let matches = Probe::command().get_matches_from(args);
+        let probe = Probe::from_arg_matches(&matches).unwrap();
+        let worker = match probe.cmd {
+            Sub::Worker(worker) => Some(worker),
+            Sub::Other => None,
+        };
+        Settings::resolve(probe.connection, worker, &matches)
     }
 
     fn parse(args: &[&str]) -> Settings {
-        let matches = Probe::command().get_matches_from(args);
-        let probe = Probe::from_arg_matches(&matches).unwrap();
-        let Sub::Worker = probe.cmd;
-        probe.settings.with_file(&matches).unwrap()
+        try_parse(args).unwrap()
     }
 
     #[test]
@@ -450,23 +538,52 @@ mod tests {
         let file = dir.join("sop.yaml");
         std::fs::write(
             &file,
-            "concurrency: 4\nstream_replicas: 3\nsubject_prefix: acme\n",
+            "concurrency: 6\nstream_replicas: 3\nsubject_prefix: acme\n",
         )
         .unwrap();
         let f = file.to_str().unwrap();
         let s = parse(&["sop", "--config", f, "worker", "--subject-prefix", "flag"]);
-        assert_eq!((s.concurrency, s.stream_replicas), (4, 3));
+        assert_eq!((s.concurrency, s.stream_replicas), (6, 3));
         assert_eq!(s.subject_prefix, "flag");
         assert!(!s.is_default("concurrency") && !s.is_default("subject_prefix"));
         assert!(s.is_default("nats_url") && s.is_default("database_url"));
+        // A subcommand without worker flags still takes the file's worker settings.
+        let s = parse(&["sop", "--config", f, "other"]);
+        assert_eq!((s.concurrency, s.stream_replicas), (6, 3));
+        assert_eq!(s.subject_prefix, "acme");
+        assert!(!s.is_default("concurrency") && s.is_default("database_url"));
         std::fs::write(&file, "concurency: 4\n").unwrap();
-        let matches = Probe::command().get_matches_from(["sop", "--config", f, "worker"]);
-        let probe = Probe::from_arg_matches(&matches).unwrap();
-        assert!(matches!(
-            probe.settings.with_file(&matches),
-            Err(ConfigError::File { .. })
-        ));
+        for sub in ["worker", "other"] {
+            assert!(matches!(
+                try_parse(&["sop", "--config", f, sub]),
+                Err(ConfigError::File { .. })
+            ));
+        }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn worker_flags_follow_the_subcommands_that_take_them() {
+        let s = parse(&[
+            "sop",
+            "worker",
+            "--batch-max",
+            "8",
+            "--nats-url",
+            "nats://n:4222",
+        ]);
+        assert_eq!((s.batch_max, s.nats_url.as_str()), (8, "nats://n:4222"));
+        assert!(!s.is_default("batch_max") && !s.is_default("nats_url"));
+        assert!(s.is_default("concurrency") && s.is_default("database_url"));
+        let s = parse(&["sop", "other"]);
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::to_value(Settings::local()).unwrap()
+        );
+        assert_eq!(s.defaulted, NAMES.to_vec());
+        let refused = |args: &[&str]| Probe::command().try_get_matches_from(args).is_err();
+        assert!(refused(&["sop", "other", "--batch-max", "8"]));
+        assert!(refused(&["sop", "--batch-max", "8", "worker"]));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::app;
 use crate::bus::contract;
-use crate::config::Settings;
+use crate::config::{ConnectionSettings, Settings, WorkerSettings};
 use crate::store;
 use crate::wire::command::CommandName;
 use ctx::{Ctx, EXIT_NOT_FOUND, Exit};
@@ -40,6 +40,9 @@ use render::fields;
 )]
 pub struct Cli {
     #[command(flatten)]
+    connection: ConnectionSettings,
+    /// Every setting, assembled by [`Cli::load`] with the subcommand's worker settings.
+    #[arg(skip = Settings::local())]
     pub settings: Settings,
     /// The acting system, for commands and queries: its id, or its name within `--team`
     /// (`System1/alpha`; `System3`, `System4`, `System5` when the team has one of that type).
@@ -73,12 +76,12 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the worker: consume commands, apply them, publish events, answer queries.
-    Worker,
+    Worker(WorkerSettings),
     /// Try the service on this machine: data in ./.sop, a JetStream server found or started
     /// (nats-server from PATH), the next commands printed; then serve as `worker` does.
     Up(up::UpArgs),
     /// Apply database migrations and exit.
-    Migrate,
+    Migrate(WorkerSettings),
     /// Register teams and show their systems (operators; `sop.admin.team.apply`, `sop.query.team.get`).
     Team {
         #[command(subcommand)]
@@ -137,7 +140,7 @@ enum Cmd {
     /// Print the AsyncAPI contract (docs/asyncapi.yaml).
     Contract,
     /// Print the effective configuration (file, environment, flags), secrets redacted.
-    Config,
+    Config(WorkerSettings),
     /// Measure the whole path against plain SQL and bare JetStream baselines.
     Bench(crate::bench::BenchArgs),
 }
@@ -157,9 +160,13 @@ impl Cli {
             }
         };
         let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-        cli.settings = cli
-            .settings
-            .with_file(&matches)
+        let worker = match &cli.command {
+            Cmd::Worker(w) | Cmd::Migrate(w) | Cmd::Config(w) => Some(w.clone()),
+            Cmd::Up(args) => Some(args.worker.clone()),
+            Cmd::Bench(args) => Some(args.worker.clone()),
+            _ => None,
+        };
+        cli.settings = Settings::resolve(cli.connection.clone(), worker, &matches)
             .map_err(|e| e.to_string())?;
         Ok(cli)
     }
@@ -167,7 +174,7 @@ impl Cli {
     /// The worker logs its work; one-shot commands log only warnings unless RUST_LOG says more.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Cmd::Worker => "info,sqlx=warn",
+            Cmd::Worker(_) => "info,sqlx=warn",
             // A person trying the service reads the next steps, not each migration.
             Cmd::Up(_) => "info,sqlx=warn,sea_orm_migration=warn",
             _ => "warn",
@@ -215,14 +222,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         names: OnceCell::new(),
     };
     match cli.command {
-        Cmd::Worker => {
+        Cmd::Worker(_) => {
             let running = app::start(&ctx.settings).await?;
             app::wait_for_signal().await;
             tracing::info!("shutting down");
             running.stop().await;
         }
         Cmd::Up(args) => return up::run(&ctx.settings, args).await,
-        Cmd::Migrate => {
+        Cmd::Migrate(_) => {
             let db = app::connect_db(&ctx.settings).await?;
             store::migrate(&db).await.context("running migrations")?;
             println!("migrations applied");
@@ -251,7 +258,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),
         Cmd::NkeyGenerate => return team::nkey_generate(&ctx),
         Cmd::Bench(args) => crate::bench::run(&ctx.settings, &args).await?,
-        Cmd::Config => {
+        Cmd::Config(_) => {
             let problem = ctx.settings.validate().err();
             let value = ctx.settings.redacted();
             ctx.print(&value, |v| {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use super::ctx::{EXIT_REJECTED, EXIT_UNREACHABLE, Exit};
 use super::render::{Columns, list};
 use crate::app;
-use crate::config::Settings;
+use crate::config::{Settings, WorkerSettings};
 use crate::devbus::{self, DevServer, Probe};
 use crate::store::{self, teams::TeamSpec};
 use crate::wire::answer::{Member, TeamIdentity};
@@ -40,6 +40,9 @@ pub struct UpArgs {
     /// (keeps this service's streams off a server shared with other work).
     #[arg(long)]
     own_nats: bool,
+    // Read by `Cli::load` into the one `Settings` value the run is given.
+    #[command(flatten)]
+    pub(super) worker: WorkerSettings,
 }
 
 pub async fn run(settings: &Settings, args: UpArgs) -> Result<ExitCode, Exit> {

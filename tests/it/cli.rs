@@ -421,3 +421,66 @@ async fn a_commands_help_names_its_payload_fields() {
         "{help}"
     );
 }
+
+/// `sop` with `args` and nothing from the test's environment: (exit code, stdout, stderr).
+async fn sop_alone(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
+        .args(args)
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The worker's settings are flags of the subcommands that run a worker, the connection
+/// settings of every subcommand; a config file may hold both, whatever the subcommand.
+#[tokio::test]
+async fn worker_settings_show_only_where_a_worker_runs() {
+    let help = |words: &'static [&'static str]| async move {
+        let (code, out, err) = sop_alone(&[words, &["--help"][..]].concat()).await;
+        assert_eq!(code, 0, "{words:?}: {err}");
+        out
+    };
+    for words in [&["procedure", "draft"][..], &["task", "start"]] {
+        let out = help(words).await;
+        assert!(
+            !out.contains("--database-url") && !out.contains("--batch-max"),
+            "{words:?}: {out}"
+        );
+    }
+    for words in [&["worker"][..], &["up"]] {
+        let out = help(words).await;
+        assert!(
+            out.contains("--database-url") && out.contains("--batch-max"),
+            "{words:?}: {out}"
+        );
+    }
+    let out = help(&["procedure", "list"]).await;
+    assert!(
+        out.contains("--nats-url") && out.contains("--subject-prefix"),
+        "{out}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("sop-settings-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sop.yaml");
+    std::fs::write(
+        &file,
+        "database_url: postgres://file@db.example/sop\nnats_url: nats://nats.example:4222\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, err) = sop_alone(&["--config", f, "config", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&out).expect("JSON output");
+    assert_eq!(shown["database_url"], "postgres://file@db.example/sop");
+    assert_eq!(shown["nats_url"], "nats://nats.example:4222");
+    let (code, _, err) = sop_alone(&["--config", f, "contract"]).await;
+    assert_eq!(code, 0, "a subcommand without worker flags: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

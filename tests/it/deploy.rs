@@ -54,8 +54,12 @@ fn every_deploy_yaml_document_parses() {
 
 #[test]
 fn deploy_files_set_only_settings_the_worker_reads() {
-    let known: BTreeSet<String> = Cli::command()
+    // The worker reads the global settings and those of its own subcommand.
+    let cli = Cli::command();
+    let worker = cli.find_subcommand("worker").expect("sop worker");
+    let known: BTreeSet<String> = cli
         .get_arguments()
+        .chain(worker.get_arguments())
         .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
         .collect();
     assert!(known.contains("SOP_DATABASE_URL") && known.contains("SOP_STREAM_REPLICAS"));
