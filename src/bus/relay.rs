@@ -315,10 +315,9 @@ async fn publish_batch(
 }
 
 /// On SQLite, how long published messages may stay on the pending list before they are taken
-/// off, all in one write. Each write is a transaction with a sync of the WAL on the one
-/// connection the commands also need; skipping it, as an experiment, gained ≈ 15 %
-/// executes/s. Well inside the streams' duplicate window, which drops the copies a restart
-/// in between re-publishes.
+/// off, all in one write: each write is a transaction with a sync of the WAL on the one
+/// connection the commands also need. Well inside the streams' duplicate window, which drops
+/// the copies a restart in between re-publishes.
 const UNLIST_AFTER: Duration = Duration::from_millis(100);
 
 /// SQLite: the messages published and still on the pending list, and when the first of those

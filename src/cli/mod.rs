@@ -110,9 +110,13 @@ enum Cmd {
     /// The audit trail of a series or a run: every event, actor and time.
     Audit(run::AuditArgs),
     /// The outcome of a command, by its id.
-    Outcome { command_id: Uuid },
+    Outcome {
+        /// The id the command was sent with (`--command-id`, or the one printed on a timeout).
+        command_id: Uuid,
+    },
     /// Messages given up on, newest first (operators; `sop.admin.dead_letter.list`).
     DeadLetters {
+        /// At most this many (the newest).
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
@@ -300,5 +304,30 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every argument of every subcommand says what it is, in its own help.
+    #[test]
+    fn every_argument_is_described() {
+        fn undescribed(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if !arg.is_hide_set() && arg.get_help().is_none() {
+                    out.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                undescribed(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut missing = Vec::new();
+        undescribed(&Cli::command(), "sop", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 }

@@ -38,23 +38,41 @@ pub enum ProcedureCmd {
     /// [expected_version=N]`.
     Execute(SendArgs),
     /// A version with its task templates.
-    Show { procedure_id: Uuid },
+    Show {
+        /// The version's id.
+        procedure_id: Uuid,
+    },
     /// The team's procedures.
     List {
+        /// Only versions in this status: `draft`, `approved` or `retired`.
         #[arg(long)]
         status: Option<String>,
+        /// Only procedures whose name contains this (in any case).
         #[arg(long)]
         name: Option<String>,
     },
     /// Every version of a series, with who did what and when.
-    History { series_id: Uuid },
+    History {
+        /// The series' id (its first version's id).
+        series_id: Uuid,
+    },
     /// What changed between two versions.
-    Diff { from: Uuid, to: Uuid },
+    Diff {
+        /// The older version's id.
+        from: Uuid,
+        /// The newer version's id.
+        to: Uuid,
+    },
     /// What executing a version would create, and who would work each task.
-    Preview { procedure_id: Uuid },
+    Preview {
+        /// The version's id.
+        procedure_id: Uuid,
+    },
     /// The task dependency graph.
     Graph {
+        /// The version's id.
         procedure_id: Uuid,
+        /// Mermaid (for Markdown) or DOT (for Graphviz).
         #[arg(long, value_enum, default_value = "mermaid")]
         format: GraphFormat,
     },

@@ -21,7 +21,10 @@ pub enum RunCmd {
     /// Cancel a run (System3): `<run_id> --reason …`.
     Cancel(SendArgs),
     /// A run with its initiative, tasks and review.
-    Show { run_id: Uuid },
+    Show {
+        /// The run's id.
+        run_id: Uuid,
+    },
 }
 
 #[derive(Subcommand)]
@@ -29,14 +32,19 @@ pub enum InitiativeCmd {
     /// Record the post-run review (System3): `<initiative_id> outcome=… summary=… [lessons='[…]']`.
     Review(SendArgs),
     /// From an initiative back to its procedure version and run.
-    Trace { initiative_id: Uuid },
+    Trace {
+        /// The initiative's id.
+        initiative_id: Uuid,
+    },
 }
 
 /// The audit trail of a series or a run.
 #[derive(Args)]
 pub struct AuditArgs {
+    /// A series' trail: every version's events and its runs'.
     #[arg(long, required_unless_present = "run")]
     series: Option<Uuid>,
+    /// One run's trail.
     #[arg(long)]
     run: Option<Uuid>,
     /// At most this many entries (fetched page by page).

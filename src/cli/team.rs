@@ -17,11 +17,15 @@ use crate::wire::answer::{Member, TeamIdentity};
 pub enum TeamCmd {
     /// Create or update a team and its systems from a JSON or YAML file; prints the ids.
     Apply {
+        /// The team file (`deploy/team.example.json` shows its shape).
         #[arg(long, short)]
         file: PathBuf,
     },
     /// Show a team and its systems' ids (anyone may ask: no --actor).
-    Show { name: String },
+    Show {
+        /// The team's name, e.g. `discovery`.
+        name: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: TeamCmd) -> Result<ExitCode, Exit> {

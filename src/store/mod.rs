@@ -28,8 +28,8 @@ use sea_orm::{
 /// Opens the pool. SQLite gets one connection (it has one writer anyway), WAL journaling so
 /// readers such as the CLI never block the worker, and foreign keys on. A Postgres connection
 /// gives back its buffers' spare room when it returns to the pool: a buffer grows to the
-/// largest statement its connection ever sent (a group's inserts: up to a few MiB) and
-/// otherwise keeps that size, which over a soak added up to ≈ 10 MiB over the pool (heaptrack).
+/// largest statement its connection ever sent (a group's inserts) and otherwise keeps that
+/// size, which adds up over the pool.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let sqlite = url.starts_with("sqlite:");
     let mut opt = ConnectOptions::new(url);
@@ -65,9 +65,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Prepared statements SQLite keeps (the driver's default is 100). A group's inserts are one
-/// multi-statement query ([`writes`]), prepared whole, a shape per mix of row counts and up to
-/// a few MiB for a large run; with 100 of them kept the worker's memory doubled (37 → 70 MiB
-/// in the benchmark), with 16 it did not move, and preparing again measured within noise.
+/// multi-statement query ([`writes`]), prepared whole, a shape per mix of row counts and large
+/// for a large run: a hundred of them kept would double the worker's memory, while preparing
+/// again costs little (`docs/benchmarks.md`).
 const SQLITE_STATEMENT_CACHE: usize = 16;
 
 /// The connections [`connect`] opens at most: one for SQLite, else `max_connections`.

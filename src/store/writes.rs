@@ -2,14 +2,11 @@
 //! gathered as statements and sent together, in one round trip.
 //!
 //! Each statement is a round trip: on SQLite to the driver's thread (sent over a channel,
-//! the thread woken, the result sent back, the task woken: about 150–250 µs each on two
-//! loaded cores), on Postgres over the socket (on this machine, at half of peak, over half of
-//! Postgres' CPU went to the sends, wake-ups and per-statement set-up of its round trips, not
-//! to the rows). So:
+//! the thread woken, the result sent back, the task woken), on Postgres over the socket, where
+//! the sends, wake-ups and per-statement set-up cost more than the rows. So:
 //!
 //! - SQLite: the statements go as one multi-statement query, its `?` parameters taken in
-//!   order across the statements (with the relay's deferred deletes, executes/s rose ≈ 13 %;
-//!   see `docs/benchmarks.md`);
+//!   order across the statements;
 //! - Postgres takes one statement per query, so all but the last become data-modifying
 //!   `WITH` clauses of the last (each table already one statement, [`unnest`]). They run to
 //!   completion whether or not the query reads them, all in one statement: foreign keys
