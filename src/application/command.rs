@@ -38,8 +38,20 @@ impl ProcedureChanges {
     }
 }
 
+/// A command, by what it acts on: each family goes to its own handler, which matches only its
+/// own commands.
 #[derive(Debug, Clone)]
 pub enum Command {
+    /// Changes a procedure series: what a group read of series is forgotten.
+    Series(SeriesCommand),
+    /// Reads a series' approved version and creates a run from it.
+    Execute(Execute),
+    /// Changes a run: its tasks, its status or its review.
+    Run(RunCommand),
+}
+
+#[derive(Debug, Clone)]
+pub enum SeriesCommand {
     DraftProcedure {
         meta: MetaDraft,
         tasks: Vec<TemplateDraft>,
@@ -67,11 +79,17 @@ pub enum Command {
         procedure_id: Uuid,
         reason: String,
     },
-    ExecuteProcedure {
-        series_id: Uuid,
-        expected_version: Option<u32>,
-        strategy_id: Option<Uuid>,
-    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Execute {
+    pub series_id: Uuid,
+    pub expected_version: Option<u32>,
+    pub strategy_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RunCommand {
     StartTask {
         task_id: Uuid,
     },
@@ -110,33 +128,6 @@ pub enum Command {
         initiative_id: Uuid,
         review: ReviewDraft,
     },
-}
-
-impl Command {
-    /// Whether the command may change a procedure series (read caches of a group must then
-    /// forget what they read). Exhaustive, so a new command has to answer.
-    pub fn may_change_a_series(&self) -> bool {
-        use Command::*;
-        match self {
-            DraftProcedure { .. }
-            | ReviseProcedure { .. }
-            | EditProcedure { .. }
-            | DiscardProcedure { .. }
-            | ApproveProcedure { .. }
-            | RejectProcedure { .. }
-            | RetireProcedure { .. } => true,
-            ExecuteProcedure { .. }
-            | StartTask { .. }
-            | CompleteTask { .. }
-            | BlockTask { .. }
-            | UnblockTask { .. }
-            | ReviewTask { .. }
-            | CancelTask { .. }
-            | ReplaceTask { .. }
-            | CancelRun { .. }
-            | ReviewInitiative { .. } => false,
-        }
-    }
 }
 
 /// A decoded command with its envelope.

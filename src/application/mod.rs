@@ -22,7 +22,7 @@
 //! No NATS and no JSON here.
 
 pub mod admin;
-mod command;
+pub mod command;
 mod group_reads;
 mod procedures;
 pub mod queries;
@@ -499,51 +499,15 @@ async fn dispatch(
     command: Command,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    use Command::*;
-    if command.may_change_a_series() {
-        reads.forget_series();
-    }
     match command {
-        DraftProcedure { meta, tasks } => procedures::draft(txn, actor, meta, tasks, now).await,
-        ReviseProcedure {
-            procedure_id,
-            changes,
-        } => procedures::revise(txn, actor, procedure_id, changes, now).await,
-        EditProcedure {
-            procedure_id,
-            changes,
-        } => procedures::edit(txn, actor, procedure_id, changes, now).await,
-        DiscardProcedure {
-            procedure_id,
-            reason,
-        } => procedures::discard(txn, actor, procedure_id, reason, now).await,
-        ApproveProcedure { procedure_id } => {
-            procedures::approve(txn, actor, procedure_id, now).await
+        Command::Series(command) => {
+            // What the group read of series may be about to change.
+            reads.forget_series();
+            procedures::handle(txn, actor, command, now).await
         }
-        RejectProcedure {
-            procedure_id,
-            reason,
-        } => procedures::reject(txn, actor, procedure_id, reason, now).await,
-        RetireProcedure {
-            procedure_id,
-            reason,
-        } => procedures::retire(txn, actor, procedure_id, reason, now).await,
-        ExecuteProcedure {
-            series_id,
-            expected_version,
-            strategy_id,
-        } => {
-            procedures::execute(
-                txn,
-                (reads, new_runs),
-                actor,
-                series_id,
-                expected_version,
-                strategy_id,
-                now,
-            )
-            .await
+        Command::Execute(execute) => {
+            procedures::execute(txn, (reads, new_runs), actor, execute, now).await
         }
-        task_or_run => runs::handle(txn, actor, task_or_run, now).await,
+        Command::Run(command) => runs::handle(txn, actor, command, now).await,
     }
 }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::command::{Execute, SeriesCommand};
 use super::{
     CommandError, Effect, GroupReads, ProcedureChanges, Rejection, UseCaseTxn, within_team,
 };
@@ -61,7 +62,41 @@ async fn series_for(
     Ok(series)
 }
 
-pub async fn draft(
+/// A command that changes a series, to its use case.
+pub async fn handle(
+    txn: &UseCaseTxn<'_>,
+    actor: &Actor,
+    command: SeriesCommand,
+    now: DateTime<Utc>,
+) -> Result<Effect, CommandError> {
+    use SeriesCommand::*;
+    match command {
+        DraftProcedure { meta, tasks } => draft(txn, actor, meta, tasks, now).await,
+        ReviseProcedure {
+            procedure_id,
+            changes,
+        } => revise(txn, actor, procedure_id, changes, now).await,
+        EditProcedure {
+            procedure_id,
+            changes,
+        } => edit(txn, actor, procedure_id, changes, now).await,
+        DiscardProcedure {
+            procedure_id,
+            reason,
+        } => discard(txn, actor, procedure_id, reason, now).await,
+        ApproveProcedure { procedure_id } => approve(txn, actor, procedure_id, now).await,
+        RejectProcedure {
+            procedure_id,
+            reason,
+        } => reject(txn, actor, procedure_id, reason, now).await,
+        RetireProcedure {
+            procedure_id,
+            reason,
+        } => retire(txn, actor, procedure_id, reason, now).await,
+    }
+}
+
+async fn draft(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
     meta: MetaDraft,
@@ -83,7 +118,7 @@ pub async fn draft(
     })
 }
 
-pub async fn revise(
+async fn revise(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
     base_id: Uuid,
@@ -113,7 +148,7 @@ pub async fn revise(
     })
 }
 
-pub async fn edit(
+async fn edit(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
@@ -168,7 +203,7 @@ async fn with_reason(
     })
 }
 
-pub async fn discard(
+async fn discard(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
@@ -186,7 +221,7 @@ pub async fn discard(
     .await
 }
 
-pub async fn reject(
+async fn reject(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
@@ -204,7 +239,7 @@ pub async fn reject(
     .await
 }
 
-pub async fn retire(
+async fn retire(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
@@ -222,7 +257,7 @@ pub async fn retire(
     .await
 }
 
-pub async fn approve(
+async fn approve(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
     id: Uuid,
@@ -260,9 +295,11 @@ pub async fn execute(
     txn: &UseCaseTxn<'_>,
     (reads, new_runs): (&mut GroupReads, &mut store::runs::NewRuns),
     actor: &Actor,
-    series_id: Uuid,
-    expected_version: Option<u32>,
-    strategy_id: Option<Uuid>,
+    Execute {
+        series_id,
+        expected_version,
+        strategy_id,
+    }: Execute,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
     let series = reads

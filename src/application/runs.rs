@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Command, CommandError, Effect, Rejection, UseCaseTxn, within_team};
+use super::command::RunCommand;
+use super::{CommandError, Effect, Rejection, UseCaseTxn, within_team};
 use crate::domain::ids::{ReviewId, RunId, TaskId};
 use crate::domain::run::{Execution, TaskChange};
 use crate::domain::system::Actor;
@@ -50,9 +51,9 @@ fn task_accepted(run: &Execution, task: TaskId) -> Accepted {
 async fn target(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
-    command: &Command,
+    command: &RunCommand,
 ) -> Result<Execution, CommandError> {
-    use Command::*;
+    use RunCommand::*;
     match command {
         StartTask { task_id }
         | CompleteTask { task_id, .. }
@@ -69,17 +70,16 @@ async fn target(
             let run = store::runs::run_of_initiative(txn, *initiative_id).await?;
             load(txn, actor, run, "initiative", *initiative_id).await
         }
-        other => unreachable!("procedure command {other:?} routed to runs"),
     }
 }
 
 pub async fn handle(
     txn: &UseCaseTxn<'_>,
     actor: &Actor,
-    command: Command,
+    command: RunCommand,
     now: DateTime<Utc>,
 ) -> Result<Effect, CommandError> {
-    use Command::*;
+    use RunCommand::*;
     let before = target(txn, actor, &command).await?;
     let mut run = before.clone();
     let (events, accepted) = match command {
@@ -161,7 +161,6 @@ pub async fn handle(
             };
             (vec![event], accepted)
         }
-        other => unreachable!("procedure command {other:?} routed to runs"),
     };
     store::runs::save(txn, &before, &run, now).await?;
     Ok(Effect { accepted, events })

@@ -5,6 +5,7 @@
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::application::command::{Execute, RunCommand, SeriesCommand};
 use crate::application::{Command, Incoming, MessageMeta, ProcedureChanges, Rejection};
 use crate::domain::error::ErrorCode;
 use crate::domain::procedure::MetaDraft;
@@ -188,7 +189,7 @@ fn to_command(name: CommandName, payload: serde_json::Value) -> Result<Command, 
     Ok(match name {
         N::DraftProcedure => {
             let d: dto::DraftProcedure = parse(payload)?;
-            Command::DraftProcedure {
+            Command::Series(SeriesCommand::DraftProcedure {
                 meta: MetaDraft {
                     name: d.name,
                     description: d.description,
@@ -197,115 +198,115 @@ fn to_command(name: CommandName, payload: serde_json::Value) -> Result<Command, 
                     rollback_plan: d.rollback_plan,
                 },
                 tasks: templates(d.tasks),
-            }
+            })
         }
         N::ReviseProcedure => {
             let (procedure_id, changes) = changes(parse(payload)?);
-            Command::ReviseProcedure {
+            Command::Series(SeriesCommand::ReviseProcedure {
                 procedure_id,
                 changes,
-            }
+            })
         }
         N::EditProcedure => {
             let (procedure_id, changes) = changes(parse(payload)?);
-            Command::EditProcedure {
+            Command::Series(SeriesCommand::EditProcedure {
                 procedure_id,
                 changes,
-            }
+            })
         }
         N::DiscardProcedure => {
             let r: dto::ProcedureWithReason = parse(payload)?;
-            Command::DiscardProcedure {
+            Command::Series(SeriesCommand::DiscardProcedure {
                 procedure_id: r.procedure_id,
                 reason: r.reason,
-            }
+            })
         }
         N::ApproveProcedure => {
             let r: dto::ProcedureRef = parse(payload)?;
-            Command::ApproveProcedure {
+            Command::Series(SeriesCommand::ApproveProcedure {
                 procedure_id: r.procedure_id,
-            }
+            })
         }
         N::RejectProcedure => {
             let r: dto::ProcedureWithReason = parse(payload)?;
-            Command::RejectProcedure {
+            Command::Series(SeriesCommand::RejectProcedure {
                 procedure_id: r.procedure_id,
                 reason: r.reason,
-            }
+            })
         }
         N::RetireProcedure => {
             let r: dto::ProcedureWithReason = parse(payload)?;
-            Command::RetireProcedure {
+            Command::Series(SeriesCommand::RetireProcedure {
                 procedure_id: r.procedure_id,
                 reason: r.reason,
-            }
+            })
         }
         N::ExecuteProcedure => {
             let e: dto::ExecuteProcedure = parse(payload)?;
-            Command::ExecuteProcedure {
+            Command::Execute(Execute {
                 series_id: e.series_id,
                 expected_version: e.expected_version,
                 strategy_id: e.strategy_id,
-            }
+            })
         }
-        N::StartTask => Command::StartTask {
+        N::StartTask => Command::Run(RunCommand::StartTask {
             task_id: parse::<dto::TaskRef>(payload)?.task_id,
-        },
+        }),
         N::CompleteTask => {
             let c: dto::CompleteTask = parse(payload)?;
-            Command::CompleteTask {
+            Command::Run(RunCommand::CompleteTask {
                 task_id: c.task_id,
                 result: c.result,
-            }
+            })
         }
         N::BlockTask => {
             let b: dto::TaskWithReason = parse(payload)?;
-            Command::BlockTask {
+            Command::Run(RunCommand::BlockTask {
                 task_id: b.task_id,
                 reason: b.reason,
-            }
+            })
         }
         N::UnblockTask => {
             let u: dto::UnblockTask = parse(payload)?;
-            Command::UnblockTask {
+            Command::Run(RunCommand::UnblockTask {
                 task_id: u.task_id,
                 note: u.note,
-            }
+            })
         }
         N::ReviewTask => {
             let r: dto::ReviewTask = parse(payload)?;
-            Command::ReviewTask {
+            Command::Run(RunCommand::ReviewTask {
                 task_id: r.task_id,
                 verdict: r.verdict,
                 reasoning: r.reasoning,
-            }
+            })
         }
         N::CancelTask => {
             let c: dto::TaskWithReason = parse(payload)?;
-            Command::CancelTask {
+            Command::Run(RunCommand::CancelTask {
                 task_id: c.task_id,
                 reason: c.reason,
-            }
+            })
         }
         N::ReplaceTask => {
             let r: dto::ReplaceTask = parse(payload)?;
-            Command::ReplaceTask {
+            Command::Run(RunCommand::ReplaceTask {
                 task_id: r.task_id,
                 reason: r.reason,
                 name: r.name,
                 content: r.content,
-            }
+            })
         }
         N::CancelRun => {
             let c: dto::CancelRun = parse(payload)?;
-            Command::CancelRun {
+            Command::Run(RunCommand::CancelRun {
                 run_id: c.run_id,
                 reason: c.reason,
-            }
+            })
         }
         N::ReviewInitiative => {
             let r: dto::ReviewInitiative = parse(payload)?;
-            Command::ReviewInitiative {
+            Command::Run(RunCommand::ReviewInitiative {
                 initiative_id: r.initiative_id,
                 review: ReviewDraft {
                     outcome: r.outcome,
@@ -313,7 +314,7 @@ fn to_command(name: CommandName, payload: serde_json::Value) -> Result<Command, 
                     lessons: r.lessons,
                     follow_ups: r.follow_ups,
                 },
-            }
+            })
         }
     })
 }
@@ -390,7 +391,7 @@ mod tests {
         assert_eq!(i.actor, Uuid::from_u128(2));
         assert_eq!(i.correlation_id.as_deref(), Some("c-1"));
         assert!(
-            matches!(i.command, Command::StartTask { task_id } if task_id == Uuid::from_u128(3))
+            matches!(i.command, Command::Run(RunCommand::StartTask { task_id }) if task_id == Uuid::from_u128(3))
         );
     }
 

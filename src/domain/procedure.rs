@@ -451,22 +451,27 @@ impl Series {
                 latest: latest_version,
             });
         }
-        let superseded = self.approved().map(|p| p.id);
-        if let Some(old) = superseded.and_then(|old| self.get_mut(old)) {
-            let ProcedureState::Approved(approval) = &old.state else {
-                unreachable!("approved() returns an approved version")
-            };
-            old.state = ProcedureState::Retired {
-                approval: Some(approval.clone()),
-                retirement: Retirement {
-                    by: actor.id,
-                    at: now,
-                    reason: RetireReason::Superseded { by: id },
-                },
-            };
-            old.updated_at = now;
+        let mut superseded = None;
+        for old in &mut self.versions {
+            if let ProcedureState::Approved(approval) = &old.state {
+                old.state = ProcedureState::Retired {
+                    approval: Some(approval.clone()),
+                    retirement: Retirement {
+                        by: actor.id,
+                        at: now,
+                        reason: RetireReason::Superseded { by: id },
+                    },
+                };
+                old.updated_at = now;
+                superseded = Some(old.id);
+            }
         }
-        let target = self.get_mut(id).expect("found above");
+        let Some(target) = self.get_mut(id) else {
+            return Err(DomainError::invalid(
+                "procedure_id",
+                "not a version of this series",
+            ));
+        };
         target.state = ProcedureState::Approved(Approval {
             by: actor.id,
             at: now,
