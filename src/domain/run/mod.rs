@@ -1,0 +1,270 @@
+//! A procedure run: the initiative it materialised, its tasks, and the rules that move them.
+//!
+//! Readiness: a task is *ready* when every task it depends on is `approved`; only a ready
+//! `pending` task can be started, and `task.ready` is published when a task becomes ready.
+//!
+//! The run's status is derived, never set by hand (except by `run.cancel`):
+//! - `started` while any task is not terminal (terminal = `approved` or `canceled`);
+//! - once every task is terminal: `completed` when every task that was not replaced is
+//!   `approved`, else `failed` (some work was canceled without a replacement);
+//! - `canceled` when System3 cancels the run: its open tasks are canceled with it.
+//!
+//! Canceling a task cancels, transitively, the tasks that depend on it (they could never become
+//! ready); replacing a task points its dependents at the replacement instead.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::DomainError;
+use super::event::Provenance;
+use super::ids::*;
+use super::procedure::{Impact, RiskLevel};
+use super::system::{Actor, SystemKind};
+
+mod materialise;
+mod transitions;
+mod views;
+
+pub use materialise::{NewRunIds, assign};
+
+/// Tasks one run may hold, replacements included: a template's tasks and as many again. Every
+/// run view, review context and initiative event lists them, so a System3 that keeps replacing
+/// tasks meets a limit instead of growing them without end.
+pub const MAX_RUN_TASKS: usize = 2 * super::template::MAX_TEMPLATES;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    InProgress,
+    Blocked,
+    Completed,
+    Approved,
+    Rejected,
+    Canceled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 7] = [
+        TaskStatus::Pending,
+        TaskStatus::InProgress,
+        TaskStatus::Blocked,
+        TaskStatus::Completed,
+        TaskStatus::Approved,
+        TaskStatus::Rejected,
+        TaskStatus::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::InProgress => "in_progress",
+            TaskStatus::Blocked => "blocked",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Approved => "approved",
+            TaskStatus::Rejected => "rejected",
+            TaskStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Approved | TaskStatus::Canceled)
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Started,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Started,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Started => "started",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Canceled => "canceled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InitiativeStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Canceled,
+}
+
+impl InitiativeStatus {
+    pub const ALL: [InitiativeStatus; 4] = [
+        InitiativeStatus::Pending,
+        InitiativeStatus::InProgress,
+        InitiativeStatus::Completed,
+        InitiativeStatus::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitiativeStatus::Pending => "pending",
+            InitiativeStatus::InProgress => "in_progress",
+            InitiativeStatus::Completed => "completed",
+            InitiativeStatus::Canceled => "canceled",
+        }
+    }
+}
+
+/// System3's judgement of a completed task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: TaskId,
+    pub position: u32,
+    pub name: String,
+    pub content: String,
+    pub status: TaskStatus,
+    pub ready: bool,
+    pub assignee: SystemId,
+    pub assignee_type: SystemKind,
+    pub depends_on: Vec<TaskId>,
+    pub default_assignee_type: Option<SystemKind>,
+    pub required_skills: Vec<String>,
+    pub result: Option<String>,
+    /// Why it is blocked, canceled or replaced.
+    pub reasoning: Option<String>,
+    pub review_verdict: Option<Verdict>,
+    pub review_reasoning: Option<String>,
+    pub replaces: Option<TaskId>,
+    pub follow_up: Option<TaskId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Initiative {
+    pub id: InitiativeId,
+    pub strategy_id: Option<Uuid>,
+    pub status: InitiativeStatus,
+    pub name: String,
+    pub description: String,
+    pub result: Option<String>,
+}
+
+/// Procedure fields copied onto the run so its events and review carry them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunProcedure {
+    pub risk_level: RiskLevel,
+    pub impact: Impact,
+    pub rollback_plan: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    pub provenance: Provenance,
+    pub team_id: TeamId,
+    pub status: RunStatus,
+    pub started_by: SystemId,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub procedure: RunProcedure,
+    pub initiative: Initiative,
+    /// In creation order (position order at execute, replacements appended).
+    pub tasks: Vec<Task>,
+    pub reviewed: bool,
+}
+
+/// What System3 may change when it replaces a task.
+#[derive(Debug, Clone, Default)]
+pub struct TaskChange {
+    pub reason: String,
+    pub name: Option<String>,
+    pub content: Option<String>,
+}
+
+/// What every rule checks first.
+impl Execution {
+    fn index(&self, id: TaskId) -> Result<usize, DomainError> {
+        self.tasks
+            .iter()
+            .position(|t| t.id == id)
+            .ok_or_else(|| DomainError::invalid("task_id", "not a task of this run"))
+    }
+
+    pub fn task(&self, id: TaskId) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.id == id)
+    }
+
+    fn require_open(&self, action: &'static str) -> Result<(), DomainError> {
+        if self.status == RunStatus::Started {
+            Ok(())
+        } else {
+            Err(DomainError::transition(
+                format!("run {}", self.provenance.run_id),
+                self.status.as_str(),
+                action,
+            ))
+        }
+    }
+
+    /// Only the task's assignee works it.
+    fn require_assignee(&self, i: usize, actor: &Actor) -> Result<(), DomainError> {
+        actor.same_team(self.team_id)?;
+        let task = &self.tasks[i];
+        if actor.id != task.assignee {
+            return Err(DomainError::NotAssignee {
+                task: task.id,
+                assignee: task.assignee,
+            });
+        }
+        Ok(())
+    }
+
+    fn require_status(
+        &self,
+        i: usize,
+        allowed: &[TaskStatus],
+        action: &'static str,
+    ) -> Result<(), DomainError> {
+        let task = &self.tasks[i];
+        if allowed.contains(&task.status) {
+            Ok(())
+        } else {
+            Err(DomainError::transition(
+                format!("task {}", task.id),
+                task.status,
+                action,
+            ))
+        }
+    }
+
+    fn set_status(&mut self, i: usize, status: TaskStatus, now: DateTime<Utc>) {
+        self.tasks[i].status = status;
+        self.tasks[i].updated_at = now;
+    }
+}
