@@ -5,7 +5,8 @@
 use sea_orm::DatabaseConnection;
 
 use super::Rejection;
-use super::queries::{QueryError, fit};
+use super::pages::{PageSize, fit};
+use super::queries::QueryError;
 use crate::domain::error::ErrorCode;
 use crate::store::{
     self,
@@ -17,7 +18,7 @@ use crate::wire::answer::TeamIdentity;
 use crate::wire::page::json_len;
 
 /// Dead letters an answer holds unless asked otherwise, and at most.
-pub const DEAD_LETTERS_PAGE: super::queries::PageSize = super::queries::PageSize {
+pub const DEAD_LETTERS_PAGE: PageSize = PageSize {
     default: 50,
     max: 1000,
 };

@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod command;
 mod group_reads;
+pub mod pages;
 mod procedures;
 pub mod queries;
 mod runs;
@@ -95,15 +96,37 @@ pub enum GroupError {
         command_id: Uuid,
         rejection: Rejection,
     },
+    /// The pipeline broke one of its own rules: a retry would meet the same.
+    #[error("bug: {0}")]
+    Bug(String),
+}
+
+/// What a failure calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Goes away by itself (connection lost, pool exhausted, serialisation): retry.
+    Transient,
+    /// May or may not: retry a few times, then give up on the message.
+    Persistent,
+    /// A retry meets the same: give up on the message at once.
+    Bug,
+}
+
+impl From<store::StoreError> for GroupError {
+    fn from(e: store::StoreError) -> GroupError {
+        match e {
+            store::StoreError::Db(e) => GroupError::Store(e),
+            store::StoreError::Bug(bug) => GroupError::Bug(bug),
+        }
+    }
 }
 
 impl GroupError {
-    /// For a group that can only record rejections, whose messages are bounded by design and
-    /// never checked against the limit: a `TooLarge` there is a bug, reported as such.
-    pub fn into_store(self) -> DbErr {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            GroupError::Store(e) => e,
-            too_large @ GroupError::TooLarge { .. } => DbErr::Custom(too_large.to_string()),
+            GroupError::Store(e) if store::is_transient(e) => FailureKind::Transient,
+            GroupError::Store(_) | GroupError::TooLarge { .. } => FailureKind::Persistent,
+            GroupError::Bug(_) => FailureKind::Bug,
         }
     }
 }
@@ -217,7 +240,7 @@ impl Records {
         outcome: Outcome,
         meta: &MessageMeta,
         sender: Option<Uuid>,
-    ) -> Result<Processed, DbErr> {
+    ) -> Result<Processed, GroupError> {
         self.messages
             .outcome(subjects, &outcome, meta.team, meta.reply_to.as_deref())?;
         self.by_id.insert(outcome.command_id, self.outcomes.len());
@@ -302,7 +325,7 @@ pub async fn process_one(
     let processed = committed
         .results
         .pop()
-        .ok_or_else(|| DbErr::Custom("a group of one gave no result".into()))?;
+        .ok_or_else(|| GroupError::Bug("a group of one gave no result".into()))?;
     Ok((processed, committed.messages))
 }
 
@@ -319,14 +342,14 @@ async fn apply(
             ErrorCode::Forbidden,
             format!("no system {} is registered", incoming.actor),
         );
-        return Ok(refuse(txn, subjects, records, &incoming.meta(), r, now, None).await?);
+        return refuse(txn, subjects, records, &incoming.meta(), r, now, None).await;
     };
     let meta = MessageMeta {
         team: Some(actor.team_id.0),
         ..incoming.meta()
     };
     if let Err(r) = check_signature(&actor, incoming.signed.as_ref()) {
-        return Ok(refuse(txn, subjects, records, &meta, r, now, None).await?);
+        return refuse(txn, subjects, records, &meta, r, now, None).await;
     }
     let use_case = UseCaseTxn::new(txn);
     let group = (&mut records.reads, &mut records.new_runs);
@@ -364,16 +387,13 @@ async fn apply(
         }
         // A use case decides before it writes (module `use_case_txn`); one that wrote and
         // then rejected would leave half a command in the group, so the group fails instead.
-        Err(CommandError::Rejected(r)) if use_case.wrote() => Err(DbErr::Custom(format!(
+        Err(CommandError::Rejected(r)) if use_case.wrote() => Err(GroupError::Bug(format!(
             "{} {} was rejected after it wrote ({}): not committed",
             incoming.name.as_str(),
             incoming.command_id,
             r.message
-        ))
-        .into()),
-        Err(CommandError::Rejected(r)) => {
-            Ok(refuse(txn, subjects, records, &meta, r, now, None).await?)
-        }
+        ))),
+        Err(CommandError::Rejected(r)) => refuse(txn, subjects, records, &meta, r, now, None).await,
         Err(CommandError::Store(e)) => Err(e.into()),
     }
 }
@@ -455,7 +475,7 @@ async fn refuse(
     rejection: Rejection,
     now: DateTime<Utc>,
     dead_letter: Option<DeadLetter<'_>>,
-) -> Result<Processed, DbErr> {
+) -> Result<Processed, GroupError> {
     // Messages and fields may quote what was sent (a risk level, a subject): bounded, so a
     // rejection outcome stays small whatever the command carried.
     let outcome = Outcome {
@@ -509,5 +529,22 @@ async fn dispatch(
             procedures::execute(txn, (reads, new_runs), actor, execute, now).await
         }
         Command::Run(command) => runs::handle(txn, actor, command, now).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnAcquireErr, DbErr};
+
+    use super::{FailureKind, GroupError};
+
+    #[test]
+    fn a_failure_says_whether_a_retry_can_help() {
+        let lost = GroupError::Store(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+        assert_eq!(lost.kind(), FailureKind::Transient);
+        let broken = GroupError::Store(DbErr::RecordNotInserted);
+        assert_eq!(broken.kind(), FailureKind::Persistent);
+        let bug = GroupError::Bug("a group of one gave no result".into());
+        assert_eq!(bug.kind(), FailureKind::Bug);
     }
 }

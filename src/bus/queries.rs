@@ -13,10 +13,8 @@ use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::application::queries::{
-    self, AUDIT_PAGE, HISTORY_PAGE, Identity, PROCEDURES_PAGE, Page, Query, QueryError,
-    RUN_TASKS_PAGE, SignedQuery,
-};
+use crate::application::pages::{AUDIT_PAGE, HISTORY_PAGE, PROCEDURES_PAGE, Page, RUN_TASKS_PAGE};
+use crate::application::queries::{self, Identity, Query, QueryError, SignedQuery};
 use crate::application::{Rejection, Signed};
 use crate::domain::error::ErrorCode;
 use crate::domain::ids::{SeriesId, Version};

@@ -2,10 +2,11 @@
 //! groups (one transaction per group, a bounded number of groups at once), and acknowledges
 //! each message only after its outcome is committed.
 //!
-//! Ack policy, in one place ([`disposition`]): an outcome committed (or found, for a
-//! duplicate) → ack; a database error → nak with a growing delay, so the message is retried
-//! until it has an outcome; a non-transient database error that persists for
-//! [`MAX_ATTEMPTS`] deliveries → recorded as an `internal` rejection, then ack.
+//! Ack policy, in one place ([`disposition`]), by the failure's kind
+//! ([`application::FailureKind`]): an outcome committed (or found, for a duplicate) → ack; a
+//! transient failure → nak with a growing delay, so the message is retried until it has an
+//! outcome; a persistent one that lasts [`MAX_ATTEMPTS`] deliveries, or a bug at once →
+//! recorded as an `internal` rejection, then ack.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +15,15 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use chrono::Utc;
 use futures::StreamExt;
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DatabaseConnection;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::decode::{Arrival, decode, trace_context};
-use crate::application::{self, DeadLetter, GroupError, MessageMeta, Processed, Rejection, Signed};
+use crate::application::{
+    self, DeadLetter, FailureKind, GroupError, MessageMeta, Processed, Rejection, Signed,
+};
 use crate::domain::error::ErrorCode;
 use crate::ops::metrics::{self, Ending};
 use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER, TRACEPARENT_HEADER};
@@ -41,36 +44,6 @@ pub struct WorkerContext {
     /// Given what every transaction committed, so the relay publishes without polling delay
     /// or reading it back.
     pub relay: Arc<super::relay::Handoff>,
-}
-
-/// Errors that go away by themselves (connection lost, pool exhausted, serialisation).
-pub fn is_transient(e: &DbErr) -> bool {
-    use sea_orm::RuntimeErr;
-    use sea_orm::sqlx::Error as Sqlx;
-    let sqlx = match e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
-        DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => s,
-        _ => return false,
-    };
-    match sqlx.as_ref() {
-        Sqlx::Io(_)
-        | Sqlx::PoolTimedOut
-        | Sqlx::PoolClosed
-        | Sqlx::WorkerCrashed
-        | Sqlx::Tls(_) => true,
-        Sqlx::Database(d) => {
-            let code = d.code().unwrap_or_default();
-            // 08: connection exception; 40001/40P01: serialisation failure, deadlock;
-            // 57P0x: server shutting down; 5 / 6: SQLITE_BUSY / SQLITE_LOCKED.
-            code.starts_with("08")
-                || code == "40001"
-                || code == "40P01"
-                || code.starts_with("57P0")
-                || code == "5"
-                || code == "6"
-        }
-        _ => false,
-    }
 }
 
 enum Disposition {
@@ -159,7 +132,7 @@ fn prepare<'m>(
 
 async fn disposition(
     ctx: &WorkerContext,
-    result: Result<Processed, DbErr>,
+    result: Result<Processed, GroupError>,
     prepared: Prepared<'_>,
     started: Instant,
 ) -> Disposition {
@@ -203,16 +176,23 @@ async fn disposition(
             }
             Disposition::Ack
         }
-        Err(e) if is_transient(&e) || delivered < MAX_ATTEMPTS => {
+        Err(e)
+            if e.kind() == FailureKind::Transient
+                || (e.kind() == FailureKind::Persistent && delivered < MAX_ATTEMPTS) =>
+        {
             warn!(command_id = %meta.command_id, delivered, error = %e, "command failed; will retry");
             Disposition::Retry(backoff(delivered))
         }
         Err(e) => {
-            warn!(command_id = %meta.command_id, delivered, error = %e, "command keeps failing; rejecting as internal");
+            warn!(command_id = %meta.command_id, delivered, error = %e, "command cannot be processed; rejecting as internal");
+            let why = match e.kind() {
+                FailureKind::Bug => "an internal error, in the worker's log".to_owned(),
+                _ => format!("failed {delivered} attempts"),
+            };
             let refused = application::Message::Refused {
                 rejection: Rejection::new(
                     ErrorCode::Internal,
-                    format!("the worker could not process this command after {delivered} attempts"),
+                    format!("the worker could not process this command: {why}"),
                 ),
                 meta,
                 dead_letter: Some(letter),
@@ -245,7 +225,7 @@ async fn process_alone(
     ctx: &WorkerContext,
     message: application::Message<'_>,
     now: chrono::DateTime<Utc>,
-) -> Result<Processed, DbErr> {
+) -> Result<Processed, GroupError> {
     let meta = message.meta();
     let limit = max_message(ctx);
     let committed =
@@ -256,11 +236,17 @@ async fn process_alone(
                     rejection,
                     dead_letter: None,
                 };
-                application::process_one(&ctx.db, &ctx.subjects, refused, limit, now).await
+                // A rejection's messages are bounded by design: one too large is a bug.
+                application::process_one(&ctx.db, &ctx.subjects, refused, limit, now)
+                    .await
+                    .map_err(|e| match e {
+                        GroupError::TooLarge { .. } => GroupError::Bug(e.to_string()),
+                        e => e,
+                    })
             }
             other => other,
         };
-    let (processed, messages) = committed.map_err(GroupError::into_store)?;
+    let (processed, messages) = committed?;
     ctx.relay.committed(&ctx.nats, messages).await;
     Ok(processed)
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::ctx::{Ctx, Exit};
 use super::render::{Columns, Names, fields, opt, opt_time, time};
 use super::send::SendArgs;
-use crate::application::queries::AUDIT_PAGE;
+use crate::application::pages::AUDIT_PAGE;
 use crate::domain::event::TaskView;
 use crate::wire::answer::{Audit, AuditEntry, RunDetail, Trace};
 use crate::wire::command::CommandName as N;

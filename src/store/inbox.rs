@@ -57,7 +57,7 @@ pub async fn find_many(
 pub fn insert_into(
     writes: &mut super::writes::Writes,
     outcomes: &[(Outcome, Option<Uuid>)],
-) -> Result<(), DbErr> {
+) -> Result<(), super::StoreError> {
     let rows: Vec<command_inbox::ActiveModel> = outcomes
         .iter()
         .map(|(outcome, actor)| command_inbox::ActiveModel {

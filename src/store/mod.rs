@@ -61,7 +61,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
 /// long. The driver's default pings on every acquire: a round trip before each transaction
 /// (on SQLite to the connection's thread, on the serial path). A connection that broke in
 /// use meanwhile fails its statement instead, with an error the worker retries
-/// ([`crate::bus::worker::is_transient`]), and the pool replaces it.
+/// ([`is_transient`]), and the pool replaces it.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Prepared statements SQLite keeps (the driver's default is 100). A group's inserts are one
@@ -131,6 +131,46 @@ pub fn pool_usage(db: &DatabaseConnection) -> Option<(u32, usize)> {
             Some((pool.size(), pool.num_idle()))
         }
         _ => None,
+    }
+}
+
+/// A failure of the group writes: the database's, or one of the store's own rules broken (a
+/// bug: a retry meets it again).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("bug: {0}")]
+    Bug(String),
+}
+
+/// Errors that go away by themselves (connection lost, pool exhausted, serialisation).
+pub fn is_transient(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    let sqlx = match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => s,
+        _ => return false,
+    };
+    match sqlx.as_ref() {
+        Sqlx::Io(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed
+        | Sqlx::Tls(_) => true,
+        Sqlx::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            // 08: connection exception; 40001/40P01: serialisation failure, deadlock;
+            // 57P0x: server shutting down; 5 / 6: SQLITE_BUSY / SQLITE_LOCKED.
+            code.starts_with("08")
+                || code == "40001"
+                || code == "40P01"
+                || code.starts_with("57P0")
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
     }
 }
 

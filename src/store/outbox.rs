@@ -13,6 +13,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::StoreError;
 use super::writes::Writes;
 use crate::domain::event::Event;
 use crate::wire::event::{EventEnvelope, SCHEMA_VERSION};
@@ -34,8 +35,8 @@ pub struct Causation<'a> {
 }
 
 /// The bytes a message is published as, serialised once, here.
-fn message_bytes<T: serde::Serialize>(message: &T) -> Result<Vec<u8>, DbErr> {
-    serde_json::to_vec(message).map_err(|e| DbErr::Custom(format!("serialising a message: {e}")))
+fn message_bytes<T: serde::Serialize>(message: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(message).map_err(|e| StoreError::Bug(format!("serialising a message: {e}")))
 }
 
 /// A committed message as the relay publishes it.
@@ -131,7 +132,7 @@ impl Messages {
         outcome: &Outcome,
         team: Option<Uuid>,
         reply_to: Option<&str>,
-    ) -> Result<(), DbErr> {
+    ) -> Result<(), StoreError> {
         self.0.push(Row {
             message: Publication {
                 seq: 0,
@@ -157,7 +158,7 @@ impl Messages {
         subjects: &Subjects,
         cause: &Causation<'_>,
         events: &[Event],
-    ) -> Result<(), DbErr> {
+    ) -> Result<(), StoreError> {
         for e in events {
             let event_id = Uuid::now_v7();
             let (series, run) = e.links();
@@ -200,7 +201,7 @@ impl Messages {
     /// from: one statement on Postgres; on SQLite one per [`super::chunk_sizes`] piece and one
     /// listing them all. Returns the messages as the relay will publish them, in that order;
     /// [`numbered`] gives them their `seq`, from the rows the statements return.
-    pub fn write_into(self, writes: &mut Writes) -> Result<Vec<Publication>, DbErr> {
+    pub fn write_into(self, writes: &mut Writes) -> Result<Vec<Publication>, StoreError> {
         if self.0.is_empty() {
             return Ok(Vec::new());
         }
@@ -240,7 +241,7 @@ impl Messages {
 pub fn numbered(
     mut publications: Vec<Publication>,
     rows: &[QueryResult],
-) -> Result<Vec<Publication>, DbErr> {
+) -> Result<Vec<Publication>, StoreError> {
     let mut seqs = rows
         .iter()
         .map(|row| row.try_get::<i64>("", "seq"))
@@ -248,7 +249,7 @@ pub fn numbered(
     // SQLite returns the rows of `RETURNING` in no promised order.
     seqs.sort_unstable();
     if seqs.len() != publications.len() {
-        return Err(DbErr::Custom(format!(
+        return Err(StoreError::Bug(format!(
             "{} outbox messages written, {} sequence numbers returned",
             publications.len(),
             seqs.len()

@@ -111,7 +111,7 @@ impl NewRuns {
     }
 
     /// Runs first: initiatives refer to them, and tasks to initiatives.
-    pub fn write_into(self, writes: &mut super::writes::Writes) -> Result<(), DbErr> {
+    pub fn write_into(self, writes: &mut super::writes::Writes) -> Result<(), super::StoreError> {
         writes.insert(self.runs, None)?;
         writes.insert(self.initiatives, None)?;
         writes.insert(self.tasks, None)

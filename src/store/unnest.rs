@@ -12,13 +12,13 @@
 //! values (a placeholder where NULL) plus a `bool[]` saying which are NULL.
 
 use sea_orm::sea_query::{ArrayType, Value};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue, DbErr, EntityName, EntityTrait, IdenStatic, Iterable,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue, EntityName, EntityTrait, IdenStatic, Iterable};
+
+use super::StoreError;
 
 /// The `INSERT … SELECT … FROM UNNEST(…)` of `rows` (all with the same columns set, as for
 /// `insert_many`), and its parameters.
-pub fn insert<A: ActiveModelTrait>(mut rows: Vec<A>) -> Result<(String, Vec<Value>), DbErr> {
+pub fn insert<A: ActiveModelTrait>(mut rows: Vec<A>) -> Result<(String, Vec<Value>), StoreError> {
     let table = <A::Entity as Default>::default().table_name().to_owned();
     let (mut names, mut inputs, mut outputs, mut params) = (vec![], vec![], vec![], vec![]);
     for column in <A::Entity as EntityTrait>::Column::iter() {
@@ -33,14 +33,14 @@ pub fn insert<A: ActiveModelTrait>(mut rows: Vec<A>) -> Result<(String, Vec<Valu
             continue; // not set (a database default such as a sequence)
         }
         if cells.len() != rows.len() {
-            return Err(DbErr::Custom(format!(
+            return Err(StoreError::Bug(format!(
                 "{table}.{}: set in some rows only",
                 column.as_str()
             )));
         }
         let name = column.as_str();
         let (array, pg_type, nulls) =
-            column_array(cells).map_err(|e| DbErr::Custom(format!("{table}.{name}: {e}")))?;
+            column_array(cells).map_err(|e| StoreError::Bug(format!("{table}.{name}: {e}")))?;
         names.push(format!("\"{name}\""));
         params.push(array);
         inputs.push(format!("${}::{pg_type}[]", params.len()));

@@ -15,9 +15,11 @@
 //! [`unnest`]: super::unnest
 
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryResult, QueryTrait,
-    Statement, Values,
+    ActiveModelTrait, ConnectionTrait, DbBackend, EntityTrait, QueryResult, QueryTrait, Statement,
+    Values,
 };
+
+use super::StoreError;
 
 /// Statements to run in order, in the caller's transaction.
 pub struct Writes {
@@ -51,7 +53,7 @@ impl Writes {
     /// Inserts rows of one table (all with the same columns set). Postgres: one statement (an
     /// array per column, [`super::unnest`]). SQLite: one per [`super::chunk_sizes`] piece,
     /// each with `returning` (a column list, e.g. `seq`) when given.
-    pub fn insert<A>(&mut self, rows: Vec<A>, returning: Option<&str>) -> Result<(), DbErr>
+    pub fn insert<A>(&mut self, rows: Vec<A>, returning: Option<&str>) -> Result<(), StoreError>
     where
         A: ActiveModelTrait + Send,
     {
@@ -81,7 +83,7 @@ impl Writes {
 
     /// Runs the statements; returns the rows they return (their `RETURNING`s), in order. On
     /// Postgres only the last statement's rows come back: the others are its `WITH` clauses.
-    pub async fn run(self, db: &impl ConnectionTrait) -> Result<Vec<QueryResult>, DbErr> {
+    pub async fn run(self, db: &impl ConnectionTrait) -> Result<Vec<QueryResult>, StoreError> {
         if self.statements.is_empty() {
             return Ok(Vec::new());
         }
@@ -89,7 +91,7 @@ impl Writes {
             DbBackend::Sqlite => joined(self.backend, self.statements),
             _ => with_clauses(self.backend, self.statements)?,
         };
-        db.query_all_raw(statement).await
+        Ok(db.query_all_raw(statement).await?)
     }
 }
 
@@ -99,7 +101,7 @@ impl Writes {
 fn with_clauses(
     backend: DbBackend,
     statements: Vec<(Option<&'static str>, Statement)>,
-) -> Result<Statement, DbErr> {
+) -> Result<Statement, StoreError> {
     let mut clauses = Vec::with_capacity(statements.len());
     let mut values = Vec::new();
     let mut last = String::new();
@@ -111,7 +113,7 @@ fn with_clauses(
             last = sql;
         } else {
             if name.is_none() && sql.contains(" RETURNING ") {
-                return Err(DbErr::Custom(format!(
+                return Err(StoreError::Bug(format!(
                     "on Postgres only the last statement's rows come back: {sql}"
                 )));
             }

@@ -1,0 +1,352 @@
+//! Procedures (SOPs): their metadata, version lifecycle and the governance rules around it.
+//!
+//! Invariants kept here (and backed by unique indexes in the database):
+//! - a series has at most one draft, and it is always its latest version;
+//! - a series has at most one approved version; approving a draft retires the previous one;
+//! - approved and retired versions are never modified; a change is a new draft (latest + 1);
+//! - only the approved version of a series executes ([`ApprovedProcedure`] is the only way in).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::error::DomainError;
+use super::ids::{ProcedureId, SeriesId, SystemId, TeamId, Version};
+use super::system::{Actor, SystemKind};
+use super::text;
+
+mod series;
+
+pub use series::{ApprovalOutcome, ApprovedProcedure, Series};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskLevel {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl RiskLevel {
+    pub const ALL: [RiskLevel; 4] = [
+        RiskLevel::Low,
+        RiskLevel::Medium,
+        RiskLevel::High,
+        RiskLevel::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskLevel::Low => "low",
+            RiskLevel::Medium => "medium",
+            RiskLevel::High => "high",
+            RiskLevel::Critical => "critical",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<RiskLevel, DomainError> {
+        RiskLevel::ALL
+            .into_iter()
+            .find(|r| r.as_str() == raw)
+            .ok_or_else(|| {
+                DomainError::invalid(
+                    "risk_level",
+                    format!("`{raw}` is not one of low, medium, high, critical"),
+                )
+            })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Impact {
+    Low,
+    Medium,
+    High,
+}
+
+impl Impact {
+    pub const ALL: [Impact; 3] = [Impact::Low, Impact::Medium, Impact::High];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Impact::Low => "low",
+            Impact::Medium => "medium",
+            Impact::High => "high",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Impact, DomainError> {
+        Impact::ALL
+            .into_iter()
+            .find(|i| i.as_str() == raw)
+            .ok_or_else(|| {
+                DomainError::invalid("impact", format!("`{raw}` is not one of low, medium, high"))
+            })
+    }
+}
+
+/// The descriptive and risk fields of one procedure version, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct ProcedureMeta {
+    pub name: String,
+    pub description: String,
+    pub risk_level: RiskLevel,
+    pub impact: Impact,
+    /// Required: how to undo what the procedure does.
+    pub rollback_plan: String,
+}
+
+/// Raw metadata as it arrives, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct MetaDraft {
+    pub name: String,
+    pub description: String,
+    pub risk_level: String,
+    pub impact: String,
+    pub rollback_plan: String,
+}
+
+impl ProcedureMeta {
+    pub fn parse(raw: MetaDraft) -> Result<ProcedureMeta, DomainError> {
+        Ok(ProcedureMeta {
+            name: text::required("name", &raw.name, text::MAX_NAME)?,
+            description: text::optional("description", &raw.description, text::MAX_TEXT)?,
+            risk_level: RiskLevel::parse(raw.risk_level.trim())?,
+            impact: Impact::parse(raw.impact.trim())?,
+            rollback_plan: text::required("rollback_plan", &raw.rollback_plan, text::MAX_TEXT)?,
+        })
+    }
+
+    /// The raw form, so a partial change can be laid over the current values and re-validated.
+    pub fn to_draft(&self) -> MetaDraft {
+        MetaDraft {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            risk_level: self.risk_level.as_str().into(),
+            impact: self.impact.as_str().into(),
+            rollback_plan: self.rollback_plan.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcedureStatus {
+    Draft,
+    Approved,
+    Retired,
+}
+
+impl ProcedureStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcedureStatus::Draft => "draft",
+            ProcedureStatus::Approved => "approved",
+            ProcedureStatus::Retired => "retired",
+        }
+    }
+}
+
+impl std::fmt::Display for ProcedureStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub by: SystemId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub by: SystemId,
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Why a version stopped being executable (or, for a discarded draft, never became so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetireReason {
+    /// A newer version of the series was approved.
+    Superseded { by: ProcedureId },
+    /// System5 retired the approved version.
+    Retired { reason: String },
+    /// System4 discarded the draft before approval.
+    Discarded { reason: String },
+}
+
+impl RetireReason {
+    pub fn describe(&self) -> String {
+        match self {
+            RetireReason::Superseded { by } => format!("superseded by {by}"),
+            RetireReason::Retired { reason } => reason.clone(),
+            RetireReason::Discarded { reason } => format!("discarded draft: {reason}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retirement {
+    pub by: SystemId,
+    pub at: DateTime<Utc>,
+    pub reason: RetireReason,
+}
+
+/// Data that exists only in a given state lives in that state's variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcedureState {
+    Draft {
+        /// Set when System5 sent the draft back; cleared by the next edit.
+        rejection: Option<Rejection>,
+    },
+    Approved(Approval),
+    Retired {
+        /// None for a draft that was discarded without ever being approved.
+        approval: Option<Approval>,
+        retirement: Retirement,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Procedure {
+    pub id: ProcedureId,
+    pub series_id: SeriesId,
+    pub team_id: TeamId,
+    pub version: Version,
+    pub meta: ProcedureMeta,
+    pub state: ProcedureState,
+    pub created_by: SystemId,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Procedure {
+    pub fn status(&self) -> ProcedureStatus {
+        match self.state {
+            ProcedureState::Draft { .. } => ProcedureStatus::Draft,
+            ProcedureState::Approved(_) => ProcedureStatus::Approved,
+            ProcedureState::Retired { .. } => ProcedureStatus::Retired,
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("procedure {} {}", self.id, self.version)
+    }
+
+    /// System4 drafts version 1 of a new series in its own team.
+    pub fn draft(
+        id: ProcedureId,
+        meta: ProcedureMeta,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Procedure, DomainError> {
+        actor.authorise(SystemKind::System4, actor.team_id)?;
+        Ok(Procedure {
+            id,
+            series_id: SeriesId(id.0),
+            team_id: actor.team_id,
+            version: Version::FIRST,
+            meta,
+            state: ProcedureState::Draft { rejection: None },
+            created_by: actor.id,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// System4 changes a draft in place (approved versions are immutable).
+    pub fn edit(
+        &mut self,
+        meta: ProcedureMeta,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        actor.authorise(SystemKind::System4, self.team_id)?;
+        self.require_draft("edit")?;
+        self.meta = meta;
+        self.state = ProcedureState::Draft { rejection: None };
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// System4 abandons a draft; it stays readable as a retired version that was never approved.
+    pub fn discard(
+        &mut self,
+        reason: String,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        actor.authorise(SystemKind::System4, self.team_id)?;
+        self.require_draft("discard")?;
+        self.state = ProcedureState::Retired {
+            approval: None,
+            retirement: Retirement {
+                by: actor.id,
+                at: now,
+                reason: RetireReason::Discarded { reason },
+            },
+        };
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// System5 sends a draft back to System4 with a reason; it stays a draft.
+    pub fn reject(
+        &mut self,
+        reason: String,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        actor.authorise(SystemKind::System5, self.team_id)?;
+        self.require_draft("reject")?;
+        self.state = ProcedureState::Draft {
+            rejection: Some(Rejection {
+                by: actor.id,
+                at: now,
+                reason,
+            }),
+        };
+        self.updated_at = now;
+        Ok(())
+    }
+
+    /// System5 takes an approved version out of service; it stays readable for audit.
+    pub fn retire(
+        &mut self,
+        reason: String,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        actor.authorise(SystemKind::System5, self.team_id)?;
+        let ProcedureState::Approved(approval) = &self.state else {
+            return Err(DomainError::transition(
+                self.label(),
+                self.status(),
+                "retire",
+            ));
+        };
+        self.state = ProcedureState::Retired {
+            approval: Some(approval.clone()),
+            retirement: Retirement {
+                by: actor.id,
+                at: now,
+                reason: RetireReason::Retired { reason },
+            },
+        };
+        self.updated_at = now;
+        Ok(())
+    }
+
+    fn require_draft(&self, action: &'static str) -> Result<(), DomainError> {
+        match self.state {
+            ProcedureState::Draft { .. } => Ok(()),
+            _ => Err(DomainError::transition(self.label(), self.status(), action)),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
