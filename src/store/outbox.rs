@@ -8,8 +8,8 @@
 use chrono::{DateTime, Utc};
 use entity::{outbox, outbox_parked, outbox_pending};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QueryResult, QuerySelect, Set, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QueryResult, QuerySelect, Set, Statement,
 };
 use uuid::Uuid;
 
@@ -584,4 +584,22 @@ pub async fn lag(db: &impl ConnectionTrait) -> Result<(u64, Option<DateTime<Utc>
         .next()
         .map(|r| r.created_at);
     Ok((backlog, oldest))
+}
+
+/// Arbitrary, fixed key of the relay's Postgres advisory lock.
+const RELAY_LOCK_KEY: i64 = 0x736f_7072_656c_6179; // "soprelay"
+
+/// Postgres: whether this transaction holds the relays' turn (an advisory lock it keeps until
+/// it ends); another relay holding it answers false at once.
+pub async fn take_relay_turn(txn: &DatabaseTransaction) -> Result<bool, DbErr> {
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_try_advisory_xact_lock({RELAY_LOCK_KEY}) AS locked"),
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<bool>("", "locked"))
+        .transpose()?
+        .unwrap_or(false))
 }
