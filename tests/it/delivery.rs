@@ -143,14 +143,10 @@ async fn every_malformed_message_gets_one_rejection_outcome(backend: Backend) {
         .publish(s.command("task.start"), "garbage".into())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while command_inbox::Entity::find().count(app.db()).await.unwrap() == before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no outcome for an id-less message"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("an outcome for an id-less message", || async {
+        (command_inbox::Entity::find().count(app.db()).await.unwrap() > before).then_some(())
+    })
+    .await;
     let rejected = command_inbox::Entity::find()
         .filter(command_inbox::Column::Command.eq("task.start"))
         .one(app.db())

@@ -31,6 +31,37 @@ pub use crate::servers::{PrivateNats, PrivatePostgres};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// Awaits a condition: polls `check` until it gives a value; fails the test, naming `what`,
+/// once `within` has passed.
+pub async fn eventually_within<T, F>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually_within`] [`WAIT`].
+pub async fn eventually<T, F>(what: &str, check: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(WAIT, what, check).await
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -295,18 +326,11 @@ impl TestApp {
 
     /// Waits until the relay has published everything committed so far.
     pub async fn drained(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually("the outbox drained", || async {
             let backlog = store::outbox::backlog(self.db()).await.expect("backlog");
-            if backlog == 0 {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "outbox not drained: {backlog} left"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (backlog == 0).then_some(())
+        })
+        .await
     }
 
     /// Every event published so far, replayed from the start of the stream.

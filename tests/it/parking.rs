@@ -3,7 +3,6 @@
 //! republishes the parked message once the cause is fixed.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use async_nats::jetstream;
 use entity::outbox;
@@ -29,24 +28,6 @@ fn large_draft() -> Value {
     draft["description"] = json!("d".repeat(19_000));
     draft["rollback_plan"] = json!("r".repeat(19_000));
     draft
-}
-
-/// Waits until `check` gives a value, for at most [`WAIT`].
-async fn eventually<T, F>(what: &str, mut check: impl FnMut() -> F) -> T
-where
-    F: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn parked_messages(app: &TestApp) -> Vec<Parked> {

@@ -190,16 +190,14 @@ async fn assert_each_once(app: &TestApp, n: u64) {
     );
 }
 
+/// Bursts of hundreds of commands through worker processes: more time than one command needs.
+const BURST: Duration = Duration::from_secs(60);
+
 async fn wait_for_outcomes(app: &TestApp, n: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while outcomes(app).await < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {n} outcomes",
-            outcomes(app).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_within(BURST, &format!("{n} outcomes"), || async {
+        (outcomes(app).await >= n).then_some(())
+    })
+    .await
 }
 
 /// In-process workers stop consuming, so only the child processes work the stream.
@@ -271,9 +269,11 @@ async fn a_backlog_commits_in_groups_and_each_command_keeps_its_own_outcome(back
     // messages: commands shared commits. (A re-sent id in two concurrent groups makes one of
     // them fail and be redone, possibly with a retry: wait for the final handlings.)
     let retried = "outcome=\"retried\"";
-    while worker.commands_handled().await - worker.metric_matching(retried).await < messages {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_within(BURST, "every message handled", || async {
+        (worker.commands_handled().await - worker.metric_matching(retried).await >= messages)
+            .then_some(())
+    })
+    .await;
     let transactions = worker.metric("sop_transaction_commands_count").await;
     assert_eq!(
         worker.metric("sop_transaction_commands_sum").await,
@@ -349,9 +349,10 @@ async fn executes_in_one_group_follow_the_approvals_and_retirements_before_them(
         .collect();
     assert_eq!(seen, expected);
     // They shared transactions (else this test would not test a group).
-    while worker.commands_handled().await < ids.len() as u64 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_within(BURST, "every command handled", || async {
+        (worker.commands_handled().await >= ids.len() as u64).then_some(())
+    })
+    .await;
     assert!(worker.metric("sop_transaction_commands_count").await < ids.len() as u64);
     assert!(worker.terminate().await.success());
     app.stop().await;
@@ -363,9 +364,7 @@ async fn sigterm_under_load_loses_and_doubles_nothing() {
     let first = WorkerProcess::start(&app).await;
     let ids = burst(&app, team.s4, 2000).await;
     // Stop the first worker while it is busy with the burst.
-    while outcomes(&app).await < 40 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_outcomes(&app, 40).await;
     let status = first.terminate().await;
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
     let done = outcomes(&app).await;
@@ -429,9 +428,7 @@ async fn sigkill_under_load_three_times_loses_and_doubles_nothing(backend: Backe
 
     let mut worker = WorkerProcess::start(&app).await;
     for round in 1..=3u64 {
-        while outcomes(&app).await < before + round * unique / 4 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_for_outcomes(&app, before + round * unique / 4).await;
         worker.kill().await;
         worker = WorkerProcess::start(&app).await;
     }
@@ -481,9 +478,7 @@ async fn a_nats_restart_during_load_loses_and_doubles_nothing() {
     app.pause_consumer().await;
     let worker = WorkerProcess::start(&app).await;
     let ids = burst(&app, team.s4, 800).await;
-    while outcomes(&app).await < 150 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_outcomes(&app, 150).await;
     // The server goes away for two seconds in the middle of the burst, then comes back with
     // its store: the worker and the relay reconnect by themselves.
     nats.restart(Duration::from_secs(2)).await;
@@ -509,19 +504,13 @@ async fn a_database_outage_is_waited_out_not_dead_lettered() {
     app.pause_consumer().await;
     let worker = WorkerProcess::start(&app).await;
     let ids = burst(&app, team.s4, 600).await;
-    while outcomes(&app).await < 100 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_outcomes(&app, 100).await;
     pg.down();
     // While the database is away the worker stays up and says it is not ready.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while worker.get("/readyz").await.0 != 503 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never reported unready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("/readyz answering 503", || async {
+        (worker.get("/readyz").await.0 == 503).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         worker.get("/healthz").await.0,
@@ -541,11 +530,10 @@ async fn a_database_outage_is_waited_out_not_dead_lettered() {
         procedure::Entity::find().count(app.db()).await.unwrap(),
         ids.len() as u64
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while worker.get("/readyz").await.0 != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "never ready again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("ready again", || async {
+        (worker.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
     assert!(worker.terminate().await.success());
     app.stop().await;
 }
@@ -588,11 +576,10 @@ async fn operators_see_metrics_health_readiness_and_trace_context() {
     let (app, team) = without_in_process_worker(Backend::Sqlite).await;
     let worker = WorkerProcess::start(&app).await;
     assert_eq!(worker.get("/healthz").await.0, 200);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while worker.get("/readyz").await.0 != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("ready", || async {
+        (worker.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
     // A traceparent on a command comes back on the events it causes.
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let mut events = app
@@ -671,17 +658,10 @@ async fn races_between_two_workers_keep_the_invariants() {
     let outcome = |id: Uuid| {
         let client = app.client.clone();
         async move {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                if let Some(o) = client.outcome(id).await.unwrap() {
-                    return o;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no outcome for {id}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            eventually(&format!("an outcome for {id}"), || async {
+                client.outcome(id).await.unwrap()
+            })
+            .await
         }
     };
     let envelope = |id: Uuid, actor: Uuid, payload: serde_json::Value| json!({ "schema_version": 1, "command_id": id, "actor": actor, "payload": payload });

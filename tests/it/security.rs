@@ -122,15 +122,13 @@ async fn each_role_publishes_only_what_it_may() {
     let connect = |user: &'static str| {
         let url = url.clone();
         async move {
-            for _ in 0..100 {
-                let options =
-                    async_nats::ConnectOptions::with_user_and_password(user.into(), password(user));
-                if let Ok(c) = options.connect(url.as_str()).await {
-                    return c;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            panic!("cannot connect as {user}");
+            eventually(&format!("a connection as {user}"), || async {
+                async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+                    .connect(url.as_str())
+                    .await
+                    .ok()
+            })
+            .await
         }
     };
     let operator = connect("operator").await;
