@@ -67,7 +67,7 @@ pub struct ConnectionSettings {
 }
 
 /// The settings only a worker reads: flags of the subcommands that run, migrate, measure or
-/// show one (`worker`, `up`, `migrate`, `bench`, `config`), so the others' help stays short.
+/// show one (`worker`, `up`, `migrate`, `config`, and `sop-bench`), so the others' help stays short.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WorkerSettings {
     /// Database URL: `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.

@@ -27,7 +27,6 @@
 
 pub mod app;
 pub mod application;
-pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;

@@ -145,8 +145,6 @@ enum Cmd {
     Contract,
     /// Print the effective configuration (file, environment, flags), secrets redacted.
     Config(WorkerSettings),
-    /// Measure the whole path against plain SQL and bare JetStream baselines.
-    Bench(crate::bench::BenchArgs),
 }
 
 impl Cli {
@@ -167,7 +165,6 @@ impl Cli {
         let worker = match &cli.command {
             Cmd::Worker(w) | Cmd::Migrate(w) | Cmd::Config(w) => Some(w.clone()),
             Cmd::Up(args) => Some(args.worker.clone()),
-            Cmd::Bench(args) => Some(args.worker.clone()),
             _ => None,
         };
         cli.settings = Settings::resolve(cli.connection.clone(), worker, &matches)
@@ -261,7 +258,6 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         Cmd::Events { command } => return events::run(&ctx, command).await,
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),
         Cmd::NkeyGenerate => return team::nkey_generate(&ctx),
-        Cmd::Bench(args) => crate::bench::run(&ctx.settings, &args).await?,
         Cmd::Config(_) => {
             let problem = ctx.settings.validate().err();
             let value = ctx.settings.redacted();
