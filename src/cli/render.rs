@@ -7,7 +7,7 @@ use std::fmt::Display;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::domain::template::TaskTemplate;
-use crate::wire::answer::TeamIdentity;
+use crate::wire::answer::{Member, TeamIdentity};
 use crate::wire::outcome::{Outcome, Verdict};
 
 /// `-` for nothing.
@@ -183,6 +183,17 @@ pub fn graph(name: &str, version: u32, tasks: &[TaskTemplate], format: GraphForm
         }
     }
     out.join("\n")
+}
+
+/// A team's systems: ids, names, types, skills, whether they sign.
+pub fn systems(systems: &[Member]) -> String {
+    Columns::new()
+        .col("id", |s: &Member| s.id.to_string())
+        .col("name", |s| s.name.clone())
+        .col("type", |s| s.kind.as_str().to_owned())
+        .col("skills", |s| list(&s.skills))
+        .col("has_key", |s| s.has_key.to_string())
+        .render(systems)
 }
 
 /// Systems' names by id, to show people `System1/alpha` where an answer has an id.

@@ -8,10 +8,10 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::ctx::{Ctx, Exit};
-use super::render::{Columns, fields, list};
+use super::render::{self, fields};
 use super::send::read_document;
 use crate::wire::admin::{AdminName, TeamSpec};
-use crate::wire::answer::{Member, TeamIdentity};
+use crate::wire::answer::TeamIdentity;
 
 #[derive(Subcommand)]
 pub enum TeamCmd {
@@ -42,14 +42,12 @@ pub async fn run(ctx: &Ctx, command: TeamCmd) -> Result<ExitCode, Exit> {
         TeamCmd::Show { name } => ctx.team(&name).await?,
     };
     ctx.print(&team, |t| {
-        let systems = Columns::new()
-            .col("id", |s: &Member| s.id.to_string())
-            .col("name", |s| s.name.clone())
-            .col("type", |s| s.kind.as_str().to_owned())
-            .col("skills", |s| list(&s.skills))
-            .col("has_key", |s| s.has_key.to_string())
-            .render(&t.systems);
-        format!("team {} ({})\n\n{systems}", t.name, t.id)
+        format!(
+            "team {} ({})\n\n{}",
+            t.name,
+            t.id,
+            render::systems(&t.systems)
+        )
     })?;
     Ok(ExitCode::SUCCESS)
 }

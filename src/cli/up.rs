@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::ctx::{EXIT_REJECTED, EXIT_UNREACHABLE, Exit};
-use super::render::{Columns, list};
+use super::render;
 use crate::app;
 use crate::config::{Settings, WorkerSettings};
 use crate::devbus::{self, DevServer, Probe};
 use crate::store::{self, teams::TeamSpec};
-use crate::wire::answer::{Member, TeamIdentity};
+use crate::wire::answer::TeamIdentity;
 use anyhow::Context as _;
 use clap::Args;
 
@@ -243,12 +243,7 @@ fn next_steps(
     match team {
         Some(team) => {
             let _ = writeln!(out, "  export SOP_TEAM={}", shell_word(&team.name));
-            let systems = Columns::new()
-                .col("id", |s: &Member| s.id.to_string())
-                .col("name", |s| s.name.clone())
-                .col("type", |s| s.kind.as_str().to_owned())
-                .col("skills", |s| list(&s.skills))
-                .render(&team.systems);
+            let systems = render::systems(&team.systems);
             let _ = writeln!(
                 out,
                 "\nteam {} ({})\n{}\n",

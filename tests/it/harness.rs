@@ -54,6 +54,23 @@ where
     }
 }
 
+/// Sends `child` SIGTERM and waits, at most `within`, for its exit status.
+pub async fn sigterm(
+    child: &mut tokio::process::Child,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("running").to_string();
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    tokio::time::timeout(within, child.wait())
+        .await
+        .expect("exits within its deadline")
+        .unwrap()
+}
+
 /// [`eventually_within`] [`WAIT`].
 pub async fn eventually<T, F>(what: &str, check: impl FnMut() -> F) -> T
 where

@@ -76,16 +76,7 @@ impl WorkerProcess {
 
     /// SIGTERM, then the exit status (bounded).
     async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running").to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("exits within its deadline")
-            .unwrap()
+        sigterm(&mut self.child, Duration::from_secs(30)).await
     }
 
     /// SIGKILL: no goodbye, nothing flushed, nothing acknowledged.

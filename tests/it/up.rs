@@ -139,16 +139,7 @@ impl Up {
 
     /// SIGTERM, then its exit status (bounded).
     async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running").to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        tokio::time::timeout(STOP, self.child.wait())
-            .await
-            .expect("sop up exits within its deadline")
-            .unwrap()
+        crate::harness::sigterm(&mut self.child, STOP).await
     }
 }
 
