@@ -1,18 +1,17 @@
-//! Use cases: one async function per command, each deciding inside the transaction the
-//! pipeline opened for it. The pipeline ([`process_group`]) is the only place a command
-//! transaction begins and commits:
+//! Use cases decide; the pipeline applies. One async function per command reads through
+//! [`Reads`] (which cannot write), lets the domain decide, and returns a [`Plan`]: the changes
+//! to write, the events, the receipt for the sender. The pipeline ([`process_group`]) is the
+//! only place a command transaction begins, is written to and commits:
 //!
 //! ```text
 //! begin → inbox check of the whole group (one query)
 //!       → for each message: seen (stored, or earlier in the group)? → its outcome (no effect)
-//!             → load actor (reads shared in the group: [`GroupReads`])
-//!             → use case (load, decide in the domain, then write; an execute's new run is
-//!               kept for the end)
-//!             → accepted: outcome + events kept for the end; one over the server's
-//!               `max_payload` fails the group ([`GroupError::TooLarge`]), and the command is
-//!               then recorded alone as a `too_large` rejection, nothing else written
-//!             → rejected: it wrote nothing (use cases decide before they write, and
-//!               [`UseCaseTxn`] checks it); only the rejection outcome is kept
+//!             → load actor (reads shared in the group: [`Reads`])
+//!             → use case: read, decide in the domain → plan, or rejection
+//!             → plan: outcome + events encoded; one over the server's `max_payload` makes
+//!               the command a `too_large` rejection, its plan dropped unwritten; otherwise
+//!               its changes are applied (a new run is kept for the end of the group)
+//!             → rejection: only its outcome is kept
 //!       → new runs, inbox rows, then outbox messages (each outcome, then its events):
 //!         one statement per table, sent together ([`store::writes`]) → commit
 //! ```
@@ -23,16 +22,16 @@
 
 pub mod admin;
 pub mod command;
-mod group_reads;
+mod decision;
 pub mod pages;
 mod procedures;
 pub mod queries;
+mod reads;
 mod runs;
-mod use_case_txn;
 
-pub use command::{Command, Incoming, ProcedureChanges, Signed};
-use group_reads::GroupReads;
-use use_case_txn::UseCaseTxn;
+pub use command::{Incoming, Signed};
+pub use decision::{CommandError, Plan, Rejection};
+use reads::Reads;
 
 use std::collections::HashMap;
 
@@ -41,61 +40,20 @@ use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
-use crate::domain::error::{DomainError, ErrorCode};
-use crate::domain::event::Event;
+use crate::domain::error::ErrorCode;
 use crate::domain::ids::TeamId;
 use crate::domain::system::Actor;
 use crate::domain::text;
 use crate::store::{self, outbox::Causation};
-use crate::wire::command::SCHEMA_VERSION;
-use crate::wire::outcome::{Accepted, ErrorBody, Outcome, Verdict};
+use crate::wire::command::{Command, SCHEMA_VERSION};
+use crate::wire::outcome::{ErrorBody, Outcome, Verdict};
 use crate::wire::subjects::Subjects;
-
-/// A command refused for a reason the sender can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub code: ErrorCode,
-    pub message: String,
-    pub field: Option<String>,
-}
-
-impl Rejection {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Rejection {
-        Rejection {
-            code,
-            message: message.into(),
-            field: None,
-        }
-    }
-
-    pub fn not_found(what: &str, id: Uuid) -> Rejection {
-        Rejection::new(ErrorCode::NotFound, format!("no {what} {id}"))
-    }
-}
-
-impl From<DomainError> for Rejection {
-    fn from(e: DomainError) -> Rejection {
-        Rejection {
-            code: e.code(),
-            field: e.field().map(str::to_owned),
-            message: e.to_string(),
-        }
-    }
-}
 
 /// Why a group committed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum GroupError {
     #[error(transparent)]
     Store(#[from] DbErr),
-    /// An accepted command would publish a message larger than the server takes. Its writes
-    /// are in the group's transaction, so the group is dropped; the command is then recorded
-    /// alone as this rejection, with nothing else written.
-    #[error("command {command_id}: {}", .rejection.message)]
-    TooLarge {
-        command_id: Uuid,
-        rejection: Rejection,
-    },
     /// The pipeline broke one of its own rules: a retry would meet the same.
     #[error("bug: {0}")]
     Bug(String),
@@ -125,37 +83,10 @@ impl GroupError {
     pub fn kind(&self) -> FailureKind {
         match self {
             GroupError::Store(e) if store::is_transient(e) => FailureKind::Transient,
-            GroupError::Store(_) | GroupError::TooLarge { .. } => FailureKind::Persistent,
+            GroupError::Store(_) => FailureKind::Persistent,
             GroupError::Bug(_) => FailureKind::Bug,
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("rejected: {}", .0.message)]
-    Rejected(Rejection),
-    #[error(transparent)]
-    Store(#[from] DbErr),
-}
-
-impl From<DomainError> for CommandError {
-    fn from(e: DomainError) -> CommandError {
-        CommandError::Rejected(e.into())
-    }
-}
-
-impl From<Rejection> for CommandError {
-    fn from(r: Rejection) -> CommandError {
-        CommandError::Rejected(r)
-    }
-}
-
-/// What an accepted use case hands back to the pipeline.
-#[derive(Debug, Default)]
-pub struct Effect {
-    pub accepted: Accepted,
-    pub events: Vec<Event>,
 }
 
 /// What a committed transaction hands back: one result per message, in order, and the
@@ -213,53 +144,43 @@ impl Message<'_> {
     }
 }
 
-/// What a group records besides the use cases' own writes: an inbox row per command and the
-/// outbox messages (each outcome, then its events), written together at the end of the group.
-#[derive(Default)]
-struct Records {
+/// What a group keeps for its end, besides its transaction: an inbox row per command, the
+/// outbox messages (each outcome, then its events) and the new runs, written together.
+struct Records<'t> {
     /// Outcome and sender of each command of the group, in order (the inbox rows).
     outcomes: Vec<(Outcome, Option<Uuid>)>,
     /// Position in `outcomes` by command id: a command id met twice in a group is a duplicate.
     by_id: HashMap<Uuid, usize>,
     messages: store::outbox::Messages,
-    reads: GroupReads,
-    /// Runs the group's executes created, written at its end.
-    new_runs: store::runs::NewRuns,
+    batch: store::changes::Batch,
+    reads: Reads<'t>,
     /// The largest message payload the server takes (bytes).
     max_message: usize,
 }
 
-impl Records {
+impl Records<'_> {
     fn outcome_of(&self, id: Uuid) -> Option<&Outcome> {
         self.by_id.get(&id).map(|&i| &self.outcomes[i].0)
     }
 
-    fn record(
-        &mut self,
-        subjects: &Subjects,
-        outcome: Outcome,
-        meta: &MessageMeta,
-        sender: Option<Uuid>,
-    ) -> Result<Processed, GroupError> {
-        self.messages
-            .outcome(subjects, &outcome, meta.team, meta.reply_to.as_deref())?;
+    /// Keeps `outcome` as its command's one outcome; its message is already in `messages`.
+    fn keep(&mut self, outcome: Outcome, sender: Option<Uuid>) -> Processed {
         self.by_id.insert(outcome.command_id, self.outcomes.len());
         self.outcomes.push((outcome.clone(), sender));
-        Ok(Processed::Fresh(outcome))
+        Processed::Fresh(outcome)
     }
 }
 
 /// Runs a group of messages through the pipeline (module doc) in one transaction, in order:
 /// one commit for the group (group commit), so the commit rate stops being the ceiling, and
 /// one statement each for the group's inbox check, inbox rows and outbox messages. A use case
-/// writes only once it has accepted its command, so a rejection has nothing to undo and no
-/// command needs a savepoint ([`UseCaseTxn`]). Returns one
+/// only reads and a rejection writes nothing, so no command needs a savepoint. Returns one
 /// result per message, in order, with the messages committed. A database error fails the
 /// whole group and commits nothing: the caller retries the messages (alone, to find the one
 /// that fails).
 ///
 /// `max_message` is the largest payload the server takes: an accepted command that would
-/// publish a larger message fails the group with [`GroupError::TooLarge`].
+/// publish a larger message is rejected as `too_large` instead, with nothing written.
 pub async fn process_group(
     db: &DatabaseConnection,
     subjects: &Subjects,
@@ -271,8 +192,12 @@ pub async fn process_group(
     let ids: Vec<Uuid> = messages.iter().map(Message::command_id).collect();
     let stored = store::inbox::find_many(&txn, &ids).await?;
     let mut records = Records {
+        outcomes: Vec::with_capacity(messages.len()),
+        by_id: HashMap::with_capacity(messages.len()),
+        messages: store::outbox::Messages::default(),
+        batch: store::changes::Batch::default(),
+        reads: Reads::new(&txn),
         max_message,
-        ..Records::default()
     };
     let mut processed = Vec::with_capacity(messages.len());
     for message in messages {
@@ -283,7 +208,7 @@ pub async fn process_group(
         }
         processed.push(match message {
             Message::Command(incoming) => {
-                let span = info_span!("command", command = %incoming.name, command_id = %incoming.command_id,
+                let span = info_span!("command", command = %incoming.name(), command_id = %incoming.command_id,
                     correlation_id = incoming.correlation_id.as_deref().unwrap_or(""),
                     traceparent = incoming.traceparent.as_deref().unwrap_or(""));
                 apply(&txn, subjects, &mut records, incoming, now)
@@ -300,10 +225,16 @@ pub async fn process_group(
     // The group's inserts, together (one round trip on SQLite). An inbox row another worker
     // committed meanwhile fails them: its effect stands, and this group, retried, answers
     // with its outcome.
+    let Records {
+        outcomes,
+        messages,
+        batch,
+        ..
+    } = records;
     let mut writes = store::writes::Writes::new(db.get_database_backend());
-    records.new_runs.write_into(&mut writes)?;
-    store::inbox::insert_into(&mut writes, &records.outcomes)?;
-    let messages = records.messages.write_into(&mut writes)?;
+    batch.write_into(&mut writes)?;
+    store::inbox::insert_into(&mut writes, &outcomes)?;
+    let messages = messages.write_into(&mut writes)?;
     let returned = writes.run(&txn).await?;
     let messages = store::outbox::numbered(messages, &returned)?;
     txn.commit().await?;
@@ -333,11 +264,11 @@ pub async fn process_one(
 async fn apply(
     txn: &DatabaseTransaction,
     subjects: &Subjects,
-    records: &mut Records,
+    records: &mut Records<'_>,
     incoming: Incoming,
     now: DateTime<Utc>,
 ) -> Result<Processed, GroupError> {
-    let Some((actor, team_name)) = records.reads.actor(txn, incoming.actor).await? else {
+    let Some((actor, team_name)) = records.reads.actor(incoming.actor).await? else {
         let r = Rejection::new(
             ErrorCode::Forbidden,
             format!("no system {} is registered", incoming.actor),
@@ -351,51 +282,49 @@ async fn apply(
     if let Err(r) = check_signature(&actor, incoming.signed.as_ref()) {
         return refuse(txn, subjects, records, &meta, r, now, None).await;
     }
-    let use_case = UseCaseTxn::new(txn);
-    let group = (&mut records.reads, &mut records.new_runs);
-    match dispatch(&use_case, group, &actor, incoming.command, now).await {
-        Ok(effect) => {
-            let cause = Causation {
-                command_id: incoming.command_id,
-                correlation_id: incoming.correlation_id.as_deref(),
-                traceparent: incoming.traceparent.as_deref(),
-                actor: actor.id.0,
-                team_name: &team_name,
-                at: now,
-            };
-            let outcome = Outcome {
-                schema_version: SCHEMA_VERSION,
-                command_id: incoming.command_id,
-                command: incoming.name.as_str().to_owned(),
-                verdict: Verdict::Accepted {
-                    result: effect.accepted,
-                },
-                processed_at: now,
-            };
-            let first = records.messages.len();
-            let processed = records.record(subjects, outcome, &meta, Some(actor.id.0))?;
-            // After the outcome: a sender learns the ids it created (run, tasks) before the
-            // events that mention them.
-            records.messages.events(subjects, &cause, &effect.events)?;
-            if let Some((kind, size)) = records.messages.oversized(first, records.max_message) {
-                return Err(GroupError::TooLarge {
-                    command_id: incoming.command_id,
-                    rejection: too_large(kind, size, records.max_message),
-                });
-            }
-            Ok(processed)
+    let name = incoming.name();
+    let plan = match decide(&mut records.reads, &actor, incoming.command, now).await {
+        Ok(plan) => plan,
+        Err(CommandError::Rejected(r)) => {
+            return refuse(txn, subjects, records, &meta, r, now, None).await;
         }
-        // A use case decides before it writes (module `use_case_txn`); one that wrote and
-        // then rejected would leave half a command in the group, so the group fails instead.
-        Err(CommandError::Rejected(r)) if use_case.wrote() => Err(GroupError::Bug(format!(
-            "{} {} was rejected after it wrote ({}): not committed",
-            incoming.name.as_str(),
-            incoming.command_id,
-            r.message
-        ))),
-        Err(CommandError::Rejected(r)) => refuse(txn, subjects, records, &meta, r, now, None).await,
-        Err(CommandError::Store(e)) => Err(e.into()),
+        Err(CommandError::Store(e)) => return Err(e.into()),
+    };
+    let outcome = Outcome {
+        schema_version: SCHEMA_VERSION,
+        command_id: incoming.command_id,
+        command: name.as_str().to_owned(),
+        verdict: Verdict::Accepted {
+            result: plan.receipt.into(),
+        },
+        processed_at: now,
+    };
+    let cause = Causation {
+        command_id: incoming.command_id,
+        correlation_id: incoming.correlation_id.as_deref(),
+        traceparent: incoming.traceparent.as_deref(),
+        actor: actor.id.0,
+        team_name: &team_name,
+        at: now,
+    };
+    let first = records.messages.len();
+    records
+        .messages
+        .outcome(subjects, &outcome, meta.team, meta.reply_to.as_deref())?;
+    // After the outcome: a sender learns the ids it created (run, tasks) before the events
+    // that mention them.
+    records.messages.events(subjects, &cause, &plan.events)?;
+    if let Some((kind, size)) = records.messages.oversized(first, records.max_message) {
+        // Found before anything is written: the plan is dropped, the rejection is the outcome.
+        let rejection = too_large(kind, size, records.max_message);
+        records.messages.truncate(first);
+        return refuse(txn, subjects, records, &meta, rejection, now, None).await;
     }
+    for change in &plan.changes {
+        records.reads.forget(change);
+    }
+    store::changes::apply(txn, &mut records.batch, plan.changes, now).await?;
+    Ok(records.keep(outcome, Some(actor.id.0)))
 }
 
 /// The rejection of a command one of whose messages (`kind`: `outcome`, `event.<type>`) would
@@ -470,7 +399,7 @@ const MAX_REJECTION_TEXT: usize = 2_000;
 async fn refuse(
     txn: &DatabaseTransaction,
     subjects: &Subjects,
-    records: &mut Records,
+    records: &mut Records<'_>,
     meta: &MessageMeta,
     rejection: Rejection,
     now: DateTime<Utc>,
@@ -509,26 +438,22 @@ async fn refuse(
         )
         .await?;
     }
-    records.record(subjects, outcome, meta, meta.actor)
+    records
+        .messages
+        .outcome(subjects, &outcome, meta.team, meta.reply_to.as_deref())?;
+    Ok(records.keep(outcome, meta.actor))
 }
 
-async fn dispatch(
-    txn: &UseCaseTxn<'_>,
-    (reads, new_runs): (&mut GroupReads, &mut store::runs::NewRuns),
+/// A command to its family's use case.
+async fn decide(
+    reads: &mut Reads<'_>,
     actor: &Actor,
     command: Command,
     now: DateTime<Utc>,
-) -> Result<Effect, CommandError> {
+) -> Result<Plan, CommandError> {
     match command {
-        Command::Series(command) => {
-            // What the group read of series may be about to change.
-            reads.forget_series();
-            procedures::handle(txn, actor, command, now).await
-        }
-        Command::Execute(execute) => {
-            procedures::execute(txn, (reads, new_runs), actor, execute, now).await
-        }
-        Command::Run(command) => runs::handle(txn, actor, command, now).await,
+        Command::Procedure(command) => procedures::handle(reads, actor, command, now).await,
+        Command::Run(command) => runs::handle(reads, actor, command, now).await,
     }
 }
 

@@ -1,28 +1,30 @@
 //! Task, run and review use cases: each loads the run as one aggregate (its row locked),
-//! decides in the domain, and saves what changed.
+//! lets the domain decide, and returns the run as decided for the pipeline to save.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::command::RunCommand;
-use super::{CommandError, Effect, Rejection, UseCaseTxn, within_team};
+use super::reads::Reads;
+use super::{CommandError, Plan, Rejection, within_team};
 use crate::domain::ids::{ReviewId, RunId, TaskId};
+use crate::domain::receipt::Receipt;
 use crate::domain::run::{Execution, TaskChange};
 use crate::domain::system::Actor;
 use crate::domain::text;
-use crate::store;
-use crate::wire::outcome::Accepted;
+use crate::store::changes::Change;
+use crate::wire::command::RunCommand;
 
 /// The run of the actor's team that `what` `id` belongs to, locked for a change.
 async fn load(
-    txn: &UseCaseTxn<'_>,
+    reads: &Reads<'_>,
     actor: &Actor,
     run: Option<RunId>,
     what: &str,
     id: Uuid,
 ) -> Result<Execution, CommandError> {
     let run = run.ok_or_else(|| Rejection::not_found(what, id))?;
-    let run = store::runs::load_for_update(txn, run)
+    let run = reads
+        .run_to_change(run)
         .await?
         .ok_or_else(|| Rejection::not_found(what, id))?;
     within_team(actor, run.team_id, what, id)?;
@@ -37,131 +39,108 @@ fn optional(field: &str, raw: &str) -> Result<String, CommandError> {
     Ok(text::optional(field, raw, text::MAX_TEXT)?)
 }
 
-fn task_accepted(run: &Execution, task: TaskId) -> Accepted {
-    Accepted {
-        run_id: Some(run.provenance.run_id.0),
-        initiative_id: Some(run.initiative.id.0),
-        task_id: Some(task.0),
-        status: run.task(task).map(|t| t.status.as_str().to_owned()),
-        ..Default::default()
-    }
-}
-
 /// The run a task, run or review command concerns, loaded (and locked) once.
 async fn target(
-    txn: &UseCaseTxn<'_>,
+    reads: &Reads<'_>,
     actor: &Actor,
     command: &RunCommand,
 ) -> Result<Execution, CommandError> {
     use RunCommand::*;
-    match command {
-        StartTask { task_id }
-        | CompleteTask { task_id, .. }
-        | BlockTask { task_id, .. }
-        | UnblockTask { task_id, .. }
-        | ReviewTask { task_id, .. }
-        | CancelTask { task_id, .. }
-        | ReplaceTask { task_id, .. } => {
-            let run = store::runs::run_of_task(txn, *task_id).await?;
-            load(txn, actor, run, "task", *task_id).await
+    let task = match command {
+        StartTask(c) => c.task_id,
+        CompleteTask(c) => c.task_id,
+        BlockTask(c) | CancelTask(c) => c.task_id,
+        UnblockTask(c) => c.task_id,
+        ReviewTask(c) => c.task_id,
+        ReplaceTask(c) => c.task_id,
+        CancelRun(c) => return load(reads, actor, Some(RunId(c.run_id)), "run", c.run_id).await,
+        ReviewInitiative(c) => {
+            let run = reads.run_of_initiative(c.initiative_id).await?;
+            return load(reads, actor, run, "initiative", c.initiative_id).await;
         }
-        CancelRun { run_id, .. } => load(txn, actor, Some(RunId(*run_id)), "run", *run_id).await,
-        ReviewInitiative { initiative_id, .. } => {
-            let run = store::runs::run_of_initiative(txn, *initiative_id).await?;
-            load(txn, actor, run, "initiative", *initiative_id).await
-        }
-    }
+    };
+    let run = reads.run_of_task(task).await?;
+    load(reads, actor, run, "task", task).await
 }
 
 pub async fn handle(
-    txn: &UseCaseTxn<'_>,
+    reads: &mut Reads<'_>,
     actor: &Actor,
     command: RunCommand,
     now: DateTime<Utc>,
-) -> Result<Effect, CommandError> {
+) -> Result<Plan, CommandError> {
     use RunCommand::*;
-    let before = target(txn, actor, &command).await?;
+    let before = target(reads, actor, &command).await?;
     let mut run = before.clone();
-    let (events, accepted) = match command {
-        StartTask { task_id } => {
-            let events = run.start_task(TaskId(task_id), actor, now)?;
-            (events, task_accepted(&run, TaskId(task_id)))
+    let mut changes = Vec::with_capacity(2);
+    let (events, receipt) = match command {
+        StartTask(c) => {
+            let task = TaskId(c.task_id);
+            let events = run.start_task(task, actor, now)?;
+            (events, Receipt::task(&run, task))
         }
-        CompleteTask { task_id, result } => {
-            let result = optional("result", &result)?;
-            let events = run.complete_task(TaskId(task_id), result, actor, now)?;
-            (events, task_accepted(&run, TaskId(task_id)))
+        CompleteTask(c) => {
+            let (task, result) = (TaskId(c.task_id), optional("result", &c.result)?);
+            let events = run.complete_task(task, result, actor, now)?;
+            (events, Receipt::task(&run, task))
         }
-        BlockTask { task_id, reason } => {
-            let reason = required("reason", &reason)?;
-            let events = run.block_task(TaskId(task_id), reason, actor, now)?;
-            (events, task_accepted(&run, TaskId(task_id)))
+        BlockTask(c) => {
+            let (task, reason) = (TaskId(c.task_id), required("reason", &c.reason)?);
+            let events = run.block_task(task, reason, actor, now)?;
+            (events, Receipt::task(&run, task))
         }
-        UnblockTask { task_id, note } => {
-            let note = note.map(|n| optional("note", &n)).transpose()?;
-            let events = run.unblock_task(TaskId(task_id), note, actor, now)?;
-            (events, task_accepted(&run, TaskId(task_id)))
+        UnblockTask(c) => {
+            let note = c.note.map(|n| optional("note", &n)).transpose()?;
+            let task = TaskId(c.task_id);
+            let events = run.unblock_task(task, note, actor, now)?;
+            (events, Receipt::task(&run, task))
         }
-        ReviewTask {
-            task_id,
-            verdict,
-            reasoning,
-        } => {
-            let reasoning = optional("reasoning", &reasoning)?;
-            let events = run.review_task(TaskId(task_id), verdict, reasoning, actor, now)?;
-            (events, task_accepted(&run, TaskId(task_id)))
+        ReviewTask(c) => {
+            let (task, reasoning) = (TaskId(c.task_id), optional("reasoning", &c.reasoning)?);
+            let events = run.review_task(task, c.verdict, reasoning, actor, now)?;
+            (events, Receipt::task(&run, task))
         }
-        CancelTask { task_id, reason } => {
-            let reason = required("reason", &reason)?;
-            let events = run.cancel_task(TaskId(task_id), reason, actor, now)?;
-            (events, task_accepted(&run, TaskId(task_id)))
+        CancelTask(c) => {
+            let (task, reason) = (TaskId(c.task_id), required("reason", &c.reason)?);
+            let events = run.cancel_task(task, reason, actor, now)?;
+            (events, Receipt::task(&run, task))
         }
-        ReplaceTask {
-            task_id,
-            reason,
-            name,
-            content,
-        } => {
+        ReplaceTask(c) => {
             let change = TaskChange {
-                reason: required("reason", &reason)?,
-                name: name
+                reason: required("reason", &c.reason)?,
+                name: c
+                    .name
                     .map(|n| text::required("name", &n, text::MAX_NAME))
                     .transpose()?,
-                content: content.map(|c| optional("content", &c)).transpose()?,
+                content: c.content.map(|c| optional("content", &c)).transpose()?,
             };
             let new_id = TaskId(Uuid::now_v7());
-            let events = run.replace_task(TaskId(task_id), new_id, change, actor, now)?;
-            // The outcome names the replacement: it is the task to work next.
-            (events, task_accepted(&run, new_id))
+            let events = run.replace_task(TaskId(c.task_id), new_id, change, actor, now)?;
+            // The receipt names the replacement: it is the task to work next.
+            (events, Receipt::task(&run, new_id))
         }
-        CancelRun { run_id, reason } => {
-            let reason = required("reason", &reason)?;
-            let events = run.cancel(reason, actor, now)?;
-            let accepted = Accepted {
-                run_id: Some(run_id),
-                initiative_id: Some(run.initiative.id.0),
-                status: Some(run.status.as_str().to_owned()),
-                ..Default::default()
-            };
-            (events, accepted)
+        CancelRun(c) => {
+            let events = run.cancel(required("reason", &c.reason)?, actor, now)?;
+            (events, Receipt::run(&run))
         }
-        ReviewInitiative {
-            initiative_id,
-            review,
-        } => {
-            let (review, event) =
-                run.record_review(ReviewId(Uuid::now_v7()), review, actor, now)?;
-            store::reviews::insert(txn, run.team_id.0, &review).await?;
-            let accepted = Accepted {
-                run_id: Some(run.provenance.run_id.0),
-                initiative_id: Some(initiative_id),
-                review_id: Some(review.view.review_id.0),
-                status: Some(review.outcome.as_str().to_owned()),
-                ..Default::default()
-            };
-            (vec![event], accepted)
+        ReviewInitiative(c) => {
+            let draft = c.into_draft();
+            let (review, event) = run.record_review(ReviewId(Uuid::now_v7()), draft, actor, now)?;
+            let receipt = Receipt::review(&run, &review);
+            changes.push(Change::NewReview {
+                team: run.team_id,
+                review: Box::new(review),
+            });
+            (vec![event], receipt)
         }
     };
-    store::runs::save(txn, &before, &run, now).await?;
-    Ok(Effect { accepted, events })
+    changes.push(Change::Run {
+        before: Box::new(before),
+        after: Box::new(run),
+    });
+    Ok(Plan {
+        changes,
+        events,
+        receipt,
+    })
 }

@@ -26,8 +26,9 @@ use crate::wire::subjects::{FAMILIES, Subjects, matches};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// NATS failed or nothing serves the request; the error NATS gave is kept as the source.
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("no outcome for command {0} within the timeout")]
     Timeout(Uuid),
     #[error("undecodable message: {0}")]
@@ -39,8 +40,13 @@ pub enum ClientError {
     TooLarge { size: usize, limit: usize },
 }
 
-fn nats_err(e: impl std::fmt::Display) -> ClientError {
-    ClientError::Nats(e.to_string())
+fn nats_err(e: impl std::error::Error + Send + Sync + 'static) -> ClientError {
+    ClientError::Nats(Box::new(e))
+}
+
+/// What went wrong, said in the client's words when they say more than NATS's own.
+fn nats_said(what: String) -> ClientError {
+    ClientError::Nats(what.into())
 }
 
 /// How long [`Client::worker_serves`] waits for a worker's answer.
@@ -251,7 +257,7 @@ impl Client {
             .map_err(nats_err)?
             .await;
         stored.map_err(|e| match e.kind() {
-            PublishErrorKind::StreamNotFound => ClientError::Nats(format!(
+            PublishErrorKind::StreamNotFound => nats_said(format!(
                 "no stream stores {subject}: has a worker run with this subject prefix?"
             )),
             _ => nats_err(e),
@@ -332,9 +338,9 @@ impl Client {
                 .request_with_headers(subject, headers, bytes.into()),
         )
         .await
-        .map_err(|_| ClientError::Nats(format!("no answer to {name} within the timeout")))?
+        .map_err(|_| nats_said(format!("no answer to {name} within the timeout")))?
         .map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => ClientError::Nats(format!(
+            RequestErrorKind::NoResponders => nats_said(format!(
                 "no worker answers {name} on subject prefix `{}`: is `sop worker` running, with \
                  the same SOP_SUBJECT_PREFIX and SOP_NATS_URL?",
                 self.subjects.prefix().trim_end_matches('.')

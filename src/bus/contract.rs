@@ -25,63 +25,6 @@ use crate::wire::query::{
 };
 use crate::wire::signature::{SIGNATURE_HEADER, SIGNED_AT_HEADER};
 
-/// Who may send each command, and what it does (also docs/reference.md's table).
-pub fn command_doc(name: CommandName) -> (&'static str, &'static str) {
-    use CommandName as N;
-    match name {
-        N::DraftProcedure => ("system4", "Draft version 1 of a new procedure series."),
-        N::ReviseProcedure => (
-            "system4",
-            "Start a new draft (latest + 1) from the latest, non-draft version.",
-        ),
-        N::EditProcedure => (
-            "system4",
-            "Change a draft in place; `tasks` replaces all templates.",
-        ),
-        N::DiscardProcedure => (
-            "system4",
-            "Abandon a draft; it is retired without approval.",
-        ),
-        N::ApproveProcedure => (
-            "system5",
-            "Approve a draft; the series' approved version is retired.",
-        ),
-        N::RejectProcedure => ("system5", "Send a draft back to System4 with a reason."),
-        N::RetireProcedure => ("system5", "Take the approved version out of service."),
-        N::ExecuteProcedure => (
-            "system3",
-            "Run the series' approved version: run, initiative, tasks.",
-        ),
-        N::StartTask => ("the task's assignee", "Start a ready pending task."),
-        N::CompleteTask => (
-            "the task's assignee",
-            "Complete an in-progress task with its result.",
-        ),
-        N::BlockTask => (
-            "the task's assignee",
-            "Block an in-progress task, with the reason.",
-        ),
-        N::UnblockTask => (
-            "the task's assignee or system3",
-            "Put a blocked task back to pending.",
-        ),
-        N::ReviewTask => ("system3", "Approve or reject a completed task."),
-        N::CancelTask => (
-            "system3",
-            "Cancel a task that is not in progress, with its dependents.",
-        ),
-        N::ReplaceTask => (
-            "system3",
-            "Replace a rejected or blocked task by a new pending one.",
-        ),
-        N::CancelRun => ("system3", "Cancel a started run and its open tasks."),
-        N::ReviewInitiative => (
-            "system3",
-            "Record the post-run review of an ended run, once.",
-        ),
-    }
-}
-
 pub fn query_doc(name: QueryName) -> &'static str {
     use QueryName as N;
     match name {
@@ -178,6 +121,12 @@ fn reference(to: &str) -> Value {
     json!({ "$ref": to })
 }
 
+impl cmd::PayloadVisitor for Builder {
+    fn visit<P: JsonSchema>(&mut self, name: CommandName) {
+        self.command::<P>(name);
+    }
+}
+
 impl Builder {
     fn schema<T: JsonSchema>(&mut self) -> Value {
         self.schemas.subschema_for::<T>().to_value()
@@ -193,7 +142,7 @@ impl Builder {
     }
 
     fn command<P: JsonSchema>(&mut self, name: CommandName) {
-        let (who, what) = command_doc(name);
+        let (who, what) = (name.sender(), name.summary());
         let payload = self.schema::<Envelope<P>>();
         let id = name.as_str();
         let message = self.message(id, format!("{id} command"), payload, Some("CommandHeaders"));
@@ -321,24 +270,7 @@ pub fn asyncapi() -> Value {
         operations: Map::new(),
         messages: Map::new(),
     };
-    use CommandName as N;
-    b.command::<cmd::DraftProcedure>(N::DraftProcedure);
-    b.command::<cmd::ChangeProcedure>(N::ReviseProcedure);
-    b.command::<cmd::ChangeProcedure>(N::EditProcedure);
-    b.command::<cmd::ProcedureWithReason>(N::DiscardProcedure);
-    b.command::<cmd::ProcedureRef>(N::ApproveProcedure);
-    b.command::<cmd::ProcedureWithReason>(N::RejectProcedure);
-    b.command::<cmd::ProcedureWithReason>(N::RetireProcedure);
-    b.command::<cmd::ExecuteProcedure>(N::ExecuteProcedure);
-    b.command::<cmd::TaskRef>(N::StartTask);
-    b.command::<cmd::CompleteTask>(N::CompleteTask);
-    b.command::<cmd::TaskWithReason>(N::BlockTask);
-    b.command::<cmd::UnblockTask>(N::UnblockTask);
-    b.command::<cmd::ReviewTask>(N::ReviewTask);
-    b.command::<cmd::TaskWithReason>(N::CancelTask);
-    b.command::<cmd::ReplaceTask>(N::ReplaceTask);
-    b.command::<cmd::CancelRun>(N::CancelRun);
-    b.command::<cmd::ReviewInitiative>(N::ReviewInitiative);
+    cmd::visit_payloads(&mut b);
     for kind in EventKind::ALL {
         match kind.as_str().split('.').next() {
             Some("procedure") => b.event::<ProcedureEvent>(kind),

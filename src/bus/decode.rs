@@ -2,16 +2,11 @@
 //! its outcome. Every failure is named: `invalid_payload` (not JSON, not an envelope, a
 //! payload that does not fit its command), `unsupported_schema`, `unknown_command`.
 
-use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::application::command::{Execute, RunCommand, SeriesCommand};
-use crate::application::{Command, Incoming, MessageMeta, ProcedureChanges, Rejection};
+use crate::application::{Incoming, MessageMeta, Rejection};
 use crate::domain::error::ErrorCode;
-use crate::domain::procedure::MetaDraft;
-use crate::domain::review::ReviewDraft;
-use crate::domain::template::TemplateDraft;
-use crate::wire::command::{self as dto, CommandName, RawEnvelope, SCHEMA_VERSION};
+use crate::wire::command::{Command, CommandName, RawEnvelope, SCHEMA_VERSION};
 
 /// What arrived, before decoding.
 #[derive(Debug, Clone)]
@@ -137,7 +132,6 @@ pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
     let command = to_command(name, payload).map_err(|r| fail(&meta, r))?;
     Ok(Incoming {
         command_id: meta.command_id,
-        name,
         actor,
         correlation_id: envelope.correlation_id,
         reply_to: meta.reply_to,
@@ -153,175 +147,14 @@ pub fn check_payload(name: CommandName, payload: &serde_json::Value) -> Result<(
     to_command(name, payload.clone()).map(|_| ())
 }
 
-fn parse<T: DeserializeOwned>(payload: serde_json::Value) -> Result<T, Rejection> {
-    serde_json::from_value(payload).map_err(|e| invalid(format!("payload: {e}")))
-}
-
-fn templates(list: Vec<dto::TemplateDto>) -> Vec<TemplateDraft> {
-    list.into_iter()
-        .map(|t| TemplateDraft {
-            position: t.position,
-            name: t.name,
-            description: t.description,
-            depends_on: t.depends_on,
-            default_assignee_type: t.default_assignee_type,
-            required_skills: t.required_skills,
-        })
-        .collect()
-}
-
-fn changes(c: dto::ChangeProcedure) -> (Uuid, ProcedureChanges) {
-    (
-        c.procedure_id,
-        ProcedureChanges {
-            name: c.name,
-            description: c.description,
-            risk_level: c.risk_level,
-            impact: c.impact,
-            rollback_plan: c.rollback_plan,
-            tasks: c.tasks.map(templates),
-        },
-    )
-}
-
 fn to_command(name: CommandName, payload: serde_json::Value) -> Result<Command, Rejection> {
-    use CommandName as N;
-    Ok(match name {
-        N::DraftProcedure => {
-            let d: dto::DraftProcedure = parse(payload)?;
-            Command::Series(SeriesCommand::DraftProcedure {
-                meta: MetaDraft {
-                    name: d.name,
-                    description: d.description,
-                    risk_level: d.risk_level,
-                    impact: d.impact,
-                    rollback_plan: d.rollback_plan,
-                },
-                tasks: templates(d.tasks),
-            })
-        }
-        N::ReviseProcedure => {
-            let (procedure_id, changes) = changes(parse(payload)?);
-            Command::Series(SeriesCommand::ReviseProcedure {
-                procedure_id,
-                changes,
-            })
-        }
-        N::EditProcedure => {
-            let (procedure_id, changes) = changes(parse(payload)?);
-            Command::Series(SeriesCommand::EditProcedure {
-                procedure_id,
-                changes,
-            })
-        }
-        N::DiscardProcedure => {
-            let r: dto::ProcedureWithReason = parse(payload)?;
-            Command::Series(SeriesCommand::DiscardProcedure {
-                procedure_id: r.procedure_id,
-                reason: r.reason,
-            })
-        }
-        N::ApproveProcedure => {
-            let r: dto::ProcedureRef = parse(payload)?;
-            Command::Series(SeriesCommand::ApproveProcedure {
-                procedure_id: r.procedure_id,
-            })
-        }
-        N::RejectProcedure => {
-            let r: dto::ProcedureWithReason = parse(payload)?;
-            Command::Series(SeriesCommand::RejectProcedure {
-                procedure_id: r.procedure_id,
-                reason: r.reason,
-            })
-        }
-        N::RetireProcedure => {
-            let r: dto::ProcedureWithReason = parse(payload)?;
-            Command::Series(SeriesCommand::RetireProcedure {
-                procedure_id: r.procedure_id,
-                reason: r.reason,
-            })
-        }
-        N::ExecuteProcedure => {
-            let e: dto::ExecuteProcedure = parse(payload)?;
-            Command::Execute(Execute {
-                series_id: e.series_id,
-                expected_version: e.expected_version,
-                strategy_id: e.strategy_id,
-            })
-        }
-        N::StartTask => Command::Run(RunCommand::StartTask {
-            task_id: parse::<dto::TaskRef>(payload)?.task_id,
-        }),
-        N::CompleteTask => {
-            let c: dto::CompleteTask = parse(payload)?;
-            Command::Run(RunCommand::CompleteTask {
-                task_id: c.task_id,
-                result: c.result,
-            })
-        }
-        N::BlockTask => {
-            let b: dto::TaskWithReason = parse(payload)?;
-            Command::Run(RunCommand::BlockTask {
-                task_id: b.task_id,
-                reason: b.reason,
-            })
-        }
-        N::UnblockTask => {
-            let u: dto::UnblockTask = parse(payload)?;
-            Command::Run(RunCommand::UnblockTask {
-                task_id: u.task_id,
-                note: u.note,
-            })
-        }
-        N::ReviewTask => {
-            let r: dto::ReviewTask = parse(payload)?;
-            Command::Run(RunCommand::ReviewTask {
-                task_id: r.task_id,
-                verdict: r.verdict,
-                reasoning: r.reasoning,
-            })
-        }
-        N::CancelTask => {
-            let c: dto::TaskWithReason = parse(payload)?;
-            Command::Run(RunCommand::CancelTask {
-                task_id: c.task_id,
-                reason: c.reason,
-            })
-        }
-        N::ReplaceTask => {
-            let r: dto::ReplaceTask = parse(payload)?;
-            Command::Run(RunCommand::ReplaceTask {
-                task_id: r.task_id,
-                reason: r.reason,
-                name: r.name,
-                content: r.content,
-            })
-        }
-        N::CancelRun => {
-            let c: dto::CancelRun = parse(payload)?;
-            Command::Run(RunCommand::CancelRun {
-                run_id: c.run_id,
-                reason: c.reason,
-            })
-        }
-        N::ReviewInitiative => {
-            let r: dto::ReviewInitiative = parse(payload)?;
-            Command::Run(RunCommand::ReviewInitiative {
-                initiative_id: r.initiative_id,
-                review: ReviewDraft {
-                    outcome: r.outcome,
-                    summary: r.summary,
-                    lessons: r.lessons,
-                    follow_ups: r.follow_ups,
-                },
-            })
-        }
-    })
+    Command::decode(name, payload).map_err(|e| invalid(format!("payload: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::command::RunCommand;
 
     fn arrival<'a>(name: &'a str, payload: &'a [u8]) -> Arrival<'a> {
         Arrival {
@@ -387,11 +220,11 @@ mod tests {
     fn a_well_formed_command_decodes() {
         let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","correlation_id":"c-1","payload":{"task_id":"00000000-0000-0000-0000-000000000003"}}"#;
         let i = decode(&arrival("task.start", body)).unwrap();
-        assert_eq!(i.name, CommandName::StartTask);
+        assert_eq!(i.name(), CommandName::StartTask);
         assert_eq!(i.actor, Uuid::from_u128(2));
         assert_eq!(i.correlation_id.as_deref(), Some("c-1"));
         assert!(
-            matches!(i.command, Command::Run(RunCommand::StartTask { task_id }) if task_id == Uuid::from_u128(3))
+            matches!(&i.command, Command::Run(RunCommand::StartTask(t)) if t.task_id == Uuid::from_u128(3))
         );
     }
 

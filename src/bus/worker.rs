@@ -2,7 +2,8 @@
 //! groups (one transaction per group, a bounded number of groups at once), and acknowledges
 //! each message only after its outcome is committed.
 //!
-//! Ack policy, in one place ([`disposition`]), by the failure's kind
+//! Ack policy, in one pure function ([`disposition`]; [`settle`] carries it out), by the
+//! failure's kind
 //! ([`application::FailureKind`]): an outcome committed (or found, for a duplicate) → ack; a
 //! transient failure → nak with a growing delay, so the message is retried until it has an
 //! outcome; a persistent one that lasts [`MAX_ATTEMPTS`] deliveries, or a bug at once →
@@ -46,9 +47,27 @@ pub struct WorkerContext {
     pub relay: Arc<super::relay::Handoff>,
 }
 
+/// What becomes of a pulled message.
+#[derive(Debug, PartialEq, Eq)]
 enum Disposition {
+    /// It has its outcome: acknowledge it.
     Ack,
+    /// Deliver it again after the delay.
     Retry(Duration),
+    /// A retry cannot help: record an `internal` rejection as its outcome, then acknowledge.
+    GiveUp,
+}
+
+/// The ack policy (module doc), from what processing gave and how often the message came.
+fn disposition(result: &Result<Processed, GroupError>, delivered: i64) -> Disposition {
+    match result.as_ref().map_err(GroupError::kind) {
+        Ok(_) => Disposition::Ack,
+        Err(FailureKind::Transient) => Disposition::Retry(backoff(delivered)),
+        Err(FailureKind::Persistent) if delivered < MAX_ATTEMPTS => {
+            Disposition::Retry(backoff(delivered))
+        }
+        Err(FailureKind::Persistent | FailureKind::Bug) => Disposition::GiveUp,
+    }
 }
 
 fn backoff(delivered: i64) -> Duration {
@@ -101,11 +120,11 @@ fn prepare<'m>(
             incoming.traceparent = header(TRACEPARENT_HEADER).and_then(|t| trace_context(&t));
             incoming.signed = header(SIGNATURE_HEADER).map(|signature| Signed {
                 signature,
-                message: command_message(incoming.name.as_str(), &msg.payload),
+                message: command_message(incoming.name().as_str(), &msg.payload),
             });
             let prepared = Prepared {
                 meta: incoming.meta(),
-                command: incoming.name.as_str(),
+                command: incoming.name().as_str(),
                 delivered,
                 letter,
                 undecodable: None,
@@ -130,12 +149,14 @@ fn prepare<'m>(
     }
 }
 
-async fn disposition(
+/// Carries out the disposition of one message: its metric and log line, the answer to a
+/// duplicate's sender, the `internal` rejection of one given up on. Returns how to ack it.
+async fn settle(
     ctx: &WorkerContext,
     result: Result<Processed, GroupError>,
     prepared: Prepared<'_>,
     started: Instant,
-) -> Disposition {
+) -> AckKind {
     let Prepared {
         meta,
         delivered,
@@ -143,6 +164,7 @@ async fn disposition(
         command,
         undecodable,
     } = prepared;
+    let decided = disposition(&result, delivered);
     let ending = match &result {
         Ok(Processed::Duplicate(_)) => Ending::Duplicate,
         Ok(Processed::Fresh(o)) if o.is_accepted() => Ending::Accepted,
@@ -159,32 +181,29 @@ async fn disposition(
         }
         None => info!(command, command_id = %id, outcome = ending.as_str(), ms, "command"),
     }
-    match result {
-        Ok(Processed::Duplicate(outcome)) => {
+    match (result, decided) {
+        (Ok(Processed::Duplicate(outcome)), _) => {
             // The first outcome may have been published long ago: answer this sender too.
             if let (Some(reply), Ok(bytes)) = (&meta.reply_to, serde_json::to_vec(&outcome)) {
                 let _ = ctx.nats.publish(reply.clone(), bytes.into()).await;
             }
-            debug!(command_id = %meta.command_id, "duplicate command; stored outcome returned");
-            Disposition::Ack
+            debug!(command_id = %id, "duplicate command; stored outcome returned");
+            AckKind::Ack
         }
-        Ok(Processed::Fresh(outcome)) => {
+        (Ok(Processed::Fresh(outcome)), _) => {
             if let (Some(code), Verdict::Rejected { error }) = (undecodable, &outcome.verdict) {
-                info!(command_id = %meta.command_id, code = code.as_str(),
+                info!(command_id = %id, code = code.as_str(),
                     "undecodable command rejected: {}", error.message);
                 metrics::dead_letter(code.as_str());
             }
-            Disposition::Ack
+            AckKind::Ack
         }
-        Err(e)
-            if e.kind() == FailureKind::Transient
-                || (e.kind() == FailureKind::Persistent && delivered < MAX_ATTEMPTS) =>
-        {
-            warn!(command_id = %meta.command_id, delivered, error = %e, "command failed; will retry");
-            Disposition::Retry(backoff(delivered))
+        (Err(e), Disposition::Retry(delay)) => {
+            warn!(command_id = %id, delivered, error = %e, "command failed; will retry");
+            AckKind::Nak(Some(delay))
         }
-        Err(e) => {
-            warn!(command_id = %meta.command_id, delivered, error = %e, "command cannot be processed; rejecting as internal");
+        (Err(e), _) => {
+            warn!(command_id = %id, delivered, error = %e, "command cannot be processed; rejecting as internal");
             let why = match e.kind() {
                 FailureKind::Bug => "an internal error, in the worker's log".to_owned(),
                 _ => format!("failed {delivered} attempts"),
@@ -200,9 +219,9 @@ async fn disposition(
             match process_alone(ctx, refused, Utc::now()).await {
                 Ok(_) => {
                     metrics::dead_letter("internal");
-                    Disposition::Ack
+                    AckKind::Ack
                 }
-                Err(_) => Disposition::Retry(backoff(delivered)),
+                Err(_) => AckKind::Nak(Some(backoff(delivered))),
             }
         }
     }
@@ -218,35 +237,15 @@ fn max_message(ctx: &WorkerContext) -> usize {
     ctx.nats.max_payload().saturating_sub(HEADER_ROOM)
 }
 
-/// One message in a transaction of its own; what it committed goes to the relay. A command
-/// whose messages would be too large for the server is recorded as that rejection instead,
-/// with nothing else written.
+/// One message in a transaction of its own; what it committed goes to the relay.
 async fn process_alone(
     ctx: &WorkerContext,
     message: application::Message<'_>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Processed, GroupError> {
-    let meta = message.meta();
     let limit = max_message(ctx);
-    let committed =
-        match application::process_one(&ctx.db, &ctx.subjects, message, limit, now).await {
-            Err(GroupError::TooLarge { rejection, .. }) => {
-                let refused = application::Message::Refused {
-                    meta,
-                    rejection,
-                    dead_letter: None,
-                };
-                // A rejection's messages are bounded by design: one too large is a bug.
-                application::process_one(&ctx.db, &ctx.subjects, refused, limit, now)
-                    .await
-                    .map_err(|e| match e {
-                        GroupError::TooLarge { .. } => GroupError::Bug(e.to_string()),
-                        e => e,
-                    })
-            }
-            other => other,
-        };
-    let (processed, messages) = committed?;
+    let (processed, messages) =
+        application::process_one(&ctx.db, &ctx.subjects, message, limit, now).await?;
     ctx.relay.committed(&ctx.nats, messages).await;
     Ok(processed)
 }
@@ -256,7 +255,7 @@ async fn process_alone(
 async fn handle_group(
     ctx: &WorkerContext,
     msgs: &[async_nats::jetstream::Message],
-) -> Vec<Disposition> {
+) -> Vec<AckKind> {
     let started = Instant::now();
     let now = Utc::now();
     let mut dispositions = Vec::with_capacity(msgs.len());
@@ -274,7 +273,7 @@ async fn handle_group(
                 metrics::transaction(committed.results.len());
                 ctx.relay.committed(&ctx.nats, committed.messages).await;
                 for (p, result) in prepared.into_iter().zip(committed.results) {
-                    dispositions.push(disposition(ctx, Ok(result), p, started).await);
+                    dispositions.push(settle(ctx, Ok(result), p, started).await);
                 }
                 return dispositions;
             }
@@ -287,7 +286,7 @@ async fn handle_group(
         if result.is_ok() {
             metrics::transaction(1);
         }
-        dispositions.push(disposition(ctx, result, p, started).await);
+        dispositions.push(settle(ctx, result, p, started).await);
     }
     dispositions
 }
@@ -309,12 +308,8 @@ fn spawn_group(
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let verdicts = handle_group(&ctx, &msgs).await;
-        for (msg, verdict) in msgs.iter().zip(verdicts) {
-            let ack = match verdict {
-                Disposition::Ack => msg.ack().await,
-                Disposition::Retry(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
-            };
-            if let Err(e) = ack {
+        for (msg, ack) in msgs.iter().zip(verdicts) {
+            if let Err(e) = msg.ack_with(ack).await {
                 // The outcome is committed; a lost ack only means a redelivery, which the
                 // inbox answers without a second effect.
                 warn!(error = %e, "ack failed");
@@ -386,4 +381,53 @@ pub async fn run(
     // In-flight commands finish (and are acked) before the worker reports it has stopped.
     let _ = permits.acquire_many(concurrency as u32).await;
     info!("command consumer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnAcquireErr, DbErr};
+
+    use super::{Disposition, MAX_ATTEMPTS, backoff, disposition};
+    use crate::application::{GroupError, Processed};
+    use crate::wire::outcome::{Outcome, Verdict};
+
+    #[test]
+    fn a_message_is_retried_only_while_a_retry_can_help() {
+        let outcome = Outcome {
+            schema_version: 1,
+            command_id: uuid::Uuid::nil(),
+            command: "task.start".into(),
+            verdict: Verdict::Accepted {
+                result: Default::default(),
+            },
+            processed_at: chrono::Utc::now(),
+        };
+        let done = Ok(Processed::Fresh(outcome.clone()));
+        assert_eq!(disposition(&done, 1), Disposition::Ack);
+        let seen = Ok(Processed::Duplicate(outcome));
+        assert_eq!(disposition(&seen, MAX_ATTEMPTS + 3), Disposition::Ack);
+
+        let lost = || {
+            Err(GroupError::Store(DbErr::ConnectionAcquire(
+                ConnAcquireErr::Timeout,
+            )))
+        };
+        assert_eq!(disposition(&lost(), 1), Disposition::Retry(backoff(1)));
+        let late = MAX_ATTEMPTS + 10;
+        assert_eq!(
+            disposition(&lost(), late),
+            Disposition::Retry(backoff(late))
+        );
+
+        let broken = || Err(GroupError::Store(DbErr::RecordNotInserted));
+        let last = MAX_ATTEMPTS - 1;
+        assert_eq!(
+            disposition(&broken(), last),
+            Disposition::Retry(backoff(last))
+        );
+        assert_eq!(disposition(&broken(), MAX_ATTEMPTS), Disposition::GiveUp);
+
+        let bug = Err(GroupError::Bug("a group of one gave no result".into()));
+        assert_eq!(disposition(&bug, 1), Disposition::GiveUp);
+    }
 }

@@ -11,7 +11,6 @@ mod procedure;
 mod render;
 mod run;
 mod send;
-mod task;
 mod team;
 mod up;
 
@@ -95,7 +94,7 @@ enum Cmd {
     /// Task commands.
     Task {
         #[command(subcommand)]
-        command: task::TaskCmd,
+        command: send::TaskVerbs,
     },
     /// Run commands and queries.
     Run {
@@ -237,7 +236,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         }
         Cmd::Team { command } => return team::run(&ctx, command).await,
         Cmd::Procedure { command } => return procedure::run(&ctx, command).await,
-        Cmd::Task { command } => return task::run(&ctx, command).await,
+        Cmd::Task {
+            command: send::TaskVerbs(v),
+        } => return ctx.send(v.name, v.args).await,
         Cmd::Run { command } => return run::run(&ctx, command).await,
         Cmd::Initiative { command } => return run::initiative(&ctx, command).await,
         Cmd::Audit(args) => return run::audit(&ctx, args).await,

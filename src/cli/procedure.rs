@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::ctx::{Ctx, EXIT_NOT_FOUND, Exit};
 use super::render::{self, Columns, GraphFormat, Names, fields, list, opt, opt_time};
-use super::send::SendArgs;
+use super::send::{ProcedureVerbs, SendArgs};
 use crate::domain::event::ProcedureView;
 use crate::domain::system::SystemKind;
 use crate::wire::answer::{
@@ -20,23 +20,9 @@ use crate::wire::query::QueryName;
 
 #[derive(Subcommand)]
 pub enum ProcedureCmd {
-    /// Draft a new procedure (System4): `--file onboarding.yaml`.
-    Draft(SendArgs),
-    /// New draft version from the latest version (System4): `<procedure_id> [FIELD=VALUE…]`.
-    Revise(SendArgs),
-    /// Change a draft (System4): `<procedure_id> [FIELD=VALUE…]`.
-    Edit(SendArgs),
-    /// Discard a draft (System4): `<procedure_id> --reason …`.
-    Discard(SendArgs),
-    /// Approve a draft (System5): `<procedure_id>`.
-    Approve(SendArgs),
-    /// Send a draft back (System5): `<procedure_id> --reason …`.
-    Reject(SendArgs),
-    /// Retire the approved version (System5): `<procedure_id> --reason …`.
-    Retire(SendArgs),
-    /// Execute the series' approved version (System3): `<series_id | any version's procedure_id>
-    /// [expected_version=N]`.
-    Execute(SendArgs),
+    /// Draft, revise, edit, discard, approve, reject, retire, execute: the commands.
+    #[command(flatten)]
+    Send(ProcedureVerbs),
     /// A version with its task templates.
     Show {
         /// The version's id.
@@ -80,14 +66,10 @@ pub enum ProcedureCmd {
 
 pub async fn run(ctx: &Ctx, command: ProcedureCmd) -> Result<ExitCode, Exit> {
     match command {
-        ProcedureCmd::Draft(a) => return ctx.send(N::DraftProcedure, a).await,
-        ProcedureCmd::Revise(a) => return ctx.send(N::ReviseProcedure, a).await,
-        ProcedureCmd::Edit(a) => return ctx.send(N::EditProcedure, a).await,
-        ProcedureCmd::Discard(a) => return ctx.send(N::DiscardProcedure, a).await,
-        ProcedureCmd::Approve(a) => return ctx.send(N::ApproveProcedure, a).await,
-        ProcedureCmd::Reject(a) => return ctx.send(N::RejectProcedure, a).await,
-        ProcedureCmd::Retire(a) => return ctx.send(N::RetireProcedure, a).await,
-        ProcedureCmd::Execute(a) => return execute(ctx, a).await,
+        ProcedureCmd::Send(ProcedureVerbs(v)) if v.name == N::ExecuteProcedure => {
+            return execute(ctx, v.args).await;
+        }
+        ProcedureCmd::Send(ProcedureVerbs(v)) => return ctx.send(v.name, v.args).await,
         ProcedureCmd::Show { procedure_id } => {
             let detail: ProcedureDetail = ctx
                 .query(

@@ -9,17 +9,17 @@ use uuid::Uuid;
 
 use super::ctx::{Ctx, Exit};
 use super::render::{Columns, Names, fields, opt, opt_time, time};
-use super::send::SendArgs;
+use super::send::{InitiativeVerbs, RunVerbs};
 use crate::application::pages::AUDIT_PAGE;
 use crate::domain::event::TaskView;
 use crate::wire::answer::{Audit, AuditEntry, RunDetail, Trace};
-use crate::wire::command::CommandName as N;
 use crate::wire::query::QueryName;
 
 #[derive(Subcommand)]
 pub enum RunCmd {
-    /// Cancel a run (System3): `<run_id> --reason …`.
-    Cancel(SendArgs),
+    /// Cancel: the commands.
+    #[command(flatten)]
+    Send(RunVerbs),
     /// A run with its initiative, tasks and review.
     Show {
         /// The run's id.
@@ -29,8 +29,9 @@ pub enum RunCmd {
 
 #[derive(Subcommand)]
 pub enum InitiativeCmd {
-    /// Record the post-run review (System3): `<initiative_id> outcome=… summary=… [lessons='[…]']`.
-    Review(SendArgs),
+    /// Review: the commands.
+    #[command(flatten)]
+    Send(InitiativeVerbs),
     /// From an initiative back to its procedure version and run.
     Trace {
         /// The initiative's id.
@@ -54,7 +55,7 @@ pub struct AuditArgs {
 
 pub async fn run(ctx: &Ctx, command: RunCmd) -> Result<ExitCode, Exit> {
     match command {
-        RunCmd::Cancel(a) => ctx.send(N::CancelRun, a).await,
+        RunCmd::Send(RunVerbs(v)) => ctx.send(v.name, v.args).await,
         RunCmd::Show { run_id } => {
             let detail: RunDetail = ctx
                 .query_pages(QueryName::GetRun, json!({ "run_id": run_id }), None)
@@ -68,7 +69,7 @@ pub async fn run(ctx: &Ctx, command: RunCmd) -> Result<ExitCode, Exit> {
 
 pub async fn initiative(ctx: &Ctx, command: InitiativeCmd) -> Result<ExitCode, Exit> {
     match command {
-        InitiativeCmd::Review(a) => ctx.send(N::ReviewInitiative, a).await,
+        InitiativeCmd::Send(InitiativeVerbs(v)) => ctx.send(v.name, v.args).await,
         InitiativeCmd::Trace { initiative_id } => {
             let trace: Trace = ctx
                 .query(QueryName::Trace, json!({ "initiative_id": initiative_id }))

@@ -114,3 +114,82 @@ pub fn payload(name: CommandName, args: &SendArgs) -> Result<Value, Exit> {
     }
     Ok(payload)
 }
+
+/// One command verb as given: `sop task block …` is `task.block` with its arguments.
+pub struct Verb {
+    pub name: CommandName,
+    pub args: SendArgs,
+}
+
+/// `cmd` with a verb for every command named `<family>.<verb>`, from the one table of
+/// commands ([`crate::wire::command`]): a new command has its verb without a line here.
+fn family_verbs(family: &str, cmd: clap::Command) -> clap::Command {
+    CommandName::ALL
+        .iter()
+        .filter_map(|&name| {
+            let (of, verb) = name.as_str().split_once('.')?;
+            (of == family).then_some((name, verb))
+        })
+        .fold(cmd, |cmd, (name, verb)| {
+            let about = format!("{} Sent by {}.", name.summary(), name.sender());
+            cmd.subcommand(SendArgs::augment_args(clap::Command::new(verb)).about(about))
+        })
+}
+
+fn verb_of(family: &str, matches: &mut clap::ArgMatches) -> Result<Verb, clap::Error> {
+    use clap::error::ErrorKind;
+    let Some((verb, mut args)) = matches.remove_subcommand() else {
+        return Err(clap::Error::new(ErrorKind::MissingSubcommand));
+    };
+    let name = CommandName::parse(&format!("{family}.{verb}"))
+        .ok_or_else(|| clap::Error::new(ErrorKind::InvalidSubcommand))?;
+    let args = <SendArgs as clap::FromArgMatches>::from_arg_matches_mut(&mut args)?;
+    Ok(Verb { name, args })
+}
+
+/// The command verbs of a `sop` family, flattened into its subcommands.
+macro_rules! family_verbs {
+    ($($ty:ident = $family:literal),* $(,)?) => {$(
+        #[doc = concat!("The command verbs of `sop ", $family, "`.")]
+        pub struct $ty(pub Verb);
+
+        impl clap::FromArgMatches for $ty {
+            fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+                Self::from_arg_matches_mut(&mut matches.clone())
+            }
+
+            fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+                verb_of($family, matches).map($ty)
+            }
+
+            fn update_from_arg_matches(
+                &mut self,
+                matches: &clap::ArgMatches,
+            ) -> Result<(), clap::Error> {
+                *self = Self::from_arg_matches(matches)?;
+                Ok(())
+            }
+        }
+
+        impl clap::Subcommand for $ty {
+            fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+                family_verbs($family, cmd)
+            }
+
+            fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+                family_verbs($family, cmd)
+            }
+
+            fn has_subcommand(verb: &str) -> bool {
+                CommandName::parse(&format!("{}.{verb}", $family)).is_some()
+            }
+        }
+    )*};
+}
+
+family_verbs!(
+    ProcedureVerbs = "procedure",
+    TaskVerbs = "task",
+    RunVerbs = "run",
+    InitiativeVerbs = "initiative",
+);

@@ -8,6 +8,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod procedure;
+pub mod receipt;
 pub mod review;
 pub mod run;
 pub mod system;

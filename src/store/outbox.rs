@@ -114,6 +114,11 @@ impl Messages {
         self.0.is_empty()
     }
 
+    /// Drops the messages added at or after `len`.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+
     /// The first message added at or after `from` whose payload is over `limit` bytes: its kind
     /// (`outcome`, `event.task.created`, …) and size.
     pub fn oversized(&self, from: usize, limit: usize) -> Option<(&str, usize)> {

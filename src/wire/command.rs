@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::procedure::MetaDraft;
+use crate::domain::review::ReviewDraft;
 use crate::domain::run::Verdict;
+use crate::domain::template::TemplateDraft;
 
 /// The envelope schema version this worker speaks.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -20,28 +23,118 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// JetStream's de-duplication header; set to the command id.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
-subject_names!(
-    /// Every command, named as its subject (without prefix).
-    CommandName {
-        DraftProcedure = "procedure.draft",
-        ReviseProcedure = "procedure.revise",
-        EditProcedure = "procedure.edit",
-        DiscardProcedure = "procedure.discard",
-        ApproveProcedure = "procedure.approve",
-        RejectProcedure = "procedure.reject",
-        RetireProcedure = "procedure.retire",
-        ExecuteProcedure = "procedure.execute",
-        StartTask = "task.start",
-        CompleteTask = "task.complete",
-        BlockTask = "task.block",
-        UnblockTask = "task.unblock",
-        ReviewTask = "task.review",
-        CancelTask = "task.cancel",
-        ReplaceTask = "task.replace",
-        CancelRun = "run.cancel",
-        ReviewInitiative = "initiative.review",
+/// Declares every command once: its name (the subject), the family that handles it, its
+/// payload type, who sends it and what it does. From this one table come [`CommandName`], the
+/// typed [`Command`], decoding a payload by name, and the contract's list of commands.
+macro_rules! commands {
+    ($(
+        $(#[$family_doc:meta])*
+        $family:ident($family_enum:ident) {
+            $($variant:ident = $name:literal ($payload:ty) by $sender:literal: $summary:literal;)*
+        }
+    )*) => {
+        subject_names!(
+            /// Every command, named as its subject (without prefix).
+            CommandName { $($($variant = $name,)*)* }
+        );
+
+        /// A decoded command, by what it acts on: each family goes to its own handler, which
+        /// matches only its own commands. Free text and enum strings are still raw here, so
+        /// validation happens once, in the domain, with field-precise errors.
+        #[derive(Debug, Clone)]
+        pub enum Command { $($(#[$family_doc])* $family($family_enum),)* }
+
+        $(
+            $(#[$family_doc])*
+            #[derive(Debug, Clone)]
+            pub enum $family_enum { $($variant($payload),)* }
+        )*
+
+        impl CommandName {
+            /// Who may send it.
+            pub fn sender(self) -> &'static str {
+                match self { $($(CommandName::$variant => $sender,)*)* }
+            }
+
+            /// What it does, in a sentence.
+            pub fn summary(self) -> &'static str {
+                match self { $($(CommandName::$variant => $summary,)*)* }
+            }
+        }
+
+        impl Command {
+            /// The payload of command `name`, as its type.
+            pub fn decode(
+                name: CommandName,
+                payload: serde_json::Value,
+            ) -> Result<Command, serde_json::Error> {
+                Ok(match name {
+                    $($(CommandName::$variant => {
+                        Command::$family($family_enum::$variant(serde_json::from_value(payload)?))
+                    })*)*
+                })
+            }
+
+            pub fn name(&self) -> CommandName {
+                match self {
+                    $($(Command::$family($family_enum::$variant(_)) => CommandName::$variant,)*)*
+                }
+            }
+        }
+
+        /// Each command with its payload type (the contract describes them).
+        pub trait PayloadVisitor {
+            fn visit<P: schemars::JsonSchema>(&mut self, name: CommandName);
+        }
+
+        pub fn visit_payloads(visitor: &mut impl PayloadVisitor) {
+            $($(visitor.visit::<$payload>(CommandName::$variant);)*)*
+        }
+    };
+}
+
+commands! {
+    /// Drafts, changes and executes procedure versions (`application::procedures`).
+    Procedure(ProcedureCommand) {
+        DraftProcedure = "procedure.draft" (DraftProcedure)
+            by "system4": "Draft version 1 of a new procedure series.";
+        ReviseProcedure = "procedure.revise" (ChangeProcedure)
+            by "system4": "Start a new draft (latest + 1) from the latest, non-draft version.";
+        EditProcedure = "procedure.edit" (ChangeProcedure)
+            by "system4": "Change a draft in place; `tasks` replaces all templates.";
+        DiscardProcedure = "procedure.discard" (ProcedureWithReason)
+            by "system4": "Abandon a draft; it is retired without approval.";
+        ApproveProcedure = "procedure.approve" (ProcedureRef)
+            by "system5": "Approve a draft; the series' approved version is retired.";
+        RejectProcedure = "procedure.reject" (ProcedureWithReason)
+            by "system5": "Send a draft back to System4 with a reason.";
+        RetireProcedure = "procedure.retire" (ProcedureWithReason)
+            by "system5": "Take the approved version out of service.";
+        ExecuteProcedure = "procedure.execute" (ExecuteProcedure)
+            by "system3": "Run the series' approved version: run, initiative, tasks.";
     }
-);
+    /// Changes a run: its tasks, its status or its review (`application::runs`).
+    Run(RunCommand) {
+        StartTask = "task.start" (TaskRef)
+            by "the task's assignee": "Start a ready pending task.";
+        CompleteTask = "task.complete" (CompleteTask)
+            by "the task's assignee": "Complete an in-progress task with its result.";
+        BlockTask = "task.block" (TaskWithReason)
+            by "the task's assignee": "Block an in-progress task, with the reason.";
+        UnblockTask = "task.unblock" (UnblockTask)
+            by "the task's assignee or system3": "Put a blocked task back to pending.";
+        ReviewTask = "task.review" (ReviewTask)
+            by "system3": "Approve or reject a completed task.";
+        CancelTask = "task.cancel" (TaskWithReason)
+            by "system3": "Cancel a task that is not in progress, with its dependents.";
+        ReplaceTask = "task.replace" (ReplaceTask)
+            by "system3": "Replace a rejected or blocked task by a new pending one.";
+        CancelRun = "run.cancel" (CancelRun)
+            by "system3": "Cancel a started run and its open tasks.";
+        ReviewInitiative = "initiative.review" (ReviewInitiative)
+            by "system3": "Record the post-run review of an ended run, once.";
+    }
+}
 
 /// The envelope as read leniently: every field optional, so that even a broken command yields
 /// its id and actor for the rejection outcome.
@@ -205,4 +298,66 @@ pub struct ReviewInitiative {
     pub lessons: Vec<String>,
     #[serde(default)]
     pub follow_ups: Vec<String>,
+}
+
+impl From<TemplateDto> for TemplateDraft {
+    fn from(t: TemplateDto) -> TemplateDraft {
+        TemplateDraft {
+            position: t.position,
+            name: t.name,
+            description: t.description,
+            depends_on: t.depends_on,
+            default_assignee_type: t.default_assignee_type,
+            required_skills: t.required_skills,
+        }
+    }
+}
+
+impl DraftProcedure {
+    /// The version's fields and its templates, as the domain checks them.
+    pub fn into_drafts(self) -> (MetaDraft, Vec<TemplateDraft>) {
+        let meta = MetaDraft {
+            name: self.name,
+            description: self.description,
+            risk_level: self.risk_level,
+            impact: self.impact,
+            rollback_plan: self.rollback_plan,
+        };
+        (meta, self.tasks.into_iter().map(Into::into).collect())
+    }
+}
+
+impl ChangeProcedure {
+    /// The fields given, laid over `base`.
+    pub fn over(&self, mut base: MetaDraft) -> MetaDraft {
+        let pick = |new: &Option<String>, old: &mut String| {
+            if let Some(v) = new {
+                old.clone_from(v);
+            }
+        };
+        pick(&self.name, &mut base.name);
+        pick(&self.description, &mut base.description);
+        pick(&self.risk_level, &mut base.risk_level);
+        pick(&self.impact, &mut base.impact);
+        pick(&self.rollback_plan, &mut base.rollback_plan);
+        base
+    }
+
+    /// The templates given, as the domain checks them.
+    pub fn take_tasks(&mut self) -> Option<Vec<TemplateDraft>> {
+        self.tasks
+            .take()
+            .map(|list| list.into_iter().map(Into::into).collect())
+    }
+}
+
+impl ReviewInitiative {
+    pub fn into_draft(self) -> ReviewDraft {
+        ReviewDraft {
+            outcome: self.outcome,
+            summary: self.summary,
+            lessons: self.lessons,
+            follow_ups: self.follow_ups,
+        }
+    }
 }

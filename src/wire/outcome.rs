@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::receipt::Receipt;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
     pub schema_version: u32,
@@ -67,6 +69,79 @@ impl Outcome {
         match &self.verdict {
             Verdict::Rejected { error } => Some(&error.code),
             Verdict::Accepted { .. } => None,
+        }
+    }
+}
+
+impl From<Receipt> for Accepted {
+    fn from(receipt: Receipt) -> Accepted {
+        match receipt {
+            Receipt::Procedure {
+                procedure,
+                series,
+                version,
+                status,
+                superseded,
+            } => Accepted {
+                procedure_id: Some(procedure.0),
+                series_id: Some(series.0),
+                version: Some(version.0),
+                status: Some(status.as_str().to_owned()),
+                superseded_procedure_id: superseded.map(|s| s.0),
+                ..Accepted::default()
+            },
+            Receipt::Executed {
+                procedure,
+                series,
+                version,
+                run,
+                initiative,
+                status,
+                tasks,
+            } => Accepted {
+                procedure_id: Some(procedure.0),
+                series_id: Some(series.0),
+                version: Some(version.0),
+                status: Some(status.as_str().to_owned()),
+                run_id: Some(run.0),
+                initiative_id: Some(initiative.0),
+                task_ids: tasks.into_iter().map(|t| t.0).collect(),
+                ..Accepted::default()
+            },
+            Receipt::Task {
+                run,
+                initiative,
+                task,
+                status,
+            } => Accepted {
+                run_id: Some(run.0),
+                initiative_id: Some(initiative.0),
+                task_id: Some(task.0),
+                status: status.map(|s| s.as_str().to_owned()),
+                ..Accepted::default()
+            },
+            Receipt::Run {
+                run,
+                initiative,
+                status,
+            } => Accepted {
+                run_id: Some(run.0),
+                initiative_id: Some(initiative.0),
+                status: Some(status.as_str().to_owned()),
+                ..Accepted::default()
+            },
+            Receipt::Review {
+                run,
+                initiative,
+                review,
+                outcome,
+            } => Accepted {
+                run_id: Some(run.0),
+                initiative_id: Some(initiative.0),
+                review_id: Some(review.0),
+                status: Some(outcome.as_str().to_owned()),
+                ..Accepted::default()
+            },
         }
     }
 }

@@ -1,0 +1,128 @@
+//! What a use case may do with the group's transaction: read. [`Reads`] holds the
+//! transaction privately and offers only reads, so a use case cannot write; it returns its
+//! writes as [`Change`]s for the pipeline to apply.
+//!
+//! A group runs in one transaction, so what one command read can serve the next as long as
+//! nothing in between changed it: executes of one SOP read the same series and the same team,
+//! and sharing those reads leaves an execute with little more than its own inserts. The
+//! pipeline shows every applied change to [`Reads::forget`], the one place that knows which
+//! changes make a shared read stale.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sea_orm::{DatabaseTransaction, DbErr};
+use uuid::Uuid;
+
+use crate::domain::ids::{ProcedureId, RunId, SeriesId, TeamId};
+use crate::domain::procedure::Series;
+use crate::domain::run::Execution;
+use crate::domain::system::Actor;
+use crate::store::changes::Change;
+use crate::store::procedures::{SeriesLock, StoredTemplates};
+use crate::store::{self};
+
+pub struct Reads<'t> {
+    txn: &'t DatabaseTransaction,
+    /// Systems by id, with their team's name (None: not registered). No command changes them.
+    actors: HashMap<Uuid, Option<(Actor, String)>>,
+    /// Each team's systems. No command changes them.
+    members: HashMap<TeamId, Arc<[Actor]>>,
+    /// Series read for executing, share-locked until the group commits: no other transaction
+    /// can change them meanwhile, only a command of this group ([`Reads::forget`]).
+    series: HashMap<SeriesId, Arc<Series>>,
+}
+
+impl<'t> Reads<'t> {
+    pub fn new(txn: &'t DatabaseTransaction) -> Reads<'t> {
+        Reads {
+            txn,
+            actors: HashMap::new(),
+            members: HashMap::new(),
+            series: HashMap::new(),
+        }
+    }
+
+    /// A registered system with its team's name.
+    pub async fn actor(&mut self, id: Uuid) -> Result<Option<(Actor, String)>, DbErr> {
+        if let Some(known) = self.actors.get(&id) {
+            return Ok(known.clone());
+        }
+        let Some(found) = store::teams::actor_and_team(self.txn, id).await? else {
+            self.actors.insert(id, None);
+            return Ok(None);
+        };
+        // The team's systems came with it: an execute needs them, another actor may be one.
+        for member in &found.members {
+            let known = Some((member.clone(), found.team_name.clone()));
+            self.actors.insert(member.id.0, known);
+        }
+        self.members
+            .insert(found.actor.team_id, found.members.into());
+        Ok(Some((found.actor, found.team_name)))
+    }
+
+    pub async fn members(&mut self, team: TeamId) -> Result<Arc<[Actor]>, DbErr> {
+        if let Some(known) = self.members.get(&team) {
+            return Ok(known.clone());
+        }
+        let found: Arc<[Actor]> = store::teams::members(self.txn, team).await?.into();
+        self.members.insert(team, found.clone());
+        Ok(found)
+    }
+
+    /// The series, share-locked (approve and retire wait for the group to commit).
+    pub async fn series_to_execute(&mut self, id: SeriesId) -> Result<Option<Arc<Series>>, DbErr> {
+        if let Some(known) = self.series.get(&id) {
+            return Ok(Some(known.clone()));
+        }
+        let Some(found) = store::procedures::load_series(self.txn, id, SeriesLock::Share).await?
+        else {
+            return Ok(None);
+        };
+        let found = Arc::new(found);
+        self.series.insert(id, found.clone());
+        Ok(Some(found))
+    }
+
+    /// The series a version belongs to, locked for a change.
+    pub async fn series_to_change(&self, procedure: Uuid) -> Result<Option<Series>, DbErr> {
+        let Some(series) = store::procedures::series_of(self.txn, procedure).await? else {
+            return Ok(None);
+        };
+        store::procedures::load_series(self.txn, series, SeriesLock::Exclusive).await
+    }
+
+    /// A version's templates.
+    pub async fn templates(&self, procedure: ProcedureId) -> Result<StoredTemplates, DbErr> {
+        store::procedures::templates(self.txn, procedure).await
+    }
+
+    /// An approved version's templates (they never change: read once per process).
+    pub async fn approved_templates(
+        &self,
+        procedure: ProcedureId,
+    ) -> Result<Arc<StoredTemplates>, DbErr> {
+        store::procedures::approved_templates(self.txn, procedure).await
+    }
+
+    pub async fn run_of_task(&self, task: Uuid) -> Result<Option<RunId>, DbErr> {
+        store::runs::run_of_task(self.txn, task).await
+    }
+
+    pub async fn run_of_initiative(&self, initiative: Uuid) -> Result<Option<RunId>, DbErr> {
+        store::runs::run_of_initiative(self.txn, initiative).await
+    }
+
+    /// A run as one aggregate, its row locked for a change.
+    pub async fn run_to_change(&self, run: RunId) -> Result<Option<Execution>, DbErr> {
+        store::runs::load_for_update(self.txn, run).await
+    }
+
+    /// Drops what `change` makes stale.
+    pub fn forget(&mut self, change: &Change) {
+        if let Some(series) = change.series() {
+            self.series.remove(&series);
+        }
+    }
+}
