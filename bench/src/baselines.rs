@@ -16,6 +16,9 @@ use crate::figures::*;
 use crate::subject::*;
 use crate::workloads::*;
 
+/// A digest as long as a real one: the baseline writes rows of the same size.
+const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
 /// Baseline (a): the rows one 10-task execute writes (run, initiative, tasks, inbox row,
 /// outbox events and outcome), in one plain transaction each, at the same concurrency.
 pub(crate) async fn sql_baseline(
@@ -63,6 +66,7 @@ pub(crate) async fn sql_baseline(
             procedure_id: Set(series),
             series_id: Set(series),
             procedure_version: Set(1),
+            procedure_digest: Set(DIGEST.into()),
             team_id: Set(team),
             initiative_id: Set(ini),
             status: Set(enums::RunStatus::Started),
@@ -83,6 +87,7 @@ pub(crate) async fn sql_baseline(
             result: Set(None),
             procedure_id: Set(Some(series)),
             procedure_version: Set(Some(1)),
+            procedure_digest: Set(DIGEST.into()),
             run_id: Set(Some(run)),
             created_at: Set(now),
             updated_at: Set(now),

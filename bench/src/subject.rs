@@ -209,12 +209,9 @@ impl Subject {
             .ok(CommandName::DraftProcedure, self.s4, template(tasks))
             .await?;
         let id: Uuid = serde_json::from_value(draft["procedure_id"].clone())?;
-        self.ok(
-            CommandName::ApproveProcedure,
-            self.s5,
-            json!({ "procedure_id": id }),
-        )
-        .await?;
+        let approval = json!({ "procedure_id": id, "digest": draft["digest"] });
+        self.ok(CommandName::ApproveProcedure, self.s5, approval)
+            .await?;
         Ok(id)
     }
 

@@ -179,15 +179,8 @@ pub(crate) async fn lifecycle(
                 .await?;
             mine.push(ms);
             let id: Uuid = serde_json::from_value(draft["procedure_id"].clone())?;
-            mine.push(
-                s.ok(
-                    CommandName::ApproveProcedure,
-                    s.s5,
-                    json!({ "procedure_id": id }),
-                )
-                .await?
-                .1,
-            );
+            let approval = json!({ "procedure_id": id, "digest": draft["digest"] });
+            mine.push(s.ok(CommandName::ApproveProcedure, s.s5, approval).await?.1);
             let (run, ms) = s.execute(id).await?;
             mine.push(ms);
             let run_id = run["run_id"].clone();

@@ -16,6 +16,7 @@ pub struct Model {
     pub result: Option<String>,
     pub procedure_id: Option<Uuid>,
     pub procedure_version: Option<i32>,
+    pub procedure_digest: String,
     pub run_id: Option<Uuid>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

@@ -19,6 +19,8 @@ pub struct Model {
     pub risk_level: RiskLevel,
     pub impact: Impact,
     pub rollback_plan: String,
+    /// `sha256:<hex>` of the version's canonical content.
+    pub digest: String,
     pub created_by_system_id: Uuid,
     pub approved_by_system_id: Option<Uuid>,
     pub approved_at: Option<DateTimeUtc>,

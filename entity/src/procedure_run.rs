@@ -11,6 +11,8 @@ pub struct Model {
     pub procedure_id: Uuid,
     pub series_id: Uuid,
     pub procedure_version: i32,
+    /// The digest of the approved content the run executes.
+    pub procedure_digest: String,
     pub team_id: Uuid,
     #[sea_orm(unique)]
     pub initiative_id: Uuid,

@@ -14,6 +14,7 @@ pub struct Model {
     pub initiative_id: Uuid,
     pub procedure_id: Uuid,
     pub procedure_version: i32,
+    pub procedure_digest: String,
     pub team_id: Uuid,
     pub reviewer_system_id: Uuid,
     pub outcome: ReviewOutcome,

@@ -310,7 +310,10 @@ class Lifecycle:
         log("S4", f"drafted {procedure['name']!r} v{drafted['version']} ({procedure_id})")
 
         self.stage = "approving"
-        approved = await bus.send("procedure.approve", cfg.s5, {"procedure_id": procedure_id})
+        # An approval names the digest of the content System5 read: here as drafted (an agent
+        # that reviews first reads it with the procedure.get query).
+        approval = {"procedure_id": procedure_id, "digest": drafted["digest"]}
+        approved = await bus.send("procedure.approve", cfg.s5, approval)
         log("S5", f"approved v{approved['version']} ({approved['status']})")
 
         self.stage = "executing"

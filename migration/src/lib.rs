@@ -12,6 +12,8 @@ mod m20261124_000006_outbox_raw_payload;
 mod m20261124_000007_outbox_pending;
 mod m20261201_000008_drop_outbox_team_index;
 mod m20261204_000009_create_outbox_parked;
+mod m20261204_000010_procedure_digest;
+mod m20261204_000011_run_digest;
 
 pub struct Migrator;
 
@@ -28,6 +30,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000007_outbox_pending::Migration),
             Box::new(m20261201_000008_drop_outbox_team_index::Migration),
             Box::new(m20261204_000009_create_outbox_parked::Migration),
+            Box::new(m20261204_000010_procedure_digest::Migration),
+            Box::new(m20261204_000011_run_digest::Migration),
         ]
     }
 }

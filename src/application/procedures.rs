@@ -16,7 +16,8 @@ use crate::domain::template::{TaskTemplate, Templates};
 use crate::domain::text;
 use crate::store::changes::Change;
 use crate::wire::command::{
-    ChangeProcedure, DraftProcedure, ExecuteProcedure, ProcedureCommand, ProcedureWithReason,
+    ApproveProcedure, ChangeProcedure, DraftProcedure, ExecuteProcedure, ProcedureCommand,
+    ProcedureWithReason,
 };
 
 fn data(p: &Procedure) -> ProcedureEvent {
@@ -76,7 +77,7 @@ pub async fn handle(
             let kind = EventKind::ProcedureDiscarded;
             with_reason(reads, actor, c, kind, |p, r| p.discard(r, actor, now)).await
         }
-        ApproveProcedure(c) => approve(reads, actor, c.procedure_id, now).await,
+        ApproveProcedure(c) => approve(reads, actor, c, now).await,
         RejectProcedure(c) => {
             let kind = EventKind::ProcedureRejected;
             with_reason(reads, actor, c, kind, |p, r| p.reject(r, actor, now)).await
@@ -95,7 +96,7 @@ fn draft(actor: &Actor, draft: DraftProcedure, now: DateTime<Utc>) -> Result<Pla
     let (meta, tasks) = draft.into_drafts();
     let meta = ProcedureMeta::parse(meta)?;
     let templates = Templates::parse(tasks)?;
-    let p = Procedure::draft(ProcedureId(Uuid::now_v7()), meta, actor, now)?;
+    let p = Procedure::draft(ProcedureId(Uuid::now_v7()), meta, &templates, actor, now)?;
     let mut data = data(&p);
     data.tasks = tasks_of(&templates);
     Ok(Plan {
@@ -126,7 +127,14 @@ async fn revise(
         // Copied from the base version; the store mints new ids and remaps dependencies.
         None => reads.templates(base.id).await?.0,
     };
-    let p = series.revise(base.id, meta, ProcedureId(Uuid::now_v7()), actor, now)?;
+    let p = series.revise(
+        base.id,
+        meta,
+        &templates,
+        ProcedureId(Uuid::now_v7()),
+        actor,
+        now,
+    )?;
     let mut data = data(&p);
     data.tasks = tasks_of(&templates);
     data.based_on = Some(base.id);
@@ -154,7 +162,16 @@ async fn edit(
     actor.authorise(SystemKind::System4, p.team_id)?;
     let meta = ProcedureMeta::parse(changes.over(p.meta.to_draft()))?;
     let templates = changes.take_tasks().map(Templates::parse).transpose()?;
-    p.edit(meta, actor, now)?;
+    // The digest covers the templates, whether the edit changes them or not.
+    let kept;
+    let all = match &templates {
+        Some(changed) => changed,
+        None => {
+            kept = reads.templates(p.id).await?.0;
+            &kept
+        }
+    };
+    p.edit(meta, all, actor, now)?;
     let mut data = data(p);
     data.tasks = templates.as_ref().and_then(tasks_of);
     let mut plan = version_changed(p, emit(EventKind::ProcedureEdited, p, data));
@@ -194,11 +211,14 @@ async fn with_reason(
 async fn approve(
     reads: &Reads<'_>,
     actor: &Actor,
-    id: Uuid,
+    ApproveProcedure {
+        procedure_id: id,
+        digest,
+    }: ApproveProcedure,
     now: DateTime<Utc>,
 ) -> Result<Plan, CommandError> {
     let mut series = series_for(reads, actor, id).await?;
-    let out = series.approve(ProcedureId(id), actor, now)?;
+    let out = series.approve(ProcedureId(id), &digest, actor, now)?;
     let p = series
         .get(out.approved)
         .ok_or_else(|| Rejection::not_found("procedure", id))?;

@@ -47,7 +47,7 @@ fn command_payload(name: CommandName) -> Value {
         N::DiscardProcedure | N::RejectProcedure | N::RetireProcedure => {
             json!({ "procedure_id": procedure, "reason": "Superseded by the onboarding SOP" })
         }
-        N::ApproveProcedure => json!({ "procedure_id": procedure }),
+        N::ApproveProcedure => json!({ "procedure_id": procedure, "digest": digest() }),
         N::ExecuteProcedure => json!({ "series_id": procedure, "expected_version": 1 }),
         N::StartTask => json!({ "task_id": task }),
         N::CompleteTask => {
@@ -98,16 +98,25 @@ fn events() -> BTreeMap<&'static str, Event> {
     all.push(procedure_event(EventKind::ProcedureDrafted, &draft));
     draft.reject("Too vague".into(), &system5(), t(1)).unwrap();
     all.push(procedure_event(EventKind::ProcedureRejected, &draft));
-    draft.edit(meta(), &system4(), t(2)).unwrap();
+    draft
+        .edit(meta(), &first_run_discovery(), &system4(), t(2))
+        .unwrap();
     all.push(procedure_event(EventKind::ProcedureEdited, &draft));
     let mut series = Series::new(vec![draft.clone()]).unwrap();
-    series.approve(pid(1), &system5(), t(3)).unwrap();
+    series.approve(pid(1), &digest(), &system5(), t(3)).unwrap();
     all.push(procedure_event(
         EventKind::ProcedureApproved,
         series.get(pid(1)).unwrap(),
     ));
     let v2 = series
-        .revise(pid(1), meta(), pid(2), &system4(), t(4))
+        .revise(
+            pid(1),
+            meta(),
+            &first_run_discovery(),
+            pid(2),
+            &system4(),
+            t(4),
+        )
         .unwrap();
     all.push(procedure_event(EventKind::ProcedureRevised, &v2));
     let mut discarded = v2.clone();

@@ -113,6 +113,7 @@ pub async fn run(ctx: &Ctx, command: ProcedureCmd) -> Result<ExitCode, Exit> {
                     .col("version", |p: &ProcedureView| p.version.to_string())
                     .col("status", |p| p.status.to_string())
                     .col("procedure_id", |p| p.procedure_id.to_string())
+                    .col("digest", |p| short_digest(&p.digest))
                     .col("drafted_by", |p| names.of(&p.created_by_system_id))
                     .col("approved_by", |p| names.opt(&p.approved_by_system_id))
                     .col("approved_at", |p| opt_time(&p.approved_at))
@@ -134,6 +135,7 @@ pub async fn run(ctx: &Ctx, command: ProcedureCmd) -> Result<ExitCode, Exit> {
             ctx.print(&preview, |p| {
                 let head = fields(&[
                     ("initiative_name", p.initiative_name.clone()),
+                    ("digest", p.procedure.digest.clone()),
                     ("executable", p.executable.to_string()),
                     ("blocked_by", opt(&p.blocked_by)),
                 ]);
@@ -207,6 +209,11 @@ async fn execute(ctx: &Ctx, mut args: SendArgs) -> Result<ExitCode, Exit> {
     ctx.print_outcome(&outcome)
 }
 
+/// Enough of a digest to tell versions apart in a table (`show` prints it whole).
+fn short_digest(digest: &str) -> String {
+    digest.chars().take("sha256:".len() + 12).collect()
+}
+
 fn show(d: &ProcedureDetail, names: &Names) -> String {
     let p = &d.procedure;
     let head = fields(&[
@@ -214,6 +221,7 @@ fn show(d: &ProcedureDetail, names: &Names) -> String {
         ("series_id", p.series_id.to_string()),
         ("version", p.version.to_string()),
         ("status", p.status.to_string()),
+        ("digest", p.digest.clone()),
         ("name", p.name.clone()),
         ("description", p.description.clone()),
         ("risk_level", p.risk_level.as_str().to_owned()),

@@ -89,6 +89,17 @@ pub enum DomainError {
     #[error("expected to execute {expected}, but the approved version is {current}")]
     VersionMismatch { expected: Version, current: Version },
 
+    #[error(
+        "procedure {procedure}'s content is {current}, not {named}, the digest this approval \
+         names: it changed since it was read; read it again (procedure.get) and approve what \
+         you read"
+    )]
+    DigestMismatch {
+        procedure: ProcedureId,
+        current: String,
+        named: String,
+    },
+
     #[error("task {task} is not ready: waiting for {waiting_on:?} to be approved")]
     NotReady {
         task: TaskId,
@@ -145,6 +156,7 @@ impl DomainError {
             | DomainError::RunFull { .. } => ErrorCode::InvalidState,
             DomainError::NotLatestVersion { .. }
             | DomainError::VersionMismatch { .. }
+            | DomainError::DigestMismatch { .. }
             | DomainError::AlreadyReviewed => ErrorCode::Conflict,
         }
     }
@@ -153,6 +165,7 @@ impl DomainError {
     pub fn field(&self) -> Option<&str> {
         match self {
             DomainError::Invalid { field, .. } => Some(field),
+            DomainError::DigestMismatch { .. } => Some("digest"),
             _ => None,
         }
     }

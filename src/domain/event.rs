@@ -172,6 +172,9 @@ pub struct ProcedureView {
     pub risk_level: RiskLevel,
     pub impact: Impact,
     pub rollback_plan: String,
+    /// `sha256:<hex>` of the version's canonical content (name, description, risk level,
+    /// impact, rollback plan, templates): what `procedure.approve` must name.
+    pub digest: String,
     pub created_by_system_id: SystemId,
     pub approved_by_system_id: Option<SystemId>,
     pub approved_at: Option<DateTime<Utc>>,
@@ -204,6 +207,7 @@ impl ProcedureView {
             risk_level: p.meta.risk_level,
             impact: p.meta.impact,
             rollback_plan: p.meta.rollback_plan.clone(),
+            digest: p.digest.as_str().to_owned(),
             created_by_system_id: p.created_by,
             approved_by_system_id: approval.map(|a| a.by),
             approved_at: approval.map(|a| a.at),
@@ -235,6 +239,8 @@ pub struct Provenance {
     pub procedure_id: ProcedureId,
     pub series_id: SeriesId,
     pub procedure_version: Version,
+    /// The digest of the approved content the run executes.
+    pub procedure_digest: String,
 }
 
 /// A run: its provenance, status and task counts (data of `run.*` events).

@@ -51,7 +51,7 @@ fn apply(series: &mut Series, op: &SeriesOp, who: &Actor, step: i64) -> Result<(
         SeriesOp::Revise(i) => {
             let base = pick(i, &next);
             let id = ProcedureId(uuid::Uuid::from_u128(10_000 + step as u128));
-            let new = next.revise(base, meta(), id, who, t(step))?;
+            let new = next.revise(base, meta(), &first_run_discovery(), id, who, t(step))?;
             let mut all = next.versions().to_vec();
             all.push(new);
             next = Series::new(all).expect("not empty");
@@ -60,7 +60,7 @@ fn apply(series: &mut Series, op: &SeriesOp, who: &Actor, step: i64) -> Result<(
             let id = pick(i, &next);
             next.get_mut(id)
                 .expect("picked")
-                .edit(meta(), who, t(step))?;
+                .edit(meta(), &first_run_discovery(), who, t(step))?;
         }
         SeriesOp::Discard(i) => {
             let id = pick(i, &next);
@@ -70,7 +70,7 @@ fn apply(series: &mut Series, op: &SeriesOp, who: &Actor, step: i64) -> Result<(
         }
         SeriesOp::Approve(i) => {
             let id = pick(i, &next);
-            next.approve(id, who, t(step))?;
+            next.approve(id, &digest(), who, t(step))?;
         }
         SeriesOp::Reject(i) => {
             let id = pick(i, &next);

@@ -2,7 +2,7 @@
 //! state it left them in.
 
 use super::ids::*;
-use super::procedure::{Procedure, ProcedureStatus};
+use super::procedure::{Digest, Procedure, ProcedureStatus};
 use super::review::{Review, ReviewOutcome};
 use super::run::{Execution, RunStatus, TaskStatus};
 
@@ -14,6 +14,7 @@ pub enum Receipt {
         series: SeriesId,
         version: Version,
         status: ProcedureStatus,
+        digest: Digest,
         /// On approve: the version this approval retired.
         superseded: Option<ProcedureId>,
     },
@@ -22,6 +23,7 @@ pub enum Receipt {
         procedure: ProcedureId,
         series: SeriesId,
         version: Version,
+        digest: Digest,
         run: RunId,
         initiative: InitiativeId,
         status: RunStatus,
@@ -56,6 +58,7 @@ impl Receipt {
             series: p.series_id,
             version: p.version,
             status: p.status(),
+            digest: p.digest.clone(),
             superseded: None,
         }
     }
@@ -66,6 +69,7 @@ impl Receipt {
             procedure: made.procedure_id,
             series: made.series_id,
             version: made.procedure_version,
+            digest: Digest::from_stored(made.procedure_digest.clone()),
             run: made.run_id,
             initiative: run.initiative.id,
             status: run.status,

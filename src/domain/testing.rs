@@ -70,13 +70,18 @@ pub fn meta() -> ProcedureMeta {
     .unwrap()
 }
 
+/// The digest of every version the helpers here make (`meta()`, `first_run_discovery()`).
+pub fn digest() -> String {
+    Digest::of(&meta(), &first_run_discovery()).to_string()
+}
+
 pub fn draft_v1() -> Procedure {
-    Procedure::draft(pid(1), meta(), &system4(), t(0)).unwrap()
+    Procedure::draft(pid(1), meta(), &first_run_discovery(), &system4(), t(0)).unwrap()
 }
 
 pub fn approved_series() -> Series {
     let mut s = Series::new(vec![draft_v1()]).unwrap();
-    s.approve(pid(1), &system5(), t(1)).unwrap();
+    s.approve(pid(1), &digest(), &system5(), t(1)).unwrap();
     s
 }
 

@@ -80,8 +80,11 @@ pub fn pool_size(url: &str, max_connections: u32) -> u32 {
     }
 }
 
+/// Runs the migrations, then gives versions stored before digests existed their digest.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    Migrator::up(db, None).await?;
+    procedures::fill_digests(db).await?;
+    Ok(())
 }
 
 /// A command transaction: `BEGIN IMMEDIATE` on SQLite (see module doc), plain on Postgres.

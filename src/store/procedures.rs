@@ -28,6 +28,7 @@ fn to_row(p: &Procedure) -> procedure::ActiveModel {
         risk_level: Set(p.meta.risk_level.into()),
         impact: Set(p.meta.impact.into()),
         rollback_plan: Set(p.meta.rollback_plan.clone()),
+        digest: Set(p.digest.as_str().to_owned()),
         created_by_system_id: Set(p.created_by.0),
         approved_by_system_id: Set(None),
         approved_at: Set(None),
@@ -146,6 +147,7 @@ pub fn from_row(row: procedure::Model) -> Result<Procedure, DbErr> {
             impact: row.impact.into(),
             rollback_plan: row.rollback_plan,
         },
+        digest: Digest::from_stored(row.digest),
         state,
         created_by: SystemId(row.created_by_system_id),
         created_at: row.created_at,
@@ -401,4 +403,54 @@ pub async fn templates(
     }
     let ids = position_of.into_iter().map(|(id, p)| (p, id)).collect();
     Ok((Templates::from_stored(list), ids))
+}
+
+/// Gives each version stored before digests existed its digest, and the runs, initiatives
+/// and reviews made from it theirs: one transaction per version (run after the migrations).
+pub async fn fill_digests(db: &sea_orm::DatabaseConnection) -> Result<u64, DbErr> {
+    use entity::{initiative, procedure_run, run_review};
+    use sea_orm::TransactionTrait;
+    use sea_orm::sea_query::Expr;
+    let rows = procedure::Entity::find()
+        .filter(procedure::Column::Digest.eq(""))
+        .all(db)
+        .await?;
+    let filled = rows.len() as u64;
+    for row in rows {
+        let p = from_row(row)?;
+        let txn = db.begin().await?;
+        let (templates, _) = templates(&txn, p.id).await?;
+        let digest = Digest::of(&p.meta, &templates).to_string();
+        procedure::Entity::update_many()
+            .col_expr(procedure::Column::Digest, Expr::value(digest.as_str()))
+            .filter(procedure::Column::Id.eq(p.id.0))
+            .exec(&txn)
+            .await?;
+        procedure_run::Entity::update_many()
+            .col_expr(
+                procedure_run::Column::ProcedureDigest,
+                Expr::value(digest.as_str()),
+            )
+            .filter(procedure_run::Column::ProcedureId.eq(p.id.0))
+            .exec(&txn)
+            .await?;
+        initiative::Entity::update_many()
+            .col_expr(
+                initiative::Column::ProcedureDigest,
+                Expr::value(digest.as_str()),
+            )
+            .filter(initiative::Column::ProcedureId.eq(p.id.0))
+            .exec(&txn)
+            .await?;
+        run_review::Entity::update_many()
+            .col_expr(
+                run_review::Column::ProcedureDigest,
+                Expr::value(digest.as_str()),
+            )
+            .filter(run_review::Column::ProcedureId.eq(p.id.0))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+    }
+    Ok(filled)
 }

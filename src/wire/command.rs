@@ -104,7 +104,7 @@ commands! {
             by "system4": "Change a draft in place; `tasks` replaces all templates.";
         DiscardProcedure = "procedure.discard" (ProcedureWithReason)
             by "system4": "Abandon a draft; it is retired without approval.";
-        ApproveProcedure = "procedure.approve" (ProcedureRef)
+        ApproveProcedure = "procedure.approve" (ApproveProcedure)
             by "system5": "Approve a draft; the series' approved version is retired.";
         RejectProcedure = "procedure.reject" (ProcedureWithReason)
             by "system5": "Send a draft back to System4 with a reason.";
@@ -210,8 +210,11 @@ pub struct ChangeProcedure {
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProcedureRef {
+pub struct ApproveProcedure {
     pub procedure_id: Uuid,
+    /// The `digest` of the version as the approver read it (`procedure.get`): if the draft
+    /// changed since, the approval is a `conflict` and nothing is approved.
+    pub digest: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

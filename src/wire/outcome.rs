@@ -45,6 +45,10 @@ pub struct Accepted {
     pub version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// The version's digest (what `procedure.approve` names); on execute, the approved
+    /// content the run executes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// On approve: the version this approval retired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_procedure_id: Option<Uuid>,
@@ -81,12 +85,14 @@ impl From<Receipt> for Accepted {
                 series,
                 version,
                 status,
+                digest,
                 superseded,
             } => Accepted {
                 procedure_id: Some(procedure.0),
                 series_id: Some(series.0),
                 version: Some(version.0),
                 status: Some(status.as_str().to_owned()),
+                digest: Some(digest.to_string()),
                 superseded_procedure_id: superseded.map(|s| s.0),
                 ..Accepted::default()
             },
@@ -94,6 +100,7 @@ impl From<Receipt> for Accepted {
                 procedure,
                 series,
                 version,
+                digest,
                 run,
                 initiative,
                 status,
@@ -102,6 +109,7 @@ impl From<Receipt> for Accepted {
                 procedure_id: Some(procedure.0),
                 series_id: Some(series.0),
                 version: Some(version.0),
+                digest: Some(digest.to_string()),
                 status: Some(status.as_str().to_owned()),
                 run_id: Some(run.0),
                 initiative_id: Some(initiative.0),

@@ -80,8 +80,9 @@ async fn the_cli_drives_a_procedure_from_yaml_to_run(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    let digest = format!("digest={}", drafted["result"]["digest"].as_str().unwrap());
     let approved = sop
-        .ok(&["procedure", "approve", &procedure, "--actor", &s5])
+        .ok(&["procedure", "approve", &procedure, &digest, "--actor", &s5])
         .await;
     assert!(
         approved.starts_with("accepted procedure.approve"),
@@ -90,7 +91,7 @@ async fn the_cli_drives_a_procedure_from_yaml_to_run(backend: Backend) {
 
     // Rejected, not found and unreachable have their own exit codes.
     let (code, out, _) = sop
-        .run(&["procedure", "approve", &procedure, "--actor", &s4])
+        .run(&["procedure", "approve", &procedure, &digest, "--actor", &s4])
         .await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("forbidden"), "{out}");

@@ -243,6 +243,18 @@ impl TestApp {
         }
     }
 
+    /// The payload approving version `id` as it stands now, naming its digest as an
+    /// approver who read it would (an unknown id names none).
+    pub async fn approval(&self, id: Uuid) -> Value {
+        let digest = entity::procedure::Entity::find_by_id(id)
+            .one(self.db())
+            .await
+            .expect("read the version")
+            .map(|p| p.digest)
+            .unwrap_or_default();
+        json!({ "procedure_id": id, "digest": digest })
+    }
+
     pub fn db(&self) -> &DatabaseConnection {
         &self.running.db
     }
@@ -455,7 +467,7 @@ pub async fn approved(app: &TestApp, team: &Team, draft: Value) -> Uuid {
     app.ok(
         CommandName::ApproveProcedure,
         team.s5,
-        json!({ "procedure_id": id }),
+        app.approval(id).await,
     )
     .await;
     id

@@ -271,8 +271,13 @@ async fn the_cli_acts_by_name_and_needs_no_database(backend: Backend) {
         ))
         .await,
     );
-    let v1 = v1["result"]["procedure_id"].as_str().unwrap().to_owned();
-    run(as_("System5/root", &["procedure", "approve", &v1])).await;
+    let digest =
+        |drafted: &Value| format!("digest={}", drafted["result"]["digest"].as_str().unwrap());
+    let (v1, d1) = (
+        v1["result"]["procedure_id"].as_str().unwrap().to_owned(),
+        digest(&v1),
+    );
+    run(as_("System5/root", &["procedure", "approve", &v1, &d1])).await;
     let v2 = json_of(
         run(as_(
             "System4",
@@ -280,8 +285,11 @@ async fn the_cli_acts_by_name_and_needs_no_database(backend: Backend) {
         ))
         .await,
     );
-    let v2 = v2["result"]["procedure_id"].as_str().unwrap().to_owned();
-    run(as_("System5", &["procedure", "approve", &v2])).await;
+    let (v2, d2) = (
+        v2["result"]["procedure_id"].as_str().unwrap().to_owned(),
+        digest(&v2),
+    );
+    run(as_("System5", &["procedure", "approve", &v2, &d2])).await;
     // Executed by the id of version 2, which stands for its series.
     let started = json_of(run(as_("System3", &["procedure", "execute", &v2])).await);
     assert_eq!(started["status"], "accepted", "{started}");

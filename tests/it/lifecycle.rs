@@ -47,7 +47,7 @@ pub async fn first_run_discovery_lifecycle(app: &TestApp) {
         .ok(
             C::ApproveProcedure,
             team.s5,
-            json!({ "procedure_id": procedure_id }),
+            app.approval(procedure_id).await,
         )
         .await;
     assert_eq!(approved.status.as_deref(), Some("approved"));
@@ -306,11 +306,7 @@ async fn revising_v1_and_approving_v2_retires_v1_and_execute_takes_v2(backend: B
     assert_eq!(edited.version, Some(2));
 
     let approved = app
-        .ok(
-            C::ApproveProcedure,
-            team.s5,
-            json!({ "procedure_id": v2_id }),
-        )
+        .ok(C::ApproveProcedure, team.s5, app.approval(v2_id).await)
         .await;
     assert_eq!(approved.superseded_procedure_id, Some(v1));
     let v1_row = procedure::Entity::find_by_id(v1)
@@ -391,7 +387,7 @@ async fn a_rejected_task_is_replaced_and_the_run_still_completes(backend: Backen
         .await
         .procedure_id
         .unwrap();
-    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": sop }))
+    app.ok(C::ApproveProcedure, team.s5, app.approval(sop).await)
         .await;
     let run = app
         .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))

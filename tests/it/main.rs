@@ -6,6 +6,7 @@
 mod cli;
 mod delivery;
 mod deploy;
+mod governance;
 mod harness;
 mod identity;
 mod lifecycle;

@@ -103,12 +103,8 @@ async fn large_run(app: &TestApp, team: &Team) -> (Uuid, Vec<Uuid>) {
         )
         .await;
     let procedure = drafted.procedure_id.unwrap();
-    app.ok(
-        C::ApproveProcedure,
-        team.s5,
-        json!({ "procedure_id": procedure }),
-    )
-    .await;
+    app.ok(C::ApproveProcedure, team.s5, app.approval(procedure).await)
+        .await;
     let executed = app
         .ok(
             C::ExecuteProcedure,
@@ -241,12 +237,8 @@ async fn thirty_large_versions(app: &TestApp, team: &Team) -> (Uuid, Vec<Uuid>) 
     let mut versions = vec![series];
     loop {
         let latest = *versions.last().unwrap();
-        app.ok(
-            C::ApproveProcedure,
-            team.s5,
-            json!({ "procedure_id": latest }),
-        )
-        .await;
+        app.ok(C::ApproveProcedure, team.s5, app.approval(latest).await)
+            .await;
         if versions.len() == 30 {
             return (series, versions);
         }
@@ -371,7 +363,7 @@ async fn the_audit_trail_pages_in_seq_order(backend: Backend) {
     let team = app.register_team("paging-audit").await;
     let v1 = approved_sop(&app, &team).await;
     let v2 = revised_sop(&app, &team, v1).await.procedure_id.unwrap();
-    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": v2 }))
+    app.ok(C::ApproveProcedure, team.s5, app.approval(v2).await)
         .await;
     app.ok(C::ExecuteProcedure, team.s3, json!({ "series_id": v1 }))
         .await;

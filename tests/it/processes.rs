@@ -303,11 +303,7 @@ async fn executes_in_one_group_follow_the_approvals_and_retirements_before_them(
         (name, id, body, true)
     };
     let mut commands: Vec<_> = (0..5).map(|_| execute()).collect();
-    commands.push(by(
-        "procedure.approve",
-        team.s5,
-        json!({ "procedure_id": v2 }),
-    ));
+    commands.push(by("procedure.approve", team.s5, app.approval(v2).await));
     commands.extend((0..5).map(|_| execute()));
     commands.push(by(
         "procedure.retire",
@@ -616,7 +612,7 @@ async fn operators_see_metrics_health_readiness_and_trace_context() {
         .send(
             C::ApproveProcedure,
             team.s3,
-            json!({ "procedure_id": Uuid::now_v7() }),
+            app.approval(Uuid::now_v7()).await,
         )
         .await
         .unwrap();
@@ -670,13 +666,13 @@ async fn races_between_two_workers_keep_the_invariants() {
                 (
                     "procedure.approve",
                     a,
-                    envelope(a, team.s5, json!({ "procedure_id": draft })),
+                    envelope(a, team.s5, app.approval(draft).await),
                     true,
                 ),
                 (
                     "procedure.approve",
                     b,
-                    envelope(b, team.s5, json!({ "procedure_id": draft })),
+                    envelope(b, team.s5, app.approval(draft).await),
                     true,
                 ),
             ],

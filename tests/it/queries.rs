@@ -93,7 +93,7 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
     assert_eq!(diff["tasks_changed"].as_array().unwrap().len(), 2);
 
     // History after approving v2: who did what, when.
-    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": v2 }))
+    app.ok(C::ApproveProcedure, team.s5, app.approval(v2).await)
         .await;
     let history = ask(
         &app,

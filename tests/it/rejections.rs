@@ -73,18 +73,14 @@ async fn rules_are_enforced_with_precise_codes(backend: Backend) {
         .await;
     assert_eq!(e.code, "invalid_state");
     let e = app
-        .refused(
-            C::ApproveProcedure,
-            team.s4,
-            json!({ "procedure_id": draft }),
-        )
+        .refused(C::ApproveProcedure, team.s4, app.approval(draft).await)
         .await;
     assert_eq!(e.code, "forbidden");
     let e = app
         .refused(
             C::ApproveProcedure,
             team.s5,
-            json!({ "procedure_id": Uuid::now_v7() }),
+            app.approval(Uuid::now_v7()).await,
         )
         .await;
     assert_eq!(e.code, "not_found");
@@ -125,12 +121,8 @@ async fn rules_are_enforced_with_precise_codes(backend: Backend) {
         json!({ "procedure_id": draft, "description": "Clearer" }),
     )
     .await;
-    app.ok(
-        C::ApproveProcedure,
-        team.s5,
-        json!({ "procedure_id": draft }),
-    )
-    .await;
+    app.ok(C::ApproveProcedure, team.s5, app.approval(draft).await)
+        .await;
 
     // Only System3 executes; tasks belong to their assignee; readiness and run state hold.
     let e = app

@@ -13,8 +13,59 @@ use vsm_sop::store;
 
 on_both_databases!(
     the_database_refuses_duplicate_versions_and_second_approved_or_draft_versions,
-    outbox_messages_survive_migrations_6_and_7_both_ways
+    outbox_messages_survive_migrations_6_and_7_both_ways,
+    versions_and_runs_stored_before_digests_get_theirs
 );
+
+async fn versions_and_runs_stored_before_digests_get_theirs(backend: Backend) {
+    use sea_orm::{ConnectionTrait, EntityTrait};
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("digests").await;
+    let series = approved_sop(&app, &team).await;
+    let run = app
+        .ok(
+            vsm_sop::wire::command::CommandName::ExecuteProcedure,
+            team.s3,
+            serde_json::json!({ "series_id": series }),
+        )
+        .await;
+    let digest_of = || async {
+        let p = entity::procedure::Entity::find_by_id(series)
+            .one(app.db())
+            .await
+            .unwrap()
+            .unwrap();
+        let r = entity::procedure_run::Entity::find_by_id(run.run_id.unwrap())
+            .one(app.db())
+            .await
+            .unwrap()
+            .unwrap();
+        let i = entity::initiative::Entity::find_by_id(run.initiative_id.unwrap())
+            .one(app.db())
+            .await
+            .unwrap()
+            .unwrap();
+        (p.digest, r.procedure_digest, i.procedure_digest)
+    };
+    let (digest, of_run, of_initiative) = digest_of().await;
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    assert_eq!((&of_run, &of_initiative), (&digest, &digest));
+    assert_eq!(run.digest.as_deref(), Some(digest.as_str()));
+
+    // As rows written before the digest columns existed hold them: empty.
+    for sql in [
+        "UPDATE procedure SET digest = ''",
+        "UPDATE procedure_run SET procedure_digest = ''",
+        "UPDATE initiative SET procedure_digest = ''",
+    ] {
+        app.db().execute_unprepared(sql).await.unwrap();
+    }
+    store::migrate(app.db()).await.unwrap();
+    assert_eq!(digest_of().await, (digest.clone(), digest.clone(), digest));
+}
 
 fn version(series: SeriesId, team: Uuid, by: Uuid, n: u32, state: ProcedureState) -> Procedure {
     let now = Utc::now();
@@ -31,6 +82,7 @@ fn version(series: SeriesId, team: Uuid, by: Uuid, n: u32, state: ProcedureState
             rollback_plan: "r".into(),
         })
         .unwrap(),
+        digest: Digest::from_stored(format!("sha256:{n:064}")),
         state,
         created_by: SystemId(by),
         created_at: now,

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::json;
 
 use crate::harness::*;
 use crate::on_both_databases;
@@ -66,8 +65,11 @@ async fn a_system_with_a_key_must_sign_its_commands(backend: Backend) {
         .unwrap();
     assert!(signed.is_accepted(), "{signed:?}");
     // Systems without a key are unaffected.
-    let id = serde_json::to_value(&signed).unwrap()["result"]["procedure_id"].clone();
-    app.ok(C::ApproveProcedure, team.s5, json!({ "procedure_id": id }))
+    let id: uuid::Uuid = serde_json::from_value(
+        serde_json::to_value(&signed).unwrap()["result"]["procedure_id"].clone(),
+    )
+    .unwrap();
+    app.ok(C::ApproveProcedure, team.s5, app.approval(id).await)
         .await;
     // A key that is not a user key is refused at registration.
     let txn = store::begin(app.db()).await.unwrap();

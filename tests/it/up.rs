@@ -210,7 +210,10 @@ async fn walkthrough(dir: &Path, exports: BTreeMap<String, String>) {
         .accepted(s4, &["procedure", "draft", "--file", FIRST_RUN])
         .await;
     let procedure = drafted["procedure_id"].as_str().unwrap().to_owned();
-    t.accepted(s5, &["procedure", "approve", &procedure]).await;
+    let shown = t.json(s5, &["procedure", "show", &procedure]).await;
+    let digest = format!("digest={}", shown["procedure"]["digest"].as_str().unwrap());
+    t.accepted(s5, &["procedure", "approve", &procedure, &digest])
+        .await;
     let run = t.accepted(s3, &["procedure", "execute", &procedure]).await;
     let run_id = run["run_id"].as_str().unwrap().to_owned();
     let initiative = run["initiative_id"].as_str().unwrap().to_owned();

@@ -12,10 +12,13 @@ use serde::{Deserialize, Serialize};
 use super::error::DomainError;
 use super::ids::{ProcedureId, SeriesId, SystemId, TeamId, Version};
 use super::system::{Actor, SystemKind};
+use super::template::Templates;
 use super::text;
 
+mod digest;
 mod series;
 
+pub use digest::{Digest, canonical_form};
 pub use series::{ApprovalOutcome, ApprovedProcedure, Series};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -217,6 +220,8 @@ pub struct Procedure {
     pub team_id: TeamId,
     pub version: Version,
     pub meta: ProcedureMeta,
+    /// Of `meta` and the version's templates: what an approval names.
+    pub digest: Digest,
     pub state: ProcedureState,
     pub created_by: SystemId,
     pub created_at: DateTime<Utc>,
@@ -240,6 +245,7 @@ impl Procedure {
     pub fn draft(
         id: ProcedureId,
         meta: ProcedureMeta,
+        templates: &Templates,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Procedure, DomainError> {
@@ -249,6 +255,7 @@ impl Procedure {
             series_id: SeriesId(id.0),
             team_id: actor.team_id,
             version: Version::FIRST,
+            digest: Digest::of(&meta, templates),
             meta,
             state: ProcedureState::Draft { rejection: None },
             created_by: actor.id,
@@ -258,14 +265,17 @@ impl Procedure {
     }
 
     /// System4 changes a draft in place (approved versions are immutable).
+    /// `templates` are the version's templates after the edit, changed or not.
     pub fn edit(
         &mut self,
         meta: ProcedureMeta,
+        templates: &Templates,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<(), DomainError> {
         actor.authorise(SystemKind::System4, self.team_id)?;
         self.require_draft("edit")?;
+        self.digest = Digest::of(&meta, templates);
         self.meta = meta;
         self.state = ProcedureState::Draft { rejection: None };
         self.updated_at = now;

@@ -3,11 +3,13 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Approval, Procedure, ProcedureMeta, ProcedureState, ProcedureStatus, RetireReason, Retirement,
+    Approval, Digest, Procedure, ProcedureMeta, ProcedureState, ProcedureStatus, RetireReason,
+    Retirement,
 };
 use crate::domain::error::DomainError;
 use crate::domain::ids::{ProcedureId, Version};
 use crate::domain::system::{Actor, SystemKind};
+use crate::domain::template::Templates;
 
 /// All versions of one procedure, in version order. Decisions that involve more than one
 /// version (revise, approve, execute) are taken here, on the whole series.
@@ -60,6 +62,7 @@ impl Series {
         &self,
         base: ProcedureId,
         meta: ProcedureMeta,
+        templates: &Templates,
         new_id: ProcedureId,
         actor: &Actor,
         now: DateTime<Utc>,
@@ -86,6 +89,7 @@ impl Series {
             series_id: latest.series_id,
             team_id: latest.team_id,
             version: latest.version.next(),
+            digest: Digest::of(&meta, templates),
             meta,
             state: ProcedureState::Draft { rejection: None },
             created_by: actor.id,
@@ -96,9 +100,12 @@ impl Series {
 
     /// System5 approves the series' draft. The previously approved version is retired in the
     /// same decision, so the series never has two approved versions.
+    /// `digest` is the digest of the content the approver read: a draft changed since is a
+    /// conflict, so an approval never covers content its approver did not see.
     pub fn approve(
         &mut self,
         id: ProcedureId,
+        digest: &str,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<ApprovalOutcome, DomainError> {
@@ -114,6 +121,13 @@ impl Series {
             return Err(DomainError::NotLatestVersion {
                 requested: target.version,
                 latest: latest_version,
+            });
+        }
+        if target.digest.as_str() != digest.trim() {
+            return Err(DomainError::DigestMismatch {
+                procedure: id,
+                current: target.digest.to_string(),
+                named: crate::domain::text::excerpt(digest, 80, 320),
             });
         }
         let mut superseded = None;

@@ -1,9 +1,10 @@
 use super::*;
+use crate::domain::error::ErrorCode;
 use crate::domain::testing::*;
 
 #[test]
 fn drafting_starts_version_1_of_a_new_series() {
-    let p = Procedure::draft(pid(1), meta(), &system4(), t(0)).unwrap();
+    let p = Procedure::draft(pid(1), meta(), &first_run_discovery(), &system4(), t(0)).unwrap();
     assert_eq!(p.version, Version(1));
     assert_eq!(p.series_id.0, p.id.0);
     assert_eq!(p.status(), ProcedureStatus::Draft);
@@ -12,7 +13,8 @@ fn drafting_starts_version_1_of_a_new_series() {
 
 #[test]
 fn only_system4_drafts() {
-    let err = Procedure::draft(pid(1), meta(), &system3(), t(0)).unwrap_err();
+    let err =
+        Procedure::draft(pid(1), meta(), &first_run_discovery(), &system3(), t(0)).unwrap_err();
     assert!(matches!(
         err,
         DomainError::WrongSystem {
@@ -25,11 +27,20 @@ fn only_system4_drafts() {
 #[test]
 fn approving_v2_retires_v1() {
     let s = approved_series();
-    let v2 = s.revise(pid(1), meta(), pid(2), &system4(), t(5)).unwrap();
+    let v2 = s
+        .revise(
+            pid(1),
+            meta(),
+            &first_run_discovery(),
+            pid(2),
+            &system4(),
+            t(5),
+        )
+        .unwrap();
     let mut versions = s.versions().to_vec();
     versions.push(v2);
     let mut s = Series::new(versions).unwrap();
-    let out = s.approve(pid(2), &system5(), t(6)).unwrap();
+    let out = s.approve(pid(2), &digest(), &system5(), t(6)).unwrap();
     assert_eq!(out.superseded, Some(pid(1)));
     assert_eq!(s.get(pid(1)).unwrap().status(), ProcedureStatus::Retired);
     assert_eq!(s.get(pid(2)).unwrap().status(), ProcedureStatus::Approved);
@@ -39,7 +50,7 @@ fn approving_v2_retires_v1() {
 #[test]
 fn only_system5_approves() {
     let mut s = Series::new(vec![draft_v1()]).unwrap();
-    let err = s.approve(pid(1), &system4(), t(1)).unwrap_err();
+    let err = s.approve(pid(1), &digest(), &system4(), t(1)).unwrap_err();
     assert!(matches!(
         err,
         DomainError::WrongSystem {
@@ -53,7 +64,7 @@ fn only_system5_approves() {
 fn approving_a_procedure_of_another_team_is_refused() {
     let mut s = Series::new(vec![draft_v1()]).unwrap();
     let err = s
-        .approve(pid(1), &other_team(SystemKind::System5), t(1))
+        .approve(pid(1), &digest(), &other_team(SystemKind::System5), t(1))
         .unwrap_err();
     assert!(matches!(err, DomainError::WrongTeam { .. }));
 }
@@ -62,7 +73,7 @@ fn approving_a_procedure_of_another_team_is_refused() {
 fn an_approved_version_cannot_be_approved_again_or_edited() {
     let mut s = approved_series();
     assert!(matches!(
-        s.approve(pid(1), &system5(), t(2)).unwrap_err(),
+        s.approve(pid(1), &digest(), &system5(), t(2)).unwrap_err(),
         DomainError::InvalidTransition {
             action: "approve",
             ..
@@ -70,7 +81,8 @@ fn an_approved_version_cannot_be_approved_again_or_edited() {
     ));
     let mut v1 = s.get(pid(1)).unwrap().clone();
     assert!(matches!(
-        v1.edit(meta(), &system4(), t(3)).unwrap_err(),
+        v1.edit(meta(), &first_run_discovery(), &system4(), t(3))
+            .unwrap_err(),
         DomainError::InvalidTransition { action: "edit", .. }
     ));
 }
@@ -78,13 +90,29 @@ fn an_approved_version_cannot_be_approved_again_or_edited() {
 #[test]
 fn revisions_only_from_the_latest_version() {
     let mut s = approved_series();
-    let v2 = s.revise(pid(1), meta(), pid(2), &system4(), t(5)).unwrap();
+    let v2 = s
+        .revise(
+            pid(1),
+            meta(),
+            &first_run_discovery(),
+            pid(2),
+            &system4(),
+            t(5),
+        )
+        .unwrap();
     let mut versions = s.versions().to_vec();
     versions.push(v2);
     s = Series::new(versions).unwrap();
-    s.approve(pid(2), &system5(), t(6)).unwrap();
+    s.approve(pid(2), &digest(), &system5(), t(6)).unwrap();
     let err = s
-        .revise(pid(1), meta(), pid(3), &system4(), t(7))
+        .revise(
+            pid(1),
+            meta(),
+            &first_run_discovery(),
+            pid(3),
+            &system4(),
+            t(7),
+        )
         .unwrap_err();
     assert_eq!(
         err,
@@ -93,7 +121,16 @@ fn revisions_only_from_the_latest_version() {
             latest: Version(2)
         }
     );
-    let v3 = s.revise(pid(2), meta(), pid(3), &system4(), t(7)).unwrap();
+    let v3 = s
+        .revise(
+            pid(2),
+            meta(),
+            &first_run_discovery(),
+            pid(3),
+            &system4(),
+            t(7),
+        )
+        .unwrap();
     assert_eq!(v3.version, Version(3));
 }
 
@@ -101,7 +138,14 @@ fn revisions_only_from_the_latest_version() {
 fn a_series_has_one_open_draft_at_a_time() {
     let s = Series::new(vec![draft_v1()]).unwrap();
     let err = s
-        .revise(pid(1), meta(), pid(2), &system4(), t(1))
+        .revise(
+            pid(1),
+            meta(),
+            &first_run_discovery(),
+            pid(2),
+            &system4(),
+            t(1),
+        )
         .unwrap_err();
     assert!(matches!(
         err,
@@ -156,7 +200,8 @@ fn reject_keeps_the_draft_and_records_the_reason_until_the_next_edit() {
     assert!(
         matches!(&p.state, ProcedureState::Draft { rejection: Some(r) } if r.reason == "no rollback detail")
     );
-    p.edit(meta(), &system4(), t(2)).unwrap();
+    p.edit(meta(), &first_run_discovery(), &system4(), t(2))
+        .unwrap();
     assert_eq!(p.state, ProcedureState::Draft { rejection: None });
 }
 
@@ -205,4 +250,27 @@ fn metadata_is_validated_field_by_field() {
     let mut raw = meta().to_draft();
     raw.name = "x".repeat(text::MAX_NAME + 1);
     assert_eq!(ProcedureMeta::parse(raw).unwrap_err().field(), Some("name"));
+}
+
+#[test]
+fn an_approval_names_the_content_its_approver_read() {
+    let read = digest();
+    let mut draft = draft_v1();
+    assert_eq!(draft.digest.as_str(), read);
+    let mut changed = meta();
+    changed.rollback_plan = "Nothing to undo.".into();
+    draft
+        .edit(changed, &first_run_discovery(), &system4(), t(1))
+        .unwrap();
+    assert_ne!(draft.digest.as_str(), read, "an edit changes the digest");
+    let mut s = Series::new(vec![draft.clone()]).unwrap();
+    let err = s.approve(pid(1), &read, &system5(), t(2)).unwrap_err();
+    assert!(matches!(err, DomainError::DigestMismatch { .. }));
+    assert_eq!(err.code(), ErrorCode::Conflict);
+    assert_eq!(err.field(), Some("digest"));
+    assert!(err.to_string().contains(draft.digest.as_str()) && err.to_string().contains(&read));
+    assert_eq!(s.get(pid(1)).unwrap().status(), ProcedureStatus::Draft);
+    s.approve(pid(1), draft.digest.as_str(), &system5(), t(3))
+        .unwrap();
+    assert_eq!(s.get(pid(1)).unwrap().status(), ProcedureStatus::Approved);
 }

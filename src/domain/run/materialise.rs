@@ -123,6 +123,7 @@ impl Execution {
                 procedure_id: procedure.id,
                 series_id: procedure.series_id,
                 procedure_version: procedure.version,
+                procedure_digest: procedure.digest.to_string(),
             },
             team_id: procedure.team_id,
             status: RunStatus::Started,
