@@ -7,6 +7,7 @@ pub mod diff;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod policy;
 pub mod procedure;
 pub mod receipt;
 pub mod review;

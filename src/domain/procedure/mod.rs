@@ -21,7 +21,10 @@ mod series;
 pub use digest::{Digest, canonical_form};
 pub use series::{ApprovalOutcome, ApprovedProcedure, Series};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+// Ordered from least to most risky: a policy rule applies at or above a level.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskLevel {
     Low,

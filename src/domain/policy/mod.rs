@@ -1,0 +1,332 @@
+//! A team's execution policy, owned by System5: rules that say when a procedure may be
+//! executed. A rule applies to procedures at or above a risk level (optionally only to named
+//! series) and may limit open runs, runs per rolling window, the interval between runs, and
+//! forbid executes in freeze windows. Evaluation is pure: the caller brings the time and the
+//! series' run counts.
+
+mod windows;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+
+pub use windows::{Freeze, FreezeDraft, WeeklyDraft};
+
+use super::error::DomainError;
+use super::ids::SeriesId;
+use super::procedure::RiskLevel;
+use super::text;
+
+/// Rules one policy may hold.
+pub const MAX_RULES: usize = 64;
+
+/// A policy as it arrives, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyDraft {
+    pub rules: Vec<RuleDraft>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RuleDraft {
+    /// Names the rule in refusals; `rules[<index>]` when absent.
+    pub name: Option<String>,
+    /// The lowest risk level the rule applies to (`low`: every procedure).
+    pub min_risk: Option<String>,
+    /// Only these series, when given.
+    pub series: Option<Vec<SeriesId>>,
+    pub max_open_runs: Option<u32>,
+    /// At most `count` runs started per rolling `per` (`15m`, `24h`, `7d`).
+    pub max_runs: Option<(u32, String)>,
+    /// At least this long between two runs' starts (`15m`, `1h`).
+    pub min_interval: Option<String>,
+    pub freeze: Vec<FreezeDraft>,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub min_risk: RiskLevel,
+    pub series: Option<BTreeSet<SeriesId>>,
+    pub max_open_runs: Option<u32>,
+    pub max_runs: Option<RateLimit>,
+    pub min_interval: Option<Duration>,
+    pub freeze: Vec<Freeze>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+/// What an execute would meet: the series, its risk and its runs, at `now`.
+#[derive(Debug, Clone)]
+pub struct Attempt<'a> {
+    pub series: SeriesId,
+    pub risk: RiskLevel,
+    pub now: DateTime<Utc>,
+    /// Runs of the series not yet ended.
+    pub open_runs: u32,
+    /// When the series' runs started, at least those within the longest window any rule
+    /// looks back over ([`Policy::lookback`]), in any order.
+    pub started: &'a [DateTime<Utc>],
+}
+
+/// Why a policy refuses an execute now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The rule and its limit: `night-freeze.freeze`, `rules[0].max_open_runs`.
+    pub rule: String,
+    /// The figures: the limit, the count, when the next run would be allowed.
+    pub message: String,
+    /// When an execute could next be allowed (none while the run count must fall first).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl Policy {
+    pub fn parse(draft: PolicyDraft) -> Result<Policy, DomainError> {
+        if draft.rules.len() > MAX_RULES {
+            return Err(DomainError::invalid(
+                "rules",
+                format!("at most {MAX_RULES} rules, not {}", draft.rules.len()),
+            ));
+        }
+        let rules = draft
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Rule::parse(i, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut names = BTreeSet::new();
+        for rule in &rules {
+            if !names.insert(rule.name.as_str()) {
+                return Err(DomainError::invalid(
+                    "rules",
+                    format!("two rules are named `{}`", rule.name),
+                ));
+            }
+        }
+        Ok(Policy { rules })
+    }
+
+    /// How far back [`Attempt::started`] must reach for every rule.
+    pub fn lookback(&self) -> Duration {
+        self.rules
+            .iter()
+            .flat_map(|r| [r.max_runs.map(|m| m.per), r.min_interval])
+            .flatten()
+            .max()
+            .unwrap_or_else(Duration::zero)
+    }
+
+    /// Whether any rule applying to `series` at `risk` limits how many runs it may have:
+    /// such executes must be serialised for the limit to hold.
+    pub fn counts_runs(&self, series: SeriesId, risk: RiskLevel) -> bool {
+        self.rules.iter().any(|r| {
+            r.applies(series, risk)
+                && (r.max_open_runs.is_some() || r.max_runs.is_some() || r.min_interval.is_some())
+        })
+    }
+
+    /// The first rule, in order, that refuses the attempt.
+    pub fn check(&self, attempt: &Attempt<'_>) -> Result<(), Denial> {
+        self.rules
+            .iter()
+            .filter(|r| r.applies(attempt.series, attempt.risk))
+            .try_for_each(|r| r.check(attempt))
+    }
+}
+
+impl Rule {
+    fn parse(index: usize, draft: RuleDraft) -> Result<Rule, DomainError> {
+        let at = |field: &str| format!("rules[{index}].{field}");
+        let name = match draft.name {
+            Some(name) => text::required(&at("name"), &name, text::MAX_NAME)?,
+            None => format!("rules[{index}]"),
+        };
+        let min_risk = match draft.min_risk {
+            Some(raw) => RiskLevel::parse(raw.trim()).map_err(|_| {
+                DomainError::invalid(at("min_risk"), "one of low, medium, high, critical")
+            })?,
+            None => RiskLevel::Low,
+        };
+        let positive = |field: &str, n: u32| {
+            if n == 0 {
+                Err(DomainError::invalid(at(field), "must be at least 1"))
+            } else {
+                Ok(n)
+            }
+        };
+        let max_open_runs = draft
+            .max_open_runs
+            .map(|n| positive("max_open_runs", n))
+            .transpose()?;
+        let max_runs = draft
+            .max_runs
+            .map(|(count, per)| {
+                Ok::<_, DomainError>(RateLimit {
+                    count: positive("max_runs.count", count)?,
+                    per: duration(&at("max_runs.per"), &per)?,
+                })
+            })
+            .transpose()?;
+        let min_interval = draft
+            .min_interval
+            .map(|raw| duration(&at("min_interval"), &raw))
+            .transpose()?;
+        let freeze = draft
+            .freeze
+            .into_iter()
+            .enumerate()
+            .map(|(j, f)| Freeze::parse(&at(&format!("freeze[{j}]")), f))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Rule {
+            name,
+            min_risk,
+            series: draft.series.map(|s| s.into_iter().collect()),
+            max_open_runs,
+            max_runs,
+            min_interval,
+            freeze,
+        })
+    }
+
+    pub fn applies(&self, series: SeriesId, risk: RiskLevel) -> bool {
+        risk >= self.min_risk && self.series.as_ref().is_none_or(|s| s.contains(&series))
+    }
+
+    /// The window holding `now` and when the freeze ends: where windows follow one another
+    /// (a Saturday's and a Sunday's), at the end of the last.
+    fn frozen_until(&self, now: DateTime<Utc>) -> Option<(&Freeze, DateTime<Utc>)> {
+        let (window, mut end) = self
+            .freeze
+            .iter()
+            .find_map(|w| w.end_if_within(now).map(|end| (w, end)))?;
+        // Bounded: each step moves past one window, and a rule holds few.
+        for _ in 0..self.freeze.len() * 8 {
+            match self.freeze.iter().find_map(|w| w.end_if_within(end)) {
+                Some(later) if later > end => end = later,
+                _ => break,
+            }
+        }
+        Some((window, end))
+    }
+
+    fn check(&self, a: &Attempt<'_>) -> Result<(), Denial> {
+        let deny = |limit: &str, message: String, retry_at| Denial {
+            rule: format!("{}.{limit}", self.name),
+            message,
+            retry_at,
+        };
+        if let Some((window, end)) = self.frozen_until(a.now) {
+            return Err(deny(
+                "freeze",
+                format!(
+                    "executes are frozen by rule `{}` ({window}) until {}",
+                    self.name,
+                    end.to_rfc3339()
+                ),
+                Some(end),
+            ));
+        }
+        if let Some(limit) = self.max_open_runs
+            && a.open_runs >= limit
+        {
+            return Err(deny(
+                "max_open_runs",
+                format!(
+                    "the series has {} open runs; rule `{}` allows at most {limit}: the next \
+                     execute is allowed once one ends",
+                    a.open_runs, self.name
+                ),
+                None,
+            ));
+        }
+        if let Some(RateLimit { count, per }) = self.max_runs {
+            let mut within: Vec<_> = a.started.iter().filter(|&&s| s > a.now - per).collect();
+            if within.len() >= count as usize {
+                within.sort();
+                // Allowed again once enough of these starts leave the window.
+                let next = *within[within.len() - count as usize] + per;
+                return Err(deny(
+                    "max_runs",
+                    format!(
+                        "the series started {} runs in the last {}; rule `{}` allows at most \
+                         {count}: the next execute is allowed at {}",
+                        within.len(),
+                        shown(per),
+                        self.name,
+                        next.to_rfc3339()
+                    ),
+                    Some(next),
+                ));
+            }
+        }
+        if let Some(interval) = self.min_interval
+            && let Some(&last) = a.started.iter().max()
+            && last + interval > a.now
+        {
+            let next = last + interval;
+            return Err(deny(
+                "min_interval",
+                format!(
+                    "the series' last run started at {}; rule `{}` wants {} between runs: the \
+                     next execute is allowed at {}",
+                    last.to_rfc3339(),
+                    self.name,
+                    shown(interval),
+                    next.to_rfc3339()
+                ),
+                Some(next),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Longest window a rule may name: a year.
+const MAX_DURATION_DAYS: i64 = 366;
+
+/// `90s`, `15m`, `24h`, `7d`: a whole number and its unit.
+fn duration(field: &str, raw: &str) -> Result<Duration, DomainError> {
+    let raw = raw.trim();
+    let bad = || DomainError::invalid(field, "a duration such as 90s, 15m, 24h or 7d");
+    let unit = raw.chars().last().ok_or_else(bad)?;
+    let n: i64 = raw[..raw.len() - unit.len_utf8()]
+        .parse()
+        .map_err(|_| bad())?;
+    let d = match unit {
+        's' => Duration::seconds(n),
+        'm' => Duration::minutes(n),
+        'h' => Duration::hours(n),
+        'd' => Duration::days(n),
+        _ => return Err(bad()),
+    };
+    if d <= Duration::zero() || d > Duration::days(MAX_DURATION_DAYS) {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be more than 0 and at most {MAX_DURATION_DAYS}d"),
+        ));
+    }
+    Ok(d)
+}
+
+/// A duration as a person reads it: `24h`, `15m`, `90s`.
+fn shown(d: Duration) -> String {
+    let s = d.num_seconds();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
