@@ -108,16 +108,7 @@ fn events() -> BTreeMap<&'static str, Event> {
         EventKind::ProcedureApproved,
         series.get(pid(1)).unwrap(),
     ));
-    let v2 = series
-        .revise(
-            pid(1),
-            meta(),
-            &first_run_discovery(),
-            pid(2),
-            &system4(),
-            t(4),
-        )
-        .unwrap();
+    let v2 = revise(&series, 1, 2, 4).unwrap();
     all.push(procedure_event(EventKind::ProcedureRevised, &v2));
     let mut discarded = v2.clone();
     discarded

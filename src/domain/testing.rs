@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
+use super::error::DomainError;
 use super::event::Event;
 use super::ids::*;
 use super::procedure::*;
@@ -73,6 +74,19 @@ pub fn meta() -> ProcedureMeta {
 /// The digest of every version the helpers here make (`meta()`, `first_run_discovery()`).
 pub fn digest() -> String {
     Digest::of(&meta(), &first_run_discovery()).to_string()
+}
+
+/// Version `new` of `s`, revised from version `base` by System4 at `t(at)`, with the content
+/// of the other helpers.
+pub fn revise(s: &Series, base: u128, new: u128, at: i64) -> Result<Procedure, DomainError> {
+    s.revise(
+        pid(base),
+        meta(),
+        &first_run_discovery(),
+        pid(new),
+        &system4(),
+        t(at),
+    )
 }
 
 pub fn draft_v1() -> Procedure {

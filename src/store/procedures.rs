@@ -408,9 +408,8 @@ pub async fn templates(
 /// Gives each version stored before digests existed its digest, and the runs, initiatives
 /// and reviews made from it theirs: one transaction per version (run after the migrations).
 pub async fn fill_digests(db: &sea_orm::DatabaseConnection) -> Result<u64, DbErr> {
-    use entity::{initiative, procedure_run, run_review};
     use sea_orm::TransactionTrait;
-    use sea_orm::sea_query::Expr;
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
     let rows = procedure::Entity::find()
         .filter(procedure::Column::Digest.eq(""))
         .all(db)
@@ -421,35 +420,20 @@ pub async fn fill_digests(db: &sea_orm::DatabaseConnection) -> Result<u64, DbErr
         let txn = db.begin().await?;
         let (templates, _) = templates(&txn, p.id).await?;
         let digest = Digest::of(&p.meta, &templates).to_string();
-        procedure::Entity::update_many()
-            .col_expr(procedure::Column::Digest, Expr::value(digest.as_str()))
-            .filter(procedure::Column::Id.eq(p.id.0))
-            .exec(&txn)
-            .await?;
-        procedure_run::Entity::update_many()
-            .col_expr(
-                procedure_run::Column::ProcedureDigest,
-                Expr::value(digest.as_str()),
-            )
-            .filter(procedure_run::Column::ProcedureId.eq(p.id.0))
-            .exec(&txn)
-            .await?;
-        initiative::Entity::update_many()
-            .col_expr(
-                initiative::Column::ProcedureDigest,
-                Expr::value(digest.as_str()),
-            )
-            .filter(initiative::Column::ProcedureId.eq(p.id.0))
-            .exec(&txn)
-            .await?;
-        run_review::Entity::update_many()
-            .col_expr(
-                run_review::Column::ProcedureDigest,
-                Expr::value(digest.as_str()),
-            )
-            .filter(run_review::Column::ProcedureId.eq(p.id.0))
-            .exec(&txn)
-            .await?;
+        let tables = [
+            ("procedure", "digest", "id"),
+            ("procedure_run", "procedure_digest", "procedure_id"),
+            ("initiative", "procedure_digest", "procedure_id"),
+            ("run_review", "procedure_digest", "procedure_id"),
+        ];
+        for (table, column, key) in tables {
+            let update = Query::update()
+                .table(Alias::new(table))
+                .value(Alias::new(column), digest.as_str())
+                .and_where(Expr::col(Alias::new(key)).eq(p.id.0))
+                .to_owned();
+            txn.execute(&update).await?;
+        }
         txn.commit().await?;
     }
     Ok(filled)

@@ -27,16 +27,7 @@ fn only_system4_drafts() {
 #[test]
 fn approving_v2_retires_v1() {
     let s = approved_series();
-    let v2 = s
-        .revise(
-            pid(1),
-            meta(),
-            &first_run_discovery(),
-            pid(2),
-            &system4(),
-            t(5),
-        )
-        .unwrap();
+    let v2 = revise(&s, 1, 2, 5).unwrap();
     let mut versions = s.versions().to_vec();
     versions.push(v2);
     let mut s = Series::new(versions).unwrap();
@@ -90,30 +81,12 @@ fn an_approved_version_cannot_be_approved_again_or_edited() {
 #[test]
 fn revisions_only_from_the_latest_version() {
     let mut s = approved_series();
-    let v2 = s
-        .revise(
-            pid(1),
-            meta(),
-            &first_run_discovery(),
-            pid(2),
-            &system4(),
-            t(5),
-        )
-        .unwrap();
+    let v2 = revise(&s, 1, 2, 5).unwrap();
     let mut versions = s.versions().to_vec();
     versions.push(v2);
     s = Series::new(versions).unwrap();
     s.approve(pid(2), &digest(), &system5(), t(6)).unwrap();
-    let err = s
-        .revise(
-            pid(1),
-            meta(),
-            &first_run_discovery(),
-            pid(3),
-            &system4(),
-            t(7),
-        )
-        .unwrap_err();
+    let err = revise(&s, 1, 3, 7).unwrap_err();
     assert_eq!(
         err,
         DomainError::NotLatestVersion {
@@ -121,32 +94,14 @@ fn revisions_only_from_the_latest_version() {
             latest: Version(2)
         }
     );
-    let v3 = s
-        .revise(
-            pid(2),
-            meta(),
-            &first_run_discovery(),
-            pid(3),
-            &system4(),
-            t(7),
-        )
-        .unwrap();
+    let v3 = revise(&s, 2, 3, 7).unwrap();
     assert_eq!(v3.version, Version(3));
 }
 
 #[test]
 fn a_series_has_one_open_draft_at_a_time() {
     let s = Series::new(vec![draft_v1()]).unwrap();
-    let err = s
-        .revise(
-            pid(1),
-            meta(),
-            &first_run_discovery(),
-            pid(2),
-            &system4(),
-            t(1),
-        )
-        .unwrap_err();
+    let err = revise(&s, 1, 2, 1).unwrap_err();
     assert!(matches!(
         err,
         DomainError::OpenDraftExists {
