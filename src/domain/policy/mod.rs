@@ -9,8 +9,10 @@ mod windows;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-pub use windows::{Freeze, FreezeDraft, WeeklyDraft};
+pub use windows::{Freeze, FreezeDocument, WeeklyDocument};
 
 use super::error::DomainError;
 use super::ids::SeriesId;
@@ -20,26 +22,49 @@ use super::text;
 /// Rules one policy may hold.
 pub const MAX_RULES: usize = 64;
 
-/// A policy as it arrives, before validation.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyDraft {
-    pub rules: Vec<RuleDraft>,
+/// A policy as System5 writes it (`policy.set`, `sop policy set --file`), and as it is kept
+/// and shown: validated into a [`Policy`] when set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDocument {
+    /// Checked in order; the first that refuses an execute names itself in the refusal.
+    #[serde(default)]
+    pub rules: Vec<RuleDocument>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct RuleDraft {
-    /// Names the rule in refusals; `rules[<index>]` when absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDocument {
+    /// Names the rule in refusals (`field: <name>.<limit>`); `rules[<index>]` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The lowest risk level the rule applies to (`low`: every procedure).
+    /// The lowest risk level the rule applies to: `low` (every procedure, the default),
+    /// `medium`, `high` or `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_risk: Option<String>,
-    /// Only these series, when given.
-    pub series: Option<Vec<SeriesId>>,
+    /// Only these series (ids of their first versions), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<Uuid>>,
+    /// At most this many runs of a series not yet ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_open_runs: Option<u32>,
-    /// At most `count` runs started per rolling `per` (`15m`, `24h`, `7d`).
-    pub max_runs: Option<(u32, String)>,
-    /// At least this long between two runs' starts (`15m`, `1h`).
+    /// At most `count` runs of a series started per rolling window `per`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runs: Option<MaxRuns>,
+    /// At least this long between two runs' starts: `90s`, `15m`, `24h`, `7d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_interval: Option<String>,
-    pub freeze: Vec<FreezeDraft>,
+    /// Periods in which executes are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<FreezeDocument>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaxRuns {
+    pub count: u32,
+    /// The rolling window: `15m`, `24h`, `7d`.
+    pub per: String,
 }
 
 /// A validated policy.
@@ -90,16 +115,16 @@ pub struct Denial {
 }
 
 impl Policy {
-    pub fn parse(draft: PolicyDraft) -> Result<Policy, DomainError> {
-        if draft.rules.len() > MAX_RULES {
+    pub fn parse(document: &PolicyDocument) -> Result<Policy, DomainError> {
+        if document.rules.len() > MAX_RULES {
             return Err(DomainError::invalid(
                 "rules",
-                format!("at most {MAX_RULES} rules, not {}", draft.rules.len()),
+                format!("at most {MAX_RULES} rules, not {}", document.rules.len()),
             ));
         }
-        let rules = draft
+        let rules = document
             .rules
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(i, r)| Rule::parse(i, r))
             .collect::<Result<Vec<_>, _>>()?;
@@ -144,13 +169,13 @@ impl Policy {
 }
 
 impl Rule {
-    fn parse(index: usize, draft: RuleDraft) -> Result<Rule, DomainError> {
+    fn parse(index: usize, draft: &RuleDocument) -> Result<Rule, DomainError> {
         let at = |field: &str| format!("rules[{index}].{field}");
-        let name = match draft.name {
-            Some(name) => text::required(&at("name"), &name, text::MAX_NAME)?,
+        let name = match &draft.name {
+            Some(name) => text::required(&at("name"), name, text::MAX_NAME)?,
             None => format!("rules[{index}]"),
         };
-        let min_risk = match draft.min_risk {
+        let min_risk = match &draft.min_risk {
             Some(raw) => RiskLevel::parse(raw.trim()).map_err(|_| {
                 DomainError::invalid(at("min_risk"), "one of low, medium, high, critical")
             })?,
@@ -169,27 +194,42 @@ impl Rule {
             .transpose()?;
         let max_runs = draft
             .max_runs
-            .map(|(count, per)| {
+            .as_ref()
+            .map(|m| {
                 Ok::<_, DomainError>(RateLimit {
-                    count: positive("max_runs.count", count)?,
-                    per: duration(&at("max_runs.per"), &per)?,
+                    count: positive("max_runs.count", m.count)?,
+                    per: duration(&at("max_runs.per"), &m.per)?,
                 })
             })
             .transpose()?;
         let min_interval = draft
             .min_interval
-            .map(|raw| duration(&at("min_interval"), &raw))
+            .as_ref()
+            .map(|raw| duration(&at("min_interval"), raw))
             .transpose()?;
         let freeze = draft
             .freeze
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(j, f)| Freeze::parse(&at(&format!("freeze[{j}]")), f))
             .collect::<Result<Vec<_>, _>>()?;
+        if draft
+            .series
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_RULES * 16)
+        {
+            return Err(DomainError::invalid(
+                at("series"),
+                format!("at most {} series", MAX_RULES * 16),
+            ));
+        }
         Ok(Rule {
             name,
             min_risk,
-            series: draft.series.map(|s| s.into_iter().collect()),
+            series: draft
+                .series
+                .as_ref()
+                .map(|s| s.iter().copied().map(SeriesId).collect()),
             max_open_runs,
             max_runs,
             min_interval,

@@ -13,9 +13,9 @@ fn series(n: u128) -> SeriesId {
     SeriesId(Uuid::from_u128(n))
 }
 
-fn weekly(days: &[&str], from: &str, to: &str, zone: &str) -> FreezeDraft {
-    FreezeDraft {
-        weekly: Some(WeeklyDraft {
+fn weekly(days: &[&str], from: &str, to: &str, zone: &str) -> FreezeDocument {
+    FreezeDocument {
+        weekly: Some(WeeklyDocument {
             days: days.iter().map(|d| d.to_string()).collect(),
             from: from.into(),
             to: to.into(),
@@ -25,8 +25,8 @@ fn weekly(days: &[&str], from: &str, to: &str, zone: &str) -> FreezeDraft {
     }
 }
 
-fn policy(rule: RuleDraft) -> Policy {
-    Policy::parse(PolicyDraft { rules: vec![rule] }).unwrap()
+fn policy(rule: RuleDocument) -> Policy {
+    Policy::parse(&PolicyDocument { rules: vec![rule] }).unwrap()
 }
 
 fn attempt(now: DateTime<Utc>, open_runs: u32, started: &[DateTime<Utc>]) -> Attempt<'_> {
@@ -45,9 +45,9 @@ fn refused(p: &Policy, a: &Attempt<'_>) -> Denial {
 
 #[test]
 fn a_rule_applies_at_or_above_its_risk_and_to_its_series() {
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         min_risk: Some("high".into()),
-        series: Some(vec![series(1)]),
+        series: Some(vec![series(1).0]),
         max_open_runs: Some(1),
         ..Default::default()
     });
@@ -66,7 +66,7 @@ fn a_rule_applies_at_or_above_its_risk_and_to_its_series() {
 
 #[test]
 fn open_runs_are_limited() {
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         name: Some("one-at-a-time".into()),
         max_open_runs: Some(1),
         ..Default::default()
@@ -85,8 +85,11 @@ fn open_runs_are_limited() {
 
 #[test]
 fn runs_are_counted_over_a_rolling_window() {
-    let p = policy(RuleDraft {
-        max_runs: Some((2, "1h".into())),
+    let p = policy(RuleDocument {
+        max_runs: Some(MaxRuns {
+            count: 2,
+            per: "1h".into(),
+        }),
         ..Default::default()
     });
     let now = at("2026-12-04T12:00:00Z");
@@ -113,7 +116,7 @@ fn runs_are_counted_over_a_rolling_window() {
 
 #[test]
 fn runs_keep_a_minimum_interval() {
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         min_interval: Some("15m".into()),
         ..Default::default()
     });
@@ -129,9 +132,9 @@ fn runs_keep_a_minimum_interval() {
 
 #[test]
 fn an_absolute_freeze_holds_from_its_start_to_its_end() {
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         name: Some("holidays".into()),
-        freeze: vec![FreezeDraft {
+        freeze: vec![FreezeDocument {
             from: Some("2026-12-24T00:00:00+01:00".into()),
             to: Some("2026-12-27T00:00:00+01:00".into()),
             weekly: None,
@@ -154,7 +157,7 @@ fn an_absolute_freeze_holds_from_its_start_to_its_end() {
 #[test]
 fn a_weekly_freeze_across_midnight_ends_the_next_morning() {
     // Friday 22:00 to Saturday 06:00, Berlin time (UTC+1 in December).
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         freeze: vec![weekly(&["fri"], "22:00", "06:00", "Europe/Berlin")],
         ..Default::default()
     });
@@ -187,7 +190,7 @@ fn a_weekly_freeze_across_midnight_ends_the_next_morning() {
 #[test]
 fn a_weekly_freeze_is_read_on_its_own_zone_clock() {
     let freeze = |zone: &str| {
-        policy(RuleDraft {
+        policy(RuleDocument {
             freeze: vec![weekly(
                 &["mon", "tue", "wed", "thu", "fri"],
                 "09:00",
@@ -214,7 +217,7 @@ fn a_weekly_freeze_is_read_on_its_own_zone_clock() {
 #[test]
 fn a_freeze_ending_in_the_spring_forward_gap_ends_after_it() {
     // Berlin, Sunday 2026-03-29: at 02:00 CET the clocks jump to 03:00 CEST.
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         freeze: vec![weekly(&["sun"], "01:00", "02:30", "Europe/Berlin")],
         ..Default::default()
     });
@@ -232,7 +235,7 @@ fn a_freeze_ending_in_the_spring_forward_gap_ends_after_it() {
 fn a_freeze_in_the_fall_back_hour_ends_at_the_coming_reading_of_its_end() {
     // Berlin, Sunday 2026-10-25: at 03:00 CEST the clocks go back to 02:00 CET, so 02:00–03:00
     // is read twice.
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         freeze: vec![weekly(&["sun"], "01:00", "02:30", "Europe/Berlin")],
         ..Default::default()
     });
@@ -251,7 +254,7 @@ fn a_freeze_in_the_fall_back_hour_ends_at_the_coming_reading_of_its_end() {
 #[test]
 fn windows_that_follow_one_another_freeze_until_the_last_ends() {
     // The whole weekend, as two days' windows; Sunday's ends at midnight.
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         freeze: vec![
             weekly(&["sat"], "00:00", "24:00", "UTC"),
             weekly(&["sun"], "00:00", "24:00", "UTC"),
@@ -265,7 +268,7 @@ fn windows_that_follow_one_another_freeze_until_the_last_ends() {
         Ok(())
     );
     // Sunday 23:00 to Monday 02:00 begins on Sunday: Monday 01:00 is inside it.
-    let p = policy(RuleDraft {
+    let p = policy(RuleDocument {
         freeze: vec![weekly(&["sun"], "23:00", "02:00", "UTC")],
         ..Default::default()
     });
@@ -277,14 +280,14 @@ fn windows_that_follow_one_another_freeze_until_the_last_ends() {
 
 #[test]
 fn a_policy_is_refused_with_the_field_at_fault() {
-    let field = |rule: RuleDraft| {
-        Policy::parse(PolicyDraft { rules: vec![rule] })
+    let field = |rule: RuleDocument| {
+        Policy::parse(&PolicyDocument { rules: vec![rule] })
             .unwrap_err()
             .field()
             .map(str::to_owned)
     };
     assert_eq!(
-        field(RuleDraft {
+        field(RuleDocument {
             freeze: vec![weekly(&["sat"], "01:00", "02:00", "Mars/Olympus")],
             ..Default::default()
         })
@@ -292,7 +295,7 @@ fn a_policy_is_refused_with_the_field_at_fault() {
         Some("rules[0].freeze[0].weekly.time_zone")
     );
     assert_eq!(
-        field(RuleDraft {
+        field(RuleDocument {
             freeze: vec![weekly(&["someday"], "01:00", "02:00", "UTC")],
             ..Default::default()
         })
@@ -300,7 +303,7 @@ fn a_policy_is_refused_with_the_field_at_fault() {
         Some("rules[0].freeze[0].weekly.days")
     );
     assert_eq!(
-        field(RuleDraft {
+        field(RuleDocument {
             freeze: vec![weekly(&["sat"], "25:00", "02:00", "UTC")],
             ..Default::default()
         })
@@ -308,15 +311,18 @@ fn a_policy_is_refused_with_the_field_at_fault() {
         Some("rules[0].freeze[0].weekly.from")
     );
     assert_eq!(
-        field(RuleDraft {
-            max_runs: Some((3, "soon".into())),
+        field(RuleDocument {
+            max_runs: Some(MaxRuns {
+                count: 3,
+                per: "soon".into(),
+            }),
             ..Default::default()
         })
         .as_deref(),
         Some("rules[0].max_runs.per")
     );
     assert_eq!(
-        field(RuleDraft {
+        field(RuleDocument {
             max_open_runs: Some(0),
             ..Default::default()
         })
@@ -324,33 +330,33 @@ fn a_policy_is_refused_with_the_field_at_fault() {
         Some("rules[0].max_open_runs")
     );
     assert_eq!(
-        field(RuleDraft {
+        field(RuleDocument {
             min_risk: Some("extreme".into()),
             ..Default::default()
         })
         .as_deref(),
         Some("rules[0].min_risk")
     );
-    let both = FreezeDraft {
+    let both = FreezeDocument {
         from: Some("2026-12-24T00:00:00Z".into()),
         to: Some("2026-12-25T00:00:00Z".into()),
-        weekly: Some(WeeklyDraft::default()),
+        weekly: Some(WeeklyDocument::default()),
     };
     assert_eq!(
-        field(RuleDraft {
+        field(RuleDocument {
             freeze: vec![both],
             ..Default::default()
         })
         .as_deref(),
         Some("rules[0].freeze[0]")
     );
-    let twice = Policy::parse(PolicyDraft {
+    let twice = Policy::parse(&PolicyDocument {
         rules: vec![
-            RuleDraft {
+            RuleDocument {
                 name: Some("a".into()),
                 ..Default::default()
             },
-            RuleDraft {
+            RuleDocument {
                 name: Some("a".into()),
                 ..Default::default()
             },

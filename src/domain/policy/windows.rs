@@ -9,24 +9,31 @@ use std::fmt;
 use chrono::offset::LocalResult;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::error::DomainError;
 
-/// A freeze window as it arrives: `from` and `to` as RFC 3339 instants, or `weekly`.
-#[derive(Debug, Clone, Default)]
-pub struct FreezeDraft {
+/// A freeze window as written: `from` and `to` (RFC 3339 instants with their offset), or
+/// `weekly`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeDocument {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    pub weekly: Option<WeeklyDraft>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<WeeklyDocument>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct WeeklyDraft {
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeeklyDocument {
     /// `mon` … `sun`: the days the window begins on.
     pub days: Vec<String>,
     /// Local `HH:MM`.
     pub from: String,
-    /// Local `HH:MM`, `24:00` for the end of the day.
+    /// Local `HH:MM` (`24:00`: the end of the day); not after `from`: the next day.
     pub to: String,
     /// An IANA time zone, e.g. `Europe/Berlin`.
     pub time_zone: String,
@@ -50,9 +57,9 @@ pub enum Freeze {
 const DAY: u32 = 24 * 60;
 
 impl Freeze {
-    pub fn parse(field: &str, draft: FreezeDraft) -> Result<Freeze, DomainError> {
+    pub fn parse(field: &str, draft: &FreezeDocument) -> Result<Freeze, DomainError> {
         let at = |f: &str| format!("{field}.{f}");
-        match (draft.from, draft.to, draft.weekly) {
+        match (&draft.from, &draft.to, &draft.weekly) {
             (Some(from), Some(to), None) => {
                 let instant = |f: &str, raw: &str| {
                     DateTime::parse_from_rfc3339(raw.trim())
@@ -61,7 +68,7 @@ impl Freeze {
                             DomainError::invalid(at(f), "an RFC 3339 instant with its offset")
                         })
                 };
-                let (from, to) = (instant("from", &from)?, instant("to", &to)?);
+                let (from, to) = (instant("from", from)?, instant("to", to)?);
                 if to <= from {
                     return Err(DomainError::invalid(at("to"), "must be after `from`"));
                 }
