@@ -17,3 +17,4 @@ pub mod run_review;
 pub mod system;
 pub mod task;
 pub mod team;
+pub mod team_policy;

@@ -14,6 +14,7 @@ mod m20261201_000008_drop_outbox_team_index;
 mod m20261204_000009_create_outbox_parked;
 mod m20261204_000010_procedure_digest;
 mod m20261204_000011_run_digest;
+mod m20261204_000012_create_team_policy;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000009_create_outbox_parked::Migration),
             Box::new(m20261204_000010_procedure_digest::Migration),
             Box::new(m20261204_000011_run_digest::Migration),
+            Box::new(m20261204_000012_create_team_policy::Migration),
         ]
     }
 }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod command;
 mod decision;
 pub mod pages;
+mod policies;
 mod procedures;
 pub mod queries;
 mod reads;
@@ -321,7 +322,7 @@ async fn apply(
         return refuse(txn, subjects, records, &meta, rejection, now, None).await;
     }
     for change in &plan.changes {
-        records.reads.forget(change);
+        records.reads.applied(change);
     }
     store::changes::apply(txn, &mut records.batch, plan.changes, now).await?;
     Ok(records.keep(outcome, Some(actor.id.0)))
@@ -454,6 +455,7 @@ async fn decide(
     match command {
         Command::Procedure(command) => procedures::handle(reads, actor, command, now).await,
         Command::Run(command) => runs::handle(reads, actor, command, now).await,
+        Command::Policy(command) => policies::handle(reads, actor, command, now).await,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::domain::system::{Actor, SystemKind};
 use crate::domain::template::{TaskTemplate, Templates};
 use crate::domain::text;
 use crate::store::changes::Change;
+use crate::store::procedures::SeriesLock;
 use crate::wire::command::{
     ApproveProcedure, ChangeProcedure, DraftProcedure, ExecuteProcedure, ProcedureCommand,
     ProcedureWithReason,
@@ -258,18 +259,36 @@ async fn execute(
     }: ExecuteProcedure,
     now: DateTime<Utc>,
 ) -> Result<Plan, CommandError> {
+    let series_id = SeriesId(series_id);
+    // Known before the series is locked, so that it is locked once, as strongly as needed.
+    let policy = reads.policy(actor.team_id).await?;
+    let lock = match &policy {
+        Some(p) if p.rules.may_count(series_id) => SeriesLock::Exclusive,
+        _ => SeriesLock::Share,
+    };
     let series = reads
-        .series_to_execute(SeriesId(series_id))
+        .series_to_execute(series_id, lock)
         .await?
-        .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
+        .ok_or_else(|| Rejection::not_found("procedure series", series_id.0))?;
     within_team(
         actor,
         series.latest().team_id,
         "procedure series",
-        series_id,
+        series_id.0,
     )?;
     let approved = series.executable(actor, expected_version.map(Version))?;
     let procedure = approved.procedure();
+    if let Some(policy) = policy {
+        let risk = procedure.meta.risk_level;
+        let activity = if policy.rules.counts_runs(series_id, risk) {
+            reads
+                .activity(series_id, now - policy.rules.lookback())
+                .await?
+        } else {
+            (0, Vec::new())
+        };
+        policy.allows(series_id, risk, now, (activity.0, &activity.1))?;
+    }
     let stored = reads.approved_templates(procedure.id).await?;
     let team = reads.members(procedure.team_id).await?;
     let ids = NewRunIds {

@@ -8,11 +8,13 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::pages::{Page, fit};
+use super::policies::TeamPolicy;
 use super::{Rejection, Signed, within_team};
 use crate::domain::diff::diff;
 use crate::domain::error::{DomainError, ErrorCode};
 use crate::domain::event::{ProcedureView, ReviewView};
 use crate::domain::ids::*;
+use crate::domain::policy::PolicyDocument;
 use crate::domain::procedure::{Procedure, ProcedureStatus};
 use crate::domain::run::{Execution, assign};
 use crate::domain::system::{Actor, SystemKind};
@@ -61,6 +63,7 @@ pub enum Query {
     Outcome {
         command_id: Uuid,
     },
+    GetPolicy,
 }
 
 /// A question about who is who, asked by anyone with access to `sop.query.>`: an agent needs
@@ -203,6 +206,23 @@ pub async fn answer(
     let who = asker(db, actor).await?;
     check_signature(&who, signed, now)?;
     Ok(match query {
+        Query::GetPolicy => {
+            let stored = store::policies::in_force(db, who.team_id).await?;
+            Answer::Policy(Box::new(match stored {
+                Some(p) => PolicyAnswer {
+                    version: p.version,
+                    policy: p.document,
+                    set_by_system_id: Some(p.set_by),
+                    set_at: Some(p.set_at),
+                },
+                None => PolicyAnswer {
+                    version: 0,
+                    policy: PolicyDocument::default(),
+                    set_by_system_id: None,
+                    set_at: None,
+                },
+            }))
+        }
         Query::GetProcedure { procedure_id } => {
             let p = procedure(db, &who, procedure_id).await?;
             let tasks = templates(db, p.id).await?.as_slice().to_vec();
@@ -294,7 +314,30 @@ pub async fn answer(
                     p.status()
                 )
             });
-            let blocked_by = not_approved.or(assignment_error);
+            // What the team's policy would say now (a freeze, a run limit), as an execute meets it.
+            let policy = match store::policies::in_force(db, p.team_id).await? {
+                Some(stored) => Some(TeamPolicy::of(stored)?),
+                None => None,
+            };
+            let refusal = match &policy {
+                Some(policy) => {
+                    let (series, risk) = (p.series_id, p.meta.risk_level);
+                    let activity = if policy.rules.counts_runs(series, risk) {
+                        let since = now - policy.rules.lookback();
+                        store::runs::activity(db, series, since).await?
+                    } else {
+                        (0, Vec::new())
+                    };
+                    policy
+                        .allows(series, risk, now, (activity.0, &activity.1))
+                        .err()
+                }
+                None => None,
+            };
+            let policy_rule = refusal.as_ref().and_then(|e| e.field().map(str::to_owned));
+            let blocked_by = not_approved
+                .or(assignment_error)
+                .or(refusal.map(|e| e.to_string()));
             let tasks = ts
                 .as_slice()
                 .iter()
@@ -314,6 +357,7 @@ pub async fn answer(
             Answer::Preview(Box::new(Preview {
                 executable: blocked_by.is_none(),
                 blocked_by,
+                policy_rule,
                 initiative_name: p.meta.name.clone(),
                 initiative_description: p.meta.description.clone(),
                 procedure: ProcedureView::of(&p),

@@ -5,15 +5,17 @@
 //! A group runs in one transaction, so what one command read can serve the next as long as
 //! nothing in between changed it: executes of one SOP read the same series and the same team,
 //! and sharing those reads leaves an execute with little more than its own inserts. The
-//! pipeline shows every applied change to [`Reads::forget`], the one place that knows which
+//! pipeline shows every applied change to [`Reads::applied`], the one place that knows which
 //! changes make a shared read stale.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseTransaction, DbErr};
 use uuid::Uuid;
 
+use super::policies::TeamPolicy;
 use crate::domain::ids::{ProcedureId, RunId, SeriesId, TeamId};
 use crate::domain::procedure::Series;
 use crate::domain::run::Execution;
@@ -28,9 +30,13 @@ pub struct Reads<'t> {
     actors: HashMap<Uuid, Option<(Actor, String)>>,
     /// Each team's systems. No command changes them.
     members: HashMap<TeamId, Arc<[Actor]>>,
-    /// Series read for executing, share-locked until the group commits: no other transaction
-    /// can change them meanwhile, only a command of this group ([`Reads::forget`]).
-    series: HashMap<SeriesId, Arc<Series>>,
+    /// Series read for executing, locked as noted until the group commits: no other
+    /// transaction can change them meanwhile, only a command of this group ([`Reads::applied`]).
+    series: HashMap<SeriesId, (Arc<Series>, SeriesLock)>,
+    /// Each team's policy in force (None: it has none); only a `policy.set` changes it.
+    policies: HashMap<TeamId, Option<Arc<TeamPolicy>>>,
+    /// When the runs the group's executes created started, by series: not yet written.
+    new_runs: HashMap<SeriesId, Vec<DateTime<Utc>>>,
 }
 
 impl<'t> Reads<'t> {
@@ -40,6 +46,8 @@ impl<'t> Reads<'t> {
             actors: HashMap::new(),
             members: HashMap::new(),
             series: HashMap::new(),
+            policies: HashMap::new(),
+            new_runs: HashMap::new(),
         }
     }
 
@@ -71,18 +79,53 @@ impl<'t> Reads<'t> {
         Ok(found)
     }
 
-    /// The series, share-locked (approve and retire wait for the group to commit).
-    pub async fn series_to_execute(&mut self, id: SeriesId) -> Result<Option<Arc<Series>>, DbErr> {
-        if let Some(known) = self.series.get(&id) {
+    /// The series, locked to execute: share-locked (approve and retire wait for the group to
+    /// commit), or exclusively where the team's policy counts its runs (other executes of it
+    /// wait too, so the count stays true).
+    pub async fn series_to_execute(
+        &mut self,
+        id: SeriesId,
+        lock: SeriesLock,
+    ) -> Result<Option<Arc<Series>>, DbErr> {
+        if let Some((known, held)) = self.series.get(&id)
+            && (*held == SeriesLock::Exclusive || lock == SeriesLock::Share)
+        {
             return Ok(Some(known.clone()));
         }
-        let Some(found) = store::procedures::load_series(self.txn, id, SeriesLock::Share).await?
-        else {
+        let Some(found) = store::procedures::load_series(self.txn, id, lock).await? else {
             return Ok(None);
         };
         let found = Arc::new(found);
-        self.series.insert(id, found.clone());
+        self.series.insert(id, (found.clone(), lock));
         Ok(Some(found))
+    }
+
+    /// The team's policy in force, if it has one.
+    pub async fn policy(&mut self, team: TeamId) -> Result<Option<Arc<TeamPolicy>>, DbErr> {
+        if let Some(known) = self.policies.get(&team) {
+            return Ok(known.clone());
+        }
+        let found = match store::policies::in_force(self.txn, team).await? {
+            Some(stored) => Some(TeamPolicy::of(stored)?),
+            None => None,
+        };
+        self.policies.insert(team, found.clone());
+        Ok(found)
+    }
+
+    /// How many runs of `series` are open, and when those since `since` started: the
+    /// database's, and the group's own not yet written.
+    pub async fn activity(
+        &self,
+        series: SeriesId,
+        since: DateTime<Utc>,
+    ) -> Result<(u32, Vec<DateTime<Utc>>), DbErr> {
+        let (mut open, mut started) = store::runs::activity(self.txn, series, since).await?;
+        if let Some(new) = self.new_runs.get(&series) {
+            open += new.len() as u32;
+            started.extend(new.iter().filter(|&&s| s > since));
+        }
+        Ok((open, started))
     }
 
     /// The series a version belongs to, locked for a change.
@@ -119,10 +162,21 @@ impl<'t> Reads<'t> {
         store::runs::load_for_update(self.txn, run).await
     }
 
-    /// Drops what `change` makes stale.
-    pub fn forget(&mut self, change: &Change) {
+    /// Takes in an applied change: drops what it makes stale, notes the runs it adds.
+    pub fn applied(&mut self, change: &Change) {
         if let Some(series) = change.series() {
             self.series.remove(&series);
+        }
+        match change {
+            Change::NewPolicy { team, .. } => {
+                self.policies.remove(team);
+            }
+            Change::NewRun { run, .. } => self
+                .new_runs
+                .entry(run.provenance.series_id)
+                .or_default()
+                .push(run.started_at),
+            _ => {}
         }
     }
 }

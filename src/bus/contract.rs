@@ -8,12 +8,12 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::error::ErrorCode;
 use crate::domain::event::{
-    EventKind, InitiativeView, ProcedureEvent, ReviewView, RunView, TaskView,
+    EventKind, InitiativeView, PolicyEvent, ProcedureEvent, ReviewView, RunView, TaskView,
 };
 use crate::wire::admin::{self, AdminName, DeadLetters, ParkedMessages};
 use crate::wire::answer::{
-    Audit, History, Preview, ProcedureDetail, ProcedureList, RunDetail, SystemIdentity,
-    TeamIdentity, Trace, VersionDiff,
+    Audit, History, PolicyAnswer, Preview, ProcedureDetail, ProcedureList, RunDetail,
+    SystemIdentity, TeamIdentity, Trace, VersionDiff,
 };
 use crate::wire::command::{
     self as cmd, CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
@@ -47,6 +47,9 @@ pub fn query_doc(name: QueryName) -> &'static str {
             "Every event of a series or a run, with actor and time, from the database; paged by seq."
         }
         N::Outcome => "The outcome of a command, by command id.",
+        N::GetPolicy => {
+            "The asking system's team's execution policy in force, with its version (0: none set)."
+        }
         N::GetSystem => {
             "Who a system is: by team and name (or type, when the team has one of that type) → id, type, team, skills, whether it has a key."
         }
@@ -88,6 +91,9 @@ pub fn error_doc(code: ErrorCode) -> &'static str {
         }
         ErrorCode::InvalidState => "The entity's state does not allow this.",
         ErrorCode::Conflict => "Stale or contradicted by newer data.",
+        ErrorCode::PolicyDenied => {
+            "The team's policy does not allow this now; `field` names the rule and its limit (`night.freeze`), the message gives the figures and when it would be allowed."
+        }
         ErrorCode::TooLarge => {
             "A message this would publish (event, outcome, answer) exceeds the server's max_payload; nothing was applied. Send less, or page."
         }
@@ -97,7 +103,7 @@ pub fn error_doc(code: ErrorCode) -> &'static str {
     }
 }
 
-pub const ERROR_CODES: [ErrorCode; 10] = [
+pub const ERROR_CODES: [ErrorCode; 11] = [
     ErrorCode::InvalidPayload,
     ErrorCode::UnsupportedSchema,
     ErrorCode::UnknownCommand,
@@ -106,6 +112,7 @@ pub const ERROR_CODES: [ErrorCode; 10] = [
     ErrorCode::NotFound,
     ErrorCode::InvalidState,
     ErrorCode::Conflict,
+    ErrorCode::PolicyDenied,
     ErrorCode::TooLarge,
     ErrorCode::Internal,
 ];
@@ -276,6 +283,7 @@ pub fn asyncapi() -> Value {
             Some("procedure") => b.event::<ProcedureEvent>(kind),
             Some("run") => b.event::<RunView>(kind),
             Some("task") => b.event::<TaskView>(kind),
+            Some("policy") => b.event::<PolicyEvent>(kind),
             _ if kind == EventKind::InitiativeReviewed => b.event::<ReviewView>(kind),
             _ => b.event::<InitiativeView>(kind),
         }
@@ -316,6 +324,7 @@ pub fn asyncapi() -> Value {
     b.query::<q::OutcomeQuery, Outcome>(Q::Outcome);
     b.query::<q::SystemQuery, SystemIdentity>(Q::GetSystem);
     b.query::<q::TeamQuery, TeamIdentity>(Q::GetTeam);
+    b.query::<q::PolicyQuery, PolicyAnswer>(Q::GetPolicy);
     use AdminName as A;
     b.admin::<admin::TeamSpec, TeamIdentity>(A::ApplyTeam);
     b.admin::<admin::DeadLetterRequest, DeadLetters>(A::DeadLetters);

@@ -62,11 +62,24 @@ fn command_payload(name: CommandName) -> Value {
             json!({ "task_id": task, "reason": "Missing links", "content": "Collect all links" })
         }
         N::CancelRun => json!({ "run_id": id(10), "reason": "Priorities changed" }),
+        N::SetPolicy => policy_document(),
         N::ReviewInitiative => json!({
             "initiative_id": id(11), "outcome": "succeeded", "summary": "Discovery done",
             "lessons": ["Ask for documents before the interview"], "follow_ups": ["Check in after a week"],
         }),
     }
+}
+
+/// A policy as a System5 would set it: one rule for risky procedures, one for all.
+fn policy_document() -> Value {
+    json!({ "rules": [
+        { "name": "risky", "min_risk": "high", "max_open_runs": 1,
+          "max_runs": { "count": 10, "per": "24h" }, "min_interval": "15m" },
+        { "name": "quiet-hours", "freeze": [
+            { "weekly": { "days": ["sat", "sun"], "from": "00:00", "to": "24:00",
+                          "time_zone": "Europe/Berlin" } },
+            { "from": "2026-12-24T00:00:00+01:00", "to": "2026-12-27T00:00:00+01:00" } ] },
+    ] })
 }
 
 fn command(name: CommandName) -> Value {
@@ -229,6 +242,20 @@ fn events() -> BTreeMap<&'static str, Event> {
             .cancel_task(second, "Not needed".into(), &system3(), t(53))
             .unwrap(),
     );
+    let policy: crate::domain::policy::PolicyDocument =
+        serde_json::from_value(policy_document()).expect("the example policy");
+    all.push(Event::new(
+        EventKind::PolicyChanged,
+        draft_v1().team_id,
+        EventData::Policy(Box::new(crate::domain::event::PolicyEvent {
+            version: 2,
+            policy: policy.clone(),
+            previous: Some(crate::domain::policy::PolicyDocument {
+                rules: policy.rules[..1].to_vec(),
+            }),
+            set_by_system_id: system5().id,
+        })),
+    ));
     let mut by_kind = BTreeMap::new();
     for e in all {
         by_kind.entry(e.kind.as_str()).or_insert(e);

@@ -33,7 +33,7 @@ fn status(code: ErrorCode) -> usize {
         | ErrorCode::UnsupportedSchema
         | ErrorCode::UnknownCommand
         | ErrorCode::ValidationFailed => 400,
-        ErrorCode::Forbidden => 403,
+        ErrorCode::Forbidden | ErrorCode::PolicyDenied => 403,
         ErrorCode::NotFound => 404,
         ErrorCode::InvalidState | ErrorCode::Conflict => 409,
         ErrorCode::TooLarge => 413,
@@ -95,6 +95,10 @@ pub fn decode(name: QueryName, bytes: &[u8]) -> Result<Asked, Rejection> {
                     field: Some("team".into()),
                 }),
             };
+        }
+        N::GetPolicy => {
+            let q: PolicyQuery = parse(bytes)?;
+            (q.actor, Query::GetPolicy)
         }
         N::GetProcedure => {
             let q: ProcedureQuery = parse(bytes)?;

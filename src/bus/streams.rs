@@ -95,18 +95,37 @@ pub async fn ensure(
     s: &Subjects,
     options: &StreamOptions,
 ) -> Result<PullConsumer, async_nats::Error> {
-    let commands = js
-        .get_or_create_stream(options.apply(commands_config(s), false))
-        .await?;
-    js.get_or_create_stream(options.apply(events_config(s), true))
-        .await?;
-    js.get_or_create_stream(options.apply(outcomes_config(s), true))
-        .await?;
+    let commands = ensure_stream(js, options.apply(commands_config(s), false)).await?;
+    ensure_stream(js, options.apply(events_config(s), true)).await?;
+    ensure_stream(js, options.apply(outcomes_config(s), true)).await?;
     let mut consumer = worker_consumer_config(s);
     consumer.ack_wait = options.ack_wait.unwrap_or(ACK_WAIT);
     Ok(commands
         .get_or_create_consumer(s.worker_consumer(), consumer)
         .await?)
+}
+
+/// The stream, created if missing. A stream an earlier release created gets the subjects it
+/// lacks (a family added since, such as `policy`), its other settings kept as they are.
+async fn ensure_stream(
+    js: &Context,
+    config: stream::Config,
+) -> Result<stream::Stream, async_nats::Error> {
+    let stream = js.get_or_create_stream(config.clone()).await?;
+    let held = &stream.cached_info().config;
+    let missing: Vec<String> = config
+        .subjects
+        .iter()
+        .filter(|s| !held.subjects.contains(s))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(stream);
+    }
+    let mut widened = held.clone();
+    widened.subjects.extend(missing);
+    js.update_stream(widened).await?;
+    Ok(js.get_stream(&config.name).await?)
 }
 
 /// Removes the three streams (tests and `sop` teardown of a prefix).

@@ -7,6 +7,7 @@
 mod admin;
 mod ctx;
 mod events;
+mod policy;
 mod procedure;
 mod render;
 mod run;
@@ -85,6 +86,11 @@ enum Cmd {
     Team {
         #[command(subcommand)]
         command: team::TeamCmd,
+    },
+    /// The team's execution policy: show it, or set it (System5).
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCmd,
     },
     /// Procedure commands and queries.
     Procedure {
@@ -236,6 +242,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         }
         Cmd::Team { command } => return team::run(&ctx, command).await,
         Cmd::Procedure { command } => return procedure::run(&ctx, command).await,
+        Cmd::Policy { command } => return policy::run(&ctx, command).await,
         Cmd::Task {
             command: send::TaskVerbs(v),
         } => return ctx.send(v.name, v.args).await,

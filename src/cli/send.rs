@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::ctx::{Ctx, Exit};
-use crate::wire::command::CommandName;
+use crate::wire::command::{CommandName, PayloadVisitor, visit_payloads};
 
 /// What every command takes: the entity it acts on, payload fields, or a payload file.
 #[derive(Args, Clone)]
@@ -47,28 +47,29 @@ pub async fn run(ctx: &Ctx, command: &str, args: SendArgs) -> Result<ExitCode, E
     ctx.send(name, args).await
 }
 
-/// The payload field the positional id fills, per command.
-fn id_field(name: CommandName) -> Option<&'static str> {
-    use CommandName as N;
-    match name {
-        N::DraftProcedure => None,
-        N::ReviseProcedure
-        | N::EditProcedure
-        | N::DiscardProcedure
-        | N::ApproveProcedure
-        | N::RejectProcedure
-        | N::RetireProcedure => Some("procedure_id"),
-        N::ExecuteProcedure => Some("series_id"),
-        N::StartTask
-        | N::CompleteTask
-        | N::BlockTask
-        | N::UnblockTask
-        | N::ReviewTask
-        | N::CancelTask
-        | N::ReplaceTask => Some("task_id"),
-        N::CancelRun => Some("run_id"),
-        N::ReviewInitiative => Some("initiative_id"),
+/// The payload field the positional id fills: the one required field of the command's
+/// payload named `…_id` (`task_id`, `series_id`), read from the payload's schema.
+fn id_field(name: CommandName) -> Option<String> {
+    struct Find(CommandName, Option<String>);
+    impl PayloadVisitor for Find {
+        fn visit<P: schemars::JsonSchema>(&mut self, name: CommandName) {
+            if name != self.0 {
+                return;
+            }
+            let schema = schemars::schema_for!(P);
+            self.1 = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .find(|field| field.ends_with("_id"))
+                .map(str::to_owned);
+        }
     }
+    let mut find = Find(name, None);
+    visit_payloads(&mut find);
+    find.1
 }
 
 /// Reads a JSON or YAML file (`-`: standard input) into a JSON value.
@@ -104,7 +105,7 @@ pub fn payload(name: CommandName, args: &SendArgs) -> Result<Value, Exit> {
             None if i == 0 => {
                 let field = id_field(name)
                     .ok_or_else(|| Exit(1, format!("{name} takes no id; give FIELD=VALUE")))?;
-                object.insert(field.to_owned(), Value::String(arg.clone()));
+                object.insert(field, Value::String(arg.clone()));
             }
             None => return Err(Exit(1, format!("`{arg}` is not FIELD=VALUE"))),
         }
@@ -192,4 +193,5 @@ family_verbs!(
     TaskVerbs = "task",
     RunVerbs = "run",
     InitiativeVerbs = "initiative",
+    PolicyVerbs = "policy",
 );

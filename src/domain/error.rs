@@ -23,6 +23,8 @@ pub enum ErrorCode {
     InvalidState,
     /// The command raced or contradicts newer data (stale version, already recorded).
     Conflict,
+    /// The team's policy does not allow this now (a freeze, a run limit).
+    PolicyDenied,
     /// A message this would publish (an event, an outcome, a query's answer) is larger than
     /// the NATS server accepts; nothing was applied.
     TooLarge,
@@ -41,6 +43,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Internal => "internal",
         }
@@ -82,6 +85,10 @@ pub enum DomainError {
         draft: ProcedureId,
         version: Version,
     },
+
+    /// `rule` is the rule and its limit (`night.freeze`); `message` gives the figures.
+    #[error("{message}")]
+    PolicyDenied { rule: String, message: String },
 
     #[error("the series has no approved version to execute")]
     NoApprovedVersion,
@@ -158,6 +165,7 @@ impl DomainError {
             | DomainError::VersionMismatch { .. }
             | DomainError::DigestMismatch { .. }
             | DomainError::AlreadyReviewed => ErrorCode::Conflict,
+            DomainError::PolicyDenied { .. } => ErrorCode::PolicyDenied,
         }
     }
 
@@ -166,6 +174,7 @@ impl DomainError {
         match self {
             DomainError::Invalid { field, .. } => Some(field),
             DomainError::DigestMismatch { .. } => Some("digest"),
+            DomainError::PolicyDenied { rule, .. } => Some(rule),
             _ => None,
         }
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ids::*;
+use super::policy::PolicyDocument;
 use super::procedure::{Impact, Procedure, ProcedureState, RetireReason, RiskLevel};
 use super::system::SystemKind;
 use super::template::TaskTemplate;
@@ -40,10 +41,11 @@ pub enum EventKind {
     TaskApproved,
     TaskRejected,
     TaskCanceled,
+    PolicyChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::ProcedureDrafted,
         EventKind::ProcedureRevised,
         EventKind::ProcedureEdited,
@@ -69,6 +71,7 @@ impl EventKind {
         EventKind::TaskApproved,
         EventKind::TaskRejected,
         EventKind::TaskCanceled,
+        EventKind::PolicyChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +101,7 @@ impl EventKind {
             EventKind::TaskApproved => "task.approved",
             EventKind::TaskRejected => "task.rejected",
             EventKind::TaskCanceled => "task.canceled",
+            EventKind::PolicyChanged => "policy.changed",
         }
     }
 }
@@ -120,6 +124,7 @@ pub enum EventData {
     Initiative(Box<InitiativeView>),
     Task(Box<TaskView>),
     Review(Box<ReviewView>),
+    Policy(Box<PolicyEvent>),
 }
 
 impl Event {
@@ -131,6 +136,7 @@ impl Event {
             EventData::Initiative(i) => (Some(i.provenance.series_id), Some(i.provenance.run_id)),
             EventData::Task(t) => (Some(t.provenance.series_id), Some(t.provenance.run_id)),
             EventData::Review(r) => (Some(r.provenance.series_id), Some(r.provenance.run_id)),
+            EventData::Policy(_) => (None, None),
         }
     }
 
@@ -141,6 +147,17 @@ impl Event {
             data,
         }
     }
+}
+
+/// A team's policy replaced (data of `policy.changed`): both versions, whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PolicyEvent {
+    /// The version now in force (1 for a team's first policy).
+    pub version: u32,
+    pub policy: PolicyDocument,
+    /// The version it replaced; none before the first.
+    pub previous: Option<PolicyDocument>,
+    pub set_by_system_id: SystemId,
 }
 
 /// A procedure version and what happened to it (data of `procedure.*` events).

@@ -42,6 +42,8 @@ pub enum Receipt {
         initiative: InitiativeId,
         status: RunStatus,
     },
+    /// A team's policy set: the version now in force.
+    Policy { version: u32 },
     /// A run's review recorded.
     Review {
         run: RunId,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr};
 
+use super::policies::{self, StoredPolicy};
 use super::procedures::{self, StoredTemplates};
 use super::runs::{self, NewRuns};
 use super::writes::Writes;
@@ -43,6 +44,8 @@ pub enum Change {
     },
     /// A run's review.
     NewReview { team: TeamId, review: Box<Review> },
+    /// A new version of a team's policy, in force from the commit.
+    NewPolicy { team: TeamId, policy: StoredPolicy },
 }
 
 impl Change {
@@ -98,6 +101,7 @@ pub async fn apply(
             Change::NewRun { run, templates } => batch.new_runs.add(&run, &templates.1),
             Change::Run { before, after } => runs::save(db, &before, &after, now).await?,
             Change::NewReview { team, review } => reviews::insert(db, team.0, &review).await?,
+            Change::NewPolicy { team, policy } => policies::insert(db, team, &policy).await?,
         }
     }
     Ok(())

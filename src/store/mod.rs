@@ -11,6 +11,7 @@ pub mod dead_letters;
 pub mod inbox;
 pub mod mapping;
 pub mod outbox;
+pub mod policies;
 pub mod procedures;
 pub mod reviews;
 pub mod runs;

@@ -120,6 +120,28 @@ impl NewRuns {
     }
 }
 
+/// How many runs of `series` have not ended, and when those since `since` started.
+pub async fn activity(
+    db: &impl ConnectionTrait,
+    series: SeriesId,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<(u32, Vec<chrono::DateTime<chrono::Utc>>), DbErr> {
+    let open = procedure_run::Entity::find()
+        .filter(procedure_run::Column::SeriesId.eq(series.0))
+        .filter(procedure_run::Column::Status.eq(entity::enums::RunStatus::Started))
+        .count(db)
+        .await?;
+    let started = procedure_run::Entity::find()
+        .select_only()
+        .column(procedure_run::Column::StartedAt)
+        .filter(procedure_run::Column::SeriesId.eq(series.0))
+        .filter(procedure_run::Column::StartedAt.gt(since))
+        .into_tuple::<chrono::DateTime<chrono::Utc>>()
+        .all(db)
+        .await?;
+    Ok((open as u32, started))
+}
+
 pub async fn run_of_task(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<RunId>, DbErr> {
     let Some(t) = task::Entity::find_by_id(id).one(db).await? else {
         return Ok(None);

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::domain::diff::Diff;
 use crate::domain::event::{InitiativeView, ProcedureView, ReviewView, RunView, TaskView};
 use crate::domain::ids::*;
+use crate::domain::policy::PolicyDocument;
 use crate::domain::system::SystemKind;
 use crate::domain::template::TaskTemplate;
 use crate::wire::outcome::Outcome;
@@ -65,8 +66,12 @@ pub struct Preview {
     pub procedure: ProcedureView,
     /// Whether `procedure.execute` would run this version now.
     pub executable: bool,
-    /// Why it would not (not approved, or no system to assign a task to).
+    /// Why it would not (not approved, no system to assign a task to, the team's policy).
     pub blocked_by: Option<String>,
+    /// The policy rule that would refuse it now: the `field` of the `policy_denied` an
+    /// execute would meet (`night.freeze`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_rule: Option<String>,
     pub initiative_name: String,
     pub initiative_description: String,
     pub tasks: Vec<PreviewTask>,
@@ -148,6 +153,15 @@ pub struct TeamIdentity {
     pub systems: Vec<Member>,
 }
 
+/// The team's execution policy in force: version 0 and no rules when it never set one.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PolicyAnswer {
+    pub version: u32,
+    pub policy: PolicyDocument,
+    pub set_by_system_id: Option<SystemId>,
+    pub set_at: Option<DateTime<Utc>>,
+}
+
 /// Any answer, as the service serialises it.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
@@ -163,6 +177,7 @@ pub enum Answer {
     Outcome(Box<Outcome>),
     System(SystemIdentity),
     Team(TeamIdentity),
+    Policy(Box<PolicyAnswer>),
 }
 
 /// An answer that comes in pages: each page's items after the previous page's `next_cursor`.

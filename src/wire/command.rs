@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::domain::policy::PolicyDocument;
 use crate::domain::procedure::MetaDraft;
 use crate::domain::review::ReviewDraft;
 use crate::domain::run::Verdict;
@@ -133,6 +134,11 @@ commands! {
             by "system3": "Cancel a started run and its open tasks.";
         ReviewInitiative = "initiative.review" (ReviewInitiative)
             by "system3": "Record the post-run review of an ended run, once.";
+    }
+    /// Sets the team's execution policy (`application::policies`).
+    Policy(PolicyCommand) {
+        SetPolicy = "policy.set" (PolicyDocument)
+            by "system5": "Replace the team's execution policy, whole: the rules that limit when procedures may be executed.";
     }
 }
 

@@ -62,6 +62,9 @@ pub struct Accepted {
     pub task_ids: Vec<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review_id: Option<Uuid>,
+    /// On `policy.set`: the version of the team's policy now in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u32>,
 }
 
 impl Outcome {
@@ -136,6 +139,10 @@ impl From<Receipt> for Accepted {
                 run_id: Some(run.0),
                 initiative_id: Some(initiative.0),
                 status: Some(status.as_str().to_owned()),
+                ..Accepted::default()
+            },
+            Receipt::Policy { version } => Accepted {
+                policy_version: Some(version),
                 ..Accepted::default()
             },
             Receipt::Review {

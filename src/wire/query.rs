@@ -18,6 +18,7 @@ subject_names!(
         Outcome = "command.outcome",
         GetSystem = "system.get",
         GetTeam = "team.get",
+        GetPolicy = "policy.get",
     }
 );
 
@@ -120,6 +121,13 @@ pub struct AuditQuery {
     /// The previous answer's `next_cursor`, unchanged, for the next page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+}
+
+/// The asking system's team's policy.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyQuery {
+    pub actor: Uuid,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

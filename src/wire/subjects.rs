@@ -14,7 +14,7 @@ use crate::domain::event::EventKind;
 use crate::domain::ids::CommandId;
 
 /// The first token of every command and event subject.
-pub const FAMILIES: [&str; 4] = ["procedure", "task", "run", "initiative"];
+pub const FAMILIES: [&str; 5] = ["procedure", "task", "run", "initiative", "policy"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {

@@ -7,8 +7,20 @@ use serde_json::json;
 use crate::harness::*;
 use crate::on_both_databases;
 use vsm_sop::wire::command::CommandName as C;
+use vsm_sop::wire::query::QueryName as Q;
 
-on_both_databases!(an_approval_names_the_content_and_runs_record_it);
+async fn policy_of(app: &TestApp, actor: uuid::Uuid) -> serde_json::Value {
+    app.client
+        .query::<_, serde_json::Value>(Q::GetPolicy, &json!({ "actor": actor }))
+        .await
+        .expect("policy.get")
+}
+
+on_both_databases!(
+    an_approval_names_the_content_and_runs_record_it,
+    a_team_policy_is_set_whole_by_system5_and_read_by_any_member,
+    executes_meet_the_teams_policy
+);
 
 async fn an_approval_names_the_content_and_runs_record_it(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -72,4 +84,208 @@ async fn an_approval_names_the_content_and_runs_record_it(backend: Backend) {
         .find(|e| e.kind == "procedure.approved")
         .unwrap();
     assert_eq!(version.data["procedure"]["digest"], current.as_str());
+}
+
+async fn a_team_policy_is_set_whole_by_system5_and_read_by_any_member(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("policed").await;
+    let none = policy_of(&app, team.s1a).await;
+    assert_eq!(
+        (none["version"].as_u64(), &none["policy"]),
+        (Some(0), &json!({ "rules": [] }))
+    );
+
+    let first = json!({ "rules": [{ "name": "one-at-a-time", "max_open_runs": 1 }] });
+    let e = app.refused(C::SetPolicy, team.s4, first.clone()).await;
+    assert_eq!(e.code, "forbidden");
+    let bad_zone = json!({ "rules": [{ "freeze": [{ "weekly": {
+        "days": ["sat"], "from": "00:00", "to": "24:00", "time_zone": "Mars/Olympus" } }] }] });
+    let e = app.refused(C::SetPolicy, team.s5, bad_zone).await;
+    assert_eq!(
+        (e.code.as_str(), e.field.as_deref()),
+        (
+            "validation_failed",
+            Some("rules[0].freeze[0].weekly.time_zone")
+        )
+    );
+    // A rule this worker does not know is refused, not ignored.
+    let unknown = json!({ "rules": [{ "run_approval": true }] });
+    assert_eq!(
+        app.refused(C::SetPolicy, team.s5, unknown).await.code,
+        "invalid_payload"
+    );
+
+    let set = app.ok(C::SetPolicy, team.s5, first.clone()).await;
+    assert_eq!(set.policy_version, Some(1));
+    let second = json!({ "rules": [
+        { "name": "one-at-a-time", "max_open_runs": 1 },
+        { "name": "quiet", "min_risk": "high", "min_interval": "15m" },
+    ] });
+    let set = app.ok(C::SetPolicy, team.s5, second.clone()).await;
+    assert_eq!(set.policy_version, Some(2));
+    let read = policy_of(&app, team.s1a).await;
+    assert_eq!(read["version"], 2);
+    assert_eq!(read["policy"], second);
+    assert_eq!(read["set_by_system_id"], team.s5.to_string());
+
+    // The example file, through the CLI, as a System5 would set it.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.yaml");
+    let s5 = team.s5.to_string();
+    let (code, out, err) = app
+        .sop(&["policy", "set", "--file", example, "--actor", &s5])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, shown, err) = app
+        .sop(&["policy", "show", "--actor", &team.s1a.to_string()])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        shown.contains("risky") && shown.contains("sat,sun 00:00–24:00 Europe/Berlin"),
+        "{shown}"
+    );
+    assert_eq!(policy_of(&app, team.s1a).await["version"], 3);
+
+    let changes: Vec<_> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "policy.changed")
+        .collect();
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[0].data["previous"], serde_json::Value::Null);
+    assert_eq!(
+        (
+            &changes[1].data["previous"],
+            &changes[1].data["policy"],
+            &changes[1].data["version"]
+        ),
+        (&first, &second, &json!(2))
+    );
+}
+
+async fn executes_meet_the_teams_policy(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("limited").await;
+    let sop = approved_sop(&app, &team).await;
+    let execute = || app.send(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }));
+    let set = |policy: serde_json::Value| app.ok(C::SetPolicy, team.s5, policy);
+    let denied = |outcome: vsm_sop::wire::outcome::Outcome| match outcome.verdict {
+        vsm_sop::wire::outcome::Verdict::Rejected { error } => {
+            assert_eq!(error.code, "policy_denied", "{}", error.message);
+            (error.field.unwrap(), error.message)
+        }
+        other => panic!("expected policy_denied, got {other:?}"),
+    };
+
+    // At most one open run: the second waits for the first to end.
+    set(json!({ "rules": [{ "name": "one", "max_open_runs": 1 }] })).await;
+    let first = execute().await;
+    assert!(first.is_accepted(), "{first:?}");
+    let (rule, message) = denied(execute().await);
+    assert_eq!(rule, "one.max_open_runs");
+    assert!(
+        message.contains("1 open runs") && message.contains("at most 1"),
+        "{message}"
+    );
+    let preview = app
+        .client
+        .query::<_, serde_json::Value>(
+            Q::Preview,
+            &json!({ "actor": team.s3, "procedure_id": sop }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (&preview["executable"], &preview["policy_rule"]),
+        (&json!(false), &json!("one.max_open_runs"))
+    );
+    let run_id = serde_json::to_value(&first).unwrap()["result"]["run_id"].clone();
+    app.ok(
+        C::CancelRun,
+        team.s3,
+        json!({ "run_id": run_id, "reason": "Make room" }),
+    )
+    .await;
+    assert!(execute().await.is_accepted());
+
+    // A rule above the procedure's risk (this one is low) leaves it alone.
+    set(json!({ "rules": [{ "name": "risky", "min_risk": "high", "max_open_runs": 1 }] })).await;
+    assert!(execute().await.is_accepted());
+
+    // A minimum interval: the last run started moments ago.
+    set(json!({ "rules": [{ "name": "gap", "min_interval": "1h" }] })).await;
+    let (rule, message) = denied(execute().await);
+    assert_eq!(rule, "gap.min_interval");
+    assert!(message.contains("allowed at"), "{message}");
+
+    // Runs per rolling window: three started within the hour already.
+    set(json!({ "rules": [{ "name": "rate", "max_runs": { "count": 3, "per": "1h" } }] })).await;
+    let (rule, message) = denied(execute().await);
+    assert_eq!(rule, "rate.max_runs");
+    assert!(
+        message.contains("started 3 runs in the last 1h"),
+        "{message}"
+    );
+
+    // A freeze around now.
+    let now = chrono::Utc::now();
+    let window = json!({ "rules": [{ "name": "holidays", "freeze": [{
+        "from": (now - chrono::Duration::hours(1)).to_rfc3339(),
+        "to": (now + chrono::Duration::hours(1)).to_rfc3339() }] }] });
+    set(window).await;
+    let (rule, message) = denied(execute().await);
+    assert_eq!(rule, "holidays.freeze");
+    assert!(
+        message.contains("frozen") && message.contains("until"),
+        "{message}"
+    );
+
+    // No rules: no limits.
+    set(json!({ "rules": [] })).await;
+    assert!(execute().await.is_accepted());
+}
+
+/// Streams an earlier release created, without the `policy` family: a worker's start adds its
+/// subjects and keeps every other setting.
+#[tokio::test]
+async fn streams_of_an_earlier_release_gain_the_policy_family() {
+    use vsm_sop::bus::streams::{self, StreamOptions};
+    use vsm_sop::wire::subjects::Subjects;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let nats = async_nats::connect(app.settings.nats_url.as_str())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let s = Subjects::new(&format!("upgrade{}", uuid::Uuid::now_v7().simple()));
+    let earlier = |mut config: async_nats::jetstream::stream::Config| {
+        config.subjects.retain(|f| !f.contains("policy"));
+        config.max_age = std::time::Duration::from_secs(3600);
+        config
+    };
+    js.create_stream(earlier(streams::commands_config(&s)))
+        .await
+        .unwrap();
+    js.create_stream(earlier(streams::events_config(&s)))
+        .await
+        .unwrap();
+    streams::ensure(&js, &s, &StreamOptions::default())
+        .await
+        .unwrap();
+    for (name, wanted) in [
+        (s.commands_stream(), s.command_filters()),
+        (s.events_stream(), s.event_filters()),
+    ] {
+        let mut stream = js.get_stream(&name).await.unwrap();
+        let config = stream.info().await.unwrap().config.clone();
+        for subject in &wanted {
+            assert!(config.subjects.contains(subject), "{name}: {subject}");
+        }
+        assert_eq!(
+            config.max_age,
+            std::time::Duration::from_secs(3600),
+            "{name}: kept"
+        );
+    }
+    streams::delete(&js, &s).await.unwrap();
+    app.stop().await;
 }

@@ -781,3 +781,42 @@ async fn the_full_lifecycle_holds_with_two_workers() {
     assert!(other.terminate().await.success());
     app.stop().await;
 }
+
+/// Executes racing a run limit, on Postgres with two worker processes (and this test's own
+/// worker) taking them: the limit holds exactly, whoever handles which command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_limit_holds_with_executes_racing_on_two_workers() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let other = WorkerProcess::start(&app).await;
+    let team = app.register_team("racing").await;
+    let sop = approved_sop(&app, &team).await;
+    for limit in [1u64, 3] {
+        app.ok(
+            C::SetPolicy,
+            team.s5,
+            json!({ "rules": [{ "name": "cap", "max_open_runs": limit }] }),
+        )
+        .await;
+        let outcomes = futures::future::join_all(
+            (0..40).map(|_| app.send(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))),
+        )
+        .await;
+        let accepted = outcomes.iter().filter(|o| o.is_accepted()).count() as u64;
+        let denied = outcomes
+            .iter()
+            .filter(|o| o.error_code() == Some("policy_denied"))
+            .count() as u64;
+        let open = entity::procedure_run::Entity::find()
+            .filter(entity::procedure_run::Column::SeriesId.eq(sop))
+            .filter(entity::procedure_run::Column::Status.eq(entity::enums::RunStatus::Started))
+            .count(app.db())
+            .await
+            .unwrap();
+        // Runs from the previous round stay open: this round fills the limit up to `limit`.
+        assert_eq!(open, limit, "open runs under a limit of {limit}");
+        assert_eq!(accepted + denied, 40, "every execute accepted or denied");
+        assert_eq!(accepted, limit - if limit == 1 { 0 } else { 1 });
+    }
+    assert!(other.terminate().await.success());
+    app.stop().await;
+}

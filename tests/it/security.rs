@@ -137,12 +137,15 @@ async fn each_role_publishes_only_what_it_may() {
     let mut seen = operator.subscribe(">").await.unwrap();
     operator.flush().await.unwrap();
 
-    let cases: [(&str, &str, bool); 20] = [
+    let cases: [(&str, &str, bool); 23] = [
         ("system4", "procedure.draft", true),
         ("system4", "procedure.approve", false),
         ("system4", "task.start", false),
         ("system5", "procedure.approve", true),
         ("system5", "procedure.draft", false),
+        ("system5", "policy.set", true),
+        ("system3", "policy.set", false),
+        ("worker", "policy.changed.team-a", true),
         ("system3", "procedure.execute", true),
         ("system3", "procedure.approve", false),
         ("system1", "task.start", true),

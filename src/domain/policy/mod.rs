@@ -159,6 +159,15 @@ impl Policy {
         })
     }
 
+    /// Whether a rule could count the runs of `series`, whatever its risk: an execute of it
+    /// must then hold the series alone (its lock exclusive) for the count to stay true.
+    pub fn may_count(&self, series: SeriesId) -> bool {
+        self.rules.iter().any(|r| {
+            r.series.as_ref().is_none_or(|s| s.contains(&series))
+                && (r.max_open_runs.is_some() || r.max_runs.is_some() || r.min_interval.is_some())
+        })
+    }
+
     /// The first rule, in order, that refuses the attempt.
     pub fn check(&self, attempt: &Attempt<'_>) -> Result<(), Denial> {
         self.rules
@@ -207,6 +216,12 @@ impl Rule {
             .as_ref()
             .map(|raw| duration(&at("min_interval"), raw))
             .transpose()?;
+        if draft.freeze.len() > MAX_RULES {
+            return Err(DomainError::invalid(
+                at("freeze"),
+                format!("at most {MAX_RULES} windows"),
+            ));
+        }
         let freeze = draft
             .freeze
             .iter()

@@ -58,6 +58,7 @@ fn a_rule_applies_at_or_above_its_risk_and_to_its_series() {
     assert!(!rule.applies(series(2), RiskLevel::Critical));
     assert!(p.counts_runs(series(1), RiskLevel::Critical));
     assert!(!p.counts_runs(series(2), RiskLevel::Critical));
+    assert!(p.may_count(series(1)) && !p.may_count(series(2)));
     let now = at("2026-12-04T12:00:00Z");
     let mut low = attempt(now, 5, &[]);
     low.risk = RiskLevel::Low;

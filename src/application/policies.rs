@@ -1,0 +1,105 @@
+//! The team's execution policy: System5 sets it (`policy.set`), every execute meets it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::reads::Reads;
+use super::{CommandError, Plan};
+use crate::domain::error::DomainError;
+use crate::domain::event::{Event, EventData, EventKind, PolicyEvent};
+use crate::domain::ids::SeriesId;
+use crate::domain::policy::{Attempt, Policy, PolicyDocument};
+use crate::domain::procedure::RiskLevel;
+use crate::domain::receipt::Receipt;
+use crate::domain::system::{Actor, SystemKind};
+use crate::store::changes::Change;
+use crate::store::policies::StoredPolicy;
+use crate::wire::command::PolicyCommand;
+
+/// A team's policy in force: as set, and as the domain evaluates it.
+#[derive(Debug)]
+pub struct TeamPolicy {
+    pub stored: StoredPolicy,
+    pub rules: Policy,
+}
+
+impl TeamPolicy {
+    /// The stored version, validated again (it was when set: a failure is a corrupt row).
+    pub fn of(stored: StoredPolicy) -> Result<Arc<TeamPolicy>, sea_orm::DbErr> {
+        let rules = Policy::parse(&stored.document).map_err(|e| {
+            sea_orm::DbErr::Type(format!("team_policy version {}: {e}", stored.version))
+        })?;
+        Ok(Arc::new(TeamPolicy { stored, rules }))
+    }
+
+    /// Whether executing `series` (at `risk`) at `now` is allowed, given the series' open runs
+    /// and recent starts (`activity`, needed only where [`Policy::counts_runs`]).
+    pub fn allows(
+        &self,
+        series: SeriesId,
+        risk: RiskLevel,
+        now: DateTime<Utc>,
+        (open_runs, started): (u32, &[DateTime<Utc>]),
+    ) -> Result<(), DomainError> {
+        let attempt = Attempt {
+            series,
+            risk,
+            now,
+            open_runs,
+            started,
+        };
+        self.rules
+            .check(&attempt)
+            .map_err(|d| DomainError::PolicyDenied {
+                rule: d.rule,
+                message: d.message,
+            })
+    }
+}
+
+pub async fn handle(
+    reads: &mut Reads<'_>,
+    actor: &Actor,
+    command: PolicyCommand,
+    now: DateTime<Utc>,
+) -> Result<Plan, CommandError> {
+    match command {
+        PolicyCommand::SetPolicy(document) => set(reads, actor, document, now).await,
+    }
+}
+
+async fn set(
+    reads: &mut Reads<'_>,
+    actor: &Actor,
+    document: PolicyDocument,
+    now: DateTime<Utc>,
+) -> Result<Plan, CommandError> {
+    actor.authorise(SystemKind::System5, actor.team_id)?;
+    Policy::parse(&document)?;
+    let previous = reads.policy(actor.team_id).await?;
+    let version = previous.as_ref().map_or(1, |p| p.stored.version + 1);
+    let event = PolicyEvent {
+        version,
+        policy: document.clone(),
+        previous: previous.map(|p| p.stored.document.clone()),
+        set_by_system_id: actor.id,
+    };
+    Ok(Plan {
+        changes: vec![Change::NewPolicy {
+            team: actor.team_id,
+            policy: StoredPolicy {
+                version,
+                document,
+                set_by: actor.id,
+                set_at: now,
+            },
+        }],
+        events: vec![Event::new(
+            EventKind::PolicyChanged,
+            actor.team_id,
+            EventData::Policy(Box::new(event)),
+        )],
+        receipt: Receipt::Policy { version },
+    })
+}
