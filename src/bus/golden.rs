@@ -290,6 +290,7 @@ fn outcomes() -> Vec<(&'static str, Value)> {
                 series_id: Some(id(1)),
                 version: Some(1),
                 status: Some("started".into()),
+                digest: Some(digest()),
                 run_id: Some(id(10)),
                 initiative_id: Some(id(11)),
                 task_ids: vec![id(20), id(21)],
@@ -310,9 +311,38 @@ fn outcomes() -> Vec<(&'static str, Value)> {
         command: "procedure.draft".into(),
         ..accepted.clone()
     };
+    // The refusal the example policy gives a second open run of a risky procedure.
+    let policy = crate::domain::policy::Policy::parse(
+        &serde_json::from_value(policy_document()).expect("the example policy"),
+    )
+    .expect("a valid policy");
+    let started = [t(30)];
+    let denial = policy
+        .check(&crate::domain::policy::Attempt {
+            series: SeriesId(id(1)),
+            risk: crate::domain::procedure::RiskLevel::High,
+            now: t(60),
+            open_runs: 1,
+            started: &started,
+        })
+        .expect_err("a second open run is refused");
+    let policy_denied = Outcome {
+        verdict: OutcomeVerdict::Rejected {
+            error: ErrorBody {
+                code: "policy_denied".into(),
+                message: denial.message,
+                field: Some(denial.rule),
+            },
+        },
+        ..accepted.clone()
+    };
     vec![
         ("accepted", serde_json::to_value(accepted).unwrap()),
         ("rejected", serde_json::to_value(rejected).unwrap()),
+        (
+            "policy_denied",
+            serde_json::to_value(policy_denied).unwrap(),
+        ),
     ]
 }
 

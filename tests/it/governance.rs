@@ -184,7 +184,7 @@ async fn executes_meet_the_teams_policy(backend: Backend) {
     let (rule, message) = denied(execute().await);
     assert_eq!(rule, "one.max_open_runs");
     assert!(
-        message.contains("1 open runs") && message.contains("at most 1"),
+        message.contains("has 1 open run;") && message.contains("at most 1"),
         "{message}"
     );
     let preview = app

@@ -296,9 +296,10 @@ impl Rule {
             return Err(deny(
                 "max_open_runs",
                 format!(
-                    "the series has {} open runs; rule `{}` allows at most {limit}: the next \
-                     execute is allowed once one ends",
-                    a.open_runs, self.name
+                    "the series has {}; rule `{}` allows at most {limit}: the next execute is \
+                     allowed once one ends",
+                    runs(a.open_runs as usize, "open run"),
+                    self.name
                 ),
                 None,
             ));
@@ -312,9 +313,9 @@ impl Rule {
                 return Err(deny(
                     "max_runs",
                     format!(
-                        "the series started {} runs in the last {}; rule `{}` allows at most \
+                        "the series started {} in the last {}; rule `{}` allows at most \
                          {count}: the next execute is allowed at {}",
-                        within.len(),
+                        runs(within.len(), "run"),
                         shown(per),
                         self.name,
                         next.to_rfc3339()
@@ -370,6 +371,15 @@ fn duration(field: &str, raw: &str) -> Result<Duration, DomainError> {
         ));
     }
     Ok(d)
+}
+
+/// `1 open run`, `2 open runs`.
+fn runs(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// A duration as a person reads it: `24h`, `15m`, `90s`.

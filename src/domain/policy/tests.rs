@@ -77,7 +77,7 @@ fn open_runs_are_limited() {
     let d = refused(&p, &attempt(now, 1, &[]));
     assert_eq!(d.rule, "one-at-a-time.max_open_runs");
     assert!(
-        d.message.contains("1 open runs") && d.message.contains("at most 1"),
+        d.message.contains("has 1 open run;") && d.message.contains("at most 1"),
         "{}",
         d.message
     );
