@@ -153,19 +153,17 @@ impl Policy {
     /// Whether any rule applying to `series` at `risk` limits how many runs it may have:
     /// such executes must be serialised for the limit to hold.
     pub fn counts_runs(&self, series: SeriesId, risk: RiskLevel) -> bool {
-        self.rules.iter().any(|r| {
-            r.applies(series, risk)
-                && (r.max_open_runs.is_some() || r.max_runs.is_some() || r.min_interval.is_some())
-        })
+        self.rules
+            .iter()
+            .any(|r| r.applies(series, risk) && r.counts_runs())
     }
 
     /// Whether a rule could count the runs of `series`, whatever its risk: an execute of it
     /// must then hold the series alone (its lock exclusive) for the count to stay true.
     pub fn may_count(&self, series: SeriesId) -> bool {
-        self.rules.iter().any(|r| {
-            r.series.as_ref().is_none_or(|s| s.contains(&series))
-                && (r.max_open_runs.is_some() || r.max_runs.is_some() || r.min_interval.is_some())
-        })
+        self.rules
+            .iter()
+            .any(|r| r.series.as_ref().is_none_or(|s| s.contains(&series)) && r.counts_runs())
     }
 
     /// The first rule, in order, that refuses the attempt.
@@ -178,13 +176,13 @@ impl Policy {
 }
 
 impl Rule {
-    fn parse(index: usize, draft: &RuleDocument) -> Result<Rule, DomainError> {
+    fn parse(index: usize, document: &RuleDocument) -> Result<Rule, DomainError> {
         let at = |field: &str| format!("rules[{index}].{field}");
-        let name = match &draft.name {
+        let name = match &document.name {
             Some(name) => text::required(&at("name"), name, text::MAX_NAME)?,
             None => format!("rules[{index}]"),
         };
-        let min_risk = match &draft.min_risk {
+        let min_risk = match &document.min_risk {
             Some(raw) => RiskLevel::parse(raw.trim()).map_err(|_| {
                 DomainError::invalid(at("min_risk"), "one of low, medium, high, critical")
             })?,
@@ -197,11 +195,11 @@ impl Rule {
                 Ok(n)
             }
         };
-        let max_open_runs = draft
+        let max_open_runs = document
             .max_open_runs
             .map(|n| positive("max_open_runs", n))
             .transpose()?;
-        let max_runs = draft
+        let max_runs = document
             .max_runs
             .as_ref()
             .map(|m| {
@@ -211,24 +209,24 @@ impl Rule {
                 })
             })
             .transpose()?;
-        let min_interval = draft
+        let min_interval = document
             .min_interval
             .as_ref()
             .map(|raw| duration(&at("min_interval"), raw))
             .transpose()?;
-        if draft.freeze.len() > MAX_RULES {
+        if document.freeze.len() > MAX_RULES {
             return Err(DomainError::invalid(
                 at("freeze"),
                 format!("at most {MAX_RULES} windows"),
             ));
         }
-        let freeze = draft
+        let freeze = document
             .freeze
             .iter()
             .enumerate()
             .map(|(j, f)| Freeze::parse(&at(&format!("freeze[{j}]")), f))
             .collect::<Result<Vec<_>, _>>()?;
-        if draft
+        if document
             .series
             .as_ref()
             .is_some_and(|s| s.len() > MAX_RULES * 16)
@@ -241,7 +239,7 @@ impl Rule {
         Ok(Rule {
             name,
             min_risk,
-            series: draft
+            series: document
                 .series
                 .as_ref()
                 .map(|s| s.iter().copied().map(SeriesId).collect()),
@@ -250,6 +248,11 @@ impl Rule {
             min_interval,
             freeze,
         })
+    }
+
+    /// Whether it limits a series' runs (by count, rate or interval).
+    fn counts_runs(&self) -> bool {
+        self.max_open_runs.is_some() || self.max_runs.is_some() || self.min_interval.is_some()
     }
 
     pub fn applies(&self, series: SeriesId, risk: RiskLevel) -> bool {
