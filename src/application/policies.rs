@@ -33,8 +33,21 @@ impl TeamPolicy {
         Ok(Arc::new(TeamPolicy { stored, rules }))
     }
 
+    /// Since when the starts of `series`' runs are needed to judge an execute of it at `now`:
+    /// none where no rule counts its runs (then neither they nor its open runs are read).
+    pub fn looks_back(
+        &self,
+        series: SeriesId,
+        risk: RiskLevel,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.rules
+            .counts_runs(series, risk)
+            .then(|| now - self.rules.lookback())
+    }
+
     /// Whether executing `series` (at `risk`) at `now` is allowed, given the series' open runs
-    /// and recent starts (`activity`, needed only where [`Policy::counts_runs`]).
+    /// and recent starts (`activity`, read only where [`TeamPolicy::looks_back`] says).
     pub fn allows(
         &self,
         series: SeriesId,

@@ -280,12 +280,9 @@ async fn execute(
     let procedure = approved.procedure();
     if let Some(policy) = policy {
         let risk = procedure.meta.risk_level;
-        let activity = if policy.rules.counts_runs(series_id, risk) {
-            reads
-                .activity(series_id, now - policy.rules.lookback())
-                .await?
-        } else {
-            (0, Vec::new())
+        let activity = match policy.looks_back(series_id, risk, now) {
+            Some(since) => reads.activity(series_id, since).await?,
+            None => (0, Vec::new()),
         };
         policy.allows(series_id, risk, now, (activity.0, &activity.1))?;
     }

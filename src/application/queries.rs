@@ -322,11 +322,9 @@ pub async fn answer(
             let refusal = match &policy {
                 Some(policy) => {
                     let (series, risk) = (p.series_id, p.meta.risk_level);
-                    let activity = if policy.rules.counts_runs(series, risk) {
-                        let since = now - policy.rules.lookback();
-                        store::runs::activity(db, series, since).await?
-                    } else {
-                        (0, Vec::new())
+                    let activity = match policy.looks_back(series, risk, now) {
+                        Some(since) => store::runs::activity(db, series, since).await?,
+                        None => (0, Vec::new()),
                     };
                     policy
                         .allows(series, risk, now, (activity.0, &activity.1))
