@@ -74,6 +74,11 @@ pub(crate) async fn sql_baseline(
             started_at: Set(now),
             completed_at: Set(None),
             reason: Set(None),
+            approval_rule: Set(None),
+            approval_verdict: Set(None),
+            approval_by_system_id: Set(None),
+            approval_at: Set(None),
+            approval_note: Set(None),
         })
         .exec_without_returning(&txn)
         .await?;

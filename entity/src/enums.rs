@@ -52,6 +52,7 @@ string_enum!(RetireKind {
 });
 
 string_enum!(RunStatus {
+    AwaitingApproval = "awaiting_approval",
     Started = "started",
     Completed = "completed",
     Failed = "failed",

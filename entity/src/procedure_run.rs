@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-use crate::enums::RunStatus;
+use crate::enums::{RunStatus, Verdict};
 
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -22,6 +22,12 @@ pub struct Model {
     pub completed_at: Option<DateTimeUtc>,
     /// Why the run was canceled.
     pub reason: Option<String>,
+    /// The policy rule that held the run for System5's approval.
+    pub approval_rule: Option<String>,
+    pub approval_verdict: Option<Verdict>,
+    pub approval_by_system_id: Option<Uuid>,
+    pub approval_at: Option<DateTimeUtc>,
+    pub approval_note: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -15,6 +15,7 @@ mod m20261204_000009_create_outbox_parked;
 mod m20261204_000010_procedure_digest;
 mod m20261204_000011_run_digest;
 mod m20261204_000012_create_team_policy;
+mod m20261205_000013_run_approval;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_procedure_digest::Migration),
             Box::new(m20261204_000011_run_digest::Migration),
             Box::new(m20261204_000012_create_team_policy::Migration),
+            Box::new(m20261205_000013_run_approval::Migration),
         ]
     }
 }

@@ -7,6 +7,9 @@ use sea_orm_migration::{prelude::*, schema::*};
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// The run statuses of this schema; a later migration adds `awaiting_approval`.
+const RUN_STATUSES: [&str; 4] = ["started", "completed", "failed", "canceled"];
+
 /// A string enum column, constrained to its values (NULL passes the CHECK, as SQL has it).
 fn enum_col(name: &'static str, values: &[&str], nullable: bool) -> ColumnDef {
     let mut col = if nullable {
@@ -181,7 +184,7 @@ impl MigrationTrait for Migration {
                 .col(integer("procedure_version"))
                 .col(uuid("team_id"))
                 .col(uuid_uniq("initiative_id"))
-                .col(enum_col("status", RunStatus::VALUES, false))
+                .col(enum_col("status", &RUN_STATUSES, false))
                 .col(uuid("started_by_system_id"))
                 .col(timestamp_with_time_zone("started_at"))
                 .col(timestamp_with_time_zone_null("completed_at"))

@@ -10,7 +10,7 @@ use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, Procedur
 use crate::domain::ids::*;
 use crate::domain::procedure::{Procedure, ProcedureMeta, Series};
 use crate::domain::receipt::Receipt;
-use crate::domain::run::{Execution, NewRunIds};
+use crate::domain::run::{Execution, NewRunIds, RunTerms};
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::template::{TaskTemplate, Templates};
 use crate::domain::text;
@@ -278,6 +278,10 @@ async fn execute(
     )?;
     let approved = series.executable(actor, expected_version.map(Version))?;
     let procedure = approved.procedure();
+    let mut terms = RunTerms {
+        strategy_id,
+        approval_rule: None,
+    };
     if let Some(policy) = policy {
         let risk = procedure.meta.risk_level;
         let activity = match policy.looks_back(series_id, risk, now) {
@@ -285,6 +289,10 @@ async fn execute(
             None => (0, Vec::new()),
         };
         policy.allows(series_id, risk, now, (activity.0, &activity.1))?;
+        terms.approval_rule = policy
+            .rules
+            .approval_rule(series_id, risk)
+            .map(str::to_owned);
     }
     let stored = reads.approved_templates(procedure.id).await?;
     let team = reads.members(procedure.team_id).await?;
@@ -295,8 +303,7 @@ async fn execute(
             .map(|_| TaskId(Uuid::now_v7()))
             .collect(),
     };
-    let (run, events) =
-        Execution::materialise(approved, &stored.0, &team, ids, strategy_id, actor, now)?;
+    let (run, events) = Execution::materialise(approved, &stored.0, &team, ids, terms, actor, now)?;
     Ok(Plan {
         receipt: Receipt::executed(&run),
         events,

@@ -333,6 +333,10 @@ pub async fn answer(
                 None => None,
             };
             let policy_rule = refusal.as_ref().and_then(|e| e.field().map(str::to_owned));
+            let approval_rule = policy
+                .as_ref()
+                .and_then(|policy| policy.rules.approval_rule(p.series_id, p.meta.risk_level))
+                .map(str::to_owned);
             let blocked_by = not_approved
                 .or(assignment_error)
                 .or(refusal.map(|e| e.to_string()));
@@ -356,6 +360,7 @@ pub async fn answer(
                 executable: blocked_by.is_none(),
                 blocked_by,
                 policy_rule,
+                approval_rule,
                 initiative_name: p.meta.name.clone(),
                 initiative_description: p.meta.description.clone(),
                 procedure: ProcedureView::of(&p),

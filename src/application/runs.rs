@@ -53,7 +53,10 @@ async fn target(
         UnblockTask(c) => c.task_id,
         ReviewTask(c) => c.task_id,
         ReplaceTask(c) => c.task_id,
-        CancelRun(c) => return load(reads, actor, Some(RunId(c.run_id)), "run", c.run_id).await,
+        CancelRun(c) | RejectRun(c) => {
+            return load(reads, actor, Some(RunId(c.run_id)), "run", c.run_id).await;
+        }
+        ApproveRun(c) => return load(reads, actor, Some(RunId(c.run_id)), "run", c.run_id).await,
         ReviewInitiative(c) => {
             let run = reads.run_of_initiative(c.initiative_id).await?;
             return load(reads, actor, run, "initiative", c.initiative_id).await;
@@ -121,6 +124,15 @@ pub async fn handle(
         }
         CancelRun(c) => {
             let events = run.cancel(required("reason", &c.reason)?, actor, now)?;
+            (events, Receipt::run(&run))
+        }
+        ApproveRun(c) => {
+            let note = c.note.map(|n| optional("note", &n)).transpose()?;
+            let events = run.approve(note, actor, now)?;
+            (events, Receipt::run(&run))
+        }
+        RejectRun(c) => {
+            let events = run.reject(required("reason", &c.reason)?, actor, now)?;
             (events, Receipt::run(&run))
         }
         ReviewInitiative(c) => {

@@ -14,7 +14,7 @@ use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, Procedur
 use crate::domain::ids::*;
 use crate::domain::procedure::Series;
 use crate::domain::review::ReviewDraft;
-use crate::domain::run::{Execution, TaskChange, Verdict};
+use crate::domain::run::{Execution, RunTerms, TaskChange, Verdict};
 use crate::domain::testing::*;
 use crate::wire::command::{CommandName, SCHEMA_VERSION};
 use crate::wire::event::EventEnvelope;
@@ -62,6 +62,8 @@ fn command_payload(name: CommandName) -> Value {
             json!({ "task_id": task, "reason": "Missing links", "content": "Collect all links" })
         }
         N::CancelRun => json!({ "run_id": id(10), "reason": "Priorities changed" }),
+        N::ApproveRun => json!({ "run_id": id(10), "note": "Rollback plan checked" }),
+        N::RejectRun => json!({ "run_id": id(10), "reason": "Not during the migration week" }),
         N::SetPolicy => policy_document(),
         N::ReviewInitiative => json!({
             "initiative_id": id(11), "outcome": "succeeded", "summary": "Discovery done",
@@ -74,7 +76,7 @@ fn command_payload(name: CommandName) -> Value {
 fn policy_document() -> Value {
     json!({ "rules": [
         { "name": "risky", "min_risk": "high", "max_open_runs": 1,
-          "max_runs": { "count": 10, "per": "24h" }, "min_interval": "15m" },
+          "max_runs": { "count": 10, "per": "24h" }, "min_interval": "15m", "run_approval": true },
         { "name": "quiet-hours", "freeze": [
             { "weekly": { "days": ["sat", "sun"], "from": "00:00", "to": "24:00",
                           "time_zone": "Europe/Berlin" } },
@@ -256,6 +258,26 @@ fn events() -> BTreeMap<&'static str, Event> {
             set_by_system_id: system5().id,
         })),
     ));
+    let held = || {
+        let terms = RunTerms {
+            approval_rule: Some("risky".into()),
+            ..RunTerms::default()
+        };
+        execute_with(&first_run_discovery(), terms)
+    };
+    let (mut approved, events) = held();
+    all.extend(events);
+    all.extend(
+        approved
+            .approve(Some("Rollback plan checked".into()), &system5(), t(54))
+            .unwrap(),
+    );
+    let (mut rejected, _) = held();
+    all.extend(
+        rejected
+            .reject("Not during the migration week".into(), &system5(), t(55))
+            .unwrap(),
+    );
     let mut by_kind = BTreeMap::new();
     for e in all {
         by_kind.entry(e.kind.as_str()).or_insert(e);

@@ -54,6 +54,9 @@ fn show(a: &PolicyAnswer, names: &super::render::Names) -> String {
                 .map(|m| format!("{} per {}", m.count, m.per)))
         })
         .col("min_interval", |r| opt(&r.min_interval))
+        .col("run_approval", |r| {
+            if r.run_approval { "yes" } else { "-" }.into()
+        })
         .col("freeze", |r| {
             r.freeze.iter().map(window).collect::<Vec<_>>().join("; ")
         })

@@ -12,6 +12,7 @@ use super::render::{Columns, Names, fields, opt, opt_time, time};
 use super::send::{InitiativeVerbs, RunVerbs};
 use crate::application::pages::AUDIT_PAGE;
 use crate::domain::event::TaskView;
+use crate::domain::run::Verdict;
 use crate::wire::answer::{Audit, AuditEntry, RunDetail, Trace};
 use crate::wire::query::QueryName;
 
@@ -129,6 +130,21 @@ fn show(d: &RunDetail, names: &Names) -> String {
         ("started_at", time(&r.started_at)),
         ("completed_at", opt_time(&r.completed_at)),
         ("reason", opt(&r.reason)),
+        ("approval_rule", opt(&r.approval.as_ref().map(|a| &a.rule))),
+        (
+            "approval",
+            opt(&r.approval.as_ref().and_then(|a| {
+                let by = names.opt(&a.decided_by_system_id);
+                a.verdict.map(|v| match v {
+                    Verdict::Approve => format!("approved by {by}"),
+                    Verdict::Reject => format!("rejected by {by}"),
+                })
+            })),
+        ),
+        (
+            "approval_note",
+            opt(&r.approval.as_ref().and_then(|a| a.note.as_ref())),
+        ),
     ]);
     let tasks = Columns::new()
         .col("position", |t: &TaskView| t.position.to_string())

@@ -23,6 +23,9 @@ pub enum EventKind {
     ProcedureApproved,
     ProcedureRejected,
     ProcedureRetired,
+    RunAwaitingApproval,
+    RunApproved,
+    RunRejected,
     RunStarted,
     RunCompleted,
     RunFailed,
@@ -45,7 +48,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::ProcedureDrafted,
         EventKind::ProcedureRevised,
         EventKind::ProcedureEdited,
@@ -53,6 +56,9 @@ impl EventKind {
         EventKind::ProcedureApproved,
         EventKind::ProcedureRejected,
         EventKind::ProcedureRetired,
+        EventKind::RunAwaitingApproval,
+        EventKind::RunApproved,
+        EventKind::RunRejected,
         EventKind::RunStarted,
         EventKind::RunCompleted,
         EventKind::RunFailed,
@@ -83,6 +89,9 @@ impl EventKind {
             EventKind::ProcedureApproved => "procedure.approved",
             EventKind::ProcedureRejected => "procedure.rejected",
             EventKind::ProcedureRetired => "procedure.retired",
+            EventKind::RunAwaitingApproval => "run.awaiting_approval",
+            EventKind::RunApproved => "run.approved",
+            EventKind::RunRejected => "run.rejected",
             EventKind::RunStarted => "run.started",
             EventKind::RunCompleted => "run.completed",
             EventKind::RunFailed => "run.failed",
@@ -270,8 +279,28 @@ pub struct RunView {
     pub started_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// System5's gate, when a policy rule held the run for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalView>,
     /// Task counts by status, so a listener sees the outcome at a glance.
     pub task_counts: std::collections::BTreeMap<Cow<'static, str>, usize>,
+}
+
+/// A run's approval: the rule that required it and, once made, System5's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ApprovalView {
+    /// The policy rule that held the run for approval.
+    pub rule: String,
+    /// `approve` or `reject`; absent while the run awaits approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::domain::run::Verdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by_system_id: Option<SystemId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The approver's note, or the reason for a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The initiative a run materialised, with the procedure's risk context (data of `initiative.*`).

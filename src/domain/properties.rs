@@ -126,6 +126,8 @@ enum RunOp {
     Cancel(u8),
     Replace(u8),
     CancelRun,
+    ApproveRun,
+    RejectRun,
 }
 
 fn run_op() -> impl Strategy<Value = (RunOp, u8)> {
@@ -138,6 +140,8 @@ fn run_op() -> impl Strategy<Value = (RunOp, u8)> {
         1 => any::<u8>().prop_map(RunOp::Cancel),
         1 => any::<u8>().prop_map(RunOp::Replace),
         1 => Just(RunOp::CancelRun),
+        2 => Just(RunOp::ApproveRun),
+        1 => Just(RunOp::RejectRun),
     ];
     // Actors: mostly the task's assignee, so that sequences get somewhere.
     (op, any::<u8>())
@@ -154,6 +158,8 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
             RunOp::Review(..) | RunOp::Cancel(_) | RunOp::Replace(_) | RunOp::CancelRun
         ) {
             system3()
+        } else if matches!(op, RunOp::ApproveRun | RunOp::RejectRun) {
+            system5()
         } else {
             the_team()
                 .into_iter()
@@ -210,6 +216,12 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
         RunOp::CancelRun => {
             next.cancel("stop".into(), &who(&run.tasks[0]), now)?;
         }
+        RunOp::ApproveRun => {
+            next.approve(None, &who(&run.tasks[0]), now)?;
+        }
+        RunOp::RejectRun => {
+            next.reject("no".into(), &who(&run.tasks[0]), now)?;
+        }
     }
     *run = next;
     Ok(())
@@ -224,7 +236,12 @@ fn check_run(run: &Execution) {
             .all(|d| by_id(d).status == TaskStatus::Approved);
         match t.status {
             TaskStatus::Pending => {
-                assert_eq!(t.ready, deps_approved, "ready ⇔ dependencies approved")
+                let open = run.status != RunStatus::AwaitingApproval;
+                assert_eq!(
+                    t.ready,
+                    open && deps_approved,
+                    "ready ⇔ dependencies approved"
+                )
             }
             TaskStatus::InProgress
             | TaskStatus::Completed
@@ -252,6 +269,16 @@ fn check_run(run: &Execution) {
         .iter()
         .any(|t| t.status == TaskStatus::Canceled && t.follow_up.is_none());
     match run.status {
+        RunStatus::AwaitingApproval => {
+            assert!(
+                run.tasks
+                    .iter()
+                    .all(|t| t.status == TaskStatus::Pending && !t.ready),
+                "a run awaiting approval has no work begun or ready"
+            );
+            assert!(run.approval.as_ref().is_some_and(|a| a.decision.is_none()));
+            assert!(run.completed_at.is_none());
+        }
         RunStatus::Started => {
             assert!(!all_terminal, "a started run has open work");
             assert!(run.completed_at.is_none());
@@ -260,7 +287,7 @@ fn check_run(run: &Execution) {
         RunStatus::Failed => assert!(all_terminal && lost && run.completed_at.is_some()),
         RunStatus::Canceled => assert!(all_terminal && run.completed_at.is_some()),
     }
-    let ended = run.status != RunStatus::Started;
+    let ended = !run.status.is_open();
     assert_eq!(
         ended,
         matches!(
@@ -287,8 +314,15 @@ proptest! {
     }
 
     #[test]
-    fn run_invariants_hold_under_any_command_sequence(ops in proptest::collection::vec(run_op(), 1..120)) {
-        let (mut run, _) = execute(&first_run_discovery());
+    fn run_invariants_hold_under_any_command_sequence(
+        held in any::<bool>(),
+        ops in proptest::collection::vec(run_op(), 1..120),
+    ) {
+        let terms = RunTerms {
+            approval_rule: held.then(|| "gate".to_owned()),
+            ..RunTerms::default()
+        };
+        let (mut run, _) = execute_with(&first_run_discovery(), terms);
         for (step, (op, who)) in ops.iter().enumerate() {
             let before = run.clone();
             if apply_run(&mut run, op, *who, step as i64 + 20).is_err() {

@@ -9,7 +9,7 @@ use super::error::DomainError;
 use super::event::{Event, EventData, EventKind, ReviewView};
 use super::ids::{ReviewId, TaskId};
 use super::procedure::{Impact, RiskLevel};
-use super::run::{Execution, RunStatus};
+use super::run::Execution;
 use super::system::{Actor, SystemKind};
 use super::text;
 
@@ -135,7 +135,7 @@ impl Execution {
         now: DateTime<Utc>,
     ) -> Result<(Review, Event), DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
-        if self.status == RunStatus::Started {
+        if self.status.is_open() {
             return Err(DomainError::RunNotEnded {
                 status: self.status.as_str().into(),
             });

@@ -104,7 +104,7 @@ fn required_skills_and_default_assignee_types_pick_the_assignee() {
         &templates,
         &team,
         run_ids(2),
-        None,
+        RunTerms::default(),
         &system3(),
         t(1),
     )
@@ -127,7 +127,7 @@ fn a_team_without_a_system_of_the_needed_type_cannot_execute() {
         &templates,
         &the_team(),
         run_ids(1),
-        None,
+        RunTerms::default(),
         &system3(),
         t(1),
     )
@@ -450,4 +450,126 @@ fn a_run_stops_growing_at_its_task_limit() {
     );
     assert_eq!(refused.code().as_str(), "invalid_state");
     assert_eq!(run.tasks.len(), MAX_RUN_TASKS);
+}
+
+fn held() -> (Execution, Vec<super::event::Event>) {
+    let terms = RunTerms {
+        approval_rule: Some("risky".into()),
+        ..RunTerms::default()
+    };
+    execute_with(&first_run_discovery(), terms)
+}
+
+#[test]
+fn a_held_run_has_its_tasks_but_none_ready_until_system5_approves() {
+    let (mut run, events) = held();
+    assert_eq!(run.status, RunStatus::AwaitingApproval);
+    assert!(run.tasks.iter().all(|t| !t.ready));
+    assert_eq!(
+        kinds(&events),
+        [
+            vec!["run.awaiting_approval", "initiative.created"],
+            vec!["task.created"; 6]
+        ]
+        .concat()
+    );
+    let first = run.tasks[0].clone();
+    let worker = the_team()
+        .into_iter()
+        .find(|s| s.id == first.assignee)
+        .unwrap();
+    let before = run.clone();
+    let refused = run.start_task(first.id, &worker, t(11)).unwrap_err();
+    assert!(
+        matches!(&refused, DomainError::InvalidTransition { status, .. } if status == "awaiting_approval"),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        run.approve(None, &system3(), t(11)).unwrap_err(),
+        DomainError::WrongSystem { .. }
+    ));
+    assert_eq!(run, before, "refusals change nothing");
+
+    let events = run
+        .approve(Some("rollback checked".into()), &system5(), t(12))
+        .unwrap();
+    assert_eq!(kinds(&events), ["run.approved", "task.ready"]);
+    assert_eq!(run.status, RunStatus::Started);
+    assert!(run.tasks[0].ready);
+    let decision = run.approval.as_ref().unwrap().decision.as_ref().unwrap();
+    assert_eq!(
+        (decision.verdict, decision.by, decision.note.as_deref()),
+        (Verdict::Approve, system5().id, Some("rollback checked"))
+    );
+    let view = run.run_view().approval.unwrap();
+    assert_eq!(view.rule, "risky");
+    assert_eq!(view.decided_at, Some(t(12)));
+    assert!(matches!(
+        run.approve(None, &system5(), t(13)).unwrap_err(),
+        DomainError::InvalidTransition { .. }
+    ));
+    work(&mut run, first.id, 14);
+}
+
+#[test]
+fn a_rejected_run_ends_canceled_with_the_reason_and_can_be_reviewed() {
+    let (mut run, _) = held();
+    let events = run
+        .reject("not this week".into(), &system5(), t(12))
+        .unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            vec!["task.canceled"; 6],
+            vec!["initiative.canceled", "run.rejected"]
+        ]
+        .concat()
+    );
+    assert_eq!(run.status, RunStatus::Canceled);
+    assert_eq!(run.reason.as_deref(), Some("not this week"));
+    assert_eq!(
+        run.tasks[0].reasoning.as_deref(),
+        Some("run rejected: not this week")
+    );
+    assert_eq!(
+        run.approval
+            .as_ref()
+            .unwrap()
+            .decision
+            .as_ref()
+            .unwrap()
+            .verdict,
+        Verdict::Reject
+    );
+    let review = ReviewDraft {
+        outcome: "failed".into(),
+        summary: "rejected before it started".into(),
+        lessons: vec![],
+        follow_ups: vec![],
+    };
+    run.record_review(
+        ReviewId(uuid::Uuid::from_u128(9)),
+        review,
+        &system3(),
+        t(13),
+    )
+    .unwrap();
+}
+
+#[test]
+fn system3_may_withdraw_a_held_run_and_an_unheld_run_needs_no_approval() {
+    let (mut run, _) = held();
+    let events = run
+        .cancel("no longer needed".into(), &system3(), t(12))
+        .unwrap();
+    assert_eq!(kinds(&events).last(), Some(&"run.canceled"));
+    assert_eq!(run.status, RunStatus::Canceled);
+    assert!(run.approval.as_ref().unwrap().decision.is_none());
+
+    let (mut free, _) = execute(&first_run_discovery());
+    assert!(free.approval.is_none());
+    assert!(matches!(
+        free.approve(None, &system5(), t(12)).unwrap_err(),
+        DomainError::InvalidTransition { .. }
+    ));
 }

@@ -8,7 +8,7 @@ use super::error::DomainError;
 use super::event::Event;
 use super::ids::*;
 use super::procedure::*;
-use super::run::{Execution, NewRunIds};
+use super::run::{Execution, NewRunIds, RunTerms};
 use super::system::{Actor, SystemKind};
 use super::template::{TemplateDraft, Templates};
 
@@ -135,6 +135,10 @@ pub fn run_ids(n: usize) -> NewRunIds {
 }
 
 pub fn execute(templates: &Templates) -> (Execution, Vec<Event>) {
+    execute_with(templates, RunTerms::default())
+}
+
+pub fn execute_with(templates: &Templates, terms: RunTerms) -> (Execution, Vec<Event>) {
     let series = approved_series();
     let approved = series.executable(&system3(), None).unwrap();
     Execution::materialise(
@@ -142,7 +146,7 @@ pub fn execute(templates: &Templates) -> (Execution, Vec<Event>) {
         templates,
         &the_team(),
         run_ids(templates.len()),
-        None,
+        terms,
         &system3(),
         t(10),
     )

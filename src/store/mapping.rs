@@ -53,6 +53,7 @@ both_ways!(Impact, db::Impact { Low, Medium, High });
 both_ways!(
     RunStatus,
     db::RunStatus {
+        AwaitingApproval,
         Started,
         Completed,
         Failed,

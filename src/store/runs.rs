@@ -49,6 +49,7 @@ fn task_row(
 }
 
 fn run_row(e: &Execution) -> procedure_run::ActiveModel {
+    let decision = e.approval.as_ref().and_then(|a| a.decision.as_ref());
     procedure_run::ActiveModel {
         id: Set(e.provenance.run_id.0),
         procedure_id: Set(e.provenance.procedure_id.0),
@@ -62,6 +63,11 @@ fn run_row(e: &Execution) -> procedure_run::ActiveModel {
         started_at: Set(e.started_at),
         completed_at: Set(e.completed_at),
         reason: Set(e.reason.clone()),
+        approval_rule: Set(e.approval.as_ref().map(|a| a.rule.clone())),
+        approval_verdict: Set(decision.map(|d| d.verdict.into())),
+        approval_by_system_id: Set(decision.map(|d| d.by.0)),
+        approval_at: Set(decision.map(|d| d.at)),
+        approval_note: Set(decision.and_then(|d| d.note.clone())),
     }
 }
 
@@ -128,7 +134,14 @@ pub async fn activity(
 ) -> Result<(u32, Vec<chrono::DateTime<chrono::Utc>>), DbErr> {
     let open = procedure_run::Entity::find()
         .filter(procedure_run::Column::SeriesId.eq(series.0))
-        .filter(procedure_run::Column::Status.eq(entity::enums::RunStatus::Started))
+        .filter(
+            procedure_run::Column::Status.is_in(
+                RunStatus::ALL
+                    .into_iter()
+                    .filter(|s| s.is_open())
+                    .map(entity::enums::RunStatus::from),
+            ),
+        )
         .count(db)
         .await?;
     let started = procedure_run::Entity::find()
@@ -246,6 +259,22 @@ async fn load_with(
         started_at: run.started_at,
         completed_at: run.completed_at,
         reason: run.reason,
+        approval: run.approval_rule.map(|rule| RunApproval {
+            rule,
+            decision: match (
+                run.approval_verdict,
+                run.approval_by_system_id,
+                run.approval_at,
+            ) {
+                (Some(verdict), Some(by), Some(at)) => Some(ApprovalDecision {
+                    verdict: verdict.into(),
+                    by: SystemId(by),
+                    at,
+                    note: run.approval_note,
+                }),
+                _ => None,
+            },
+        }),
         procedure: RunProcedure {
             risk_level: proc_row.risk_level.into(),
             impact: proc_row.impact.into(),
@@ -275,6 +304,7 @@ pub async fn save(
     if before.status != after.status
         || before.completed_at != after.completed_at
         || before.reason != after.reason
+        || before.approval != after.approval
     {
         run_row(after).reset_all().update(db).await?;
     }

@@ -72,6 +72,10 @@ pub struct Preview {
     /// execute would meet (`night.freeze`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_rule: Option<String>,
+    /// The policy rule that would hold the run for System5's approval: the execute would
+    /// create it `awaiting_approval`, no task ready until `run.approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_rule: Option<String>,
     pub initiative_name: String,
     pub initiative_description: String,
     pub tasks: Vec<PreviewTask>,

@@ -130,8 +130,12 @@ commands! {
             by "system3": "Cancel a task that is not in progress, with its dependents.";
         ReplaceTask = "task.replace" (ReplaceTask)
             by "system3": "Replace a rejected or blocked task by a new pending one.";
-        CancelRun = "run.cancel" (CancelRun)
-            by "system3": "Cancel a started run and its open tasks.";
+        CancelRun = "run.cancel" (RunWithReason)
+            by "system3": "Cancel a run, started or awaiting approval, and its open tasks.";
+        ApproveRun = "run.approve" (ApproveRun)
+            by "system5": "Let a run awaiting approval start: its first tasks become ready.";
+        RejectRun = "run.reject" (RunWithReason)
+            by "system5": "Refuse a run awaiting approval, with the reason: it ends canceled.";
         ReviewInitiative = "initiative.review" (ReviewInitiative)
             by "system3": "Record the post-run review of an ended run, once.";
     }
@@ -292,9 +296,18 @@ pub struct ReplaceTask {
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CancelRun {
+pub struct RunWithReason {
     pub run_id: Uuid,
     pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRun {
+    pub run_id: Uuid,
+    /// What the approver checked, kept with the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

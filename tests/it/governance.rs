@@ -19,7 +19,8 @@ async fn policy_of(app: &TestApp, actor: uuid::Uuid) -> serde_json::Value {
 on_both_databases!(
     an_approval_names_the_content_and_runs_record_it,
     a_team_policy_is_set_whole_by_system5_and_read_by_any_member,
-    executes_meet_the_teams_policy
+    executes_meet_the_teams_policy,
+    a_run_held_for_approval_waits_for_system5
 );
 
 async fn an_approval_names_the_content_and_runs_record_it(backend: Backend) {
@@ -109,7 +110,7 @@ async fn a_team_policy_is_set_whole_by_system5_and_read_by_any_member(backend: B
         )
     );
     // A rule this worker does not know is refused, not ignored.
-    let unknown = json!({ "rules": [{ "run_approval": true }] });
+    let unknown = json!({ "rules": [{ "max_concurrency": 2 }] });
     assert_eq!(
         app.refused(C::SetPolicy, team.s5, unknown).await.code,
         "invalid_payload"
@@ -243,6 +244,153 @@ async fn executes_meet_the_teams_policy(backend: Backend) {
     // No rules: no limits.
     set(json!({ "rules": [] })).await;
     assert!(execute().await.is_accepted());
+}
+
+async fn a_run_held_for_approval_waits_for_system5(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("gated").await;
+    let sop = approved_sop(&app, &team).await;
+    let execute = || app.send(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }));
+    app.ok(
+        C::SetPolicy,
+        team.s5,
+        json!({ "rules": [{ "name": "gate", "run_approval": true, "max_open_runs": 1 }] }),
+    )
+    .await;
+    let preview = app
+        .client
+        .query::<_, serde_json::Value>(
+            Q::Preview,
+            &json!({ "actor": team.s3, "procedure_id": sop }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (&preview["executable"], &preview["approval_rule"]),
+        (&json!(true), &json!("gate"))
+    );
+
+    let held = app
+        .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
+        .await;
+    assert_eq!(held.status.as_deref(), Some("awaiting_approval"));
+    assert_eq!(held.task_ids.len(), 6);
+    let run = held.run_id.unwrap();
+    // The held run is open: the limit of one counts it.
+    let second = execute().await;
+    assert_eq!(second.error_code(), Some("policy_denied"), "{second:?}");
+
+    let first_task = held.task_ids[0];
+    let assignee = entity::task::Entity::find_by_id(first_task)
+        .one(app.db())
+        .await
+        .unwrap()
+        .unwrap()
+        .assignee_system_id;
+    let e = app
+        .refused(C::StartTask, assignee, json!({ "task_id": first_task }))
+        .await;
+    assert_eq!(e.code, "invalid_state", "{e:?}");
+    assert!(e.message.contains("awaiting_approval"), "{}", e.message);
+    let e = app
+        .refused(C::ApproveRun, team.s3, json!({ "run_id": run }))
+        .await;
+    assert_eq!(
+        e.code, "forbidden",
+        "the executor cannot approve its own run"
+    );
+
+    let approved = app
+        .ok(
+            C::ApproveRun,
+            team.s5,
+            json!({ "run_id": run, "note": "rollback plan read" }),
+        )
+        .await;
+    assert_eq!(approved.status.as_deref(), Some("started"));
+    app.ok(C::StartTask, assignee, json!({ "task_id": first_task }))
+        .await;
+    let e = app
+        .refused(C::ApproveRun, team.s5, json!({ "run_id": run }))
+        .await;
+    assert_eq!(e.code, "invalid_state", "approved once");
+
+    // Withdrawn by System3, the next execute is held again; System5 refuses it, by the CLI.
+    app.ok(
+        C::CancelRun,
+        team.s3,
+        json!({ "run_id": run, "reason": "make room" }),
+    )
+    .await;
+    let again = app
+        .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
+        .await;
+    let refused_run = again.run_id.unwrap().to_string();
+    let (code, out, err) = app
+        .sop(&[
+            "run",
+            "reject",
+            &refused_run,
+            "--reason",
+            "not during the audit",
+            "--actor",
+            &team.s5.to_string(),
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let row = entity::procedure_run::Entity::find_by_id(again.run_id.unwrap())
+        .one(app.db())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, entity::enums::RunStatus::Canceled);
+    assert_eq!(row.reason.as_deref(), Some("not during the audit"));
+    assert_eq!(row.approval_rule.as_deref(), Some("gate"));
+    assert_eq!(row.approval_verdict, Some(entity::enums::Verdict::Reject));
+    assert_eq!(row.approval_by_system_id, Some(team.s5));
+
+    let events = app.events().await;
+    let of = |run: uuid::Uuid| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|e| e.data["run_id"] == run.to_string())
+            .map(|e| e.kind.as_str())
+            .filter(|k| !k.starts_with("task.created"))
+            .collect()
+    };
+    assert_eq!(
+        of(run)[..5],
+        [
+            "run.awaiting_approval",
+            "initiative.created",
+            "run.approved",
+            "task.ready",
+            "task.started"
+        ]
+    );
+    assert_eq!(
+        of(again.run_id.unwrap()),
+        [
+            vec!["run.awaiting_approval", "initiative.created"],
+            vec!["task.canceled"; 6],
+            vec!["initiative.canceled", "run.rejected"],
+        ]
+        .concat()
+    );
+    let approval = &events
+        .iter()
+        .find(|e| e.kind == "run.approved")
+        .unwrap()
+        .data["approval"];
+    assert_eq!(
+        (&approval["rule"], &approval["verdict"], &approval["note"]),
+        (
+            &json!("gate"),
+            &json!("approve"),
+            &json!("rollback plan read")
+        )
+    );
+    assert_eq!(approval["decided_by_system_id"], team.s5.to_string());
 }
 
 /// Streams an earlier release created, without the `policy` family: a worker's start adds its

@@ -144,8 +144,10 @@ async fn keep_store_directory(url: &str) {
     let nats = async_nats::connect(url)
         .await
         .unwrap_or_else(|e| panic!("connect to NATS at {url}: {e}"));
-    async_nats::jetstream::new(nats)
-        .get_or_create_stream(Config {
+    let js = async_nats::jetstream::new(nats);
+    // The first creation can meet the very removal it guards against: ask again until it holds.
+    eventually("the tests' keep stream", || async {
+        js.get_or_create_stream(Config {
             name: "SOP_TESTS_KEEP".into(),
             description: Some(
                 "keeps the store directory while vsm-sop's tests delete their streams".into(),
@@ -156,7 +158,9 @@ async fn keep_store_directory(url: &str) {
             ..Default::default()
         })
         .await
-        .expect("the tests' keep stream");
+        .ok()
+    })
+    .await;
 }
 
 fn with_database(admin_url: &str, name: &str) -> String {

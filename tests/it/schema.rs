@@ -14,8 +14,80 @@ use vsm_sop::store;
 on_both_databases!(
     the_database_refuses_duplicate_versions_and_second_approved_or_draft_versions,
     outbox_messages_survive_migrations_6_and_7_both_ways,
-    versions_and_runs_stored_before_digests_get_theirs
+    versions_and_runs_stored_before_digests_get_theirs,
+    runs_survive_the_approval_migration_both_ways
 );
+
+/// Migration 13 widens the run status CHECK (SQLite rebuilds the table for it): runs stored
+/// before keep every row, index and foreign key, the new status is allowed and no other, and
+/// undoing it ends the runs awaiting approval rather than losing them.
+async fn runs_survive_the_approval_migration_both_ways(backend: Backend) {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, EntityTrait};
+
+    let mut app = TestApp::spawn(backend).await;
+    let team = app.register_team("migrated").await;
+    let series = approved_sop(&app, &team).await;
+    let run = app
+        .ok(
+            vsm_sop::wire::command::CommandName::ExecuteProcedure,
+            team.s3,
+            serde_json::json!({ "series_id": series }),
+        )
+        .await
+        .run_id
+        .unwrap();
+    app.pause_consumer().await;
+    let db = app.db();
+    let literal = match backend {
+        Backend::Postgres => format!("'{run}'"),
+        Backend::Sqlite => format!("X'{}'", run.simple()),
+    };
+    let set_status =
+        |status: &str| format!("UPDATE procedure_run SET status = '{status}' WHERE id = {literal}");
+
+    Migrator::down(db, Some(1)).await.unwrap();
+    assert!(
+        db.execute_unprepared(&set_status("awaiting_approval"))
+            .await
+            .is_err(),
+        "not a status before migration 13"
+    );
+    Migrator::up(db, None).await.unwrap();
+    let row = entity::procedure_run::Entity::find_by_id(run)
+        .one(db)
+        .await
+        .unwrap()
+        .expect("the run kept");
+    assert_eq!(row.status, entity::enums::RunStatus::Started);
+    assert_eq!(row.approval_rule, None);
+    for index in ["ix_run_series", "ix_run_team_status"] {
+        assert!(has_index(db, index).await, "{index} kept");
+    }
+    db.execute_unprepared(&set_status("awaiting_approval"))
+        .await
+        .expect("the new status");
+    assert!(db.execute_unprepared(&set_status("paused")).await.is_err());
+    assert!(
+        db.execute_unprepared(&format!("DELETE FROM procedure_run WHERE id = {literal}"))
+            .await
+            .is_err(),
+        "its initiative still refers to it"
+    );
+
+    Migrator::down(db, Some(1)).await.unwrap();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT status FROM procedure_run WHERE id = {literal}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<String>("", "status").unwrap(), "canceled");
+    Migrator::up(db, None).await.unwrap();
+    app.stop().await;
+}
 
 async fn versions_and_runs_stored_before_digests_get_theirs(backend: Backend) {
     use sea_orm::{ConnectionTrait, EntityTrait};

@@ -137,7 +137,7 @@ async fn each_role_publishes_only_what_it_may() {
     let mut seen = operator.subscribe(">").await.unwrap();
     operator.flush().await.unwrap();
 
-    let cases: [(&str, &str, bool); 23] = [
+    let cases: [(&str, &str, bool); 26] = [
         ("system4", "procedure.draft", true),
         ("system4", "procedure.approve", false),
         ("system4", "task.start", false),
@@ -145,6 +145,9 @@ async fn each_role_publishes_only_what_it_may() {
         ("system5", "procedure.draft", false),
         ("system5", "policy.set", true),
         ("system3", "policy.set", false),
+        ("system5", "run.approve", true),
+        ("system5", "run.reject", true),
+        ("system3", "run.approve", false),
         ("worker", "policy.changed.team-a", true),
         ("system3", "procedure.execute", true),
         ("system3", "procedure.approve", false),

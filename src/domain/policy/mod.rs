@@ -1,7 +1,7 @@
 //! A team's execution policy, owned by System5: rules that say when a procedure may be
 //! executed. A rule applies to procedures at or above a risk level (optionally only to named
-//! series) and may limit open runs, runs per rolling window, the interval between runs, and
-//! forbid executes in freeze windows. Evaluation is pure: the caller brings the time and the
+//! series) and may limit open runs, runs per rolling window, the interval between runs,
+//! forbid executes in freeze windows, and hold each run it allows for System5's approval. Evaluation is pure: the caller brings the time and the
 //! series' run counts.
 
 mod windows;
@@ -57,6 +57,9 @@ pub struct RuleDocument {
     /// Periods in which executes are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freeze: Vec<FreezeDocument>,
+    /// Each run executed awaits System5's `run.approve` before its first task is ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_approval: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -82,6 +85,7 @@ pub struct Rule {
     pub max_runs: Option<RateLimit>,
     pub min_interval: Option<Duration>,
     pub freeze: Vec<Freeze>,
+    pub run_approval: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +170,14 @@ impl Policy {
             .any(|r| r.series.as_ref().is_none_or(|s| s.contains(&series)) && r.counts_runs())
     }
 
+    /// The first rule, in order, that holds a run of `series` at `risk` for approval.
+    pub fn approval_rule(&self, series: SeriesId, risk: RiskLevel) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|r| r.run_approval && r.applies(series, risk))
+            .map(|r| r.name.as_str())
+    }
+
     /// The first rule, in order, that refuses the attempt.
     pub fn check(&self, attempt: &Attempt<'_>) -> Result<(), Denial> {
         self.rules
@@ -247,6 +259,7 @@ impl Rule {
             max_runs,
             min_interval,
             freeze,
+            run_approval: document.run_approval,
         })
     }
 

@@ -2,16 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
-
-use super::{Execution, Initiative, InitiativeStatus, RunProcedure, RunStatus, Task, TaskStatus};
+use super::{
+    Execution, Initiative, InitiativeStatus, RunApproval, RunProcedure, RunStatus, RunTerms, Task,
+    TaskStatus,
+};
 use crate::domain::error::DomainError;
 use crate::domain::event::{Event, EventKind, Provenance};
 use crate::domain::ids::*;
 use crate::domain::procedure::ApprovedProcedure;
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::template::Templates;
+use chrono::{DateTime, Utc};
 
 /// Ids minted by the caller for a new run.
 #[derive(Debug, Clone)]
@@ -69,14 +70,15 @@ pub fn assign(
 
 impl Execution {
     /// System3 executes the approved version: one initiative, one task per template, the
-    /// dependencies carried over as task ids. Returns the run and its events, in the order a
-    /// listener should see them.
+    /// dependencies carried over as task ids. Held for approval (`terms.approval_rule`), the
+    /// run awaits System5 and no task is ready yet. Returns the run and its events, in the
+    /// order a listener should see them.
     pub fn materialise(
         approved: ApprovedProcedure<'_>,
         templates: &Templates,
         team: &[Actor],
         ids: NewRunIds,
-        strategy_id: Option<Uuid>,
+        terms: RunTerms,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<(Execution, Vec<Event>), DomainError> {
@@ -90,6 +92,7 @@ impl Execution {
             .map(|(t, id)| (t.position, *id))
             .collect();
         let assignees = assign(templates, team)?;
+        let held = terms.approval_rule.is_some();
         let mut tasks = Vec::with_capacity(templates.len());
         for ((template, id), (assignee, assignee_type)) in
             templates.as_slice().iter().zip(&ids.tasks).zip(assignees)
@@ -100,7 +103,7 @@ impl Execution {
                 name: template.name.clone(),
                 content: template.description.clone(),
                 status: TaskStatus::Pending,
-                ready: template.depends_on.is_empty(),
+                ready: !held && template.depends_on.is_empty(),
                 assignee,
                 assignee_type,
                 depends_on: template.depends_on.iter().map(|p| task_of[p]).collect(),
@@ -126,11 +129,19 @@ impl Execution {
                 procedure_digest: procedure.digest.to_string(),
             },
             team_id: procedure.team_id,
-            status: RunStatus::Started,
+            status: if held {
+                RunStatus::AwaitingApproval
+            } else {
+                RunStatus::Started
+            },
             started_by: actor.id,
             started_at: now,
             completed_at: None,
             reason: None,
+            approval: terms.approval_rule.map(|rule| RunApproval {
+                rule,
+                decision: None,
+            }),
             procedure: RunProcedure {
                 risk_level: procedure.meta.risk_level,
                 impact: procedure.meta.impact,
@@ -138,7 +149,7 @@ impl Execution {
             },
             initiative: Initiative {
                 id: ids.initiative,
-                strategy_id,
+                strategy_id: terms.strategy_id,
                 status: InitiativeStatus::Pending,
                 name: procedure.meta.name.clone(),
                 description: procedure.meta.description.clone(),
@@ -147,8 +158,13 @@ impl Execution {
             tasks,
             reviewed: false,
         };
+        let opened = if held {
+            EventKind::RunAwaitingApproval
+        } else {
+            EventKind::RunStarted
+        };
         let mut events = vec![
-            run.run_event(EventKind::RunStarted),
+            run.run_event(opened),
             run.initiative_event(EventKind::InitiativeCreated),
         ];
         events.extend(

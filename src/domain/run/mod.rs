@@ -3,11 +3,17 @@
 //! Readiness: a task is *ready* when every task it depends on is `approved`; only a ready
 //! `pending` task can be started, and `task.ready` is published when a task becomes ready.
 //!
-//! The run's status is derived, never set by hand (except by `run.cancel`):
+//! The run's status is derived, never set by hand (except by System5's decision and
+//! `run.cancel`):
+//! - `awaiting_approval` from the execute, when a rule of the team's policy holds the run for
+//!   System5: its initiative and tasks exist, none is ready and no task command is accepted;
+//!   `run.approve` makes it `started` (the first tasks become ready), `run.reject` ends it
+//!   `canceled` with the reason;
 //! - `started` while any task is not terminal (terminal = `approved` or `canceled`);
 //! - once every task is terminal: `completed` when every task that was not replaced is
 //!   `approved`, else `failed` (some work was canceled without a replacement);
-//! - `canceled` when System3 cancels the run: its open tasks are canceled with it.
+//! - `canceled` when System3 cancels the run (started or awaiting approval) or System5 rejects
+//!   it: its open tasks are canceled with it.
 //!
 //! Canceling a task cancels, transitively, the tasks that depend on it (they could never become
 //! ready); replacing a task points its dependents at the replacement instead.
@@ -82,6 +88,7 @@ impl std::fmt::Display for TaskStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    AwaitingApproval,
     Started,
     Completed,
     Failed,
@@ -89,7 +96,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 4] = [
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::AwaitingApproval,
         RunStatus::Started,
         RunStatus::Completed,
         RunStatus::Failed,
@@ -98,11 +106,17 @@ impl RunStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::AwaitingApproval => "awaiting_approval",
             RunStatus::Started => "started",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Canceled => "canceled",
         }
+    }
+
+    /// Not ended: what a policy's `max_open_runs` counts.
+    pub fn is_open(self) -> bool {
+        matches!(self, RunStatus::AwaitingApproval | RunStatus::Started)
     }
 }
 
@@ -183,6 +197,32 @@ pub struct RunProcedure {
     pub rollback_plan: String,
 }
 
+/// System5's gate on a run a policy rule held for approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunApproval {
+    /// The rule that required it.
+    pub rule: String,
+    /// None while the run awaits it.
+    pub decision: Option<ApprovalDecision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDecision {
+    pub verdict: Verdict,
+    pub by: SystemId,
+    pub at: DateTime<Utc>,
+    /// The approver's note, or the reason for a rejection.
+    pub note: Option<String>,
+}
+
+/// What an execute asks for beyond the version, and what the team's policy adds.
+#[derive(Debug, Clone, Default)]
+pub struct RunTerms {
+    pub strategy_id: Option<Uuid>,
+    /// The policy rule that holds the run for System5's approval, if one does.
+    pub approval_rule: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execution {
     pub provenance: Provenance,
@@ -192,6 +232,8 @@ pub struct Execution {
     pub started_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
+    /// Present when a policy rule held the run for System5's approval.
+    pub approval: Option<RunApproval>,
     pub procedure: RunProcedure,
     pub initiative: Initiative,
     /// In creation order (position order at execute, replacements appended).
@@ -220,8 +262,17 @@ impl Execution {
         self.tasks.iter().find(|t| t.id == id)
     }
 
+    /// Task commands need the run started: not awaiting approval, not ended.
+    fn require_started(&self, action: &'static str) -> Result<(), DomainError> {
+        self.require(self.status == RunStatus::Started, action)
+    }
+
     fn require_open(&self, action: &'static str) -> Result<(), DomainError> {
-        if self.status == RunStatus::Started {
+        self.require(self.status.is_open(), action)
+    }
+
+    fn require(&self, allowed: bool, action: &'static str) -> Result<(), DomainError> {
+        if allowed {
             Ok(())
         } else {
             Err(DomainError::transition(

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Execution, InitiativeStatus, MAX_RUN_TASKS, RunStatus, Task, TaskChange, TaskStatus, Verdict,
+    ApprovalDecision, Execution, InitiativeStatus, MAX_RUN_TASKS, RunStatus, Task, TaskChange,
+    TaskStatus, Verdict,
 };
 use crate::domain::error::DomainError;
 use crate::domain::event::{Event, EventKind};
@@ -22,7 +23,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         let i = self.index(id)?;
         self.require_assignee(i, actor)?;
-        self.require_open("start a task")?;
+        self.require_started("start a task")?;
         self.require_status(i, &[TaskStatus::Pending], "start")?;
         if !self.tasks[i].ready {
             let waiting_on = self.tasks[i]
@@ -57,7 +58,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         let i = self.index(id)?;
         self.require_assignee(i, actor)?;
-        self.require_open("complete a task")?;
+        self.require_started("complete a task")?;
         self.require_status(i, &[TaskStatus::InProgress], "complete")?;
         self.set_status(i, TaskStatus::Completed, now);
         self.tasks[i].result = Some(result);
@@ -75,7 +76,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         let i = self.index(id)?;
         self.require_assignee(i, actor)?;
-        self.require_open("block a task")?;
+        self.require_started("block a task")?;
         self.require_status(i, &[TaskStatus::InProgress], "block")?;
         self.set_status(i, TaskStatus::Blocked, now);
         self.tasks[i].reasoning = Some(reason);
@@ -99,7 +100,7 @@ impl Execution {
         } else {
             self.require_assignee(i, actor)?;
         }
-        self.require_open("unblock a task")?;
+        self.require_started("unblock a task")?;
         self.require_status(i, &[TaskStatus::Blocked], "unblock")?;
         self.set_status(i, TaskStatus::Pending, now);
         if note.is_some() {
@@ -121,7 +122,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
         let i = self.index(id)?;
-        self.require_open("review a task")?;
+        self.require_started("review a task")?;
         self.require_status(i, &[TaskStatus::Completed], "review")?;
         let status = match verdict {
             Verdict::Approve => TaskStatus::Approved,
@@ -150,7 +151,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
         let i = self.index(id)?;
-        self.require_open("cancel a task")?;
+        self.require_started("cancel a task")?;
         self.require_status(
             i,
             &[
@@ -207,7 +208,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
         let i = self.index(id)?;
-        self.require_open("replace a task")?;
+        self.require_started("replace a task")?;
         self.require_status(i, &[TaskStatus::Rejected, TaskStatus::Blocked], "replace")?;
         if self.tasks.len() >= MAX_RUN_TASKS {
             return Err(DomainError::RunFull {
@@ -254,7 +255,8 @@ impl Execution {
         Ok(events)
     }
 
-    /// System3 stops the whole run: every open task is canceled, the initiative too.
+    /// System3 stops the whole run, started or awaiting approval: every open task is
+    /// canceled, the initiative too.
     pub fn cancel(
         &mut self,
         reason: String,
@@ -263,12 +265,73 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
         self.require_open("cancel")?;
+        Ok(self.end_canceled("run canceled", reason, EventKind::RunCanceled, now))
+    }
+
+    /// System5 lets a run held for approval start: its first tasks become ready. The approver
+    /// is never the system that executed the run: executes are System3's, approvals System5's.
+    pub fn approve(
+        &mut self,
+        note: Option<String>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, DomainError> {
+        self.decide(Verdict::Approve, note, actor, now)?;
+        self.status = RunStatus::Started;
+        let mut events = vec![self.run_event(EventKind::RunApproved)];
+        events.extend(self.refresh_readiness(now));
+        Ok(events)
+    }
+
+    /// System5 refuses a run held for approval: it ends canceled, with the reason.
+    pub fn reject(
+        &mut self,
+        reason: String,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, DomainError> {
+        self.decide(Verdict::Reject, Some(reason.clone()), actor, now)?;
+        Ok(self.end_canceled("run rejected", reason, EventKind::RunRejected, now))
+    }
+
+    fn decide(
+        &mut self,
+        verdict: Verdict,
+        note: Option<String>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        actor.authorise(SystemKind::System5, self.team_id)?;
+        let action = match verdict {
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
+        };
+        self.require(self.status == RunStatus::AwaitingApproval, action)?;
+        if let Some(approval) = &mut self.approval {
+            approval.decision = Some(ApprovalDecision {
+                verdict,
+                by: actor.id,
+                at: now,
+                note,
+            });
+        }
+        Ok(())
+    }
+
+    /// Cancels every open task and ends the run and its initiative canceled.
+    fn end_canceled(
+        &mut self,
+        why: &str,
+        reason: String,
+        kind: EventKind,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
         let mut events = Vec::new();
         for j in 0..self.tasks.len() {
             if !self.tasks[j].status.is_terminal() {
                 self.set_status(j, TaskStatus::Canceled, now);
                 self.tasks[j].ready = false;
-                self.tasks[j].reasoning = Some(format!("run canceled: {reason}"));
+                self.tasks[j].reasoning = Some(format!("{why}: {reason}"));
                 events.push(self.task_event(EventKind::TaskCanceled, &self.tasks[j]));
             }
         }
@@ -278,8 +341,8 @@ impl Execution {
         self.initiative.status = InitiativeStatus::Canceled;
         self.initiative.result = Some(self.summary());
         events.push(self.initiative_event(EventKind::InitiativeCanceled));
-        events.push(self.run_event(EventKind::RunCanceled));
-        Ok(events)
+        events.push(self.run_event(kind));
+        events
     }
 
     fn dependencies_approved(&self, task: &Task) -> bool {

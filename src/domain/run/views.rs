@@ -4,7 +4,9 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::{Execution, Task};
-use crate::domain::event::{Event, EventData, EventKind, InitiativeView, RunView, TaskView};
+use crate::domain::event::{
+    ApprovalView, Event, EventData, EventKind, InitiativeView, RunView, TaskView,
+};
 
 impl Execution {
     pub fn task_counts(&self) -> BTreeMap<Cow<'static, str>, usize> {
@@ -32,6 +34,16 @@ impl Execution {
             started_at: self.started_at,
             completed_at: self.completed_at,
             reason: self.reason.clone(),
+            approval: self.approval.as_ref().map(|a| {
+                let decision = a.decision.as_ref();
+                ApprovalView {
+                    rule: a.rule.clone(),
+                    verdict: decision.map(|d| d.verdict),
+                    decided_by_system_id: decision.map(|d| d.by),
+                    decided_at: decision.map(|d| d.at),
+                    note: decision.and_then(|d| d.note.clone()),
+                }
+            }),
             task_counts: self.task_counts(),
         }
     }
