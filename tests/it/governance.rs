@@ -16,6 +16,16 @@ async fn policy_of(app: &TestApp, actor: uuid::Uuid) -> serde_json::Value {
         .expect("policy.get")
 }
 
+async fn preview_of(app: &TestApp, actor: uuid::Uuid, procedure: uuid::Uuid) -> serde_json::Value {
+    app.client
+        .query::<_, serde_json::Value>(
+            Q::Preview,
+            &json!({ "actor": actor, "procedure_id": procedure }),
+        )
+        .await
+        .expect("procedure.preview")
+}
+
 on_both_databases!(
     an_approval_names_the_content_and_runs_record_it,
     a_team_policy_is_set_whole_by_system5_and_read_by_any_member,
@@ -188,14 +198,7 @@ async fn executes_meet_the_teams_policy(backend: Backend) {
         message.contains("has 1 open run;") && message.contains("at most 1"),
         "{message}"
     );
-    let preview = app
-        .client
-        .query::<_, serde_json::Value>(
-            Q::Preview,
-            &json!({ "actor": team.s3, "procedure_id": sop }),
-        )
-        .await
-        .unwrap();
+    let preview = preview_of(&app, team.s3, sop).await;
     assert_eq!(
         (&preview["executable"], &preview["policy_rule"]),
         (&json!(false), &json!("one.max_open_runs"))
@@ -257,14 +260,7 @@ async fn a_run_held_for_approval_waits_for_system5(backend: Backend) {
         json!({ "rules": [{ "name": "gate", "run_approval": true, "max_open_runs": 1 }] }),
     )
     .await;
-    let preview = app
-        .client
-        .query::<_, serde_json::Value>(
-            Q::Preview,
-            &json!({ "actor": team.s3, "procedure_id": sop }),
-        )
-        .await
-        .unwrap();
+    let preview = preview_of(&app, team.s3, sop).await;
     assert_eq!(
         (&preview["executable"], &preview["approval_rule"]),
         (&json!(true), &json!("gate"))

@@ -26,17 +26,7 @@ async fn runs_survive_the_approval_migration_both_ways(backend: Backend) {
     use sea_orm::{ConnectionTrait, EntityTrait};
 
     let mut app = TestApp::spawn(backend).await;
-    let team = app.register_team("migrated").await;
-    let series = approved_sop(&app, &team).await;
-    let run = app
-        .ok(
-            vsm_sop::wire::command::CommandName::ExecuteProcedure,
-            team.s3,
-            serde_json::json!({ "series_id": series }),
-        )
-        .await
-        .run_id
-        .unwrap();
+    let run = executed(&app, "migrated").await.1.run_id.unwrap();
     app.pause_consumer().await;
     let db = app.db();
     let literal = match backend {
@@ -89,11 +79,10 @@ async fn runs_survive_the_approval_migration_both_ways(backend: Backend) {
     app.stop().await;
 }
 
-async fn versions_and_runs_stored_before_digests_get_theirs(backend: Backend) {
-    use sea_orm::{ConnectionTrait, EntityTrait};
-    let app = TestApp::spawn(backend).await;
-    let team = app.register_team("digests").await;
-    let series = approved_sop(&app, &team).await;
+/// A new team's approved SOP (its series) and one run of it.
+async fn executed(app: &TestApp, team: &str) -> (Uuid, vsm_sop::wire::outcome::Accepted) {
+    let team = app.register_team(team).await;
+    let series = approved_sop(app, &team).await;
     let run = app
         .ok(
             vsm_sop::wire::command::CommandName::ExecuteProcedure,
@@ -101,6 +90,13 @@ async fn versions_and_runs_stored_before_digests_get_theirs(backend: Backend) {
             serde_json::json!({ "series_id": series }),
         )
         .await;
+    (series, run)
+}
+
+async fn versions_and_runs_stored_before_digests_get_theirs(backend: Backend) {
+    use sea_orm::{ConnectionTrait, EntityTrait};
+    let app = TestApp::spawn(backend).await;
+    let (series, run) = executed(&app, "digests").await;
     let digest_of = || async {
         let p = entity::procedure::Entity::find_by_id(series)
             .one(app.db())
