@@ -34,6 +34,7 @@ pub const PROCEDURES_PAGE: PageSize = PageSize {
     max: 500,
 };
 pub const HISTORY_PAGE: PageSize = PROCEDURES_PAGE;
+pub const TASKS_PAGE: PageSize = PROCEDURES_PAGE;
 pub const RUN_TASKS_PAGE: PageSize = PageSize {
     default: 100,
     max: 1000,

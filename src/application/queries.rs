@@ -16,7 +16,7 @@ use crate::domain::event::{ProcedureView, ReviewView};
 use crate::domain::ids::*;
 use crate::domain::policy::PolicyDocument;
 use crate::domain::procedure::{Procedure, ProcedureStatus};
-use crate::domain::run::{Execution, assign};
+use crate::domain::run::{Execution, TaskStatus, assign, task_view};
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::text;
 use crate::store;
@@ -50,6 +50,12 @@ pub enum Query {
         run_id: Uuid,
         /// Tasks by creation index.
         page: Page<u32>,
+    },
+    ListTasks {
+        assignee: SystemId,
+        status: Option<String>,
+        ready: Option<bool>,
+        page: Page<TaskId>,
     },
     Trace {
         initiative_id: Uuid,
@@ -392,6 +398,59 @@ pub async fn answer(
             detail.tasks = tasks;
             detail.next_cursor = next.map(cursor);
             Answer::Run(Box::new(detail))
+        }
+        Query::ListTasks {
+            assignee,
+            status,
+            ready,
+            page,
+        } => {
+            let status = status
+                .map(|s| {
+                    TaskStatus::ALL
+                        .into_iter()
+                        .find(|t| t.as_str() == s.trim())
+                        .ok_or_else(|| {
+                            DomainError::invalid(
+                                "status",
+                                "one of pending, in_progress, blocked, completed, approved, \
+                                 rejected, canceled",
+                            )
+                        })
+                })
+                .transpose()?;
+            // Another team's system is answered like one that does not exist.
+            match store::teams::actor(db, assignee.0).await? {
+                Some((system, _)) if system.team_id == who.team_id => {}
+                _ => return Err(Rejection::not_found("system", assignee.0).into()),
+            }
+            let filter = store::runs::TaskFilter {
+                team: who.team_id,
+                assignee,
+                status,
+                ready,
+            };
+            let found = store::runs::assigned_tasks(db, &filter, page.after, page.limit + 1)
+                .await?
+                .into_iter()
+                .map(|(provenance, t)| (t.id, task_view(&provenance, &t)))
+                .collect();
+            let cursor = |task: TaskId| {
+                Cursor::Tasks {
+                    assignee: assignee.0,
+                    task_id: task.0,
+                }
+                .encode()
+            };
+            let mut list = TaskList {
+                assignee_system_id: assignee,
+                tasks: vec![],
+                next_cursor: Some(cursor(TaskId(Uuid::nil()))),
+            };
+            let (tasks, next) = fit(json_len(&list), found, page.limit, max_bytes)?;
+            list.tasks = tasks;
+            list.next_cursor = next.map(cursor);
+            Answer::Tasks(list)
         }
         Query::Trace { initiative_id } => {
             let run = store::runs::run_of_initiative(db, initiative_id)

@@ -11,10 +11,7 @@ use crate::domain::event::{
     EventKind, InitiativeView, PolicyEvent, ProcedureEvent, ReviewView, RunView, TaskView,
 };
 use crate::wire::admin::{self, AdminName, DeadLetters, ParkedMessages};
-use crate::wire::answer::{
-    Audit, History, PolicyAnswer, Preview, ProcedureDetail, ProcedureList, RunDetail,
-    SystemIdentity, TeamIdentity, Trace, VersionDiff,
-};
+use crate::wire::answer::TeamIdentity;
 use crate::wire::command::{
     self as cmd, CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
 };
@@ -41,6 +38,9 @@ pub fn query_doc(name: QueryName) -> &'static str {
         }
         N::GetRun => {
             "A run with its initiative, post-run review and tasks; the tasks paged in creation order."
+        }
+        N::ListTasks => {
+            "Tasks assigned to one system of the team (the asker when not named), by status or readiness; paged in creation order. A System1's work list: `ready: true` gives what it can start now."
         }
         N::Trace => "From an initiative back to the procedure version and run that made it.",
         N::Audit => {
@@ -131,6 +131,12 @@ fn reference(to: &str) -> Value {
 impl cmd::PayloadVisitor for Builder {
     fn visit<P: JsonSchema>(&mut self, name: CommandName) {
         self.command::<P>(name);
+    }
+}
+
+impl q::QueryVisitor for Builder {
+    fn visit<R: JsonSchema, A: JsonSchema>(&mut self, name: QueryName) {
+        self.query::<R, A>(name);
     }
 }
 
@@ -312,19 +318,7 @@ pub fn asyncapi() -> Value {
         failure,
         Some("QueryErrorHeaders"),
     );
-    use QueryName as Q;
-    b.query::<q::ProcedureQuery, ProcedureDetail>(Q::GetProcedure);
-    b.query::<q::ListQuery, ProcedureList>(Q::ListProcedures);
-    b.query::<q::SeriesQuery, History>(Q::History);
-    b.query::<q::DiffQuery, VersionDiff>(Q::Diff);
-    b.query::<q::ProcedureQuery, Preview>(Q::Preview);
-    b.query::<q::RunQuery, RunDetail>(Q::GetRun);
-    b.query::<q::InitiativeQuery, Trace>(Q::Trace);
-    b.query::<q::AuditQuery, Audit>(Q::Audit);
-    b.query::<q::OutcomeQuery, Outcome>(Q::Outcome);
-    b.query::<q::SystemQuery, SystemIdentity>(Q::GetSystem);
-    b.query::<q::TeamQuery, TeamIdentity>(Q::GetTeam);
-    b.query::<q::PolicyQuery, PolicyAnswer>(Q::GetPolicy);
+    q::visit_queries(&mut b);
     use AdminName as A;
     b.admin::<admin::TeamSpec, TeamIdentity>(A::ApplyTeam);
     b.admin::<admin::DeadLetterRequest, DeadLetters>(A::DeadLetters);

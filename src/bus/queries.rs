@@ -13,11 +13,13 @@ use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::application::pages::{AUDIT_PAGE, HISTORY_PAGE, PROCEDURES_PAGE, Page, RUN_TASKS_PAGE};
+use crate::application::pages::{
+    AUDIT_PAGE, HISTORY_PAGE, PROCEDURES_PAGE, Page, RUN_TASKS_PAGE, TASKS_PAGE,
+};
 use crate::application::queries::{self, Identity, Query, QueryError, SignedQuery};
 use crate::application::{Rejection, Signed};
 use crate::domain::error::ErrorCode;
-use crate::domain::ids::{SeriesId, Version};
+use crate::domain::ids::{SeriesId, SystemId, TaskId, Version};
 use crate::wire::outcome::ErrorBody;
 use crate::wire::page::{BadCursor, Cursor};
 use crate::wire::query::*;
@@ -180,6 +182,29 @@ pub fn decode(name: QueryName, bytes: &[u8]) -> Result<Asked, Rejection> {
                     page: Page {
                         after,
                         limit: RUN_TASKS_PAGE.limit(q.limit),
+                    },
+                },
+            )
+        }
+        N::ListTasks => {
+            let q: TaskListQuery = parse(bytes)?;
+            let assignee = q.assignee_system_id.unwrap_or(q.actor);
+            let after = after(q.cursor.as_deref(), |c| match c {
+                Cursor::Tasks {
+                    assignee: a,
+                    task_id,
+                } if a == assignee => Some(TaskId(task_id)),
+                _ => None,
+            })?;
+            (
+                q.actor,
+                Query::ListTasks {
+                    assignee: SystemId(assignee),
+                    status: q.status,
+                    ready: q.ready,
+                    page: Page {
+                        after,
+                        limit: TASKS_PAGE.limit(q.limit),
                     },
                 },
             )

@@ -97,10 +97,10 @@ enum Cmd {
         #[command(subcommand)]
         command: procedure::ProcedureCmd,
     },
-    /// Task commands.
+    /// Task commands, and a system's work list.
     Task {
         #[command(subcommand)]
-        command: send::TaskVerbs,
+        command: run::TaskCmd,
     },
     /// Run commands and queries.
     Run {
@@ -243,9 +243,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         Cmd::Team { command } => return team::run(&ctx, command).await,
         Cmd::Procedure { command } => return procedure::run(&ctx, command).await,
         Cmd::Policy { command } => return policy::run(&ctx, command).await,
-        Cmd::Task {
-            command: send::TaskVerbs(v),
-        } => return ctx.send(v.name, v.args).await,
+        Cmd::Task { command } => return run::task(&ctx, command).await,
         Cmd::Run { command } => return run::run(&ctx, command).await,
         Cmd::Initiative { command } => return run::initiative(&ctx, command).await,
         Cmd::Audit(args) => return run::audit(&ctx, args).await,

@@ -9,11 +9,11 @@ use uuid::Uuid;
 
 use super::ctx::{Ctx, Exit};
 use super::render::{Columns, Names, fields, opt, opt_time, time};
-use super::send::{InitiativeVerbs, RunVerbs};
+use super::send::{InitiativeVerbs, RunVerbs, TaskVerbs};
 use crate::application::pages::AUDIT_PAGE;
 use crate::domain::event::TaskView;
 use crate::domain::run::Verdict;
-use crate::wire::answer::{Audit, AuditEntry, RunDetail, Trace};
+use crate::wire::answer::{Audit, AuditEntry, RunDetail, TaskList, Trace};
 use crate::wire::query::QueryName;
 
 #[derive(Subcommand)]
@@ -25,6 +25,28 @@ pub enum RunCmd {
     Show {
         /// The run's id.
         run_id: Uuid,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TaskCmd {
+    /// Start, complete, block, …: the commands.
+    #[command(flatten)]
+    Send(TaskVerbs),
+    /// Tasks assigned to a system (the acting one unless `--assignee`): its work list.
+    List {
+        /// Whose tasks: a system id (default: the acting system).
+        #[arg(long)]
+        assignee: Option<Uuid>,
+        /// Only tasks in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only tasks that can be started now.
+        #[arg(long)]
+        ready: bool,
+        /// At most this many (fetched page by page).
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
     },
 }
 
@@ -63,6 +85,40 @@ pub async fn run(ctx: &Ctx, command: RunCmd) -> Result<ExitCode, Exit> {
                 .await?;
             let names = ctx.names().await;
             ctx.print(&detail, |d| show(d, names))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn task(ctx: &Ctx, command: TaskCmd) -> Result<ExitCode, Exit> {
+    match command {
+        TaskCmd::Send(TaskVerbs(v)) => ctx.send(v.name, v.args).await,
+        TaskCmd::List {
+            assignee,
+            status,
+            ready,
+            limit,
+        } => {
+            let mut request = json!({ "assignee_system_id": assignee, "status": status });
+            if ready {
+                request["ready"] = json!(true);
+            }
+            let list: TaskList = ctx
+                .query_pages(QueryName::ListTasks, request, Some(limit))
+                .await?;
+            let names = ctx.names().await;
+            ctx.print(&list, |l| {
+                Columns::new()
+                    .col("task_id", |t: &TaskView| t.task_id.to_string())
+                    .col("run_id", |t| t.provenance.run_id.to_string())
+                    .col("position", |t| t.position.to_string())
+                    .col("name", |t| t.name.clone())
+                    .col("status", |t| t.status.to_string())
+                    .col("ready", |t| t.ready.to_string())
+                    .col("assignee", |t| names.of(&t.assignee_system_id))
+                    .or("no tasks")
+                    .render(&l.tasks)
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -173,6 +173,106 @@ pub async fn run_of_initiative(
         .map(RunId))
 }
 
+fn task_of(r: task::Model) -> Result<Task, DbErr> {
+    Ok(Task {
+        id: TaskId(r.id),
+        position: r.position as u32,
+        name: r.name,
+        content: r.content,
+        status: r.status.into(),
+        ready: r.ready,
+        assignee: SystemId(r.assignee_system_id),
+        assignee_type: r.assignee_type.into(),
+        depends_on: from_json("task.depends_on", r.depends_on)?,
+        default_assignee_type: r.default_assignee_system_type.map(Into::into),
+        required_skills: from_json("task.required_skills", r.required_skills)?,
+        result: r.result,
+        reasoning: r.reasoning,
+        review_verdict: r.review_verdict.map(Into::into),
+        review_reasoning: r.review_reasoning,
+        replaces: r.replaces_task_id.map(TaskId),
+        follow_up: r.follow_up_task_id.map(TaskId),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    })
+}
+
+/// Which of a team's tasks `task.list` answers.
+#[derive(Debug, Clone)]
+pub struct TaskFilter {
+    pub team: TeamId,
+    pub assignee: SystemId,
+    pub status: Option<TaskStatus>,
+    /// `true`: pending and ready; `false`: every other task.
+    pub ready: Option<bool>,
+}
+
+/// Up to `limit` tasks the filter selects after `after`, in id (creation) order, each with the
+/// provenance of its run.
+pub async fn assigned_tasks(
+    db: &impl ConnectionTrait,
+    filter: &TaskFilter,
+    after: Option<TaskId>,
+    limit: u64,
+) -> Result<Vec<(Provenance, Task)>, DbErr> {
+    use sea_orm::Condition;
+    let mut query = task::Entity::find()
+        .filter(task::Column::TeamId.eq(filter.team.0))
+        .filter(task::Column::AssigneeSystemId.eq(filter.assignee.0));
+    if let Some(status) = filter.status {
+        query = query.filter(task::Column::Status.eq(entity::enums::TaskStatus::from(status)));
+    }
+    let startable = Condition::all()
+        .add(task::Column::Status.eq(entity::enums::TaskStatus::Pending))
+        .add(task::Column::Ready.eq(true));
+    match filter.ready {
+        Some(true) => query = query.filter(startable),
+        Some(false) => query = query.filter(startable.not()),
+        None => {}
+    }
+    if let Some(after) = after {
+        query = query.filter(task::Column::Id.gt(after.0));
+    }
+    let rows = query
+        .order_by_asc(task::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?;
+    let initiatives: BTreeMap<Uuid, initiative::Model> = initiative::Entity::find()
+        .filter(initiative::Column::Id.is_in(rows.iter().map(|r| r.initiative_id)))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|i| (i.id, i))
+        .collect();
+    let series: BTreeMap<Uuid, Uuid> = procedure_run::Entity::find()
+        .filter(procedure_run::Column::InitiativeId.is_in(initiatives.keys().copied()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|r| (r.initiative_id, r.series_id))
+        .collect();
+    rows.into_iter()
+        .map(|r| {
+            let missing = |what: &str| DbErr::RecordNotFound(format!("{what} of task {}", r.id));
+            let ini = initiatives
+                .get(&r.initiative_id)
+                .ok_or_else(|| missing("initiative"))?;
+            let provenance = Provenance {
+                run_id: RunId(ini.run_id.ok_or_else(|| missing("run"))?),
+                initiative_id: InitiativeId(ini.id),
+                procedure_id: ProcedureId(ini.procedure_id.ok_or_else(|| missing("procedure"))?),
+                series_id: SeriesId(*series.get(&ini.id).ok_or_else(|| missing("series"))?),
+                procedure_version: Version(
+                    ini.procedure_version.ok_or_else(|| missing("version"))? as u32,
+                ),
+                procedure_digest: ini.procedure_digest.clone(),
+            };
+            Ok((provenance, task_of(r)?))
+        })
+        .collect()
+}
+
 /// Loads a run as one aggregate to decide on; its run row is locked for the transaction
 /// (Postgres), so decisions on one run are serialised.
 pub async fn load_for_update(
@@ -215,29 +315,7 @@ async fn load_with(
         .await?;
     let tasks = rows
         .into_iter()
-        .map(|r| {
-            Ok(Task {
-                id: TaskId(r.id),
-                position: r.position as u32,
-                name: r.name,
-                content: r.content,
-                status: r.status.into(),
-                ready: r.ready,
-                assignee: SystemId(r.assignee_system_id),
-                assignee_type: r.assignee_type.into(),
-                depends_on: from_json("task.depends_on", r.depends_on)?,
-                default_assignee_type: r.default_assignee_system_type.map(Into::into),
-                required_skills: from_json("task.required_skills", r.required_skills)?,
-                result: r.result,
-                reasoning: r.reasoning,
-                review_verdict: r.review_verdict.map(Into::into),
-                review_reasoning: r.review_reasoning,
-                replaces: r.replaces_task_id.map(TaskId),
-                follow_up: r.follow_up_task_id.map(TaskId),
-                created_at: r.created_at,
-                updated_at: r.updated_at,
-            })
-        })
+        .map(task_of)
         .collect::<Result<Vec<_>, DbErr>>()?;
     let reviewed = run_review::Entity::find()
         .filter(run_review::Column::RunId.eq(run.id))

@@ -93,6 +93,16 @@ pub struct RunDetail {
     pub next_cursor: Option<String>,
 }
 
+/// Tasks assigned to one system, in creation order (`task.list`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TaskList {
+    pub assignee_system_id: SystemId,
+    pub tasks: Vec<TaskView>,
+    /// The `cursor` of the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// From an initiative back to the procedure version and run that made it.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Trace {
@@ -176,6 +186,7 @@ pub enum Answer {
     Diff(Box<VersionDiff>),
     Preview(Box<Preview>),
     Run(Box<RunDetail>),
+    Tasks(TaskList),
     Trace(Box<Trace>),
     Audit(Audit),
     Outcome(Box<Outcome>),
@@ -219,5 +230,6 @@ paged!(
     ProcedureList => procedures,
     History => versions,
     RunDetail => tasks,
+    TaskList => tasks,
     Audit => entries,
 );

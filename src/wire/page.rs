@@ -17,6 +17,8 @@ pub enum Cursor {
     History { series_id: Uuid, version: u32 },
     /// `run.get`: after the run's task at this creation index.
     RunTasks { run_id: Uuid, seq: u32 },
+    /// `task.list`: after this task, in id (creation) order, of this assignee.
+    Tasks { assignee: Uuid, task_id: Uuid },
     /// `audit.get`: after this outbox sequence, of this series and/or run.
     Audit {
         series_id: Option<Uuid>,
@@ -34,6 +36,7 @@ const PROCEDURES: u8 = 1;
 const HISTORY: u8 = 2;
 const RUN_TASKS: u8 = 3;
 const AUDIT: u8 = 4;
+const TASKS: u8 = 5;
 
 impl Cursor {
     pub fn encode(&self) -> String {
@@ -53,6 +56,11 @@ impl Cursor {
                 bytes.push(RUN_TASKS);
                 bytes.extend_from_slice(run_id.as_bytes());
                 bytes.extend_from_slice(&seq.to_be_bytes());
+            }
+            Cursor::Tasks { assignee, task_id } => {
+                bytes.push(TASKS);
+                bytes.extend_from_slice(assignee.as_bytes());
+                bytes.extend_from_slice(task_id.as_bytes());
             }
             Cursor::Audit {
                 series_id,
@@ -87,6 +95,10 @@ impl Cursor {
             (RUN_TASKS, 20) => Ok(Cursor::RunTasks {
                 run_id: id(&rest[..16])?,
                 seq: u32_at(&rest[16..]).map_err(|_| BadCursor)?,
+            }),
+            (TASKS, 32) => Ok(Cursor::Tasks {
+                assignee: id(&rest[..16])?,
+                task_id: id(&rest[16..])?,
             }),
             (AUDIT, 40) => Ok(Cursor::Audit {
                 series_id: given(id(&rest[..16])?),
@@ -138,6 +150,10 @@ mod tests {
                 version: u32::MAX,
             },
             Cursor::RunTasks { run_id: id, seq: 0 },
+            Cursor::Tasks {
+                assignee: id,
+                task_id: Uuid::now_v7(),
+            },
             Cursor::Audit {
                 series_id: Some(id),
                 run_id: None,

@@ -13,6 +13,7 @@ subject_names!(
         Diff = "procedure.diff",
         Preview = "procedure.preview",
         GetRun = "run.get",
+        ListTasks = "task.list",
         Trace = "initiative.trace",
         Audit = "audit.get",
         Outcome = "command.outcome",
@@ -28,6 +29,30 @@ impl QueryName {
     pub fn is_identity(self) -> bool {
         matches!(self, QueryName::GetSystem | QueryName::GetTeam)
     }
+}
+
+/// Each query with its request and answer types (the contract describes them).
+pub trait QueryVisitor {
+    fn visit<R: schemars::JsonSchema, A: schemars::JsonSchema>(&mut self, name: QueryName);
+}
+
+pub fn visit_queries(visitor: &mut impl QueryVisitor) {
+    use super::answer::*;
+    use super::outcome::Outcome;
+    use QueryName as Q;
+    visitor.visit::<ProcedureQuery, ProcedureDetail>(Q::GetProcedure);
+    visitor.visit::<ListQuery, ProcedureList>(Q::ListProcedures);
+    visitor.visit::<SeriesQuery, History>(Q::History);
+    visitor.visit::<DiffQuery, VersionDiff>(Q::Diff);
+    visitor.visit::<ProcedureQuery, Preview>(Q::Preview);
+    visitor.visit::<RunQuery, RunDetail>(Q::GetRun);
+    visitor.visit::<TaskListQuery, TaskList>(Q::ListTasks);
+    visitor.visit::<InitiativeQuery, Trace>(Q::Trace);
+    visitor.visit::<AuditQuery, Audit>(Q::Audit);
+    visitor.visit::<OutcomeQuery, Outcome>(Q::Outcome);
+    visitor.visit::<SystemQuery, SystemIdentity>(Q::GetSystem);
+    visitor.visit::<TeamQuery, TeamIdentity>(Q::GetTeam);
+    visitor.visit::<PolicyQuery, PolicyAnswer>(Q::GetPolicy);
 }
 
 /// Header carrying the error text of a failed query (NATS service API convention).
@@ -91,6 +116,31 @@ pub struct RunQuery {
     pub actor: Uuid,
     pub run_id: Uuid,
     /// At most this many tasks in this answer (default 100, at most 1000); a page also ends
+    /// early when the next task would make the answer larger than the server accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The previous answer's `next_cursor`, unchanged, for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Tasks assigned to one system of the asker's team: a System1's work list.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskListQuery {
+    pub actor: Uuid,
+    /// Whose tasks: the asker's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee_system_id: Option<Uuid>,
+    /// Only tasks in this status (`pending`, `in_progress`, `blocked`, `completed`,
+    /// `approved`, `rejected`, `canceled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only tasks that can be started now (`true`: pending and ready), or only those that
+    /// cannot (`false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// At most this many tasks in this answer (default 50, at most 500); a page also ends
     /// early when the next task would make the answer larger than the server accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,

@@ -12,7 +12,10 @@ use vsm_sop::bus::client::ClientError;
 use vsm_sop::wire::command::CommandName as C;
 use vsm_sop::wire::query::{QueryName as Q, SERVICE_ERROR_CODE_HEADER};
 
-on_both_databases!(queries_answer_about_procedures_runs_and_their_history);
+on_both_databases!(
+    queries_answer_about_procedures_runs_and_their_history,
+    a_system_lists_its_tasks_and_what_it_can_start_now
+);
 
 async fn ask(app: &TestApp, name: Q, request: Value) -> Value {
     app.client
@@ -296,5 +299,109 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
     .await
     .unwrap_or(false);
     assert!(found, "no $SRV.INFO response lists {ours}");
+    app.stop().await;
+}
+
+/// `task.list`: a System1's work list, ready first of all; paged; scoped to the team.
+async fn a_system_lists_its_tasks_and_what_it_can_start_now(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("workers").await;
+    let other = app.register_team("elsewhere").await;
+    let sop = approved_sop(&app, &team).await;
+    let runs = [
+        app.ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
+            .await,
+        app.ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
+            .await,
+    ];
+    let list = |actor: Uuid, extra: Value| {
+        let mut request = json!({ "actor": actor });
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        ask(&app, Q::ListTasks, request)
+    };
+    // Each run's first task is ready; who works it is the assignment rule's choice.
+    let first = runs.map(|r| r.task_ids[0]);
+    let mut ready = Vec::new();
+    for s1 in [team.s1a, team.s1b] {
+        let mine = list(s1, json!({ "ready": true })).await;
+        assert_eq!(mine["assignee_system_id"], s1.to_string());
+        for t in mine["tasks"].as_array().unwrap() {
+            assert_eq!(
+                (&t["status"], &t["ready"]),
+                (&json!("pending"), &json!(true))
+            );
+            assert_eq!(t["assignee_system_id"], s1.to_string());
+            assert_eq!(t["series_id"], sop.to_string(), "with its provenance");
+            ready.push(t["task_id"].as_str().unwrap().parse::<Uuid>().unwrap());
+        }
+    }
+    ready.sort();
+    assert_eq!(ready, first.to_vec());
+
+    // Everything assigned to one System1, a page of one at a time, in creation order.
+    let all = list(team.s1a, json!({})).await["tasks"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(all >= 2, "{all}");
+    let (mut seen, mut cursor) = (Vec::new(), Value::Null);
+    loop {
+        let page = list(team.s1a, json!({ "limit": 1, "cursor": cursor })).await;
+        seen.extend(
+            page["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["task_id"].clone()),
+        );
+        cursor = page["next_cursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), all);
+    let ids: Vec<&str> = seen.iter().map(|t| t.as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "creation order");
+    // System3 may look at a System1's list; its own is empty.
+    let theirs = list(team.s3, json!({ "assignee_system_id": team.s1a })).await;
+    assert_eq!(theirs["tasks"].as_array().unwrap().len(), all);
+    let pending = list(team.s1a, json!({ "status": "pending", "ready": false })).await;
+    assert!(
+        pending["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["ready"] == json!(false))
+    );
+
+    let request = |extra: Value| {
+        let mut r = json!({ "actor": team.s1a });
+        r.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        r
+    };
+    assert_eq!(
+        refused(
+            &app,
+            Q::ListTasks,
+            request(json!({ "assignee_system_id": other.s1a }))
+        )
+        .await,
+        "not_found",
+        "another team's system is not to be found"
+    );
+    assert_eq!(
+        refused(&app, Q::ListTasks, request(json!({ "status": "done" }))).await,
+        "validation_failed"
+    );
+    let (code, out, err) = app
+        .sop(&["task", "list", "--ready", "--actor", &team.s1a.to_string()])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pending") || out.contains("no tasks"), "{out}");
     app.stop().await;
 }

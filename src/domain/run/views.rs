@@ -5,8 +5,31 @@ use std::collections::BTreeMap;
 
 use super::{Execution, Task};
 use crate::domain::event::{
-    ApprovalView, Event, EventData, EventKind, InitiativeView, RunView, TaskView,
+    ApprovalView, Event, EventData, EventKind, InitiativeView, Provenance, RunView, TaskView,
 };
+
+/// A task as events and queries show it, with the provenance of its run.
+pub fn task_view(provenance: &Provenance, t: &Task) -> TaskView {
+    TaskView {
+        task_id: t.id,
+        provenance: provenance.clone(),
+        position: t.position,
+        name: t.name.clone(),
+        content: t.content.clone(),
+        status: t.status.as_str().into(),
+        ready: t.ready,
+        assignee_system_id: t.assignee,
+        assignee_type: t.assignee_type,
+        depends_on: t.depends_on.clone(),
+        default_assignee_type: t.default_assignee_type,
+        required_skills: t.required_skills.clone(),
+        result: t.result.clone(),
+        reasoning: t.reasoning.clone(),
+        review_reasoning: t.review_reasoning.clone(),
+        replaces_task_id: t.replaces,
+        follow_up_task_id: t.follow_up,
+    }
+}
 
 impl Execution {
     pub fn task_counts(&self) -> BTreeMap<Cow<'static, str>, usize> {
@@ -49,25 +72,7 @@ impl Execution {
     }
 
     pub fn task_view(&self, t: &Task) -> TaskView {
-        TaskView {
-            task_id: t.id,
-            provenance: self.provenance.clone(),
-            position: t.position,
-            name: t.name.clone(),
-            content: t.content.clone(),
-            status: t.status.as_str().into(),
-            ready: t.ready,
-            assignee_system_id: t.assignee,
-            assignee_type: t.assignee_type,
-            depends_on: t.depends_on.clone(),
-            default_assignee_type: t.default_assignee_type,
-            required_skills: t.required_skills.clone(),
-            result: t.result.clone(),
-            reasoning: t.reasoning.clone(),
-            review_reasoning: t.review_reasoning.clone(),
-            replaces_task_id: t.replaces,
-            follow_up_task_id: t.follow_up,
-        }
+        task_view(&self.provenance, t)
     }
 
     pub(super) fn run_event(&self, kind: EventKind) -> Event {
