@@ -32,6 +32,7 @@ pub mod cli;
 pub mod config;
 pub mod devbus;
 pub mod domain;
+pub mod mcp;
 pub mod ops;
 pub mod store;
 pub mod wire;

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# End-to-end check that a Python agent (nats-py only) can drive a whole SOP lifecycle.
+# End-to-end check that a Python agent can drive a whole SOP lifecycle: by default agent.py
+# (nats-py only); given another script, that one (examples/mcp/lifecycle.py: the MCP SDK).
 #
-#   run_test.sh [path-to-sop-binary]     (default: target/debug/sop of this repository)
+#   run_test.sh [path-to-sop-binary [agent-script]]   (default: target/debug/sop, agent.py)
 #
-# Needs a NATS server with JetStream at SOP_NATS_URL (default nats://127.0.0.1:4222) and the
-# `nats-py` package. Everything else is private to this run: a temporary SQLite database, a
+# Needs a NATS server with JetStream at SOP_NATS_URL (default nats://127.0.0.1:4222), the
+# `nats-py` package, and what the script imports. Everything else is private to this run: a temporary SQLite database, a
 # random subject prefix (so its streams and subjects never meet another run's), a team and an
 # HTTP port of its own, so it runs beside a worker already running. Ends with one line,
 # `python agent: N passed, N failed`, and the agent's status.
@@ -12,6 +13,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 sop="${1:-$here/../../target/debug/sop}"
+agent="${2:-$here/agent.py}"
 nats_url="${SOP_NATS_URL:-nats://127.0.0.1:4222}"
 
 status=1
@@ -138,13 +140,15 @@ export SOP_S1_IDS SOP_S3_ID SOP_S4_ID SOP_S5_ID
     fail "could not read the system ids from: $(cat "$tmp/team.out")"
 
 
-echo "worker up (prefix $prefix); running agent.py"
+SOP_BIN="$(cd "$(dirname "$sop")" && pwd)/$(basename "$sop")"
+export SOP_BIN
+echo "worker up (prefix $prefix); running $(basename "$agent")"
 started=$SECONDS
 set +e
-python3 "$here/agent.py"
+python3 "$agent"
 status=$?
 set -e
-echo "agent.py exited $status after $((SECONDS - started)) s"
+echo "$(basename "$agent") exited $status after $((SECONDS - started)) s"
 
 # Stop the worker now (rather than only in the trap) so its shutdown shows up in the log.
 stop_worker

@@ -29,7 +29,8 @@ use crate::bus::contract;
 use crate::config::{ConnectionSettings, Settings, WorkerSettings};
 use crate::store;
 use crate::wire::command::CommandName;
-use ctx::{Ctx, EXIT_NOT_FOUND, Exit};
+use ctx::EXIT_NOT_FOUND;
+pub(crate) use ctx::{Ctx, Exit};
 use render::fields;
 
 #[derive(Parser)]
@@ -146,6 +147,9 @@ enum Cmd {
     /// Make a NATS user key pair for a system: register the public key with `team apply`,
     /// give the seed to the agent (SOP_NKEY_SEED) to sign its commands.
     NkeyGenerate,
+    /// Serve the acting system's commands and queries as MCP tools for an LLM agent (stdio, or
+    /// Streamable HTTP with --http): bound to `--actor` (and `--team`), signed with its seed.
+    Mcp(crate::mcp::McpArgs),
     /// Print the AsyncAPI contract (docs/asyncapi.yaml).
     Contract,
     /// Print the effective configuration (file, environment, flags), secrets redacted.
@@ -247,6 +251,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         Cmd::Run { command } => return run::run(&ctx, command).await,
         Cmd::Initiative { command } => return run::initiative(&ctx, command).await,
         Cmd::Audit(args) => return run::audit(&ctx, args).await,
+        Cmd::Mcp(args) => return crate::mcp::run(&ctx, args).await,
         Cmd::Outcome { command_id } => {
             let outcome = ctx
                 .client()

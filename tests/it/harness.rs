@@ -333,22 +333,26 @@ impl TestApp {
     /// Runs the `sop` binary against this worker's NATS, database and prefix: exit code,
     /// stdout, stderr.
     pub async fn sop(&self, args: &[&str]) -> (i32, String, String) {
-        let s = &self.settings;
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"))
-            .args(args)
-            .env("SOP_NATS_URL", &s.nats_url)
-            .env("SOP_DATABASE_URL", &s.database_url)
-            .env("SOP_SUBJECT_PREFIX", &s.subject_prefix)
-            .env("RUST_LOG", "error")
-            .env_remove("SOP_ACTOR")
-            .output()
-            .await
-            .expect("run sop");
+        let out = self.sop_command(args).output().await.expect("run sop");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// The `sop` binary with this worker's NATS, database and prefix, not yet started.
+    pub fn sop_command(&self, args: &[&str]) -> tokio::process::Command {
+        let s = &self.settings;
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"));
+        command
+            .args(args)
+            .env("SOP_NATS_URL", &s.nats_url)
+            .env("SOP_DATABASE_URL", &s.database_url)
+            .env("SOP_SUBJECT_PREFIX", &s.subject_prefix)
+            .env("RUST_LOG", "error")
+            .env_remove("SOP_ACTOR");
+        command
     }
 
     /// Stops this process's worker (consumer, relay, queries) so other processes do the work;

@@ -11,6 +11,7 @@ mod harness;
 mod identity;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod paging;
 mod parking;
 mod processes;

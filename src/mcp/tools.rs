@@ -1,0 +1,336 @@
+//! The tools a bound system is offered: one per command its role may send and one per query,
+//! plus waiting for work. Names, descriptions and input schemas come from the same tables and
+//! wire types as the contract, so a tool cannot drift from the message it sends.
+
+use schemars::JsonSchema;
+use serde_json::{Map, Value};
+
+use crate::bus::contract::query_doc;
+use crate::domain::system::SystemKind;
+use crate::wire::command::{self as cmd, CommandName};
+use crate::wire::query::{self as query, QueryName};
+
+/// Seconds `task_wait_ready` waits at most, whatever it is asked.
+pub const MAX_WAIT_SECS: u64 = 300;
+
+/// What calling a tool does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Command(CommandName),
+    Query(QueryName),
+    /// Waits a bounded time for a task assigned to the bound system to become ready.
+    WaitReady,
+}
+
+#[derive(Debug, Clone)]
+pub struct ToolSpec {
+    pub name: String,
+    pub target: Target,
+    pub description: String,
+    pub input_schema: Map<String, Value>,
+    pub read_only: bool,
+}
+
+/// A tool's name: the subject with `_` for `.` (`procedure.draft` → `procedure_draft`), as
+/// hosts accept only letters, digits, `_` and `-`.
+pub fn tool_name(subject: &str) -> String {
+    subject.replace('.', "_")
+}
+
+/// Whether a system of `kind` may send `name`: the role named as its sender, or any role for
+/// the commands of a task's assignee (a template may assign tasks to any type).
+pub fn may_send(name: CommandName, kind: SystemKind) -> bool {
+    let sender = name.sender();
+    sender.contains("assignee") || sender == kind.as_str()
+}
+
+/// A type's JSON Schema as a tool's input schema: self-contained (`$defs`), an object.
+pub fn schema_of<T: JsonSchema>() -> Map<String, Value> {
+    match schemars::schema_for!(T).to_value() {
+        Value::Object(map) => map,
+        other => Map::from_iter([("allOf".to_owned(), Value::Array(vec![other]))]),
+    }
+}
+
+/// A query's request schema without `actor`: the server adds the bound system.
+fn without_actor(mut schema: Map<String, Value>) -> Map<String, Value> {
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        properties.remove("actor");
+    }
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|r| r != "actor");
+    }
+    schema
+}
+
+/// When to use a command, and the rules it is held to, for a model choosing its next step.
+fn guide(name: CommandName) -> &'static str {
+    use CommandName as N;
+    match name {
+        N::DraftProcedure => {
+            "Use to propose a new reusable procedure (SOP). Tasks are positioned 1..n; `depends_on` names earlier positions. The draft is yours to edit until System5 approves or rejects it."
+        }
+        N::ReviseProcedure => {
+            "Use to improve a procedure that is approved or retired: makes a new draft version from the latest. A series has at most one draft: edit it instead if one exists (invalid_state says so)."
+        }
+        N::EditProcedure => {
+            "Use to change a draft in place, e.g. after System5 rejected it with a reason. Any field given replaces the draft's; `tasks` replaces all of them."
+        }
+        N::DiscardProcedure => "Use to abandon a draft that should never be approved.",
+        N::ApproveProcedure => {
+            "Read the draft first (procedure_get) and pass its `digest`: you approve exactly the content you read. A conflict on `digest` means it changed since: read it again before deciding."
+        }
+        N::RejectProcedure => {
+            "Use to send a draft back to System4 with a reason it can act on; the draft stays a draft."
+        }
+        N::RetireProcedure => {
+            "Use to take an approved procedure out of service; it can no longer be executed."
+        }
+        N::ExecuteProcedure => {
+            "Use to run a series' approved version: creates the initiative and its tasks, assigned by type and skills. Check procedure_preview first when unsure. The team's policy may refuse it (policy_denied: wait until the time given) or hold the run for System5's approval (status awaiting_approval)."
+        }
+        N::StartTask => {
+            "Use on a task assigned to you that is ready (task_list with ready=true, or task_wait_ready)."
+        }
+        N::CompleteTask => {
+            "Use when the work of a task you started is done: `result` is what System3 reviews, so make it complete."
+        }
+        N::BlockTask => {
+            "Use when you cannot go on with a started task: say what you need in `reason`."
+        }
+        N::UnblockTask => "Use when a blocked task can go on again.",
+        N::ReviewTask => {
+            "Use on a completed task: approve it (its dependents become ready) or reject it with reasoning (then replace or cancel it)."
+        }
+        N::CancelTask => {
+            "Use to drop a task that is not in progress; the tasks that depend on it are canceled too."
+        }
+        N::ReplaceTask => {
+            "Use on a rejected or blocked task to give the work a fresh start, optionally with a new name or content."
+        }
+        N::CancelRun => "Use to stop a whole run (started or awaiting approval) with a reason.",
+        N::ApproveRun => {
+            "Use on a run awaiting approval (a policy rule held it) once you judge it may go ahead: its first tasks become ready."
+        }
+        N::RejectRun => {
+            "Use on a run awaiting approval that must not go ahead: it ends canceled with your reason."
+        }
+        N::ReviewInitiative => {
+            "Use once a run has ended (completed, failed or canceled): the post-run review, once per run."
+        }
+        N::SetPolicy => {
+            "Use to replace the team's execution policy whole: read it first (policy_get) and send every rule you want to keep."
+        }
+    }
+}
+
+struct Collect<'a> {
+    kind: SystemKind,
+    tools: &'a mut Vec<ToolSpec>,
+}
+
+impl cmd::PayloadVisitor for Collect<'_> {
+    fn visit<P: JsonSchema>(&mut self, name: CommandName) {
+        if !may_send(name, self.kind) {
+            return;
+        }
+        self.tools.push(ToolSpec {
+            name: tool_name(name.as_str()),
+            target: Target::Command(name),
+            description: format!(
+                "{} {} Sent by {}. Returns the outcome (the ids made or changed, their status); \
+                 a refusal is an error result with `code`, `message` and `field`.",
+                name.summary(),
+                guide(name),
+                name.sender()
+            ),
+            input_schema: schema_of::<P>(),
+            read_only: false,
+        });
+    }
+}
+
+impl query::QueryVisitor for Collect<'_> {
+    fn visit<R: JsonSchema, A: JsonSchema>(&mut self, name: QueryName) {
+        self.tools.push(ToolSpec {
+            name: tool_name(name.as_str()),
+            target: Target::Query(name),
+            description: format!("{} Read-only.", query_doc(name)),
+            input_schema: without_actor(schema_of::<R>()),
+            read_only: true,
+        });
+    }
+}
+
+/// Input of `task_wait_ready`.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitReady {
+    /// How long to wait for a task to become ready, in seconds (default 60, at most 300).
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// Every tool a system of `kind` is offered, commands first, in the contract's order.
+pub fn catalogue(kind: SystemKind) -> Vec<ToolSpec> {
+    let mut tools = Vec::new();
+    let mut collect = Collect {
+        kind,
+        tools: &mut tools,
+    };
+    cmd::visit_payloads(&mut collect);
+    query::visit_queries(&mut collect);
+    tools.push(ToolSpec {
+        name: "task_wait_ready".into(),
+        target: Target::WaitReady,
+        description: format!(
+            "Waits until a task assigned to you is ready to start, at most `timeout_seconds` \
+             (default 60, at most {MAX_WAIT_SECS}), and returns the ready tasks (already ready \
+             ones at once); an empty list when none became ready in time: call it again to \
+             keep waiting. Read-only."
+        ),
+        input_schema: schema_of::<WaitReady>(),
+        read_only: true,
+    });
+    tools
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::contract::asyncapi;
+
+    fn names(kind: SystemKind) -> Vec<String> {
+        catalogue(kind).into_iter().map(|t| t.name).collect()
+    }
+
+    #[test]
+    fn each_role_is_offered_its_own_commands_and_every_query() {
+        let s4 = names(SystemKind::System4);
+        assert!(s4.contains(&"procedure_draft".to_owned()));
+        assert!(
+            !s4.contains(&"procedure_approve".to_owned()),
+            "System4 never approves"
+        );
+        assert!(!s4.contains(&"procedure_execute".to_owned()));
+        let s5 = names(SystemKind::System5);
+        for n in [
+            "procedure_approve",
+            "run_approve",
+            "run_reject",
+            "policy_set",
+        ] {
+            assert!(s5.contains(&n.to_owned()), "{n}");
+        }
+        assert!(!s5.contains(&"procedure_draft".to_owned()));
+        let s1 = names(SystemKind::System1);
+        for n in [
+            "task_start",
+            "task_complete",
+            "task_list",
+            "task_wait_ready",
+            "run_get",
+        ] {
+            assert!(s1.contains(&n.to_owned()), "{n}");
+        }
+        assert!(!s1.contains(&"task_review".to_owned()));
+        for kind in SystemKind::ALL {
+            let all = names(kind);
+            for q in QueryName::ALL {
+                assert!(all.contains(&tool_name(q.as_str())), "{kind:?} {q}");
+            }
+            let mut unique = all.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), all.len(), "tool names are unique");
+            assert!(all.iter().all(|n| {
+                n.len() <= 64
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }));
+        }
+    }
+
+    /// One table row per role: its tool count and names, as docs/agents.md lists them.
+    pub fn role_rows() -> Vec<String> {
+        SystemKind::ALL
+            .iter()
+            .map(|&kind| {
+                let tools = names(kind);
+                format!(
+                    "| {} | {} | {} |",
+                    kind.as_str(),
+                    tools.len(),
+                    tools.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_agents_guide_lists_each_roles_tools() {
+        let guide = include_str!("../../docs/agents.md");
+        for row in role_rows() {
+            assert!(guide.contains(&row), "docs/agents.md lacks the row:\n{row}");
+        }
+    }
+
+    /// Replaces every `$ref` by what it points at, in `root`, so that schemas kept in
+    /// different places compare by content.
+    fn inline(value: &Value, root: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(to)) = map.get("$ref") {
+                    let target = root
+                        .pointer(to.trim_start_matches('#'))
+                        .unwrap_or_else(|| panic!("dangling {to}"));
+                    return inline(target, root);
+                }
+                Value::Object(
+                    map.iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "$defs" | "$schema" | "title"))
+                        .map(|(k, v)| (k.clone(), inline(v, root)))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(|v| inline(v, root)).collect()),
+            other => other.clone(),
+        }
+    }
+
+    #[test]
+    fn input_schemas_are_the_contracts_payloads_and_requests() {
+        let doc = asyncapi();
+        let message = |channel: &str| {
+            let messages = doc["channels"][channel]["messages"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{channel}"));
+            let (_, first) = messages.iter().next().unwrap();
+            inline(first, &doc)
+        };
+        for kind in SystemKind::ALL {
+            for tool in catalogue(kind) {
+                let schema = Value::Object(tool.input_schema.clone());
+                let ours = inline(&schema, &schema);
+                let theirs = match tool.target {
+                    Target::Command(name) => {
+                        message(name.as_str())["payload"]["properties"]["payload"].clone()
+                    }
+                    Target::Query(name) => {
+                        let mut request =
+                            message(&format!("sop.query.{}", name.as_str()))["payload"].clone();
+                        if let Some(p) = request.pointer_mut("/properties") {
+                            p.as_object_mut().map(|p| p.remove("actor"));
+                        }
+                        if let Some(Value::Array(r)) = request.pointer_mut("/required") {
+                            r.retain(|r| r != "actor");
+                        }
+                        request
+                    }
+                    Target::WaitReady => continue,
+                };
+                assert_eq!(ours, theirs, "{}", tool.name);
+            }
+        }
+    }
+}
