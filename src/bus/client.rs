@@ -399,15 +399,13 @@ impl Client {
             .await
             .map_err(nats_err)?;
         match stream
-            .get_last_raw_message_by_subject(&self.subjects.outcome(CommandId(command_id)))
+            .direct_get_last_for_subject(self.subjects.outcome(CommandId(command_id)))
             .await
         {
             Ok(m) => serde_json::from_slice(&m.payload)
                 .map(Some)
                 .map_err(|e| ClientError::Decode(e.to_string())),
-            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-                Ok(None)
-            }
+            Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(nats_err(e)),
         }
     }

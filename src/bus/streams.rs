@@ -73,6 +73,9 @@ pub fn outcomes_config(s: &Subjects) -> stream::Config {
         duplicate_window: DUPLICATE_WINDOW,
         // Outcomes can be fetched by command id for a week (also kept in the database).
         max_age: Duration::from_secs(7 * 24 * 3600),
+        // Fetched by subject with a direct get: one request any replica answers, and the one
+        // grant an agent needs (`$JS.API.DIRECT.GET.SOP_OUTCOMES.>` in roles.conf).
+        allow_direct: true,
         ..Default::default()
     }
 }
@@ -106,7 +109,8 @@ pub async fn ensure(
 }
 
 /// The stream, created if missing. A stream an earlier release created gets the subjects it
-/// lacks (a family added since, such as `policy`), its other settings kept as they are.
+/// lacks (a family added since, such as `policy`) and direct gets where this release allows
+/// them, its other settings kept as they are.
 async fn ensure_stream(
     js: &Context,
     config: stream::Config,
@@ -119,11 +123,13 @@ async fn ensure_stream(
         .filter(|s| !held.subjects.contains(s))
         .cloned()
         .collect();
-    if missing.is_empty() {
+    let direct = config.allow_direct && !held.allow_direct;
+    if missing.is_empty() && !direct {
         return Ok(stream);
     }
     let mut widened = held.clone();
     widened.subjects.extend(missing);
+    widened.allow_direct |= config.allow_direct;
     js.update_stream(widened).await?;
     Ok(js.get_stream(&config.name).await?)
 }

@@ -389,8 +389,9 @@ async fn a_run_held_for_approval_waits_for_system5(backend: Backend) {
     assert_eq!(approval["decided_by_system_id"], team.s5.to_string());
 }
 
-/// Streams an earlier release created, without the `policy` family: a worker's start adds its
-/// subjects and keeps every other setting.
+/// Streams an earlier release created, without the `policy` family nor direct gets: a
+/// worker's start adds the subjects, allows direct gets of outcomes, and keeps every other
+/// setting.
 #[tokio::test]
 async fn streams_of_an_earlier_release_gain_the_policy_family() {
     use vsm_sop::bus::streams::{self, StreamOptions};
@@ -412,6 +413,9 @@ async fn streams_of_an_earlier_release_gain_the_policy_family() {
     js.create_stream(earlier(streams::events_config(&s)))
         .await
         .unwrap();
+    let mut outcomes = streams::outcomes_config(&s);
+    outcomes.allow_direct = false;
+    js.create_stream(outcomes).await.unwrap();
     streams::ensure(&js, &s, &StreamOptions::default())
         .await
         .unwrap();
@@ -430,6 +434,12 @@ async fn streams_of_an_earlier_release_gain_the_policy_family() {
             "{name}: kept"
         );
     }
+    let mut outcomes = js.get_stream(s.outcomes_stream()).await.unwrap();
+    let config = outcomes.info().await.unwrap().config.clone();
+    assert!(
+        config.allow_direct,
+        "outcomes are fetched with a direct get"
+    );
     streams::delete(&js, &s).await.unwrap();
     app.stop().await;
 }
