@@ -82,6 +82,19 @@ pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
     if let Some(id) = envelope.command_id {
         meta.command_id = id;
     }
+    // JetStream de-duplicated on that header: a command whose duplicates are not recognised
+    // by its id would run twice under one id, or be dropped under another.
+    if let Some(h) = a.msg_id
+        && header_id.is_none()
+    {
+        return Err(fail(
+            &meta,
+            invalid(format!(
+                "the Nats-Msg-Id header `{}` is not a UUID: it must be the command_id",
+                h.chars().take(64).collect::<String>()
+            )),
+        ));
+    }
     match envelope.schema_version {
         Some(SCHEMA_VERSION) => {}
         Some(v) => {
@@ -189,6 +202,20 @@ mod tests {
         let mut a = arrival("procedure.draft", b"[]");
         a.msg_id = Some(&id);
         assert_eq!(code(decode(&a)).1, Uuid::from_u128(7));
+    }
+
+    #[test]
+    fn a_header_id_that_is_no_uuid_is_refused_under_the_bodys_id() {
+        let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","payload":{"procedure_id":"00000000-0000-0000-0000-000000000003","reason":"x"}}"#;
+        let mut a = arrival("procedure.discard", body);
+        a.msg_id = Some("retry-42");
+        let (code, id) = code(decode(&a));
+        assert_eq!((code, id), ("invalid_payload", Uuid::from_u128(1)));
+        a.msg_id = None;
+        assert!(
+            decode(&a).is_ok(),
+            "the same command without the header is fine"
+        );
     }
 
     #[test]
