@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 
 use crate::store;
+use crate::wire::command::CommandName;
 
 pub const COMMANDS: &str = "sop_commands_total";
 pub const COMMAND_DURATION: &str = "sop_command_duration_seconds";
@@ -47,12 +48,72 @@ pub fn handle() -> &'static PrometheusHandle {
                 )
             })
             .unwrap_or_else(|_| PrometheusBuilder::new());
-        match builder.install_recorder() {
+        let handle = match builder.install_recorder() {
             Ok(handle) => handle,
             // Another recorder is installed (an embedding program's): render ours anyway.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        }
+        };
+        describe();
+        handle
     })
+}
+
+/// Reasons `sop_dead_letters_total` counts by.
+pub const DEAD_LETTER_REASONS: [&str; 4] = [
+    "invalid_payload",
+    "unknown_command",
+    "unsupported_schema",
+    "internal",
+];
+
+/// Every family's HELP, and every counter at zero for each label value docs/reference.md
+/// lists, so that an alert on a rate sees 0 from the start rather than no data.
+fn describe() {
+    describe_counter!(COMMANDS, "Commands handled, by command and outcome.");
+    describe_histogram!(
+        COMMAND_DURATION,
+        metrics::Unit::Seconds,
+        "Time to handle a command, from its arrival to its acknowledgement."
+    );
+    describe_histogram!(
+        TRANSACTION_COMMANDS,
+        "Commands committed per transaction (group commit)."
+    );
+    describe_counter!(REDELIVERIES, "Command messages delivered more than once.");
+    describe_counter!(
+        DEAD_LETTERS,
+        "Messages that were not commands, or failed persistently, by reason."
+    );
+    describe_gauge!(OUTBOX_BACKLOG, "Outbox messages not yet published.");
+    describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        metrics::Unit::Seconds,
+        "Age of the oldest outbox message not yet published."
+    );
+    describe_gauge!(
+        OUTBOX_PARKED,
+        "Outbox messages parked because the server refused them."
+    );
+    describe_gauge!(CONSUMER_PENDING, "Commands waiting in the commands stream.");
+    describe_gauge!(
+        CONSUMER_ACK_PENDING,
+        "Commands delivered and not yet acknowledged."
+    );
+    describe_gauge!(DB_POOL, "Database pool connections, by state.");
+    describe_gauge!(
+        READY,
+        "1 when the worker is ready (NATS, database, migrations)."
+    );
+    for name in CommandName::ALL {
+        for ending in Ending::ALL {
+            counter!(COMMANDS, "command" => name.as_str(), "outcome" => ending.as_str())
+                .increment(0);
+        }
+    }
+    counter!(REDELIVERIES).increment(0);
+    for reason in DEAD_LETTER_REASONS {
+        counter!(DEAD_LETTERS, "reason" => reason).increment(0);
+    }
 }
 
 /// How one command ended, for `sop_commands_total{outcome}`.
@@ -65,6 +126,13 @@ pub enum Ending {
 }
 
 impl Ending {
+    pub const ALL: [Ending; 4] = [
+        Ending::Accepted,
+        Ending::Rejected,
+        Ending::Duplicate,
+        Ending::Retried,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Ending::Accepted => "accepted",

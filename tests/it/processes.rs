@@ -626,10 +626,62 @@ async fn operators_see_metrics_health_readiness_and_trace_context() {
         "sop_outbox_backlog",
         "sop_outbox_parked 0",
         "sop_consumer_pending",
+        // Counters start at zero for every documented label value.
+        "sop_commands_total{command=\"run.reject\",outcome=\"retried\"} 0",
+        "sop_dead_letters_total{reason=\"internal\"} 0",
+        "sop_redeliveries_total 0",
     ] {
         assert!(
             metrics.contains(expected),
             "/metrics lacks {expected}:\n{metrics}"
+        );
+    }
+    // Every family has its HELP and TYPE.
+    let body = metrics
+        .split_once("\r\n\r\n")
+        .map_or(metrics.as_str(), |(_, body)| body);
+    let families: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| n.strip_suffix(suffix))
+                .filter(|base| body.contains(&format!("# TYPE {base} histogram")))
+                .unwrap_or(n)
+        })
+        .collect();
+    for family in families {
+        for kind in ["HELP", "TYPE"] {
+            assert!(
+                body.contains(&format!("# {kind} {family} ")),
+                "{family} has no {kind}:\n{body}"
+            );
+        }
+    }
+    // Where CI provides Prometheus' own checker, it has the last word.
+    if let Ok(promtool) = std::env::var("SOP_TEST_PROMTOOL") {
+        use std::io::Write;
+        let mut check = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("SOP_TEST_PROMTOOL={promtool}: {e}"));
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let checked = check.wait_with_output().unwrap();
+        assert!(
+            checked.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
         );
     }
     assert!(worker.terminate().await.success());
