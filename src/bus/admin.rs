@@ -53,7 +53,13 @@ pub async fn start(
 ) -> Result<(), async_nats::Error> {
     let group = service.group(subjects.admin_group());
     for name in AdminName::ALL.iter().copied() {
-        let metadata = HashMap::from([("admin".to_owned(), name.as_str().to_owned())]);
+        let metadata = HashMap::from([
+            ("admin".to_owned(), name.as_str().to_owned()),
+            (
+                "schema".to_owned(),
+                super::queries::contract_pointer(&format!("sop.admin.{}", name.as_str())),
+            ),
+        ]);
         let endpoint = group
             .endpoint_builder()
             .name(format!("admin_{}", name.as_str().replace('.', "_")))

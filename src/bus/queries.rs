@@ -372,6 +372,12 @@ pub(super) async fn reply(
     }
 }
 
+/// Where an endpoint's request and answer schemas are: its channel in the AsyncAPI document,
+/// a file of the repository (`sop contract` prints the same document).
+pub fn contract_pointer(channel: &str) -> String {
+    format!("docs/asyncapi.yaml#/channels/{channel}")
+}
+
 /// Starts the service and one task per endpoint; returns the service to stop it later.
 /// Also starts the operator endpoints ([`super::admin`]) in the same service.
 pub async fn start(
@@ -392,7 +398,7 @@ pub async fn start(
             ("query".to_owned(), name.as_str().to_owned()),
             (
                 "schema".to_owned(),
-                format!("docs/schemas/query.{}.json", name.as_str()),
+                contract_pointer(&format!("sop.query.{}", name.as_str())),
             ),
         ]);
         let endpoint = group

@@ -282,23 +282,34 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
         .await
         .unwrap();
     let ours = app.client.subjects().query("procedure.preview");
-    let found = tokio::time::timeout(Duration::from_secs(5), async {
+    let endpoints = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(m) = infos.next().await {
             let info: Value = serde_json::from_slice(&m.payload).unwrap();
-            if info["endpoints"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["subject"] == ours.as_str())
-            {
-                return true;
+            let endpoints = info["endpoints"].as_array().unwrap().clone();
+            if endpoints.iter().any(|e| e["subject"] == ours.as_str()) {
+                return Some(endpoints);
             }
         }
-        false
+        None
     })
     .await
-    .unwrap_or(false);
-    assert!(found, "no $SRV.INFO response lists {ours}");
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("no $SRV.INFO response lists {ours}"));
+    // Each endpoint's metadata points at its schemas: a file here, and a place in it.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for e in &endpoints {
+        let pointer = e["metadata"]["schema"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{e}"));
+        let (file, place) = pointer.split_once('#').unwrap();
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_else(|_| panic!("{file}"));
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let schema = doc
+            .pointer(place)
+            .unwrap_or_else(|| panic!("{pointer} names nothing"));
+        assert!(schema["messages"].is_object(), "{pointer}");
+    }
     app.stop().await;
 }
 
