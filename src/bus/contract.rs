@@ -180,8 +180,12 @@ impl Builder {
     }
 
     fn event<D: JsonSchema>(&mut self, kind: EventKind) {
-        let payload = self.schema::<EventEnvelope<D>>();
         let id = kind.as_str();
+        // The envelope is shared by the events of a family; each message fixes its `type`.
+        let payload = json!({ "allOf": [
+            self.schema::<EventEnvelope<D>>(),
+            { "type": "object", "properties": { "type": { "const": id } }, "required": ["type"] },
+        ] });
         let message = self.message(id, format!("{id} event"), payload, None);
         self.channels.insert(
             id.to_owned(),

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::application::{Incoming, MessageMeta, Rejection};
 use crate::domain::error::ErrorCode;
-use crate::wire::command::{Command, CommandName, RawEnvelope, SCHEMA_VERSION};
+use crate::wire::command::{Command, CommandName, MAX_CORRELATION_ID, RawEnvelope, SCHEMA_VERSION};
 
 /// What arrived, before decoding.
 #[derive(Debug, Clone)]
@@ -27,8 +27,6 @@ pub struct Undecodable {
     pub rejection: Rejection,
 }
 
-/// Longest `correlation_id` a command may carry.
-pub const MAX_CORRELATION_ID: usize = 200;
 /// Longest `traceparent` passed on to events (a W3C one is 55 characters).
 const MAX_TRACEPARENT: usize = 128;
 
@@ -64,7 +62,20 @@ pub fn decode(a: &Arrival<'_>) -> Result<Incoming, Box<Undecodable>> {
     };
     let envelope: RawEnvelope = match serde_json::from_slice(a.payload) {
         Ok(e) => e,
-        Err(e) => return Err(fail(&meta, invalid(format!("not a command envelope: {e}")))),
+        Err(e) => {
+            // An envelope with a field too many, or one of the wrong type, still names its
+            // sender and id where it can: the rejection goes where the sender looks for it.
+            if let Ok(body) = serde_json::from_slice::<serde_json::Value>(a.payload) {
+                let uuid = |field: &str| body[field].as_str().and_then(|s| s.parse().ok());
+                meta.actor = uuid("actor");
+                if header_id.is_none()
+                    && let Some(id) = uuid("command_id")
+                {
+                    meta.command_id = id;
+                }
+            }
+            return Err(fail(&meta, invalid(format!("not a command envelope: {e}"))));
+        }
     };
     meta.actor = envelope.actor;
     if let (Some(h), Some(b)) = (header_id, envelope.command_id)
@@ -202,6 +213,20 @@ mod tests {
         let mut a = arrival("procedure.draft", b"[]");
         a.msg_id = Some(&id);
         assert_eq!(code(decode(&a)).1, Uuid::from_u128(7));
+    }
+
+    #[test]
+    fn an_envelope_field_the_contract_does_not_have_is_refused_under_the_commands_id() {
+        let body = br#"{"schema_version":1,"command_id":"00000000-0000-0000-0000-000000000001","actor":"00000000-0000-0000-0000-000000000002","priority":"high","payload":{}}"#;
+        let u = decode(&arrival("procedure.draft", body)).unwrap_err();
+        assert_eq!(u.rejection.code.as_str(), "invalid_payload");
+        assert!(
+            u.rejection.message.contains("priority"),
+            "{}",
+            u.rejection.message
+        );
+        assert_eq!(u.meta.command_id, Uuid::from_u128(1));
+        assert_eq!(u.meta.actor, Some(Uuid::from_u128(2)));
     }
 
     #[test]

@@ -435,3 +435,95 @@ fn command_examples_decode_as_they_are() {
         let _: Outcome = serde_json::from_value(o).unwrap();
     }
 }
+
+/// `value` with every `$ref` replaced by what it points at in `root` (the contract's schemas
+/// refer to one another), so that a validator needs nothing else; without titles, which
+/// annotate and differ between documents that agree.
+pub(crate) fn resolved(value: &Value, root: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(to)) = map.get("$ref") {
+                let target = root
+                    .pointer(to.trim_start_matches('#'))
+                    .unwrap_or_else(|| panic!("dangling {to}"));
+                return resolved(target, root);
+            }
+            Value::Object(
+                map.iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "$defs" | "$schema" | "title"))
+                    .map(|(k, v)| (k.clone(), resolved(v, root)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| resolved(v, root)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The schema of the message an example is: a command's, an event's or an outcome's.
+fn schema_of_example(doc: &Value, path: &Path) -> jsonschema::Validator {
+    let (family, file) = (
+        path.parent().unwrap().to_str().unwrap(),
+        path.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(".json"),
+    );
+    let channel = match family {
+        "outcomes" => "command.outcome",
+        _ => file,
+    };
+    let messages = doc["channels"][channel]["messages"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no channel {channel}"));
+    let message = messages
+        .values()
+        .find(|m| {
+            let m = resolved(m, doc);
+            family != "commands" || m["name"] != "query.failure"
+        })
+        .unwrap();
+    let schema = resolved(&resolved(message, doc)["payload"], doc);
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{channel}: {e}"))
+}
+
+#[test]
+fn every_example_is_valid_against_the_contract_and_the_contract_refuses_what_the_worker_does() {
+    let doc = crate::bus::contract::asyncapi();
+    for (path, value) in examples() {
+        let validator = schema_of_example(&doc, &path);
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+    }
+    // What the worker refuses, a client validating first learns before sending.
+    let draft = schema_of_example(&doc, Path::new("commands/procedure.draft.json"));
+    let mut risky = command(CommandName::DraftProcedure);
+    risky["payload"]["risk_level"] = json!("extreme");
+    assert!(!draft.is_valid(&risky), "risk_level is one of four");
+    let mut extra = command(CommandName::DraftProcedure);
+    extra["priority"] = json!("high");
+    assert!(
+        !draft.is_valid(&extra),
+        "no envelope field beyond the contract's"
+    );
+    let mut old = command(CommandName::DraftProcedure);
+    old["schema_version"] = json!(2);
+    assert!(!draft.is_valid(&old), "schema_version is 1");
+    let mut long = command(CommandName::DraftProcedure);
+    long["payload"]["name"] = json!("n".repeat(crate::domain::text::MAX_NAME + 1));
+    assert!(
+        !draft.is_valid(&long),
+        "names are at most MAX_NAME characters"
+    );
+    let ready = schema_of_example(&doc, Path::new("events/task.ready.json"));
+    let mut started = envelope(0, &events()["task.ready"]);
+    started["type"] = json!("task.started");
+    assert!(
+        !ready.is_valid(&started),
+        "each event message fixes its type"
+    );
+}

@@ -6,7 +6,7 @@ pub mod client;
 pub mod contract;
 pub mod decode;
 #[cfg(test)]
-mod golden;
+pub(crate) mod golden;
 pub mod queries;
 pub mod relay;
 pub mod streams;

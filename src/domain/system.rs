@@ -23,14 +23,19 @@ use super::ids::{SystemId, TeamId};
 #[serde(rename_all = "snake_case")]
 pub enum SystemKind {
     /// Operation: works tasks.
+    #[schemars(title = "System1")]
     System1,
     /// Coordination.
+    #[schemars(title = "System2")]
     System2,
     /// Control: executes procedures, reviews tasks and runs.
+    #[schemars(title = "System3")]
     System3,
     /// Intelligence: drafts and revises procedures.
+    #[schemars(title = "System4")]
     System4,
     /// Policy: approves, rejects and retires procedures.
+    #[schemars(title = "System5")]
     System5,
 }
 

@@ -199,6 +199,7 @@ pub fn catalogue(kind: SystemKind) -> Vec<ToolSpec> {
 mod tests {
     use super::*;
     use crate::bus::contract::asyncapi;
+    use crate::bus::golden::resolved as inline;
 
     fn names(kind: SystemKind) -> Vec<String> {
         catalogue(kind).into_iter().map(|t| t.name).collect()
@@ -272,29 +273,6 @@ mod tests {
         let guide = include_str!("../../docs/agents.md");
         for row in role_rows() {
             assert!(guide.contains(&row), "docs/agents.md lacks the row:\n{row}");
-        }
-    }
-
-    /// Replaces every `$ref` by what it points at, in `root`, so that schemas kept in
-    /// different places compare by content.
-    fn inline(value: &Value, root: &Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                if let Some(Value::String(to)) = map.get("$ref") {
-                    let target = root
-                        .pointer(to.trim_start_matches('#'))
-                        .unwrap_or_else(|| panic!("dangling {to}"));
-                    return inline(target, root);
-                }
-                Value::Object(
-                    map.iter()
-                        .filter(|(k, _)| !matches!(k.as_str(), "$defs" | "$schema" | "title"))
-                        .map(|(k, v)| (k.clone(), inline(v, root)))
-                        .collect(),
-                )
-            }
-            Value::Array(items) => Value::Array(items.iter().map(|v| inline(v, root)).collect()),
-            other => other.clone(),
         }
     }
 

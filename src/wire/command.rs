@@ -6,10 +6,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use crate::domain::policy::PolicyDocument;
-use crate::domain::procedure::MetaDraft;
-use crate::domain::review::ReviewDraft;
+use crate::domain::procedure::{Impact, MetaDraft, RiskLevel};
+use crate::domain::review::{MAX_LIST_ITEMS, ReviewDraft, ReviewOutcome};
 use crate::domain::run::Verdict;
-use crate::domain::template::TemplateDraft;
+use crate::domain::system::SystemKind;
+use crate::domain::template::{
+    MAX_POSITION, MAX_SKILL_LEN, MAX_SKILLS, MAX_TEMPLATES, TemplateDraft,
+};
+use crate::domain::text::{MAX_NAME, MAX_TEXT};
 
 /// The envelope schema version this worker speaks.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -146,9 +150,10 @@ commands! {
     }
 }
 
-/// The envelope as read leniently: every field optional, so that even a broken command yields
-/// its id and actor for the rejection outcome.
+/// The envelope as read: every field optional, so that a command missing one still yields its
+/// id and actor for the rejection outcome; a field the contract does not have is refused.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RawEnvelope {
     pub schema_version: Option<u32>,
     pub command_id: Option<Uuid>,
@@ -157,15 +162,20 @@ pub struct RawEnvelope {
     pub payload: Option<serde_json::Value>,
 }
 
+/// Longest `correlation_id` a command may carry.
+pub const MAX_CORRELATION_ID: usize = 200;
+
 /// The envelope as sent by clients.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-#[schemars(rename = "Command_{P}")]
+#[schemars(rename = "Command_{P}", deny_unknown_fields)]
 pub struct Envelope<P> {
+    #[schemars(extend("const" = 1))]
     pub schema_version: u32,
     pub command_id: Uuid,
     /// The acting system's id.
     pub actor: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CORRELATION_ID))]
     pub correlation_id: Option<String>,
     pub payload: P,
 }
@@ -174,27 +184,39 @@ pub struct Envelope<P> {
 #[serde(deny_unknown_fields)]
 pub struct TemplateDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_POSITION))]
     pub position: Option<u32>,
+    #[schemars(length(min = 1, max = MAX_NAME))]
     pub name: String,
     #[serde(default)]
+    #[schemars(length(max = MAX_TEXT))]
     pub description: String,
     #[serde(default)]
+    #[schemars(length(max = MAX_TEMPLATES), inner(range(min = 1, max = MAX_POSITION)))]
     pub depends_on: Vec<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<SystemKind>")]
     pub default_assignee_type: Option<String>,
     #[serde(default)]
+    #[schemars(length(max = MAX_SKILLS), inner(length(min = 1, max = MAX_SKILL_LEN)))]
     pub required_skills: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DraftProcedure {
+    #[schemars(length(min = 1, max = MAX_NAME))]
     pub name: String,
     #[serde(default)]
+    #[schemars(length(max = MAX_TEXT))]
     pub description: String,
+    #[schemars(with = "RiskLevel")]
     pub risk_level: String,
+    #[schemars(with = "Impact")]
     pub impact: String,
+    #[schemars(length(min = 1, max = MAX_TEXT))]
     pub rollback_plan: String,
+    #[schemars(length(min = 1, max = MAX_TEMPLATES))]
     pub tasks: Vec<TemplateDto>,
 }
 
@@ -205,16 +227,22 @@ pub struct DraftProcedure {
 pub struct ChangeProcedure {
     pub procedure_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NAME))]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_TEXT))]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<RiskLevel>")]
     pub risk_level: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Impact>")]
     pub impact: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_TEXT))]
     pub rollback_plan: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_TEMPLATES))]
     pub tasks: Option<Vec<TemplateDto>>,
 }
 
@@ -224,6 +252,7 @@ pub struct ApproveProcedure {
     pub procedure_id: Uuid,
     /// The `digest` of the version as the approver read it (`procedure.get`): if the draft
     /// changed since, the approval is a `conflict` and nothing is approved.
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
 }
 
@@ -231,6 +260,7 @@ pub struct ApproveProcedure {
 #[serde(deny_unknown_fields)]
 pub struct ProcedureWithReason {
     pub procedure_id: Uuid,
+    #[schemars(length(min = 1, max = MAX_TEXT))]
     pub reason: String,
 }
 
@@ -241,6 +271,7 @@ pub struct ExecuteProcedure {
     pub series_id: Uuid,
     /// Refuse with `conflict` unless this is still the approved version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub expected_version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy_id: Option<Uuid>,
@@ -256,6 +287,7 @@ pub struct TaskRef {
 #[serde(deny_unknown_fields)]
 pub struct CompleteTask {
     pub task_id: Uuid,
+    #[schemars(length(max = MAX_TEXT))]
     pub result: String,
 }
 
@@ -263,6 +295,7 @@ pub struct CompleteTask {
 #[serde(deny_unknown_fields)]
 pub struct TaskWithReason {
     pub task_id: Uuid,
+    #[schemars(length(min = 1, max = MAX_TEXT))]
     pub reason: String,
 }
 
@@ -271,6 +304,7 @@ pub struct TaskWithReason {
 pub struct UnblockTask {
     pub task_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_TEXT))]
     pub note: Option<String>,
 }
 
@@ -280,6 +314,7 @@ pub struct ReviewTask {
     pub task_id: Uuid,
     pub verdict: Verdict,
     #[serde(default)]
+    #[schemars(length(max = MAX_TEXT))]
     pub reasoning: String,
 }
 
@@ -287,10 +322,13 @@ pub struct ReviewTask {
 #[serde(deny_unknown_fields)]
 pub struct ReplaceTask {
     pub task_id: Uuid,
+    #[schemars(length(min = 1, max = MAX_TEXT))]
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NAME))]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_TEXT))]
     pub content: Option<String>,
 }
 
@@ -298,6 +336,7 @@ pub struct ReplaceTask {
 #[serde(deny_unknown_fields)]
 pub struct RunWithReason {
     pub run_id: Uuid,
+    #[schemars(length(min = 1, max = MAX_TEXT))]
     pub reason: String,
 }
 
@@ -307,6 +346,7 @@ pub struct ApproveRun {
     pub run_id: Uuid,
     /// What the approver checked, kept with the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_TEXT))]
     pub note: Option<String>,
 }
 
@@ -314,11 +354,15 @@ pub struct ApproveRun {
 #[serde(deny_unknown_fields)]
 pub struct ReviewInitiative {
     pub initiative_id: Uuid,
+    #[schemars(with = "ReviewOutcome")]
     pub outcome: String,
+    #[schemars(length(min = 1, max = MAX_TEXT))]
     pub summary: String,
     #[serde(default)]
+    #[schemars(length(max = MAX_LIST_ITEMS), inner(length(min = 1, max = MAX_TEXT)))]
     pub lessons: Vec<String>,
     #[serde(default)]
+    #[schemars(length(max = MAX_LIST_ITEMS), inner(length(min = 1, max = MAX_TEXT)))]
     pub follow_ups: Vec<String>,
 }
 

@@ -21,7 +21,9 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Verdict {
+    #[schemars(title = "AcceptedOutcome")]
     Accepted { result: Accepted },
+    #[schemars(title = "RejectedOutcome")]
     Rejected { error: ErrorBody },
 }
 

@@ -29,6 +29,7 @@ pub const MAX_RULES: usize = 64;
 pub struct PolicyDocument {
     /// Checked in order; the first that refuses an execute names itself in the refusal.
     #[serde(default)]
+    #[schemars(length(max = MAX_RULES))]
     pub rules: Vec<RuleDocument>,
 }
 
@@ -37,25 +38,31 @@ pub struct PolicyDocument {
 pub struct RuleDocument {
     /// Names the rule in refusals (`field: <name>.<limit>`); `rules[<index>]` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = text::MAX_NAME))]
     pub name: Option<String>,
     /// The lowest risk level the rule applies to: `low` (every procedure, the default),
     /// `medium`, `high` or `critical`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<RiskLevel>")]
     pub min_risk: Option<String>,
     /// Only these series (ids of their first versions), when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_RULES * 16))]
     pub series: Option<Vec<Uuid>>,
     /// At most this many runs of a series not yet ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_open_runs: Option<u32>,
     /// At most `count` runs of a series started per rolling window `per`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_runs: Option<MaxRuns>,
     /// At least this long between two runs' starts: `90s`, `15m`, `24h`, `7d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]$"))]
     pub min_interval: Option<String>,
     /// Periods in which executes are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RULES))]
     pub freeze: Vec<FreezeDocument>,
     /// Each run executed awaits System5's `run.approve` before its first task is ready.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -65,8 +72,10 @@ pub struct RuleDocument {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaxRuns {
+    #[schemars(range(min = 1))]
     pub count: u32,
     /// The rolling window: `15m`, `24h`, `7d`.
+    #[schemars(regex(pattern = r"^[0-9]+[smhd]$"))]
     pub per: String,
 }
 
