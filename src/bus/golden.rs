@@ -1,5 +1,6 @@
 //! Golden examples of every message (`docs/examples/`): one per command, event type and
-//! outcome shape, built from fixed ids and times. They are snapshots: a change to the wire
+//! outcome shape, and each query's request, answer and a refusal, built from fixed ids and
+//! times. They are snapshots: a change to the wire
 //! shows up as a diff in review. Command examples must also decode, so the documentation can
 //! be pasted onto the bus as it is. Regenerate with `SOP_WRITE_CONTRACT=1 cargo test golden`.
 
@@ -10,15 +11,20 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::decode::{Arrival, decode};
+use crate::domain::diff::diff;
+use crate::domain::error::ErrorCode;
 use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
 use crate::domain::ids::*;
 use crate::domain::procedure::Series;
 use crate::domain::review::ReviewDraft;
 use crate::domain::run::{Execution, RunTerms, TaskChange, Verdict};
 use crate::domain::testing::*;
+use crate::wire::answer::*;
 use crate::wire::command::{CommandName, SCHEMA_VERSION};
 use crate::wire::event::EventEnvelope;
 use crate::wire::outcome::{Accepted, ErrorBody, Outcome, Verdict as OutcomeVerdict};
+use crate::wire::page::{BadCursor, Cursor};
+use crate::wire::query::{QueryFailure, QueryName};
 
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
@@ -391,7 +397,266 @@ fn examples() -> Vec<(PathBuf, Value)> {
     for (name, o) in outcomes() {
         out.push((PathBuf::from(format!("outcomes/{name}.json")), o));
     }
+    for name in QueryName::ALL {
+        let (request, answer, failure) = query_example(*name);
+        for (part, value) in [
+            ("request", request),
+            ("answer", answer),
+            ("failure", failure),
+        ] {
+            out.push((
+                PathBuf::from(format!("queries/{}.{part}.json", name.as_str())),
+                value,
+            ));
+        }
+    }
     out
+}
+
+fn failure(code: ErrorCode, message: &str, field: Option<&str>) -> Value {
+    serde_json::to_value(QueryFailure {
+        error: ErrorBody {
+            code: code.as_str().into(),
+            message: message.into(),
+            field: field.map(str::to_owned),
+        },
+    })
+    .unwrap()
+}
+
+/// A request each query takes, an answer it gives and a refusal it may give, from the same
+/// fixtures as the command and event examples.
+fn query_example(name: QueryName) -> (Value, Value, Value) {
+    use QueryName as Q;
+    let actor = id(200);
+    let series = approved_series();
+    let v1 = series.get(pid(1)).unwrap();
+    let view = ProcedureView::of(v1);
+    let cursor = Cursor::Procedures {
+        series_id: id(1),
+        version: 1,
+    }
+    .encode();
+    let (run, _) = execute(&first_run_discovery());
+    // As the service words them (`Rejection::not_found`): another team's is not found alike.
+    let not_found =
+        |what: &str| failure(ErrorCode::NotFound, &format!("no {what} {}", id(99)), None);
+    match name {
+        Q::GetProcedure => (
+            json!({ "actor": actor, "procedure_id": id(1) }),
+            to_value(&ProcedureDetail {
+                procedure: view.clone(),
+                tasks: first_run_discovery().as_slice().to_vec(),
+            }),
+            not_found("procedure"),
+        ),
+        Q::ListProcedures => (
+            json!({ "actor": actor, "status": "approved", "name": "discovery", "limit": 1 }),
+            to_value(&ProcedureList {
+                procedures: vec![view.clone()],
+                next_cursor: Some(cursor.clone()),
+            }),
+            failure(
+                ErrorCode::ValidationFailed,
+                &BadCursor.to_string(),
+                Some("cursor"),
+            ),
+        ),
+        Q::History => (
+            json!({ "actor": actor, "series_id": id(1) }),
+            to_value(&History {
+                series_id: v1.series_id,
+                versions: series.versions().iter().map(ProcedureView::of).collect(),
+                next_cursor: None,
+            }),
+            not_found("procedure series"),
+        ),
+        Q::Diff => {
+            let mut medium = meta();
+            medium.risk_level = crate::domain::procedure::RiskLevel::Medium;
+            let mut v2 = revise(&series, 1, 2, 4).unwrap();
+            v2.meta = medium.clone();
+            let templates = first_run_discovery();
+            (
+                json!({ "actor": actor, "from": id(1), "to": id(2) }),
+                to_value(&VersionDiff {
+                    from: view.clone(),
+                    to: ProcedureView::of(&v2),
+                    diff: diff((&v1.meta, &templates), (&medium, &templates)),
+                }),
+                not_found("procedure"),
+            )
+        }
+        Q::Preview => (
+            json!({ "actor": actor, "procedure_id": id(1) }),
+            to_value(&Preview {
+                procedure: view.clone(),
+                executable: false,
+                blocked_by: Some(
+                    "executes are frozen by rule `quiet-hours` (sat,sun 00:00–24:00 \
+                     Europe/Berlin) until 2027-01-18T00:00:00+01:00"
+                        .into(),
+                ),
+                policy_rule: Some("quiet-hours.freeze".into()),
+                approval_rule: Some("risky".into()),
+                initiative_name: v1.meta.name.clone(),
+                initiative_description: v1.meta.description.clone(),
+                tasks: first_run_discovery()
+                    .as_slice()
+                    .iter()
+                    .zip(&run.tasks)
+                    .map(|(t, task)| PreviewTask {
+                        position: t.position,
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        depends_on: t.depends_on.iter().copied().collect(),
+                        ready_at_start: t.depends_on.is_empty(),
+                        assignee_type: task.assignee_type,
+                        assignee_system_id: Some(task.assignee),
+                        assignee_name: the_team()
+                            .into_iter()
+                            .find(|s| s.id == task.assignee)
+                            .map(|s| s.name),
+                        required_skills: t.required_skills.clone(),
+                    })
+                    .collect(),
+            }),
+            not_found("procedure"),
+        ),
+        Q::GetRun => (
+            json!({ "actor": actor, "run_id": run.provenance.run_id, "limit": 2 }),
+            to_value(&RunDetail {
+                run: run.run_view(),
+                initiative: run.initiative_view(),
+                tasks: run.tasks[..2].iter().map(|t| run.task_view(t)).collect(),
+                review: None,
+                next_cursor: Some(
+                    Cursor::RunTasks {
+                        run_id: run.provenance.run_id.0,
+                        seq: 1,
+                    }
+                    .encode(),
+                ),
+            }),
+            not_found("run"),
+        ),
+        Q::ListTasks => (
+            json!({ "actor": run.tasks[0].assignee, "ready": true }),
+            to_value(&TaskList {
+                assignee_system_id: run.tasks[0].assignee,
+                tasks: vec![run.task_view(&run.tasks[0])],
+                next_cursor: None,
+            }),
+            failure(
+                ErrorCode::ValidationFailed,
+                "one of pending, in_progress, blocked, completed, approved, rejected, canceled",
+                Some("status"),
+            ),
+        ),
+        Q::Trace => (
+            json!({ "actor": actor, "initiative_id": run.initiative.id }),
+            to_value(&Trace {
+                initiative_id: run.initiative.id,
+                run: run.run_view(),
+                procedure: view.clone(),
+                review_id: None,
+            }),
+            not_found("initiative"),
+        ),
+        Q::Audit => (
+            json!({ "actor": actor, "run_id": run.provenance.run_id }),
+            to_value(&Audit {
+                entries: vec![AuditEntry {
+                    seq: 7,
+                    event_id: id(1000),
+                    kind: "run.started".into(),
+                    subject: "run.started.discovery".into(),
+                    occurred_at: t(10),
+                    actor: Some(system3().id.0),
+                    causation_id: Some(id(100)),
+                    published: true,
+                }],
+                next_cursor: None,
+            }),
+            failure(
+                ErrorCode::ValidationFailed,
+                "give series_id or run_id",
+                Some("series_id"),
+            ),
+        ),
+        Q::Outcome => (
+            json!({ "actor": actor, "command_id": id(100) }),
+            outcomes().remove(0).1,
+            not_found("outcome of command"),
+        ),
+        Q::GetSystem => {
+            let s3 = system3();
+            (
+                json!({ "team": "discovery", "name": "System3" }),
+                to_value(&SystemIdentity {
+                    id: s3.id.0,
+                    name: s3.name.clone(),
+                    kind: s3.kind,
+                    team_id: s3.team_id.0,
+                    team: "discovery".into(),
+                    skills: s3.skills.clone(),
+                    has_key: false,
+                }),
+                failure(
+                    ErrorCode::NotFound,
+                    &format!(
+                        "team discovery has no system `System9`; its systems: {}",
+                        the_team()
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None,
+                ),
+            )
+        }
+        Q::GetTeam => (
+            json!({ "team": "discovery" }),
+            to_value(&TeamIdentity {
+                id: team().0,
+                name: "discovery".into(),
+                systems: the_team()
+                    .into_iter()
+                    .map(|s| Member {
+                        id: s.id.0,
+                        name: s.name,
+                        kind: s.kind,
+                        skills: s.skills,
+                        has_key: false,
+                    })
+                    .collect(),
+            }),
+            failure(
+                ErrorCode::ValidationFailed,
+                "give either team or system_id",
+                Some("team"),
+            ),
+        ),
+        Q::GetPolicy => (
+            json!({ "actor": actor }),
+            to_value(&PolicyAnswer {
+                version: 2,
+                policy: serde_json::from_value(policy_document()).unwrap(),
+                set_by_system_id: Some(system5().id),
+                set_at: Some(t(5)),
+            }),
+            failure(
+                ErrorCode::Forbidden,
+                &format!("no system {} is registered", id(99)),
+                None,
+            ),
+        ),
+    }
+}
+
+fn to_value<T: serde::Serialize>(answer: &T) -> Value {
+    serde_json::to_value(answer).unwrap()
 }
 
 #[test]
@@ -411,6 +676,18 @@ fn golden_examples_match_the_code() {
             "{} differs: run SOP_WRITE_CONTRACT=1 cargo test golden",
             path.display()
         );
+    }
+}
+
+#[test]
+fn query_examples_decode_and_read_back_as_they_are() {
+    for name in QueryName::ALL {
+        let (request, answer, failure) = query_example(*name);
+        let bytes = serde_json::to_vec(&request).unwrap();
+        let asked = crate::bus::queries::decode(*name, &bytes);
+        assert!(asked.is_ok(), "{name}: {:?}", asked.err());
+        assert!(answer.is_object(), "{name}");
+        let _: QueryFailure = serde_json::from_value(failure).unwrap();
     }
 }
 
@@ -470,19 +747,24 @@ fn schema_of_example(doc: &Value, path: &Path) -> jsonschema::Validator {
             .unwrap()
             .trim_end_matches(".json"),
     );
-    let channel = match family {
-        "outcomes" => "command.outcome",
-        _ => file,
+    let (channel, message) = match family {
+        "outcomes" => ("command.outcome".to_owned(), "outcome"),
+        "events" => (file.to_owned(), "event"),
+        "queries" => {
+            let (query, part) = file.rsplit_once('.').unwrap();
+            match part {
+                "request" => (format!("sop.query.{query}"), "request"),
+                _ => (format!("sop.query.{query}.reply"), part),
+            }
+        }
+        _ => (file.to_owned(), "command"),
     };
-    let messages = doc["channels"][channel]["messages"]
+    let messages = doc["channels"][&channel]["messages"]
         .as_object()
         .unwrap_or_else(|| panic!("no channel {channel}"));
     let message = messages
-        .values()
-        .find(|m| {
-            let m = resolved(m, doc);
-            family != "commands" || m["name"] != "query.failure"
-        })
+        .get(message)
+        .or_else(|| messages.values().next())
         .unwrap();
     let schema = resolved(&resolved(message, doc)["payload"], doc);
     jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{channel}: {e}"))
