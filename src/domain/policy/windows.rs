@@ -19,8 +19,10 @@ use crate::domain::error::DomainError;
 #[serde(deny_unknown_fields)]
 pub struct FreezeDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weekly: Option<WeeklyDocument>,
@@ -30,10 +32,16 @@ pub struct FreezeDocument {
 #[serde(deny_unknown_fields)]
 pub struct WeeklyDocument {
     /// `mon` … `sun`: the days the window begins on.
+    #[schemars(
+        length(min = 1, max = 7),
+        inner(regex(pattern = r"^(mon|tue|wed|thu|fri|sat|sun)$"))
+    )]
     pub days: Vec<String>,
     /// Local `HH:MM`.
+    #[schemars(regex(pattern = r"^([01]?[0-9]|2[0-3]):[0-5][0-9]$"))]
     pub from: String,
     /// Local `HH:MM` (`24:00`: the end of the day); not after `from`: the next day.
+    #[schemars(regex(pattern = r"^(([01]?[0-9]|2[0-3]):[0-5][0-9]|24:00)$"))]
     pub to: String,
     /// An IANA time zone, e.g. `Europe/Berlin`.
     pub time_zone: String,
