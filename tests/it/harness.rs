@@ -305,6 +305,26 @@ impl TestApp {
         }
     }
 
+    /// Registers `public_key` for one system of a team registered before: from then on its
+    /// commands and queries must be signed with the matching seed.
+    pub async fn register_key(&self, team: &str, system: &str, kind: &str, public_key: String) {
+        let txn = store::begin(self.db()).await.expect("begin");
+        let spec = TeamSpec {
+            name: team.into(),
+            systems: vec![SystemSpec {
+                name: system.into(),
+                kind: kind.into(),
+                id: None,
+                skills: vec![],
+                public_key: Some(public_key),
+            }],
+        };
+        store::teams::apply(&txn, &spec)
+            .await
+            .expect("apply the key");
+        txn.commit().await.expect("commit the key");
+    }
+
     pub async fn send(&self, name: CommandName, actor: Uuid, payload: Value) -> Outcome {
         self.client
             .send(name, actor, payload)

@@ -13,10 +13,6 @@ use uuid::Uuid;
 use crate::harness::*;
 use crate::on_both_databases;
 use vsm_sop::bus::client::{ClientError, EventStart};
-use vsm_sop::store::{
-    self,
-    teams::{SystemSpec, TeamSpec},
-};
 use vsm_sop::wire::command::{CommandName as C, MSG_ID_HEADER, REPLY_TO_HEADER};
 use vsm_sop::wire::outcome::Outcome;
 use vsm_sop::wire::query::QueryName as Q;
@@ -69,23 +65,6 @@ fn envelope(id: Uuid, actor: Uuid, payload: Value) -> Vec<u8> {
     .unwrap()
 }
 
-/// Registers `public_key` for one system of a team the harness registered.
-async fn register_key(app: &TestApp, team: &str, system: &str, kind: &str, public_key: String) {
-    let txn = store::begin(app.db()).await.unwrap();
-    let spec = TeamSpec {
-        name: team.into(),
-        systems: vec![SystemSpec {
-            name: system.into(),
-            kind: kind.into(),
-            id: None,
-            skills: vec![],
-            public_key: Some(public_key),
-        }],
-    };
-    store::teams::apply(&txn, &spec).await.unwrap();
-    txn.commit().await.unwrap();
-}
-
 async fn a_malformed_copy_does_not_use_up_the_id_it_names(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("ids").await;
@@ -133,7 +112,8 @@ async fn a_signature_is_bound_to_the_command_it_was_made_for(backend: Backend) {
     let team = app.register_team("bound").await;
     let sop = approved_sop(&app, &team).await;
     let pair = nkeys::KeyPair::new_user();
-    register_key(&app, "bound", "System5/root", "system5", pair.public_key()).await;
+    app.register_key("bound", "System5/root", "system5", pair.public_key())
+        .await;
 
     // A body signed for procedure.reject, the same shape as procedure.retire's.
     let payload = json!({ "procedure_id": sop, "reason": "superseded by practice" });
@@ -208,14 +188,8 @@ async fn queries_of_a_system_with_a_key_are_signed_and_fresh(backend: Backend) {
     let team = app.register_team("readers").await;
     let sop = approved_sop(&app, &team).await;
     let pair = nkeys::KeyPair::new_user();
-    register_key(
-        &app,
-        "readers",
-        "System3/root",
-        "system3",
-        pair.public_key(),
-    )
-    .await;
+    app.register_key("readers", "System3/root", "system3", pair.public_key())
+        .await;
     let request = json!({ "actor": team.s3, "procedure_id": sop });
 
     let unsigned = app

@@ -7,7 +7,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::harness::*;
 use crate::on_both_databases;
 
-on_both_databases!(an_mcp_host_lists_the_roles_tools_and_calls_them);
+on_both_databases!(
+    an_mcp_host_lists_the_roles_tools_and_calls_them,
+    a_system_with_a_key_is_served_only_with_its_seed
+);
 
 struct Host {
     child: tokio::process::Child,
@@ -17,9 +20,13 @@ struct Host {
 }
 
 impl Host {
-    fn start(app: &TestApp, actor: uuid::Uuid) -> Host {
-        let mut child = app
-            .sop_command(&["mcp", "--actor", &actor.to_string()])
+    fn start(app: &TestApp, actor: uuid::Uuid, seed: Option<&str>) -> Host {
+        let mut command = app.sop_command(&["mcp", "--actor", &actor.to_string()]);
+        match seed {
+            Some(seed) => command.env("SOP_NKEY_SEED", seed),
+            None => command.env_remove("SOP_NKEY_SEED"),
+        };
+        let mut child = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -61,6 +68,19 @@ impl Host {
         }
     }
 
+    async fn initialize(&mut self) -> Value {
+        let init = self
+            .request(
+                "initialize",
+                json!({ "protocolVersion": "2025-06-18", "capabilities": {},
+                        "clientInfo": { "name": "vsm-sop tests", "version": "1" } }),
+            )
+            .await;
+        self.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+            .await;
+        init
+    }
+
     async fn call(&mut self, tool: &str, arguments: Value) -> Value {
         self.request(
             "tools/call",
@@ -74,22 +94,14 @@ async fn an_mcp_host_lists_the_roles_tools_and_calls_them(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("hosted").await;
     let sop = approved_sop(&app, &team).await;
-    let mut host = Host::start(&app, team.s3);
-    let init = host
-        .request(
-            "initialize",
-            json!({ "protocolVersion": "2025-06-18", "capabilities": {},
-                    "clientInfo": { "name": "vsm-sop tests", "version": "1" } }),
-        )
-        .await;
+    let mut host = Host::start(&app, team.s3, None);
+    let init = host.initialize().await;
     assert_eq!(init["serverInfo"]["name"], "vsm-sop");
     let instructions = init["instructions"].as_str().unwrap();
     assert!(
         instructions.contains("System3/root") && instructions.contains("policy_denied"),
         "{instructions}"
     );
-    host.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
-        .await;
 
     let tools = host.request("tools/list", json!({})).await;
     let names: Vec<&str> = tools["tools"]
@@ -137,5 +149,35 @@ async fn an_mcp_host_lists_the_roles_tools_and_calls_them(backend: Backend) {
         .expect("sop mcp ends with its input")
         .unwrap();
     assert!(status.success(), "{status}");
+    app.stop().await;
+}
+
+/// A system with a registered key: `sop mcp` signs its commands and queries with the seed it
+/// was started with; without it, the worker refuses them and the model is told so.
+async fn a_system_with_a_key_is_served_only_with_its_seed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("keyed").await;
+    let pair = nkeys::KeyPair::new_user();
+    app.register_key("keyed", "System4/root", "system4", pair.public_key())
+        .await;
+
+    let mut unsigned = Host::start(&app, team.s4, None);
+    unsigned.initialize().await;
+    let refused = unsigned
+        .call("procedure_draft", first_run_discovery())
+        .await;
+    assert_eq!(refused["isError"], true);
+    assert_eq!(
+        refused["structuredContent"]["code"], "forbidden",
+        "{refused}"
+    );
+
+    let seed = pair.seed().unwrap();
+    let mut signed = Host::start(&app, team.s4, Some(&seed));
+    signed.initialize().await;
+    let drafted = signed.call("procedure_draft", first_run_discovery()).await;
+    assert_eq!(drafted["isError"], false, "{drafted}");
+    let listed = signed.call("procedure_list", json!({})).await;
+    assert_eq!(listed["isError"], false, "{listed}");
     app.stop().await;
 }
