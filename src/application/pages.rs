@@ -35,6 +35,11 @@ pub const PROCEDURES_PAGE: PageSize = PageSize {
 };
 pub const HISTORY_PAGE: PageSize = PROCEDURES_PAGE;
 pub const TASKS_PAGE: PageSize = PROCEDURES_PAGE;
+/// Each run answers with its task counts, read with the run.
+pub const RUNS_PAGE: PageSize = PageSize {
+    default: 20,
+    max: 100,
+};
 pub const RUN_TASKS_PAGE: PageSize = PageSize {
     default: 100,
     max: 1000,

@@ -16,7 +16,7 @@ use crate::domain::event::{ProcedureView, ReviewView};
 use crate::domain::ids::*;
 use crate::domain::policy::PolicyDocument;
 use crate::domain::procedure::{Procedure, ProcedureStatus};
-use crate::domain::run::{Execution, TaskStatus, assign, task_view};
+use crate::domain::run::{Execution, RunStatus, TaskStatus, assign, task_view};
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::text;
 use crate::store;
@@ -50,6 +50,11 @@ pub enum Query {
         run_id: Uuid,
         /// Tasks by creation index.
         page: Page<u32>,
+    },
+    ListRuns {
+        status: Option<String>,
+        series_id: Option<SeriesId>,
+        page: Page<RunId>,
     },
     ListTasks {
         assignee: SystemId,
@@ -398,6 +403,49 @@ pub async fn answer(
             detail.tasks = tasks;
             detail.next_cursor = next.map(cursor);
             Answer::Run(Box::new(detail))
+        }
+        Query::ListRuns {
+            status,
+            series_id,
+            page,
+        } => {
+            let status = status
+                .map(|s| {
+                    RunStatus::ALL
+                        .into_iter()
+                        .find(|r| r.as_str() == s.trim())
+                        .ok_or_else(|| {
+                            DomainError::invalid(
+                                "status",
+                                "one of awaiting_approval, started, completed, failed, canceled",
+                            )
+                        })
+                })
+                .transpose()?;
+            let ids = store::runs::run_ids(
+                db,
+                who.team_id,
+                status,
+                series_id,
+                page.after,
+                page.limit + 1,
+            )
+            .await?;
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(run) = store::runs::load(db, id).await? {
+                    found.push((id, run.run_view()));
+                }
+            }
+            let cursor = |run: RunId| Cursor::Runs { run_id: run.0 }.encode();
+            let mut list = RunList {
+                runs: vec![],
+                next_cursor: Some(cursor(RunId(Uuid::nil()))),
+            };
+            let (runs, next) = fit(json_len(&list), found, page.limit, max_bytes)?;
+            list.runs = runs;
+            list.next_cursor = next.map(cursor);
+            Answer::Runs(list)
         }
         Query::ListTasks {
             assignee,

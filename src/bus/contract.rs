@@ -39,6 +39,9 @@ pub fn query_doc(name: QueryName) -> &'static str {
         N::GetRun => {
             "A run with its initiative, post-run review and tasks; the tasks paged in creation order."
         }
+        N::ListRuns => {
+            "The team's runs, by status and/or series, in creation order; paged. System5 finds the runs awaiting its approval with `status: awaiting_approval`."
+        }
         N::ListTasks => {
             "Tasks assigned to one system of the team (the asker when not named), by status or readiness; paged in creation order. A System1's work list: `ready: true` gives what it can start now."
         }

@@ -540,6 +540,28 @@ fn query_example(name: QueryName) -> (Value, Value, Value) {
             }),
             not_found("run"),
         ),
+        Q::ListRuns => (
+            json!({ "actor": actor, "status": "awaiting_approval" }),
+            to_value(&RunList {
+                runs: vec![
+                    execute_with(
+                        &first_run_discovery(),
+                        RunTerms {
+                            approval_rule: Some("risky".into()),
+                            ..RunTerms::default()
+                        },
+                    )
+                    .0
+                    .run_view(),
+                ],
+                next_cursor: None,
+            }),
+            failure(
+                ErrorCode::ValidationFailed,
+                "one of awaiting_approval, started, completed, failed, canceled",
+                Some("status"),
+            ),
+        ),
         Q::ListTasks => (
             json!({ "actor": run.tasks[0].assignee, "ready": true }),
             to_value(&TaskList {

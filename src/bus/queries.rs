@@ -14,12 +14,12 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crate::application::pages::{
-    AUDIT_PAGE, HISTORY_PAGE, PROCEDURES_PAGE, Page, RUN_TASKS_PAGE, TASKS_PAGE,
+    AUDIT_PAGE, HISTORY_PAGE, PROCEDURES_PAGE, Page, RUN_TASKS_PAGE, RUNS_PAGE, TASKS_PAGE,
 };
 use crate::application::queries::{self, Identity, Query, QueryError, SignedQuery};
 use crate::application::{Rejection, Signed};
 use crate::domain::error::ErrorCode;
-use crate::domain::ids::{SeriesId, SystemId, TaskId, Version};
+use crate::domain::ids::{RunId, SeriesId, SystemId, TaskId, Version};
 use crate::wire::outcome::ErrorBody;
 use crate::wire::page::{BadCursor, Cursor};
 use crate::wire::query::*;
@@ -182,6 +182,24 @@ pub fn decode(name: QueryName, bytes: &[u8]) -> Result<Asked, Rejection> {
                     page: Page {
                         after,
                         limit: RUN_TASKS_PAGE.limit(q.limit),
+                    },
+                },
+            )
+        }
+        N::ListRuns => {
+            let q: RunListQuery = parse(bytes)?;
+            let after = after(q.cursor.as_deref(), |c| match c {
+                Cursor::Runs { run_id } => Some(RunId(run_id)),
+                _ => None,
+            })?;
+            (
+                q.actor,
+                Query::ListRuns {
+                    status: q.status,
+                    series_id: q.series_id.map(SeriesId),
+                    page: Page {
+                        after,
+                        limit: RUNS_PAGE.limit(q.limit),
                     },
                 },
             )

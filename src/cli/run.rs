@@ -11,9 +11,9 @@ use super::ctx::{Ctx, Exit};
 use super::render::{Columns, Names, fields, opt, opt_time, time};
 use super::send::{InitiativeVerbs, RunVerbs, TaskVerbs};
 use crate::application::pages::AUDIT_PAGE;
-use crate::domain::event::TaskView;
+use crate::domain::event::{RunView, TaskView};
 use crate::domain::run::Verdict;
-use crate::wire::answer::{Audit, AuditEntry, RunDetail, TaskList, Trace};
+use crate::wire::answer::{Audit, AuditEntry, RunDetail, RunList, TaskList, Trace};
 use crate::wire::query::QueryName;
 
 #[derive(Subcommand)]
@@ -25,6 +25,19 @@ pub enum RunCmd {
     Show {
         /// The run's id.
         run_id: Uuid,
+    },
+    /// The team's runs: by status (`awaiting_approval`: those System5 is to decide on) and
+    /// series.
+    List {
+        /// Only runs in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this series.
+        #[arg(long)]
+        series: Option<Uuid>,
+        /// At most this many (fetched page by page).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -79,6 +92,35 @@ pub struct AuditArgs {
 pub async fn run(ctx: &Ctx, command: RunCmd) -> Result<ExitCode, Exit> {
     match command {
         RunCmd::Send(RunVerbs(v)) => ctx.send(v.name, v.args).await,
+        RunCmd::List {
+            status,
+            series,
+            limit,
+        } => {
+            let list: RunList = ctx
+                .query_pages(
+                    QueryName::ListRuns,
+                    json!({ "status": status, "series_id": series }),
+                    Some(limit),
+                )
+                .await?;
+            let names = ctx.names().await;
+            ctx.print(&list, |l| {
+                Columns::new()
+                    .col("run_id", |r: &RunView| r.provenance.run_id.to_string())
+                    .col("series_id", |r| r.provenance.series_id.to_string())
+                    .col("version", |r| r.provenance.procedure_version.to_string())
+                    .col("status", |r| r.status.to_string())
+                    .col("started_by", |r| names.of(&r.started_by_system_id))
+                    .col("started_at", |r| time(&r.started_at))
+                    .col("approval_rule", |r| {
+                        opt(&r.approval.as_ref().map(|a| &a.rule))
+                    })
+                    .or("no runs")
+                    .render(&l.runs)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         RunCmd::Show { run_id } => {
             let detail: RunDetail = ctx
                 .query_pages(QueryName::GetRun, json!({ "run_id": run_id }), None)

@@ -197,6 +197,40 @@ fn task_of(r: task::Model) -> Result<Task, DbErr> {
     })
 }
 
+/// Up to `limit` runs of `team` after `after`, in id (creation) order, by status and series.
+pub async fn run_ids(
+    db: &impl ConnectionTrait,
+    team: TeamId,
+    status: Option<RunStatus>,
+    series: Option<SeriesId>,
+    after: Option<RunId>,
+    limit: u64,
+) -> Result<Vec<RunId>, DbErr> {
+    let mut query = procedure_run::Entity::find()
+        .select_only()
+        .column(procedure_run::Column::Id)
+        .filter(procedure_run::Column::TeamId.eq(team.0));
+    if let Some(status) = status {
+        query =
+            query.filter(procedure_run::Column::Status.eq(entity::enums::RunStatus::from(status)));
+    }
+    if let Some(series) = series {
+        query = query.filter(procedure_run::Column::SeriesId.eq(series.0));
+    }
+    if let Some(after) = after {
+        query = query.filter(procedure_run::Column::Id.gt(after.0));
+    }
+    Ok(query
+        .order_by_asc(procedure_run::Column::Id)
+        .limit(limit)
+        .into_tuple::<Uuid>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(RunId)
+        .collect())
+}
+
 /// Which of a team's tasks `task.list` answers.
 #[derive(Debug, Clone)]
 pub struct TaskFilter {

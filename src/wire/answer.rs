@@ -93,6 +93,15 @@ pub struct RunDetail {
     pub next_cursor: Option<String>,
 }
 
+/// A team's runs, in creation order (`run.list`).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+    /// The `cursor` of the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// Tasks assigned to one system, in creation order (`task.list`).
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskList {
@@ -186,6 +195,7 @@ pub enum Answer {
     Diff(Box<VersionDiff>),
     Preview(Box<Preview>),
     Run(Box<RunDetail>),
+    Runs(RunList),
     Tasks(TaskList),
     Trace(Box<Trace>),
     Audit(Audit),
@@ -230,6 +240,7 @@ paged!(
     ProcedureList => procedures,
     History => versions,
     RunDetail => tasks,
+    RunList => runs,
     TaskList => tasks,
     Audit => entries,
 );

@@ -17,6 +17,8 @@ pub enum Cursor {
     History { series_id: Uuid, version: u32 },
     /// `run.get`: after the run's task at this creation index.
     RunTasks { run_id: Uuid, seq: u32 },
+    /// `run.list`: after this run, in id (creation) order.
+    Runs { run_id: Uuid },
     /// `task.list`: after this task, in id (creation) order, of this assignee.
     Tasks { assignee: Uuid, task_id: Uuid },
     /// `audit.get`: after this outbox sequence, of this series and/or run.
@@ -37,6 +39,7 @@ const HISTORY: u8 = 2;
 const RUN_TASKS: u8 = 3;
 const AUDIT: u8 = 4;
 const TASKS: u8 = 5;
+const RUNS: u8 = 6;
 
 impl Cursor {
     pub fn encode(&self) -> String {
@@ -56,6 +59,10 @@ impl Cursor {
                 bytes.push(RUN_TASKS);
                 bytes.extend_from_slice(run_id.as_bytes());
                 bytes.extend_from_slice(&seq.to_be_bytes());
+            }
+            Cursor::Runs { run_id } => {
+                bytes.push(RUNS);
+                bytes.extend_from_slice(run_id.as_bytes());
             }
             Cursor::Tasks { assignee, task_id } => {
                 bytes.push(TASKS);
@@ -96,6 +103,7 @@ impl Cursor {
                 run_id: id(&rest[..16])?,
                 seq: u32_at(&rest[16..]).map_err(|_| BadCursor)?,
             }),
+            (RUNS, 16) => Ok(Cursor::Runs { run_id: id(rest)? }),
             (TASKS, 32) => Ok(Cursor::Tasks {
                 assignee: id(&rest[..16])?,
                 task_id: id(&rest[16..])?,
@@ -154,6 +162,7 @@ mod tests {
                 assignee: id,
                 task_id: Uuid::now_v7(),
             },
+            Cursor::Runs { run_id: id },
             Cursor::Audit {
                 series_id: Some(id),
                 run_id: None,

@@ -13,6 +13,7 @@ subject_names!(
         Diff = "procedure.diff",
         Preview = "procedure.preview",
         GetRun = "run.get",
+        ListRuns = "run.list",
         ListTasks = "task.list",
         Trace = "initiative.trace",
         Audit = "audit.get",
@@ -46,6 +47,7 @@ pub fn visit_queries(visitor: &mut impl QueryVisitor) {
     visitor.visit::<DiffQuery, VersionDiff>(Q::Diff);
     visitor.visit::<ProcedureQuery, Preview>(Q::Preview);
     visitor.visit::<RunQuery, RunDetail>(Q::GetRun);
+    visitor.visit::<RunListQuery, RunList>(Q::ListRuns);
     visitor.visit::<TaskListQuery, TaskList>(Q::ListTasks);
     visitor.visit::<InitiativeQuery, Trace>(Q::Trace);
     visitor.visit::<AuditQuery, Audit>(Q::Audit);
@@ -117,6 +119,28 @@ pub struct RunQuery {
     pub run_id: Uuid,
     /// At most this many tasks in this answer (default 100, at most 1000); a page also ends
     /// early when the next task would make the answer larger than the server accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    /// The previous answer's `next_cursor`, unchanged, for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// The team's runs, newest last: System5's runs awaiting approval, a series' runs.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunListQuery {
+    pub actor: Uuid,
+    /// Only runs in this status (`awaiting_approval`, `started`, `completed`, `failed`,
+    /// `canceled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::run::RunStatus>")]
+    pub status: Option<String>,
+    /// Only runs of this series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_id: Option<Uuid>,
+    /// At most this many runs in this answer (default 20, at most 100); a page also ends
+    /// early when the next run would make the answer larger than the server accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
     /// The previous answer's `next_cursor`, unchanged, for the next page.

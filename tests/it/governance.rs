@@ -272,6 +272,36 @@ async fn a_run_held_for_approval_waits_for_system5(backend: Backend) {
     assert_eq!(held.status.as_deref(), Some("awaiting_approval"));
     assert_eq!(held.task_ids.len(), 6);
     let run = held.run_id.unwrap();
+    // System5 finds what awaits it.
+    let awaiting = app
+        .client
+        .query::<_, serde_json::Value>(
+            Q::ListRuns,
+            &json!({ "actor": team.s5, "status": "awaiting_approval" }),
+        )
+        .await
+        .unwrap();
+    let runs = awaiting["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{awaiting}");
+    assert_eq!(
+        (&runs[0]["run_id"], &runs[0]["approval"]["rule"]),
+        (&json!(run), &json!("gate"))
+    );
+    let (code, out, err) = app
+        .sop(&[
+            "run",
+            "list",
+            "--status",
+            "awaiting_approval",
+            "--actor",
+            &team.s5.to_string(),
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&run.to_string()) && out.contains("gate"),
+        "{out}"
+    );
     // The held run is open: the limit of one counts it.
     let second = execute().await;
     assert_eq!(second.error_code(), Some("policy_denied"), "{second:?}");
