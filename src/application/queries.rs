@@ -171,6 +171,24 @@ fn check_signature(
         .map_err(|e| forbidden(format!("query of system {}: {e}", who.id)))
 }
 
+/// A list's `status` filter: one of `all`, by its wire name.
+fn status_filter<T: Copy>(
+    raw: Option<String>,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<Option<T>, DomainError> {
+    raw.map(|raw| {
+        all.iter()
+            .copied()
+            .find(|s| name(*s) == raw.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = all.iter().map(|s| name(*s)).collect();
+                DomainError::invalid("status", format!("one of {}", names.join(", ")))
+            })
+    })
+    .transpose()
+}
+
 async fn asker(db: &DatabaseConnection, actor: Uuid) -> Result<Actor, QueryError> {
     store::teams::actor(db, actor)
         .await?
@@ -409,19 +427,7 @@ pub async fn answer(
             series_id,
             page,
         } => {
-            let status = status
-                .map(|s| {
-                    RunStatus::ALL
-                        .into_iter()
-                        .find(|r| r.as_str() == s.trim())
-                        .ok_or_else(|| {
-                            DomainError::invalid(
-                                "status",
-                                "one of awaiting_approval, started, completed, failed, canceled",
-                            )
-                        })
-                })
-                .transpose()?;
+            let status = status_filter(status, &RunStatus::ALL, RunStatus::as_str)?;
             let ids = store::runs::run_ids(
                 db,
                 who.team_id,
@@ -453,20 +459,7 @@ pub async fn answer(
             ready,
             page,
         } => {
-            let status = status
-                .map(|s| {
-                    TaskStatus::ALL
-                        .into_iter()
-                        .find(|t| t.as_str() == s.trim())
-                        .ok_or_else(|| {
-                            DomainError::invalid(
-                                "status",
-                                "one of pending, in_progress, blocked, completed, approved, \
-                                 rejected, canceled",
-                            )
-                        })
-                })
-                .transpose()?;
+            let status = status_filter(status, &TaskStatus::ALL, TaskStatus::as_str)?;
             // Another team's system is answered like one that does not exist.
             match store::teams::actor(db, assignee.0).await? {
                 Some((system, _)) if system.team_id == who.team_id => {}
