@@ -159,6 +159,7 @@ pub struct TaskListQuery {
     /// Only tasks in this status (`pending`, `in_progress`, `blocked`, `completed`,
     /// `approved`, `rejected`, `canceled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::run::TaskStatus>")]
     pub status: Option<String>,
     /// Only tasks that can be started now (`true`: pending and ready), or only those that
     /// cannot (`false`).
