@@ -262,3 +262,17 @@ impl ServerHandler for SopServer {
         Ok(result.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agents_guide_gives_each_codes_next_step_as_the_server_does() {
+        let guide = include_str!("../../docs/agents.md");
+        for code in ERROR_CODES {
+            let row = format!("| `{}` | {} |", code.as_str(), next_step(code.as_str()));
+            assert!(guide.contains(&row), "docs/agents.md lacks the row:\n{row}");
+        }
+    }
+}
