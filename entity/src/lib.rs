@@ -15,6 +15,7 @@ pub mod procedure_run;
 pub mod procedure_task;
 pub mod run_review;
 pub mod system;
+pub mod system_token;
 pub mod task;
 pub mod team;
 pub mod team_policy;

@@ -151,6 +151,7 @@ async def lifecycle() -> None:
                 raise Failed(f"no {kind} in the run's events: {kinds}")
         check_database(run_id)
         await over_http(os.environ["SOP_S1_IDS"].split(",")[0], tasks)
+        await over_http_with_token(tasks)
         print(f"lifecycle: run {run_id} completed, {len(tasks)} tasks, {len(kinds)} events")
 
 
@@ -175,6 +176,60 @@ async def over_http(actor: str, tasks: list[str]) -> None:
                 mine = await http.call("task_list", {})
                 if not {t["task_id"] for t in mine["tasks"]} <= set(tasks):
                     raise Failed(f"task_list over HTTP: {mine}")
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+async def serving_url(server: asyncio.subprocess.Process) -> str:
+    """The URL `sop mcp --http` prints once it listens."""
+    while True:
+        line = (await server.stderr.readline()).decode()
+        if not line:
+            raise Failed("sop mcp --http exited before serving")
+        if "serving MCP on " in line:
+            return line.split("serving MCP on ", 1)[1].strip()
+
+
+async def over_http_with_token(tasks: list[str]) -> None:
+    """One HTTP server for every system (`sop mcp --http` without --actor): a System1 comes in
+    with the bearer token an operator issued for it; without a token the server answers 401."""
+    issued = await asyncio.create_subprocess_exec(
+        os.environ["SOP_BIN"], "--json", "--team", os.environ["SOP_TEAM"], "--actor",
+        "System1/alpha", "token", "issue", "--label", "lifecycle.py", "--expires", "1h",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await issued.communicate()
+    if issued.returncode != 0:
+        raise Failed("sop token issue failed")
+    token = json.loads(out)["token"]
+    server = await asyncio.create_subprocess_exec(
+        os.environ["SOP_BIN"], "mcp", "--http", "127.0.0.1:0", stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        url = await serving_url(server)
+        try:
+            async with streamablehttp_client(url) as (read, write, _):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+            raise Failed("the server let a request without a token in")
+        except Failed:
+            raise
+        except BaseException as refused:  # the SDK raises the 401 inside its task group
+            if "401" not in repr(refused):
+                raise Failed(f"without a token: {refused!r}, not a 401")
+        headers = {"Authorization": f"Bearer {token}"}
+        async with streamablehttp_client(url, headers=headers) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                http = Agent("TOKEN S1", session)
+                mine = await http.call("task_list", {})
+                if not mine["tasks"] or not {t["task_id"] for t in mine["tasks"]} <= set(tasks):
+                    raise Failed(f"task_list with System1/alpha's token: {mine}")
+                refused = await http.call("procedure_execute", {"series_id": tasks[0]},
+                                          expect_error=True)
+                if refused["code"] != "forbidden":
+                    raise Failed(f"a System1's token executed: {refused}")
     finally:
         server.terminate()
         await server.wait()

@@ -22,13 +22,20 @@ The contract in brief (see README.md beside this file):
   sends the command's outcome to).
 * Events arrive on `<prefix>.<family>.<past-tense>.<team>` (e.g. `task.ready.pyteam`); a plain
   core subscription sees them live.
+* Queries are core-NATS requests on `<prefix>.sop.query.<name>`; `system.get` turns a system's
+  name within its team into its id.
 
 Configuration (environment):
     SOP_NATS_URL        nats://127.0.0.1:4222 by default
     SOP_SUBJECT_PREFIX  subject prefix, empty by default
     SOP_TEAM            the team's name (events carry it as their last subject token)
-    SOP_S1_IDS          comma-separated System1 ids
-    SOP_S3_ID, SOP_S4_ID, SOP_S5_ID
+    SOP_S1              comma-separated System1s, each a name within the team
+                        (`System1/alpha`) or an id
+    SOP_S3, SOP_S4, SOP_S5
+                        the System3, System4, System5: a name (`System3/root`, or just
+                        `System3` when the team has one System3) or an id
+    SOP_S1_IDS, SOP_S3_ID, SOP_S4_ID, SOP_S5_ID
+                        the same, older spelling; used when SOP_S1... is not set
     SOP_AGENT_TIMEOUT   overall bound in seconds (default 60)
 """
 
@@ -48,6 +55,10 @@ from nats.errors import TimeoutError as NatsTimeoutError
 SCHEMA_VERSION = 1
 # How long one command may take to be answered (the worker answers in milliseconds).
 OUTCOME_TIMEOUT = 15.0
+# How long a query may take to be answered (queries are read-only and answered at once).
+QUERY_TIMEOUT = 5.0
+# The worker marks a refused query with this header; the body is then {"error": {...}}.
+SERVICE_ERROR_HEADER = "Nats-Service-Error"
 PROCEDURE_FILE = Path(__file__).resolve().parent.parent / "first-run-discovery.json"
 
 
@@ -75,17 +86,49 @@ def env(name: str, default: str | None = None) -> str:
     return value.strip()
 
 
+def systems_env(name: str, older: str, example: str) -> tuple[str, list[str]]:
+    """The variable that names a role's systems, `name`, else its older spelling `older`, and
+    the names or ids it lists (comma separated)."""
+    for var in (name, older):
+        given = [s.strip() for s in os.environ.get(var, "").split(",") if s.strip()]
+        if given:
+            return var, given
+    raise AgentFailure(
+        f"environment variable {name} is required (a name such as {example}, or an id)"
+    )
+
+
+def as_id(given: str) -> str | None:
+    """`given` as a system id (in the canonical form events carry), or None for a name."""
+    try:
+        return str(uuid.UUID(given))
+    except ValueError:
+        return None
+
+
 class Config:
     def __init__(self) -> None:
         self.nats_url = env("SOP_NATS_URL", "nats://127.0.0.1:4222")
         # The worker accepts the prefix with or without a trailing dot.
         self.prefix = os.environ.get("SOP_SUBJECT_PREFIX", "").strip().rstrip(".")
         self.team = env("SOP_TEAM")
-        self.s1_ids = {s.strip() for s in env("SOP_S1_IDS").split(",") if s.strip()}
-        self.s3 = env("SOP_S3_ID")
-        self.s4 = env("SOP_S4_ID")
-        self.s5 = env("SOP_S5_ID")
+        # Each role's systems as given (names or ids), with the variable that gave them.
+        self.given = {
+            "system1": systems_env("SOP_S1", "SOP_S1_IDS", "System1/alpha"),
+            "system3": systems_env("SOP_S3", "SOP_S3_ID", "System3/root"),
+            "system4": systems_env("SOP_S4", "SOP_S4_ID", "System4/root"),
+            "system5": systems_env("SOP_S5", "SOP_S5_ID", "System5/root"),
+        }
+        for system_type in ("system3", "system4", "system5"):
+            var, given = self.given[system_type]
+            if len(given) > 1:
+                raise AgentFailure(f"{var} names one system, not {len(given)}")
         self.timeout = float(env("SOP_AGENT_TIMEOUT", "60"))
+        # Set by `Bus.resolve_systems` once connected: the ids, and the names of those given by
+        # name, for the logs.
+        self.s1_ids: set[str] = set()
+        self.s3 = self.s4 = self.s5 = ""
+        self.labels: dict[str, str] = {}
 
     def subject(self, *tokens: str) -> str:
         """`subject("task", "start")` → `<prefix>.task.start` (no leading dot without prefix)."""
@@ -152,6 +195,52 @@ class Bus:
         if outcome.get("status") != "accepted":
             raise CommandRejected(command, outcome.get("error") or {})
         return outcome.get("result") or {}
+
+    async def query(self, name: str, request: dict) -> dict:
+        """Asks the query `name` (e.g. "system.get"); returns its answer, or raises AgentFailure
+        with the worker's refusal."""
+        subject = self.cfg.subject("sop", "query", *name.split("."))
+        try:
+            msg = await self.nc.request(
+                subject, json.dumps(request).encode(), timeout=QUERY_TIMEOUT
+            )
+        except (NoRespondersError, NatsTimeoutError):
+            raise AgentFailure(
+                f"no answer to the {name} query: is `sop worker` running with "
+                f"SOP_SUBJECT_PREFIX={self.cfg.prefix!r}?"
+            ) from None
+        answer = json.loads(msg.data)
+        if msg.headers and SERVICE_ERROR_HEADER in msg.headers:
+            error = answer.get("error") or {}
+            raise AgentFailure(f"{name}: {error.get('code', '?')}: {error.get('message', '')}")
+        return answer
+
+    async def resolve_systems(self) -> None:
+        """Turns the systems given by name into ids (`system.get`, within SOP_TEAM), checking
+        each is of its role's type; ids are taken as they are, as the worker checks them."""
+        cfg = self.cfg
+        resolved: dict[str, list[str]] = {}
+        for system_type, (var, given) in cfg.given.items():
+            ids = []
+            for text in given:
+                system_id = as_id(text)
+                if system_id is None:
+                    try:
+                        system = await self.query("system.get", {"team": cfg.team, "name": text})
+                    except AgentFailure as e:
+                        raise AgentFailure(f"{var}={text!r}: {e}") from None
+                    if system["type"] != system_type:
+                        raise AgentFailure(
+                            f"{var}={text!r} is {system['name']}, a {system['type']}, "
+                            f"not a {system_type}"
+                        )
+                    system_id = system["id"]
+                    cfg.labels[system_id] = system["name"]
+                    log("setup", f"{var}: {system['name']} is {system_id}")
+                ids.append(system_id)
+            resolved[system_type] = ids
+        cfg.s1_ids = set(resolved["system1"])
+        cfg.s3, cfg.s4, cfg.s5 = (resolved[t][0] for t in ("system3", "system4", "system5"))
 
     async def listen(self, family: str, kind: str, handler) -> None:
         """Calls `handler(event)` for each event on `<prefix>.<family>.<kind>.<team>`.
@@ -242,10 +331,11 @@ class Lifecycle:
         if assignee in self.cfg.s1_ids:
             self.spawn(self.work_task(assignee, data))
         else:
-            log("S1", f"task {data['position']} is assigned to {assignee}, not one of SOP_S1_IDS")
+            var = self.cfg.given["system1"][0]
+            log("S1", f"task {data['position']} is assigned to {assignee}, not one of {var}")
 
     async def work_task(self, s1: str, task: dict) -> None:
-        who = f"S1 {s1[-4:]}"
+        who = f"S1 {self.cfg.labels.get(s1, s1[-4:])}"
         log(who, f"task {task['position']} ready: {task['name']}")
         self.stage = f"working task {task['position']}"
         # Commands are processed concurrently by the worker: complete only after the start's
@@ -294,6 +384,9 @@ class Lifecycle:
 
     async def run(self) -> None:
         bus, cfg = self.bus, self.cfg
+        self.stage = "resolving names"
+        await bus.resolve_systems()
+
         # Listen before executing: the first task.ready is published as the run starts.
         await bus.listen("task", "ready", self.on_task_ready)
         await bus.listen("task", "completed", self.on_task_completed)
@@ -372,7 +465,8 @@ async def main() -> int:
         print(f"OK: lifecycle finished in {time.monotonic() - started:.1f}s", flush=True)
     except asyncio.TimeoutError:
         hint = ""
-        if lifecycle.stage != "drafting" and not lifecycle.bus.seen_events:
+        before_events = lifecycle.stage in ("resolving names", "drafting")
+        if not before_events and not lifecycle.bus.seen_events:
             hint = f" (no event arrived on {cfg.event('*', '*')}: check SOP_TEAM)"
         print(
             f"FAILED: timed out after {cfg.timeout:g}s while {lifecycle.stage}{hint}",

@@ -2,7 +2,10 @@
 # End-to-end check that a Python agent can drive a whole SOP lifecycle: by default agent.py
 # (nats-py only); given another script, that one (examples/mcp/lifecycle.py: the MCP SDK).
 #
-#   run_test.sh [path-to-sop-binary [agent-script]]   (default: target/debug/sop, agent.py)
+#   run_test.sh [path-to-sop-binary [agent-script]]
+#
+# The binary defaults to the one the Quickstart builds (`cargo run --release`),
+# target/release/sop, else target/debug/sop (`cargo build`); the script defaults to agent.py.
 #
 # Needs a NATS server with JetStream at SOP_NATS_URL (default nats://127.0.0.1:4222), the
 # `nats-py` package, and what the script imports. Everything else is private to this run: a temporary SQLite database, a
@@ -12,7 +15,14 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-sop="${1:-$here/../../target/debug/sop}"
+root="$(cd "$here/../.." && pwd)"
+if [[ -n "${1:-}" ]]; then
+    sop="$1"
+elif [[ -x "$root/target/release/sop" ]]; then
+    sop="$root/target/release/sop"
+else
+    sop="$root/target/debug/sop"
+fi
 agent="${2:-$here/agent.py}"
 nats_url="${SOP_NATS_URL:-nats://127.0.0.1:4222}"
 
@@ -79,7 +89,11 @@ fail() {
     exit 1
 }
 
-[[ -x "$sop" ]] || fail "no sop binary at $sop (build it with: cargo build)"
+if [[ ! -x "$sop" ]]; then
+    [[ -z "${1:-}" ]] || fail "no sop binary at $sop"
+    fail "no sop binary at $root/target/release/sop or $root/target/debug/sop: build one from \
+$root with \`cargo build --release\` (or \`cargo build\`), or pass its path as the first argument"
+fi
 command -v python3 >/dev/null || fail "python3 is not installed"
 python3 -c 'import nats' 2>/dev/null ||
     fail "the Python package nats-py is missing (install it with: pip install nats-py)"
@@ -138,11 +152,13 @@ SOP_S5_ID="$(ids system5)"
 export SOP_S1_IDS SOP_S3_ID SOP_S4_ID SOP_S5_ID
 [[ -n "$SOP_S1_IDS" && -n "$SOP_S3_ID" && -n "$SOP_S4_ID" && -n "$SOP_S5_ID" ]] ||
     fail "could not read the system ids from: $(cat "$tmp/team.out")"
+# The names too: agent.py prefers them and resolves them through the query API, so that is tested.
+export SOP_S1="System1/alpha,System1/beta" SOP_S3="System3/root" SOP_S4="System4" SOP_S5="System5"
 
 
 SOP_BIN="$(cd "$(dirname "$sop")" && pwd)/$(basename "$sop")"
 export SOP_BIN
-echo "worker up (prefix $prefix); running $(basename "$agent")"
+echo "worker up ($sop, prefix $prefix); running $(basename "$agent")"
 started=$SECONDS
 set +e
 python3 "$agent"

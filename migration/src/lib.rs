@@ -16,6 +16,7 @@ mod m20261204_000010_procedure_digest;
 mod m20261204_000011_run_digest;
 mod m20261204_000012_create_team_policy;
 mod m20261205_000013_run_approval;
+mod m20261207_000014_create_system_token;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_run_digest::Migration),
             Box::new(m20261204_000012_create_team_policy::Migration),
             Box::new(m20261205_000013_run_approval::Migration),
+            Box::new(m20261207_000014_create_system_token::Migration),
         ]
     }
 }

@@ -2,18 +2,23 @@
 //! messages. They take no acting system (NATS permissions decide who may ask) and answer with
 //! the same [`QueryError`] as queries.
 
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
+use uuid::Uuid;
 
 use super::Rejection;
 use super::pages::{PageSize, fit};
 use super::queries::QueryError;
-use crate::domain::error::ErrorCode;
+use crate::domain::error::{DomainError, ErrorCode};
+use crate::domain::text;
 use crate::store::{
     self,
     outbox::{Parked, RepublishError, Selection},
     teams::{TeamError, TeamSpec},
 };
-use crate::wire::admin::{DeadLetter, DeadLetters, ParkedMessage, ParkedMessages};
+use crate::wire::admin::{
+    DeadLetter, DeadLetters, IssueToken, ParkedMessage, ParkedMessages, TokenInfo, TokenList,
+};
 use crate::wire::answer::TeamIdentity;
 use crate::wire::page::json_len;
 
@@ -119,4 +124,50 @@ pub async fn republish(
         }
         Err(RepublishError::Db(e)) => Err(e.into()),
     }
+}
+
+/// Registers a token's public key for a system ([`store::tokens::insert`]).
+pub async fn issue_token(
+    db: &DatabaseConnection,
+    token: &IssueToken,
+    now: DateTime<Utc>,
+) -> Result<TokenInfo, QueryError> {
+    crate::wire::signature::parse_public_key(&token.public_key)
+        .map_err(|e| Rejection::from(DomainError::invalid("public_key", e.to_string())))?;
+    if let Some(label) = &token.label {
+        text::required("label", label, text::MAX_NAME).map_err(Rejection::from)?;
+    }
+    if token.expires_at.is_some_and(|at| at <= now) {
+        return Err(
+            Rejection::from(DomainError::invalid("expires_at", "is not in the future")).into(),
+        );
+    }
+    let issued = store::tokens::insert(db, token, now)
+        .await?
+        .ok_or_else(|| Rejection::not_found("system", token.system_id))?;
+    tracing::info!(token = %issued.token_id, system = %issued.system, team = %issued.team,
+        expires_at = ?issued.expires_at, "token issued");
+    Ok(issued)
+}
+
+pub async fn revoke_token(
+    db: &DatabaseConnection,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<TokenInfo, QueryError> {
+    let revoked = store::tokens::revoke(db, id, now)
+        .await?
+        .ok_or_else(|| Rejection::not_found("token", id))?;
+    tracing::info!(token = %revoked.token_id, system = %revoked.system, team = %revoked.team,
+        "token revoked");
+    Ok(revoked)
+}
+
+pub async fn tokens(
+    db: &DatabaseConnection,
+    system: Option<Uuid>,
+) -> Result<TokenList, QueryError> {
+    Ok(TokenList {
+        tokens: store::tokens::list(db, system).await?,
+    })
 }

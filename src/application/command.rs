@@ -26,6 +26,18 @@ pub struct Incoming {
 pub struct Signed {
     pub signature: String,
     pub message: Vec<u8>,
+    /// The key that signed, as the `Sop-Key` header names it; the registered key when absent.
+    pub key: Option<String>,
+}
+
+impl Signed {
+    /// The key that signed, when it is not `registered`: a token's, to be found active.
+    pub fn token_key(&self, registered: Option<&str>) -> Option<&str> {
+        self.key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| Some(*k) != registered)
+    }
 }
 
 impl Incoming {

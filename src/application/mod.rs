@@ -280,7 +280,15 @@ async fn apply(
         team: Some(actor.team_id.0),
         ..incoming.meta()
     };
-    if let Err(r) = check_signature(&actor, incoming.signed.as_ref()) {
+    let token = match incoming
+        .signed
+        .as_ref()
+        .and_then(|s| s.token_key(actor.public_key.as_deref()))
+    {
+        Some(key) => Some(store::tokens::active(txn, actor.id.0, key, now).await?),
+        None => None,
+    };
+    if let Err(r) = check_signature(&actor, incoming.signed.as_ref(), token) {
         return refuse(txn, subjects, records, &meta, r, now, None).await;
     }
     let name = incoming.name();
@@ -352,26 +360,39 @@ fn within_team(actor: &Actor, team: TeamId, what: &str, id: Uuid) -> Result<(), 
     }
 }
 
-/// A system with a registered key must sign each command with it; others may, unchecked.
-fn check_signature(actor: &Actor, signed: Option<&Signed>) -> Result<(), Rejection> {
+/// A system with a registered key must sign each command with it; others may, unchecked. A
+/// command signed by a token's key (`token`: whether that key is an active token of the
+/// system) is checked against that key, whatever the system has registered.
+fn check_signature(
+    actor: &Actor,
+    signed: Option<&Signed>,
+    token: Option<bool>,
+) -> Result<(), Rejection> {
+    let forbidden = |message: String| Rejection::new(ErrorCode::Forbidden, message);
+    if let (Some(signed), Some(active)) = (signed, token) {
+        let key = signed
+            .token_key(actor.public_key.as_deref())
+            .unwrap_or_default();
+        if !active {
+            return Err(forbidden(format!(
+                "the key {key} that signed is no token of system {} (revoked, expired or never issued)",
+                actor.id
+            )));
+        }
+        return crate::wire::signature::verify(key, &signed.message, &signed.signature)
+            .map_err(|e| forbidden(format!("command of system {}: {e}", actor.id)));
+    }
     let Some(key) = &actor.public_key else {
         return Ok(());
     };
     let Some(signed) = signed else {
-        return Err(Rejection::new(
-            ErrorCode::Forbidden,
-            format!(
-                "system {} signs its commands: this one carries no Sop-Signature",
-                actor.id
-            ),
-        ));
+        return Err(forbidden(format!(
+            "system {} signs its commands: this one carries no Sop-Signature",
+            actor.id
+        )));
     };
-    crate::wire::signature::verify(key, &signed.message, &signed.signature).map_err(|e| {
-        Rejection::new(
-            ErrorCode::Forbidden,
-            format!("command of system {}: {e}", actor.id),
-        )
-    })
+    crate::wire::signature::verify(key, &signed.message, &signed.signature)
+        .map_err(|e| forbidden(format!("command of system {}: {e}", actor.id)))
 }
 
 /// What a rejection outcome needs to know about the message, decoded or not.

@@ -138,16 +138,32 @@ pub struct SignedQuery {
 }
 
 /// A system with a registered key must sign each query with it, at a time within
-/// [`MAX_QUERY_SKEW_SECS`] of `now`; others may, unchecked.
+/// [`MAX_QUERY_SKEW_SECS`] of `now`; others may, unchecked. A query signed by a token's key
+/// (`token`: whether that key is an active token of the system) is checked against that key.
 fn check_signature(
     who: &Actor,
     signed: Option<&SignedQuery>,
+    token: Option<bool>,
     now: DateTime<Utc>,
 ) -> Result<(), Rejection> {
-    let Some(key) = &who.public_key else {
-        return Ok(());
-    };
     let forbidden = |message: String| Rejection::new(ErrorCode::Forbidden, message);
+    let key = match (signed, token, &who.public_key) {
+        (Some(query), Some(active), _) => {
+            let key = query
+                .signed
+                .token_key(who.public_key.as_deref())
+                .unwrap_or_default();
+            if !active {
+                return Err(forbidden(format!(
+                    "the key {key} that signed is no token of system {} (revoked, expired or never issued)",
+                    who.id
+                )));
+            }
+            key.to_owned()
+        }
+        (_, _, None) => return Ok(()),
+        (_, _, Some(key)) => key.clone(),
+    };
     let Some(query) = signed else {
         return Err(forbidden(format!(
             "system {} signs its queries: this one carries no Sop-Signature",
@@ -167,7 +183,7 @@ fn check_signature(
              clock ({now}): sign each query when it is sent"
         )));
     }
-    verify(key, &query.signed.message, &query.signed.signature)
+    verify(&key, &query.signed.message, &query.signed.signature)
         .map_err(|e| forbidden(format!("query of system {}: {e}", who.id)))
 }
 
@@ -233,7 +249,11 @@ pub async fn answer(
     max_bytes: usize,
 ) -> Result<Answer, QueryError> {
     let who = asker(db, actor).await?;
-    check_signature(&who, signed, now)?;
+    let token = match signed.and_then(|s| s.signed.token_key(who.public_key.as_deref())) {
+        Some(key) => Some(store::tokens::active(db, who.id.0, key, now).await?),
+        None => None,
+    };
+    check_signature(&who, signed, token, now)?;
     Ok(match query {
         Query::GetPolicy => {
             let stored = store::policies::in_force(db, who.team_id).await?;
@@ -671,21 +691,7 @@ async fn list_procedures(
     name: Option<String>,
     page: Page<(SeriesId, Version)>,
 ) -> Result<Vec<((SeriesId, Version), ProcedureView)>, QueryError> {
-    let status = match status {
-        None => None,
-        Some(s) => match [
-            ProcedureStatus::Draft,
-            ProcedureStatus::Approved,
-            ProcedureStatus::Retired,
-        ]
-        .into_iter()
-        .find(|known| known.as_str() == s)
-        {
-            Some(known) => Some(known),
-            // No version has a status of another name.
-            None => return Ok(vec![]),
-        },
-    };
+    let status = status_filter(status, &ProcedureStatus::ALL, ProcedureStatus::as_str)?;
     let name = name.map(|n| n.to_lowercase());
     let wanted = page.limit + 1;
     let mut found = Vec::new();

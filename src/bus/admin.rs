@@ -11,7 +11,10 @@ use sea_orm::DatabaseConnection;
 
 use super::queries::{answer_room, body, parse, reply};
 use crate::application::{Rejection, admin};
-use crate::wire::admin::{AdminName, DeadLetterRequest, ParkedRequest, RepublishRequest, TeamSpec};
+use crate::wire::admin::{
+    AdminName, DeadLetterRequest, IssueToken, ListTokens, ParkedRequest, RepublishRequest,
+    RevokeToken, TeamSpec,
+};
 use crate::wire::subjects::Subjects;
 
 /// Requests one endpoint answers at once: operators ask rarely.
@@ -40,6 +43,26 @@ async fn respond(
         AdminName::RepublishOutbox => {
             let q: RepublishRequest = parse(bytes)?;
             body(n, admin::republish(db, &q.seqs, q.all).await, room)
+        }
+        AdminName::IssueToken => {
+            let q: IssueToken = parse(bytes)?;
+            body(
+                n,
+                admin::issue_token(db, &q, chrono::Utc::now()).await,
+                room,
+            )
+        }
+        AdminName::RevokeToken => {
+            let q: RevokeToken = parse(bytes)?;
+            body(
+                n,
+                admin::revoke_token(db, q.token_id, chrono::Utc::now()).await,
+                room,
+            )
+        }
+        AdminName::ListTokens => {
+            let q: ListTokens = parse(bytes)?;
+            body(n, admin::tokens(db, q.system_id).await, room)
         }
     }
 }

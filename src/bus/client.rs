@@ -101,6 +101,8 @@ pub struct Client {
     timeout: Duration,
     /// Signs every command and query (`Sop-Signature`) when the acting system has a key.
     signer: Option<std::sync::Arc<nkeys::KeyPair>>,
+    /// Whether the signer is a token's key, named in `Sop-Key` on every message it signs.
+    token: bool,
 }
 
 impl Client {
@@ -112,6 +114,7 @@ impl Client {
             subjects,
             timeout: Duration::from_secs(30),
             signer: None,
+            token: false,
         }
     }
 
@@ -123,6 +126,28 @@ impl Client {
     ) -> Result<Client, crate::wire::signature::SignatureError> {
         self.signer = Some(std::sync::Arc::new(crate::wire::signature::signer(seed)?));
         Ok(self)
+    }
+
+    /// Signs every command and query with a bearer token's seed, naming its key (`Sop-Key`)
+    /// so the worker checks it against the system's tokens.
+    pub fn with_token_seed(
+        mut self,
+        seed: &str,
+    ) -> Result<Client, crate::wire::signature::SignatureError> {
+        self.signer = Some(std::sync::Arc::new(crate::wire::signature::signer(seed)?));
+        self.token = true;
+        Ok(self)
+    }
+
+    /// The headers that sign `message`: the signature, and the token's key when it is one.
+    fn sign(&self, signer: &nkeys::KeyPair, message: &[u8], headers: &mut HeaderMap) {
+        headers.insert(
+            signature::SIGNATURE_HEADER,
+            signature::sign(signer, message).as_str(),
+        );
+        if self.token {
+            headers.insert(signature::KEY_HEADER, signer.public_key().as_str());
+        }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
@@ -242,8 +267,11 @@ impl Client {
         }
         if let Some(signer) = &self.signer {
             let name = self.subjects.command_name(subject).unwrap_or(subject);
-            let signature = signature::sign(signer, &signature::command_message(name, &bytes));
-            headers.insert(signature::SIGNATURE_HEADER, signature.as_str());
+            self.sign(
+                signer,
+                &signature::command_message(name, &bytes),
+                &mut headers,
+            );
         }
         let stored = self
             .js
@@ -288,14 +316,19 @@ impl Client {
         request: &Q,
     ) -> Result<A, ClientError> {
         let bytes = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        // Refused here in the same words as a command: NATS would only say "max payload".
+        let limit = MAX_COMMAND_BYTES.min(self.nats.max_payload());
+        if bytes.len() > limit {
+            return Err(ClientError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
         let mut headers = HeaderMap::new();
         if let Some(signer) = &self.signer {
             let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             let message = signature::query_message(name.as_str(), &at, &bytes);
-            headers.insert(
-                signature::SIGNATURE_HEADER,
-                signature::sign(signer, &message).as_str(),
-            );
+            self.sign(signer, &message, &mut headers);
             headers.insert(signature::SIGNED_AT_HEADER, at.as_str());
         }
         self.request(

@@ -20,7 +20,7 @@ use crate::wire::outcome::Outcome;
 use crate::wire::query::{
     self as q, QueryFailure, QueryName, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER,
 };
-use crate::wire::signature::{SIGNATURE_HEADER, SIGNED_AT_HEADER};
+use crate::wire::signature::{KEY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER};
 
 pub fn query_doc(name: QueryName) -> &'static str {
     use QueryName as N;
@@ -75,6 +75,11 @@ pub fn admin_doc(name: AdminName) -> &'static str {
         N::RepublishOutbox => {
             "Put parked messages back for the relay to publish (all or nothing); answers what was moved."
         }
+        N::IssueToken => {
+            "Register a bearer token for a system (`sop token issue`): the public key of its seed, an optional label and expiry; answers the token as kept."
+        }
+        N::RevokeToken => "End a token now; answers it with its revocation time.",
+        N::ListTokens => "The tokens issued, of one system or all, revoked ones included.",
     }
 }
 
@@ -132,13 +137,16 @@ fn reference(to: &str) -> Value {
 }
 
 impl cmd::PayloadVisitor for Builder {
-    fn visit<P: JsonSchema>(&mut self, name: CommandName) {
+    fn visit<P: JsonSchema + serde::de::DeserializeOwned>(&mut self, name: CommandName) {
         self.command::<P>(name);
     }
 }
 
 impl q::QueryVisitor for Builder {
-    fn visit<R: JsonSchema, A: JsonSchema>(&mut self, name: QueryName) {
+    fn visit<R: JsonSchema + serde::de::DeserializeOwned, A: JsonSchema>(
+        &mut self,
+        name: QueryName,
+    ) {
         self.query::<R, A>(name);
     }
 }
@@ -331,6 +339,9 @@ pub fn asyncapi() -> Value {
     b.admin::<admin::DeadLetterRequest, DeadLetters>(A::DeadLetters);
     b.admin::<admin::ParkedRequest, ParkedMessages>(A::ParkedOutbox);
     b.admin::<admin::RepublishRequest, ParkedMessages>(A::RepublishOutbox);
+    b.admin::<admin::IssueToken, admin::TokenInfo>(A::IssueToken);
+    b.admin::<admin::RevokeToken, admin::TokenInfo>(A::RevokeToken);
+    b.admin::<admin::ListTokens, admin::TokenList>(A::ListTokens);
 
     let mut schemas = b.schemas.take_definitions(true);
     schemas.insert(
@@ -341,6 +352,7 @@ pub fn asyncapi() -> Value {
                 MSG_ID_HEADER: { "type": "string", "format": "uuid", "description": "The command_id: JetStream drops a re-publish inside its 2-minute window." },
                 REPLY_TO_HEADER: { "type": "string", "description": "Optional core-NATS inbox that also receives the outcome." },
                 SIGNATURE_HEADER: { "type": "string", "description": "Ed25519 signature (base64url), by the acting system's NATS user key, of `sop-command-v1`, the command name (no subject prefix) and the exact body, one per line; required when the system has a registered public key." },
+                KEY_HEADER: { "type": "string", "description": "The public key (U…) that made Sop-Signature when it is a bearer token's (sop token issue) rather than the system's registered key; the worker then checks that it is an active token of the acting system." },
                 "traceparent": { "type": "string", "description": "Optional W3C trace context; set on every event the command causes." },
             },
             "required": [MSG_ID_HEADER],
@@ -352,6 +364,7 @@ pub fn asyncapi() -> Value {
             "type": "object",
             "properties": {
                 SIGNATURE_HEADER: { "type": "string", "description": "Ed25519 signature (base64url), by the asking system's NATS user key, of `sop-query-v1`, the query name (no subject prefix), the Sop-Signed-At value and the exact body, one per line; required when the system has a registered public key." },
+                KEY_HEADER: { "type": "string", "description": "The public key (U…) that made Sop-Signature when it is a bearer token's rather than the system's registered key." },
                 SIGNED_AT_HEADER: { "type": "string", "format": "date-time", "description": "When the query was signed (RFC 3339); refused beyond 60 s of the worker's clock." },
             },
         }),

@@ -23,7 +23,7 @@ use crate::domain::ids::{RunId, SeriesId, SystemId, TaskId, Version};
 use crate::wire::outcome::ErrorBody;
 use crate::wire::page::{BadCursor, Cursor};
 use crate::wire::query::*;
-use crate::wire::signature::{SIGNATURE_HEADER, SIGNED_AT_HEADER, query_message};
+use crate::wire::signature::{KEY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER, query_message};
 use crate::wire::subjects::Subjects;
 
 /// How many requests one endpoint answers at once.
@@ -284,6 +284,7 @@ fn signature(name: QueryName, headers: Option<&HeaderMap>, bytes: &[u8]) -> Opti
         signed: Signed {
             signature,
             message: query_message(name.as_str(), &signed_at, bytes),
+            key: header(KEY_HEADER),
         },
         signed_at,
     })

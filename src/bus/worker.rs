@@ -29,7 +29,7 @@ use crate::domain::error::ErrorCode;
 use crate::ops::metrics::{self, Ending};
 use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER, TRACEPARENT_HEADER};
 use crate::wire::outcome::Verdict;
-use crate::wire::signature::{SIGNATURE_HEADER, command_message};
+use crate::wire::signature::{KEY_HEADER, SIGNATURE_HEADER, command_message};
 use crate::wire::subjects::Subjects;
 
 /// Deliveries after which a persistent, non-transient failure becomes an `internal` rejection.
@@ -121,6 +121,7 @@ fn prepare<'m>(
             incoming.signed = header(SIGNATURE_HEADER).map(|signature| Signed {
                 signature,
                 message: command_message(incoming.name().as_str(), &msg.payload),
+                key: header(KEY_HEADER),
             });
             let prepared = Prepared {
                 meta: incoming.meta(),

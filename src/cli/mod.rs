@@ -13,6 +13,7 @@ mod render;
 mod run;
 mod send;
 mod team;
+mod token;
 mod up;
 
 use std::process::ExitCode;
@@ -87,6 +88,12 @@ enum Cmd {
     Team {
         #[command(subcommand)]
         command: team::TeamCmd,
+    },
+    /// Bearer tokens for `sop mcp --http`: issue one for a system, revoke, list (operators;
+    /// `sop.admin.token.*`).
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCmd,
     },
     /// The team's execution policy: show it, or set it (System5).
     Policy {
@@ -245,6 +252,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
             println!("migrations applied");
         }
         Cmd::Team { command } => return team::run(&ctx, command).await,
+        Cmd::Token { command } => return token::run(&ctx, command).await,
         Cmd::Procedure { command } => return procedure::run(&ctx, command).await,
         Cmd::Policy { command } => return policy::run(&ctx, command).await,
         Cmd::Task { command } => return run::task(&ctx, command).await,

@@ -52,7 +52,10 @@ pub async fn run(ctx: &Ctx, command: &str, args: SendArgs) -> Result<ExitCode, E
 fn id_field(name: CommandName) -> Option<String> {
     struct Find(CommandName, Option<String>);
     impl PayloadVisitor for Find {
-        fn visit<P: schemars::JsonSchema>(&mut self, name: CommandName) {
+        fn visit<P: schemars::JsonSchema + serde::de::DeserializeOwned>(
+            &mut self,
+            name: CommandName,
+        ) {
             if name != self.0 {
                 return;
             }

@@ -254,11 +254,11 @@ fn next_steps(
             let _ = writeln!(
                 out,
                 "Then (README: \"A first procedure, end to end\"):\n\n\
-                 \x20 sop procedure draft --actor System4 --file examples/first-run-discovery.json   # → procedure_id=P\n\
-                 \x20 sop procedure approve P --actor System5\n\
-                 \x20 sop procedure execute P --actor System3    # → run_id=R, task_ids=T1,…,T6\n\
-                 \x20 sop run show R --actor System3             # each task's assignee: System1/alpha or System1/beta\n\
-                 \x20 sop task start T1 --actor System1/alpha"
+                 \x20 P=$(sop procedure draft --actor System4 --file examples/first-run-discovery.json --json | jq -r .result.procedure_id)\n\
+                 \x20 D=$(sop procedure show $P --actor System5 --json | jq -r .procedure.digest)   # the content System5 read\n\
+                 \x20 sop procedure approve $P digest=$D --actor System5\n\
+                 \x20 R=$(sop procedure execute $P --actor System3 --json | jq -r .result.run_id)\n\
+                 \x20 sop run show $R --actor System3   # each task's assignee: System1/alpha or System1/beta"
             );
         }
         None => {

@@ -2,92 +2,124 @@
 //! bound to one system of one team when it starts. Over stdio by default (a host starts it as
 //! a child process), or Streamable HTTP (`--http ADDR`, path `/mcp`).
 
+mod http;
+pub mod schema;
 mod server;
 pub mod tools;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use rmcp::ServiceExt;
-use serde_json::json;
 
-pub use server::{Identity, SopServer};
+pub use server::{Given, Identity, NEXT_STEPS, SopServer, next_step};
 
 use crate::cli::{Ctx, Exit};
-use crate::wire::answer::TeamIdentity;
-use crate::wire::query::QueryName;
+use schema::Dialect;
+use tools::Options;
 
 #[derive(Args, Debug, Clone)]
 pub struct McpArgs {
-    /// Serve Streamable HTTP on this address (`127.0.0.1:8765`, path `/mcp`) instead of stdio.
+    /// Serve Streamable HTTP on this address (`127.0.0.1:8765`, path `/mcp`) instead of stdio:
+    /// for the system `--actor` names (loopback addresses only), or, without `--actor`, for
+    /// any system whose bearer token a request carries (`sop token issue`).
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Seconds one tool call may take at most, below the host's own timeout: a command with no
+    /// outcome by then answers its `command_id` to look up later.
+    #[arg(long, env = "SOP_MCP_CALL_BUDGET", value_name = "SECS", default_value_t = tools::DEFAULT_BUDGET.as_secs(),
+          value_parser = clap::value_parser!(u64).range(3..=600))]
+    call_budget: u64,
+    /// The JSON Schema dialect of the tools' input schemas: `portable` (OpenAI, Anthropic,
+    /// Gemini), or `openai-strict` for a host that declares its functions strict.
+    #[arg(long, env = "SOP_MCP_SCHEMA_DIALECT", value_enum, default_value_t = Dialect::Portable)]
+    schema_dialect: Dialect,
 }
 
-/// The bound system: `--actor` (an id, or a name within `--team`), with its type and team.
-async fn identity(ctx: &Ctx) -> Result<Identity, Exit> {
-    let id = ctx.actor().await?;
-    let team: TeamIdentity = ctx
-        .client()
-        .await?
-        .query(QueryName::GetTeam, &json!({ "system_id": id }))
-        .await?;
-    let me = team
-        .systems
-        .iter()
-        .find(|s| s.id == id)
-        .ok_or_else(|| Exit(1, format!("system {id} is not in team {}", team.name)))?;
-    Ok(Identity {
-        id,
-        name: me.name.clone(),
-        kind: me.kind,
-        team: team.name.clone(),
-    })
-}
+/// How long start-up waits for a worker to say who the system is, before serving anyway.
+const BIND_AT_START: Duration = Duration::from_secs(3);
 
 pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<ExitCode, Exit> {
-    let me = identity(ctx).await?;
-    let server = SopServer::new(ctx.client().await?.clone(), me.clone());
-    tracing::info!(system = %me.name, kind = me.kind.as_str(), team = %me.team,
-        tools = server.tools().len(), "serving MCP");
+    let options = Options {
+        dialect: args.schema_dialect,
+        budget: Duration::from_secs(args.call_budget),
+    };
+    let client = ctx.client().await?.clone();
+    let Some(actor) = ctx.actor.clone() else {
+        return match args.http {
+            Some(addr) => {
+                tracing::info!("serving MCP for the systems of the bearer tokens requests carry");
+                http::serve(
+                    SopServer::for_tokens(client, options),
+                    &addr,
+                    true,
+                    stopped(),
+                )
+                .await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Err(Exit(
+                1,
+                "give the system to act as: --actor <system id>, or --team <team> --actor \
+                 <name> (or SOP_ACTOR, SOP_TEAM); over --http, leave it out to serve every \
+                 system by bearer token"
+                    .into(),
+            )),
+        };
+    };
+    let given = server::Given {
+        actor,
+        team: ctx.team.clone(),
+    };
+    let server = SopServer::new(client, given, options);
+    // A host may start its servers before the worker: then serve anyway, and each call
+    // answers `unavailable` until a worker says who the system is.
+    match tokio::time::timeout(BIND_AT_START, server.identity()).await {
+        Ok(Ok(me)) => tracing::info!(system = %me.name, kind = me.kind.as_str(),
+            team = %me.team, "serving MCP"),
+        Ok(Err((code, why))) if code != "unavailable" => return Err(Exit(1, why)),
+        _ => tracing::warn!(
+            "no SOP worker answers yet: serving MCP, each call answers `unavailable` until one does"
+        ),
+    }
     match args.http {
         None => {
             let running = server
                 .serve(rmcp::transport::stdio())
                 .await
                 .map_err(|e| Exit(1, format!("MCP over stdio: {e}")))?;
-            running
-                .waiting()
-                .await
-                .map_err(|e| Exit(1, format!("MCP over stdio: {e}")))?;
+            tokio::select! {
+                ended = running.waiting() => {
+                    ended.map_err(|e| Exit(1, format!("MCP over stdio: {e}")))?;
+                }
+                () = stopped() => {}
+            }
         }
-        Some(addr) => serve_http(server, &addr).await?,
+        Some(addr) => http::serve(server, &addr, false, stopped()).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve_http(server: SopServer, addr: &str) -> Result<(), Exit> {
-    use rmcp::transport::streamable_http_server::{
-        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
-    };
-    let service = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        LocalSessionManager::default().into(),
-        StreamableHttpServerConfig::default(),
-    );
-    let router = axum::Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Exit(1, format!("bind {addr}: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Exit(1, format!("bind {addr}: {e}")))?;
-    // Printed, so that a script that asked for port 0 learns which one it got.
-    eprintln!("serving MCP on http://{bound}/mcp");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| Exit(1, format!("MCP over HTTP: {e}")))
+/// Ctrl-C or SIGTERM: how a host or an orchestrator asks the server to stop.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

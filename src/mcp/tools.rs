@@ -2,16 +2,60 @@
 //! plus waiting for work. Names, descriptions and input schemas come from the same tables and
 //! wire types as the contract, so a tool cannot drift from the message it sends.
 
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
+use super::schema::{Dialect, tool_schema};
 use crate::bus::contract::query_doc;
 use crate::domain::system::SystemKind;
 use crate::wire::command::{self as cmd, CommandName};
 use crate::wire::query::{self as query, QueryName};
 
-/// Seconds `task_wait_ready` waits at most, whatever it is asked.
-pub const MAX_WAIT_SECS: u64 = 300;
+/// How long one tool call may take by default: below the hosts' own timeouts (AutoGen's
+/// documented 30 s, the MCP SDKs' 60 s), so a call always ends with an answer the model sees.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(20);
+
+/// Seconds kept from the budget for the answer's way back.
+const REPLY_MARGIN_SECS: u64 = 2;
+
+/// `task_wait_ready`'s wait when none is asked for, at most.
+const DEFAULT_WAIT_SECS: u64 = 15;
+
+/// How the tools are offered: the schema dialect and the time one call may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub dialect: Dialect,
+    pub budget: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            dialect: Dialect::Portable,
+            budget: DEFAULT_BUDGET,
+        }
+    }
+}
+
+impl Options {
+    /// How long the server waits for an outcome or an answer: the budget less the margin.
+    pub fn answer_within(&self) -> Duration {
+        self.budget
+            .saturating_sub(Duration::from_secs(REPLY_MARGIN_SECS))
+            .max(Duration::from_secs(1))
+    }
+
+    /// The longest `task_wait_ready` waits, whatever it is asked.
+    pub fn max_wait_secs(&self) -> u64 {
+        self.answer_within().as_secs().max(1)
+    }
+
+    pub fn default_wait_secs(&self) -> u64 {
+        DEFAULT_WAIT_SECS.min(self.max_wait_secs())
+    }
+}
 
 /// What calling a tool does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +88,16 @@ pub fn may_send(name: CommandName, kind: SystemKind) -> bool {
     sender.contains("assignee") || sender == kind.as_str()
 }
 
-/// A type's JSON Schema as a tool's input schema: self-contained (`$defs`), an object.
-pub fn schema_of<T: JsonSchema>() -> Map<String, Value> {
-    match schemars::schema_for!(T).to_value() {
-        Value::Object(map) => map,
-        other => Map::from_iter([("allOf".to_owned(), Value::Array(vec![other]))]),
-    }
+/// The roles that may send `name`, for telling a model whom to ask.
+pub fn senders(name: CommandName) -> Vec<SystemKind> {
+    SystemKind::ALL
+        .into_iter()
+        .filter(|&kind| may_send(name, kind))
+        .collect()
 }
 
-/// A query's request schema without `actor`: the server adds the bound system.
-fn without_actor(mut schema: Map<String, Value>) -> Map<String, Value> {
+/// A query's request schema without `actor`: the server asks as the bound system.
+pub fn without_actor(mut schema: Value) -> Value {
     if let Some(Value::Object(properties)) = schema.get_mut("properties") {
         properties.remove("actor");
     }
@@ -126,11 +170,12 @@ fn guide(name: CommandName) -> &'static str {
 
 struct Collect<'a> {
     kind: SystemKind,
+    dialect: Dialect,
     tools: &'a mut Vec<ToolSpec>,
 }
 
 impl cmd::PayloadVisitor for Collect<'_> {
-    fn visit<P: JsonSchema>(&mut self, name: CommandName) {
+    fn visit<P: JsonSchema + serde::de::DeserializeOwned>(&mut self, name: CommandName) {
         if !may_send(name, self.kind) {
             return;
         }
@@ -144,19 +189,25 @@ impl cmd::PayloadVisitor for Collect<'_> {
                 guide(name),
                 name.sender()
             ),
-            input_schema: schema_of::<P>(),
+            input_schema: tool_schema(&schemars::schema_for!(P).to_value(), self.dialect),
             read_only: false,
         });
     }
 }
 
 impl query::QueryVisitor for Collect<'_> {
-    fn visit<R: JsonSchema, A: JsonSchema>(&mut self, name: QueryName) {
+    fn visit<R: JsonSchema + serde::de::DeserializeOwned, A: JsonSchema>(
+        &mut self,
+        name: QueryName,
+    ) {
         self.tools.push(ToolSpec {
             name: tool_name(name.as_str()),
             target: Target::Query(name),
             description: format!("{} Read-only.", query_doc(name)),
-            input_schema: without_actor(schema_of::<R>()),
+            input_schema: tool_schema(
+                &without_actor(schemars::schema_for!(R).to_value()),
+                self.dialect,
+            ),
             read_only: true,
         });
     }
@@ -166,34 +217,45 @@ impl query::QueryVisitor for Collect<'_> {
 #[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitReady {
-    /// How long to wait for a task to become ready, in seconds (default 60, at most 300).
+    /// How long to wait for a task to become ready, in seconds (a longer wait is shortened to
+    /// the server's limit, which the tool's description gives).
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub timeout_seconds: Option<u64>,
 }
 
 /// Every tool a system of `kind` is offered, commands first, in the contract's order.
-pub fn catalogue(kind: SystemKind) -> Vec<ToolSpec> {
+pub fn catalogue(kind: SystemKind, options: &Options) -> Vec<ToolSpec> {
     let mut tools = Vec::new();
     let mut collect = Collect {
         kind,
+        dialect: options.dialect,
         tools: &mut tools,
     };
     cmd::visit_payloads(&mut collect);
     query::visit_queries(&mut collect);
     tools.push(ToolSpec {
-        name: "task_wait_ready".into(),
+        name: WAIT_READY.into(),
         target: Target::WaitReady,
         description: format!(
             "Waits until a task assigned to you is ready to start, at most `timeout_seconds` \
-             (default 60, at most {MAX_WAIT_SECS}), and returns the ready tasks (already ready \
-             ones at once); an empty list when none became ready in time: call it again to \
-             keep waiting. Read-only."
+             (default {}, at most {}), and returns the ready tasks (already ready ones at \
+             once); an empty list when none became ready in time: call it again to keep \
+             waiting. Read-only.",
+            options.default_wait_secs(),
+            options.max_wait_secs()
         ),
-        input_schema: schema_of::<WaitReady>(),
+        input_schema: tool_schema(
+            &schemars::schema_for!(WaitReady).to_value(),
+            options.dialect,
+        ),
         read_only: true,
     });
     tools
 }
+
+/// The tool that waits for work.
+pub const WAIT_READY: &str = "task_wait_ready";
 
 #[cfg(test)]
 mod tests {
@@ -202,7 +264,10 @@ mod tests {
     use crate::bus::golden::resolved as inline;
 
     fn names(kind: SystemKind) -> Vec<String> {
-        catalogue(kind).into_iter().map(|t| t.name).collect()
+        catalogue(kind, &Options::default())
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
     }
 
     #[test]
@@ -286,29 +351,74 @@ mod tests {
             let (_, first) = messages.iter().next().unwrap();
             inline(first, &doc)
         };
-        for kind in SystemKind::ALL {
-            for tool in catalogue(kind) {
-                let schema = Value::Object(tool.input_schema.clone());
-                let ours = inline(&schema, &schema);
-                let theirs = match tool.target {
-                    Target::Command(name) => {
-                        message(name.as_str())["payload"]["properties"]["payload"].clone()
-                    }
-                    Target::Query(name) => {
-                        let mut request =
-                            message(&format!("sop.query.{}", name.as_str()))["payload"].clone();
-                        if let Some(p) = request.pointer_mut("/properties") {
-                            p.as_object_mut().map(|p| p.remove("actor"));
+        for dialect in [Dialect::Portable, Dialect::OpenaiStrict] {
+            let options = Options {
+                dialect,
+                ..Options::default()
+            };
+            for kind in SystemKind::ALL {
+                for tool in catalogue(kind, &options) {
+                    let theirs = match tool.target {
+                        Target::Command(name) => {
+                            message(name.as_str())["payload"]["properties"]["payload"].clone()
                         }
-                        if let Some(Value::Array(r)) = request.pointer_mut("/required") {
-                            r.retain(|r| r != "actor");
-                        }
-                        request
-                    }
-                    Target::WaitReady => continue,
-                };
-                assert_eq!(ours, theirs, "{}", tool.name);
+                        Target::Query(name) => without_actor(
+                            message(&format!("sop.query.{}", name.as_str()))["payload"].clone(),
+                        ),
+                        Target::WaitReady => continue,
+                    };
+                    assert_eq!(
+                        tool.input_schema,
+                        tool_schema(&theirs, dialect),
+                        "{}",
+                        tool.name
+                    );
+                }
             }
         }
+    }
+
+    /// Every tool of every role, in each dialect, within the subset the model APIs accept.
+    #[test]
+    fn every_tool_schema_is_in_the_subset() {
+        for dialect in [Dialect::Portable, Dialect::OpenaiStrict] {
+            let options = Options {
+                dialect,
+                ..Options::default()
+            };
+            for kind in SystemKind::ALL {
+                for tool in catalogue(kind, &options) {
+                    let schema = Value::Object(tool.input_schema.clone());
+                    let found = super::super::schema::violations(&schema, dialect);
+                    assert!(
+                        found.is_empty(),
+                        "{kind:?} {} ({dialect:?}):\n{}\n{}",
+                        tool.name,
+                        found.join("\n"),
+                        serde_json::to_string_pretty(&schema).unwrap()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn closed_sets_are_enums_and_needed_fields_required() {
+        let tool = |kind, name: &str| {
+            catalogue(kind, &Options::default())
+                .into_iter()
+                .find(|t| t.name == name)
+                .unwrap_or_else(|| panic!("{name}"))
+                .input_schema
+        };
+        let policy = tool(SystemKind::System5, "policy_set");
+        assert_eq!(policy["required"], serde_json::json!(["rules"]));
+        let list = tool(SystemKind::System4, "procedure_list");
+        assert_eq!(
+            list["properties"]["status"]["enum"],
+            serde_json::json!(["draft", "approved", "retired"])
+        );
+        let review = tool(SystemKind::System3, "task_review");
+        assert!(review["properties"]["verdict"]["enum"].is_array());
     }
 }

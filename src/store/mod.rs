@@ -16,6 +16,7 @@ pub mod procedures;
 pub mod reviews;
 pub mod runs;
 pub mod teams;
+pub mod tokens;
 pub mod unnest;
 pub mod writes;
 

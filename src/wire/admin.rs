@@ -14,6 +14,9 @@ subject_names!(
         DeadLetters = "dead_letter.list",
         ParkedOutbox = "outbox.parked",
         RepublishOutbox = "outbox.republish",
+        IssueToken = "token.issue",
+        RevokeToken = "token.revoke",
+        ListTokens = "token.list",
     }
 );
 
@@ -106,4 +109,56 @@ pub struct ParkedMessage {
 pub struct ParkedMessages {
     /// Oldest first (by `seq`).
     pub parked: Vec<ParkedMessage>,
+}
+
+/// A bearer token for a system, as the CLI registers it: the public key of a seed made on
+/// the operator's machine, so the secret never crosses the bus.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueToken {
+    pub system_id: Uuid,
+    /// NATS user public key (`U…`) of the token's seed.
+    pub public_key: String,
+    /// What the token is for, shown in `token.list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// When it stops working; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Ends a token now: every call made with it from then on is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeToken {
+    pub token_id: Uuid,
+}
+
+/// The tokens of one system, or of every system when none is named.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListTokens {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_id: Option<Uuid>,
+}
+
+/// A token as the service keeps it: never the token itself.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenInfo {
+    pub token_id: Uuid,
+    pub system_id: Uuid,
+    pub system: String,
+    pub team: String,
+    /// The public key its signatures are checked against.
+    pub public_key: String,
+    pub label: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TokenList {
+    /// In the order they were issued.
+    pub tokens: Vec<TokenInfo>,
 }

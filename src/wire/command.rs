@@ -89,7 +89,7 @@ macro_rules! commands {
 
         /// Each command with its payload type (the contract describes them).
         pub trait PayloadVisitor {
-            fn visit<P: schemars::JsonSchema>(&mut self, name: CommandName);
+            fn visit<P: schemars::JsonSchema + serde::de::DeserializeOwned>(&mut self, name: CommandName);
         }
 
         pub fn visit_payloads(visitor: &mut impl PayloadVisitor) {

@@ -38,3 +38,4 @@ pub mod page;
 pub mod query;
 pub mod signature;
 pub mod subjects;
+pub mod token;

@@ -34,7 +34,10 @@ impl QueryName {
 
 /// Each query with its request and answer types (the contract describes them).
 pub trait QueryVisitor {
-    fn visit<R: schemars::JsonSchema, A: schemars::JsonSchema>(&mut self, name: QueryName);
+    fn visit<R: schemars::JsonSchema + serde::de::DeserializeOwned, A: schemars::JsonSchema>(
+        &mut self,
+        name: QueryName,
+    );
 }
 
 pub fn visit_queries(visitor: &mut impl QueryVisitor) {
@@ -74,8 +77,9 @@ pub struct ProcedureQuery {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub actor: Uuid,
-    /// `draft`, `approved` or `retired`.
+    /// Only versions in this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<crate::domain::procedure::ProcedureStatus>")]
     pub status: Option<String>,
     /// Case-insensitive part of the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -21,6 +21,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use nkeys::KeyPair;
 
 pub const SIGNATURE_HEADER: &str = "Sop-Signature";
+/// The public key (`U…`) that made the signature, when it is not the system's registered key:
+/// a bearer token's key ([`crate::wire::admin::IssueToken`]).
+pub const KEY_HEADER: &str = "Sop-Key";
 /// When a query was signed, RFC 3339; covered by its signature.
 pub const SIGNED_AT_HEADER: &str = "Sop-Signed-At";
 /// How far a signed query's time may be from the worker's clock, either way (the contract

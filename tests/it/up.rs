@@ -128,6 +128,18 @@ impl Up {
             .collect()
     }
 
+    /// The commands it printed for a first procedure, as lines of a script.
+    fn first_commands(&self) -> String {
+        self.printed
+            .iter()
+            .skip_while(|l| !l.starts_with("Then (README"))
+            .skip(2)
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The pid of the nats-server it says it started, if it started one.
     fn started_server(&self) -> Option<u32> {
         self.printed.iter().find_map(|l| {
@@ -299,6 +311,36 @@ async fn readme_walkthrough(dir: &Path, exports: BTreeMap<String, String>) {
     );
 }
 
+/// The first commands `sop up` printed, pasted into bash as they are: they run.
+async fn printed_commands(dir: &Path, script: &str, exports: &BTreeMap<String, String>) {
+    assert!(script.contains("sop procedure approve"), "{script}");
+    std::fs::create_dir_all(dir.join("examples")).unwrap();
+    std::fs::copy(FIRST_RUN, dir.join("examples/first-run-discovery.json")).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_sop")).parent().unwrap();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", format!("{}:{}", bin.display(), path()))
+        .env("NO_COLOR", "1")
+        .envs(exports)
+        .output()
+        .await
+        .expect("run bash");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "what sop up printed:\n{script}\n{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("System1/"),
+        "the run's tasks and their assignees: {stdout}"
+    );
+}
+
 /// How the second terminal is driven.
 enum Walk {
     /// Step by step, each answer read as JSON.
@@ -324,7 +366,10 @@ async fn up_demo_walkthrough(args: &[&str], walk: Walk) -> Option<u32> {
     );
     match walk {
         Walk::Driven => walkthrough(&folder.0, exports).await,
-        Walk::Readme => readme_walkthrough(&folder.0, exports).await,
+        Walk::Readme => {
+            printed_commands(&folder.0, &up.first_commands(), &exports).await;
+            readme_walkthrough(&folder.0, exports).await
+        }
     }
     let server = up.started_server();
     let status = up.terminate().await;

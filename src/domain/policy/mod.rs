@@ -28,7 +28,7 @@ pub const MAX_RULES: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct PolicyDocument {
     /// Checked in order; the first that refuses an execute names itself in the refusal.
-    #[serde(default)]
+    /// Required: `[]` clears the policy, so a document that forgot its rules changes nothing.
     #[schemars(length(max = MAX_RULES))]
     pub rules: Vec<RuleDocument>,
 }
@@ -375,7 +375,7 @@ impl Rule {
 const MAX_DURATION_DAYS: i64 = 366;
 
 /// `90s`, `15m`, `24h`, `7d`: a whole number and its unit.
-fn duration(field: &str, raw: &str) -> Result<Duration, DomainError> {
+pub fn duration(field: &str, raw: &str) -> Result<Duration, DomainError> {
     let raw = raw.trim();
     let bad = || DomainError::invalid(field, "a duration such as 90s, 15m, 24h or 7d");
     let unit = raw.chars().last().ok_or_else(bad)?;
