@@ -3,7 +3,9 @@
 
 use uuid::Uuid;
 
-use super::MessageMeta;
+use super::{MessageMeta, Rejection};
+use crate::domain::error::ErrorCode;
+use crate::domain::system::Actor;
 use crate::wire::command::{Command, CommandName};
 
 /// A decoded command with its envelope.
@@ -53,5 +55,27 @@ impl Incoming {
             team: None,
             reply_to: self.reply_to.clone(),
         }
+    }
+}
+
+/// The key a message of `actor` must be signed with: the token's key its signature names
+/// (`token`: whether that key is an active token of the actor; refused when it is not), else
+/// the actor's registered key; `None` when it has neither, and anything goes.
+pub fn verifying_key<'a>(
+    signed: Option<&'a Signed>,
+    token: Option<bool>,
+    actor: &'a Actor,
+) -> Result<Option<&'a str>, Rejection> {
+    let registered = actor.public_key.as_deref();
+    match (signed.and_then(|s| s.token_key(registered)), token) {
+        (Some(key), Some(true)) => Ok(Some(key)),
+        (Some(key), _) => Err(Rejection::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the key {key} that signed is no token of system {} (revoked, expired or never issued)",
+                actor.id
+            ),
+        )),
+        (None, _) => Ok(registered),
     }
 }

@@ -369,20 +369,7 @@ fn check_signature(
     token: Option<bool>,
 ) -> Result<(), Rejection> {
     let forbidden = |message: String| Rejection::new(ErrorCode::Forbidden, message);
-    if let (Some(signed), Some(active)) = (signed, token) {
-        let key = signed
-            .token_key(actor.public_key.as_deref())
-            .unwrap_or_default();
-        if !active {
-            return Err(forbidden(format!(
-                "the key {key} that signed is no token of system {} (revoked, expired or never issued)",
-                actor.id
-            )));
-        }
-        return crate::wire::signature::verify(key, &signed.message, &signed.signature)
-            .map_err(|e| forbidden(format!("command of system {}: {e}", actor.id)));
-    }
-    let Some(key) = &actor.public_key else {
+    let Some(key) = command::verifying_key(signed, token, actor)? else {
         return Ok(());
     };
     let Some(signed) = signed else {

@@ -147,22 +147,8 @@ fn check_signature(
     now: DateTime<Utc>,
 ) -> Result<(), Rejection> {
     let forbidden = |message: String| Rejection::new(ErrorCode::Forbidden, message);
-    let key = match (signed, token, &who.public_key) {
-        (Some(query), Some(active), _) => {
-            let key = query
-                .signed
-                .token_key(who.public_key.as_deref())
-                .unwrap_or_default();
-            if !active {
-                return Err(forbidden(format!(
-                    "the key {key} that signed is no token of system {} (revoked, expired or never issued)",
-                    who.id
-                )));
-            }
-            key.to_owned()
-        }
-        (_, _, None) => return Ok(()),
-        (_, _, Some(key)) => key.clone(),
+    let Some(key) = super::command::verifying_key(signed.map(|q| &q.signed), token, who)? else {
+        return Ok(());
     };
     let Some(query) = signed else {
         return Err(forbidden(format!(
@@ -183,7 +169,7 @@ fn check_signature(
              clock ({now}): sign each query when it is sent"
         )));
     }
-    verify(&key, &query.signed.message, &query.signed.signature)
+    verify(key, &query.signed.message, &query.signed.signature)
         .map_err(|e| forbidden(format!("query of system {}: {e}", who.id)))
 }
 

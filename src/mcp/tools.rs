@@ -341,6 +341,14 @@ mod tests {
         }
     }
 
+    /// The default options in each schema dialect.
+    fn dialects() -> [Options; 2] {
+        [Dialect::Portable, Dialect::OpenaiStrict].map(|dialect| Options {
+            dialect,
+            ..Options::default()
+        })
+    }
+
     #[test]
     fn input_schemas_are_the_contracts_payloads_and_requests() {
         let doc = asyncapi();
@@ -351,11 +359,8 @@ mod tests {
             let (_, first) = messages.iter().next().unwrap();
             inline(first, &doc)
         };
-        for dialect in [Dialect::Portable, Dialect::OpenaiStrict] {
-            let options = Options {
-                dialect,
-                ..Options::default()
-            };
+        for options in dialects() {
+            let dialect = options.dialect;
             for kind in SystemKind::ALL {
                 for tool in catalogue(kind, &options) {
                     let theirs = match tool.target {
@@ -381,11 +386,8 @@ mod tests {
     /// Every tool of every role, in each dialect, within the subset the model APIs accept.
     #[test]
     fn every_tool_schema_is_in_the_subset() {
-        for dialect in [Dialect::Portable, Dialect::OpenaiStrict] {
-            let options = Options {
-                dialect,
-                ..Options::default()
-            };
+        for options in dialects() {
+            let dialect = options.dialect;
             for kind in SystemKind::ALL {
                 for tool in catalogue(kind, &options) {
                     let schema = Value::Object(tool.input_schema.clone());

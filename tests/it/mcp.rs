@@ -465,6 +465,23 @@ async fn http(
     (status, headers, rest.to_owned())
 }
 
+/// A JSON-RPC message posted to `/mcp` in session `id` with `bearer`'s token.
+async fn in_session(
+    addr: &str,
+    bearer: &str,
+    id: &str,
+    body: &str,
+) -> (u16, std::collections::HashMap<String, String>, String) {
+    let headers = [
+        ("Accept", "application/json, text/event-stream"),
+        ("Content-Type", "application/json"),
+        ("Authorization", bearer),
+        ("Mcp-Session-Id", id),
+        ("Mcp-Protocol-Version", "2025-06-18"),
+    ];
+    http(addr, "POST", "/mcp", &headers, body).await
+}
+
 /// The JSON-RPC message in a Streamable HTTP answer (plain JSON, or the `data:` of an event;
 /// a chunked body's framing lines are not JSON and are skipped).
 fn rpc(body: &str) -> Value {
@@ -621,20 +638,7 @@ async fn one_http_door_serves_many_systems_by_token(backend: Backend) {
             let id = headers["mcp-session-id"].clone();
             let initialized =
                 json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }).to_string();
-            http(
-                &addr,
-                "POST",
-                "/mcp",
-                &[
-                    accept,
-                    json_type,
-                    ("Authorization", &bearer),
-                    ("Mcp-Session-Id", &id),
-                    ("Mcp-Protocol-Version", "2025-06-18"),
-                ],
-                &initialized,
-            )
-            .await;
+            in_session(&addr, &bearer, &id, &initialized).await;
             (bearer, id, rpc(&body))
         }
     };
@@ -644,20 +648,7 @@ async fn one_http_door_serves_many_systems_by_token(backend: Backend) {
             let request = json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call",
                 "params": { "name": tool, "arguments": arguments } })
             .to_string();
-            let (status, _, body) = http(
-                &addr,
-                "POST",
-                "/mcp",
-                &[
-                    accept,
-                    json_type,
-                    ("Authorization", &bearer),
-                    ("Mcp-Session-Id", &id),
-                    ("Mcp-Protocol-Version", "2025-06-18"),
-                ],
-                &request,
-            )
-            .await;
+            let (status, _, body) = in_session(&addr, &bearer, &id, &request).await;
             (
                 status,
                 if status == 200 {

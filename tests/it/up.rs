@@ -272,48 +272,14 @@ async fn walkthrough(dir: &Path, exports: BTreeMap<String, String>) {
     assert_eq!(reviewed["review"]["outcome"], "succeeded", "{reviewed}");
 }
 
-/// The README's walkthrough, pasted into bash as a person would (less `sop events tail`, which
-/// follows until stopped); it ends showing the reviewed run.
-async fn readme_walkthrough(dir: &Path, exports: BTreeMap<String, String>) {
-    let readme = include_str!("../../README.md");
-    let start = readme
-        .find("P=$(sop procedure draft")
-        .expect("the README's walkthrough starts with a draft");
-    let block = &readme[start..];
-    let script: Vec<&str> = block[..block.find("```").expect("a closed block")]
-        .lines()
-        .filter(|l| !l.starts_with("sop events tail"))
-        .collect();
-    std::fs::create_dir_all(dir.join("examples")).unwrap();
-    std::fs::copy(FIRST_RUN, dir.join("examples/first-run-discovery.json")).unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_sop")).parent().unwrap();
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script.join("\n")])
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", format!("{}:{}", bin.display(), path()))
-        .env("NO_COLOR", "1")
-        .envs(&exports)
-        .output()
-        .await
-        .expect("run bash");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "the README's walkthrough: {stdout}{stderr}"
-    );
-    assert!(
-        stdout.contains("review: succeeded — Discovery done"),
-        "the walkthrough ends with a reviewed run: {stdout}"
-    );
-}
-
-/// The first commands `sop up` printed, pasted into bash as they are: they run.
-async fn printed_commands(dir: &Path, script: &str, exports: &BTreeMap<String, String>) {
-    assert!(script.contains("sop procedure approve"), "{script}");
+/// `script` pasted into bash in `dir` (with the example procedure beside it) by a person with
+/// `exports` set: it succeeds, and its output is returned.
+async fn pasted(
+    dir: &Path,
+    what: &str,
+    script: &str,
+    exports: &BTreeMap<String, String>,
+) -> String {
     std::fs::create_dir_all(dir.join("examples")).unwrap();
     std::fs::copy(FIRST_RUN, dir.join("examples/first-run-discovery.json")).unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_sop")).parent().unwrap();
@@ -331,10 +297,39 @@ async fn printed_commands(dir: &Path, script: &str, exports: &BTreeMap<String, S
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
+    assert!(out.status.success(), "{what}:\n{script}\n{stdout}{stderr}");
+    stdout.into_owned()
+}
+
+/// The README's walkthrough, pasted into bash as a person would (less `sop events tail`, which
+/// follows until stopped); it ends showing the reviewed run.
+async fn readme_walkthrough(dir: &Path, exports: BTreeMap<String, String>) {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("P=$(sop procedure draft")
+        .expect("the README's walkthrough starts with a draft");
+    let block = &readme[start..];
+    let script: Vec<&str> = block[..block.find("```").expect("a closed block")]
+        .lines()
+        .filter(|l| !l.starts_with("sop events tail"))
+        .collect();
+    let stdout = pasted(
+        dir,
+        "the README's walkthrough",
+        &script.join("\n"),
+        &exports,
+    )
+    .await;
     assert!(
-        out.status.success(),
-        "what sop up printed:\n{script}\n{stdout}{stderr}"
+        stdout.contains("review: succeeded — Discovery done"),
+        "the walkthrough ends with a reviewed run: {stdout}"
     );
+}
+
+/// The first commands `sop up` printed, pasted into bash as they are: they run.
+async fn printed_commands(dir: &Path, script: &str, exports: &BTreeMap<String, String>) {
+    assert!(script.contains("sop procedure approve"), "{script}");
+    let stdout = pasted(dir, "what sop up printed", script, exports).await;
     assert!(
         stdout.contains("System1/"),
         "the run's tasks and their assignees: {stdout}"
