@@ -422,6 +422,11 @@ def script_system3(turn: Turn) -> tuple[str, Any]:
     """Executes the series named in the task; or reviews the run named in it, then its initiative."""
     if (failed := turn.failed()) is not None:
         return "text", summary_of(failed)
+    if turn.task.lower().startswith("list the approved procedures"):
+        if not turn.calls("procedure_list"):
+            return "call", ("procedure_list", {"status": "approved"})
+        listed = turn.calls("procedure_list")[-1].body.get("procedures", [])
+        return "text", f"{len(listed)} approved procedure(s)."
     run_id = find_id(turn.task, "run_id")
     if run_id is None:
         executed = turn.calls("procedure_execute")

@@ -20,7 +20,7 @@ The contract in brief (see README.md beside this file):
   envelope `{schema_version, command_id, actor, payload}`, with the headers `Nats-Msg-Id`
   (= command_id, JetStream de-duplication) and `Sop-Reply-To` (a core-NATS inbox the worker
   sends the command's outcome to).
-* Events arrive on `<prefix>.<family>.<past-tense>.<team>` (e.g. `task.ready.pyteam`); a plain
+* Events arrive on `<prefix>.<family>.<past-tense>.<team>` (e.g. `task.ready.discovery`); a plain
   core subscription sees them live.
 * Queries are core-NATS requests on `<prefix>.sop.query.<name>`; `system.get` turns a system's
   name within its team into its id.

@@ -100,7 +100,8 @@ python3 -c 'import nats' 2>/dev/null ||
 
 tmp="$(mktemp -d)"
 prefix="py$RANDOM$$"
-team="pyteam"
+# The name docs/agents.md's snippets use, so they run here as pasted (the prefix keeps it private).
+team="discovery"
 export SOP_DATABASE_URL="sqlite://$tmp/sop.db?mode=rwc"
 export SOP_SUBJECT_PREFIX="$prefix"
 export SOP_NATS_URL="$nats_url"

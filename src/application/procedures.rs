@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::reads::Reads;
 use super::{CommandError, Plan, Rejection, within_team};
+use crate::domain::error::ErrorCode;
 use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
 use crate::domain::ids::*;
 use crate::domain::procedure::{Procedure, ProcedureMeta, Series};
@@ -161,6 +162,15 @@ async fn edit(
         .get_mut(ProcedureId(id))
         .ok_or_else(|| Rejection::not_found("procedure", id))?;
     actor.authorise(SystemKind::System4, p.team_id)?;
+    // A call that forgot its changes must not leave an edit on the record.
+    if changes.is_empty() {
+        return Err(Rejection::new(
+            ErrorCode::ValidationFailed,
+            "an edit changes at least one of name, description, risk_level, impact, \
+             rollback_plan or tasks: nothing was given",
+        )
+        .into());
+    }
     let meta = ProcedureMeta::parse(changes.over(p.meta.to_draft()))?;
     let templates = changes.take_tasks().map(Templates::parse).transpose()?;
     // The digest covers the templates, whether the edit changes them or not.

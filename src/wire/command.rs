@@ -409,6 +409,23 @@ impl ChangeProcedure {
         base
     }
 
+    /// Whether it names no field to change (an edit must change something).
+    pub fn is_empty(&self) -> bool {
+        let ChangeProcedure {
+            procedure_id: _,
+            name,
+            description,
+            risk_level,
+            impact,
+            rollback_plan,
+            tasks,
+        } = self;
+        [name, description, risk_level, impact, rollback_plan]
+            .iter()
+            .all(|f| f.is_none())
+            && tasks.is_none()
+    }
+
     /// The templates given, as the domain checks them.
     pub fn take_tasks(&mut self) -> Option<Vec<TemplateDraft>> {
         self.tasks

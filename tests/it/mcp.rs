@@ -194,6 +194,23 @@ async fn a_models_mistakes_change_nothing_and_say_what_to_do(backend: Backend) {
     let too_large = s1.refused("procedure_list", json!({ "name": huge })).await;
     assert_eq!(too_large["code"], "too_large", "{too_large}");
 
+    let mut s4 = Host::start(&app, team.s4, None);
+    s4.initialize().await;
+    let drafted = s4.call("procedure_draft", first_run_discovery()).await;
+    let draft = drafted["structuredContent"]["result"]["procedure_id"].clone();
+    let empty = s4
+        .refused("procedure_edit", json!({ "procedure_id": draft }))
+        .await;
+    assert_eq!(empty["code"], "validation_failed", "{empty}");
+    let history = s4
+        .call("procedure_get", json!({ "procedure_id": draft }))
+        .await;
+    assert_eq!(
+        history["structuredContent"]["procedure"]["updated_at"],
+        history["structuredContent"]["procedure"]["created_at"],
+        "the draft is as it was: {history}"
+    );
+
     let mut s5 = Host::start(&app, team.s5, None);
     s5.initialize().await;
     let set = s5

@@ -28,14 +28,26 @@ pub struct FreezeDocument {
     pub weekly: Option<WeeklyDocument>,
 }
 
+/// A day of the week as a weekly window names it: the contract's closed set, which the
+/// document's days are read against.
+#[derive(schemars::JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+#[expect(dead_code, reason = "it only describes the days in the contract")]
+enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeeklyDocument {
     /// `mon` … `sun`: the days the window begins on.
-    #[schemars(
-        length(min = 1, max = 7),
-        inner(regex(pattern = r"^(mon|tue|wed|thu|fri|sat|sun)$"))
-    )]
+    #[schemars(with = "Vec<Day>", length(min = 1, max = 7))]
     pub days: Vec<String>,
     /// Local `HH:MM`.
     #[schemars(regex(pattern = r"^([01]?[0-9]|2[0-3]):[0-5][0-9]$"))]
