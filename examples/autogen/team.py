@@ -361,7 +361,7 @@ def standin_refuses_what_providers_refuse() -> None:
             "tools": [{"name": "task_review", "input_schema": broken}],
         },
     }
-    check = StandIn(lenient=False)
+    check = StandIn(lenient=False, quiet=True)
     url = check.start()
     try:
         for path, body in requests.items():
