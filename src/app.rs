@@ -20,6 +20,27 @@ use crate::wire::subjects::Subjects;
 
 /// Connects with the configured credentials; `nats_url` may list several servers.
 pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Client> {
+    let (options, servers) = nats_options(settings).await?;
+    options
+        .connect(servers)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", settings.nats_url))
+}
+
+/// As [`connect_nats`], but returns at once and keeps trying in the background while no
+/// server answers: for a process that must serve before NATS is up (`sop mcp` under a host).
+pub async fn connect_nats_in_background(settings: &Settings) -> anyhow::Result<async_nats::Client> {
+    let (options, servers) = nats_options(settings).await?;
+    options
+        .retry_on_initial_connect()
+        .connect(servers)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", settings.nats_url))
+}
+
+async fn nats_options(
+    settings: &Settings,
+) -> anyhow::Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>)> {
     let mut options = async_nats::ConnectOptions::new().name("sop");
     if let Some(creds) = &settings.nats_creds {
         options = async_nats::ConnectOptions::with_credentials_file(creds)
@@ -36,10 +57,7 @@ pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Cli
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing the NATS URL {}", settings.nats_url))?;
-    options
-        .connect(servers)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", settings.nats_url))
+    Ok((options, servers))
 }
 
 /// Refuses options the connected server would silently ignore (a 2.9 server accepts unknown

@@ -68,16 +68,29 @@ impl Ctx {
                 let nats = app::connect_nats(&self.settings)
                     .await
                     .map_err(|e| Exit(EXIT_UNREACHABLE, format!("{e:#}")))?;
-                let client = Client::new(nats, Subjects::new(&self.settings.subject_prefix))
-                    .with_timeout(self.timeout);
-                match &self.nkey_seed {
-                    Some(seed) => client
-                        .with_signing_seed(seed)
-                        .map_err(|e| Exit(1, format!("SOP_NKEY_SEED: {e}"))),
-                    None => Ok(client),
-                }
+                self.client_on(nats)
             })
             .await
+    }
+
+    /// A client whose connection keeps trying in the background while NATS is down, for a
+    /// server that must answer its host from the start (`sop mcp`).
+    pub async fn client_in_background(&self) -> Result<Client, Exit> {
+        let nats = app::connect_nats_in_background(&self.settings)
+            .await
+            .map_err(|e| Exit(EXIT_UNREACHABLE, format!("{e:#}")))?;
+        self.client_on(nats)
+    }
+
+    fn client_on(&self, nats: async_nats::Client) -> Result<Client, Exit> {
+        let client = Client::new(nats, Subjects::new(&self.settings.subject_prefix))
+            .with_timeout(self.timeout);
+        match &self.nkey_seed {
+            Some(seed) => client
+                .with_signing_seed(seed)
+                .map_err(|e| Exit(1, format!("SOP_NKEY_SEED: {e}"))),
+            None => Ok(client),
+        }
     }
 
     /// The acting system's id: `--actor` as an id, or its name resolved within `--team` by

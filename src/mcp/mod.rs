@@ -45,7 +45,8 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<ExitCode, Exit> {
         dialect: args.schema_dialect,
         budget: Duration::from_secs(args.call_budget),
     };
-    let client = ctx.client().await?.clone();
+    // A host may start its servers before NATS too: the connection comes when it can.
+    let client = ctx.client_in_background().await?;
     let Some(actor) = ctx.actor.clone() else {
         return match args.http {
             Some(addr) => {

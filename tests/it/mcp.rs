@@ -37,6 +37,10 @@ impl Host {
             Some(seed) => command.env("SOP_NKEY_SEED", seed),
             None => command.env_remove("SOP_NKEY_SEED"),
         };
+        Host::spawn(command)
+    }
+
+    fn spawn(mut command: tokio::process::Command) -> Host {
         let mut child = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -236,6 +240,40 @@ async fn a_models_mistakes_change_nothing_and_say_what_to_do(backend: Backend) {
     let cleared = s5.call("policy_set", json!({ "rules": [] })).await;
     assert_eq!(cleared["isError"], false, "{cleared}");
     app.stop().await;
+}
+
+/// A host that starts `sop mcp` before NATS is up gets a server that answers at once: the
+/// tools every role shares, and each call `unavailable` within its budget, never a dead
+/// process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sop_mcp_serves_before_nats_is_up() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"));
+    command
+        .args([
+            "mcp",
+            "--team",
+            "early",
+            "--actor",
+            "System3",
+            "--call-budget",
+            "3",
+        ])
+        .env("SOP_NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .env("RUST_LOG", "error");
+    let mut host = Host::spawn(command);
+    let init = host.initialize().await;
+    assert_eq!(init["serverInfo"]["name"], "vsm-sop");
+    assert!(
+        host.tool_names()
+            .await
+            .contains(&"procedure_get".to_owned())
+    );
+    let unavailable = host.refused("procedure_list", json!({})).await;
+    assert_eq!(unavailable["code"], "unavailable", "{unavailable}");
 }
 
 /// A host that starts `sop mcp` before the worker gets a server that answers `unavailable`
