@@ -173,20 +173,28 @@ fn check_signature(
         .map_err(|e| forbidden(format!("query of system {}: {e}", who.id)))
 }
 
-/// A list's `status` filter: one of `all`, by its wire name.
-fn status_filter<T: Copy>(
+/// A list's `status` filter: one of the status type's wire names, the ones its schema lists.
+fn status_filter<T: serde::de::DeserializeOwned + schemars::JsonSchema>(
     raw: Option<String>,
-    all: &[T],
-    name: fn(T) -> &'static str,
 ) -> Result<Option<T>, DomainError> {
     raw.map(|raw| {
-        all.iter()
-            .copied()
-            .find(|s| name(*s) == raw.trim())
-            .ok_or_else(|| {
-                let names: Vec<&str> = all.iter().map(|s| name(*s)).collect();
-                DomainError::invalid("status", format!("one of {}", names.join(", ")))
-            })
+        serde_json::from_value(serde_json::Value::String(raw.trim().to_owned())).map_err(|_| {
+            let schema = schemars::schema_for!(T).to_value();
+            let names: Vec<&str> = schema["enum"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(
+                    schema["oneOf"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|b| &b["const"]),
+                )
+                .filter_map(serde_json::Value::as_str)
+                .collect();
+            DomainError::invalid("status", format!("one of {}", names.join(", ")))
+        })
     })
     .transpose()
 }
@@ -433,7 +441,7 @@ pub async fn answer(
             series_id,
             page,
         } => {
-            let status = status_filter(status, &RunStatus::ALL, RunStatus::as_str)?;
+            let status = status_filter::<RunStatus>(status)?;
             let ids = store::runs::run_ids(
                 db,
                 who.team_id,
@@ -465,7 +473,7 @@ pub async fn answer(
             ready,
             page,
         } => {
-            let status = status_filter(status, &TaskStatus::ALL, TaskStatus::as_str)?;
+            let status = status_filter::<TaskStatus>(status)?;
             // Another team's system is answered like one that does not exist.
             match store::teams::actor(db, assignee.0).await? {
                 Some((system, _)) if system.team_id == who.team_id => {}
@@ -677,7 +685,7 @@ async fn list_procedures(
     name: Option<String>,
     page: Page<(SeriesId, Version)>,
 ) -> Result<Vec<((SeriesId, Version), ProcedureView)>, QueryError> {
-    let status = status_filter(status, &ProcedureStatus::ALL, ProcedureStatus::as_str)?;
+    let status = status_filter::<ProcedureStatus>(status)?;
     let name = name.map(|n| n.to_lowercase());
     let wanted = page.limit + 1;
     let mut found = Vec::new();
@@ -700,5 +708,39 @@ async fn list_procedures(
         if exhausted || found.len() as u64 >= wanted {
             return Ok(found);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_filter_takes_a_wire_name_and_names_them_all_otherwise() {
+        assert_eq!(
+            status_filter::<ProcedureStatus>(Some(" approved ".into())).unwrap(),
+            Some(ProcedureStatus::Approved)
+        );
+        assert_eq!(status_filter::<RunStatus>(None).unwrap(), None);
+        let refused = |e: DomainError| (e.field().map(str::to_owned), e.to_string());
+        let (field, message) =
+            refused(status_filter::<ProcedureStatus>(Some("drafts".into())).unwrap_err());
+        assert_eq!(field.as_deref(), Some("status"));
+        assert!(
+            message.contains("one of draft, approved, retired"),
+            "{message}"
+        );
+        let (_, message) = refused(status_filter::<RunStatus>(Some("done".into())).unwrap_err());
+        assert!(
+            message.contains("one of awaiting_approval, started, completed, failed, canceled"),
+            "{message}"
+        );
+        let (_, message) = refused(status_filter::<TaskStatus>(Some("x".into())).unwrap_err());
+        assert!(
+            message.contains(
+                "one of pending, in_progress, blocked, completed, approved, rejected, canceled"
+            ),
+            "{message}"
+        );
     }
 }

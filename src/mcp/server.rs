@@ -251,39 +251,45 @@ fn decode_as<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Box<Call
     })
 }
 
-/// Checks a command's arguments against its payload type, before anything is sent.
-struct CheckCommand {
-    name: CommandName,
+/// Checks a tool's arguments against the type of the command or query `name` names (its
+/// payload, its request), before anything is sent: the refusal, if any.
+struct Check<N> {
+    name: N,
     args: Option<Value>,
     refused: Option<CallToolResult>,
 }
 
-impl cmd::PayloadVisitor for CheckCommand {
-    fn visit<P: schemars::JsonSchema + serde::de::DeserializeOwned>(&mut self, name: CommandName) {
-        if name == self.name
-            && let Some(args) = self.args.take()
-        {
-            self.refused = decode_as::<P>(args).err().map(|r| *r);
+impl<N> Check<N> {
+    fn new(name: N, args: &Value) -> Check<N> {
+        Check {
+            name,
+            args: Some(args.clone()),
+            refused: None,
+        }
+    }
+
+    fn against<T: serde::de::DeserializeOwned>(&mut self) {
+        if let Some(args) = self.args.take() {
+            self.refused = decode_as::<T>(args).err().map(|r| *r);
         }
     }
 }
 
-/// Checks a query's request against its type, before anything is sent.
-struct CheckQuery {
-    name: QueryName,
-    request: Option<Value>,
-    refused: Option<CallToolResult>,
+impl cmd::PayloadVisitor for Check<CommandName> {
+    fn visit<P: schemars::JsonSchema + serde::de::DeserializeOwned>(&mut self, name: CommandName) {
+        if name == self.name {
+            self.against::<P>();
+        }
+    }
 }
 
-impl query::QueryVisitor for CheckQuery {
+impl query::QueryVisitor for Check<QueryName> {
     fn visit<R: schemars::JsonSchema + serde::de::DeserializeOwned, A: schemars::JsonSchema>(
         &mut self,
         name: QueryName,
     ) {
-        if name == self.name
-            && let Some(request) = self.request.take()
-        {
-            self.refused = decode_as::<R>(request).err().map(|r| *r);
+        if name == self.name {
+            self.against::<R>();
         }
     }
 }
@@ -495,11 +501,7 @@ impl SopServer {
 
     async fn command(&self, bound: &Bound, name: CommandName, args: Value) -> CallToolResult {
         let me = &bound.me;
-        let mut check = CheckCommand {
-            name,
-            args: Some(args.clone()),
-            refused: None,
-        };
+        let mut check = Check::new(name, &args);
         cmd::visit_payloads(&mut check);
         if let Some(refused) = check.refused {
             return refused;
@@ -551,11 +553,7 @@ impl SopServer {
             args.insert("actor".into(), json!(me.id));
         }
         let request = Value::Object(args);
-        let mut check = CheckQuery {
-            name,
-            request: Some(request.clone()),
-            refused: None,
-        };
+        let mut check = Check::new(name, &request);
         query::visit_queries(&mut check);
         if let Some(refused) = check.refused {
             return refused;

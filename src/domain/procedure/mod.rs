@@ -145,12 +145,6 @@ pub enum ProcedureStatus {
 }
 
 impl ProcedureStatus {
-    pub const ALL: [ProcedureStatus; 3] = [
-        ProcedureStatus::Draft,
-        ProcedureStatus::Approved,
-        ProcedureStatus::Retired,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             ProcedureStatus::Draft => "draft",
