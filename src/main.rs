@@ -7,16 +7,25 @@ use vsm_sop::cli::Cli;
 fn init_tracing(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    // Colour codes only for a person at a terminal: piped or collected logs stay plain text.
+    let colour = in_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Colour codes only for a person at a terminal who has not asked for none with a non-empty
+/// `NO_COLOR` (<https://no-color.org>): piped or collected logs stay plain text.
+fn in_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// A reader that stopped reading (`sop contract | head`) ends the output, not the program
@@ -50,4 +59,20 @@ async fn main() -> ExitCode {
     };
     init_tracing(cli.log_json, cli.default_log_filter());
     vsm_sop::cli::run(cli).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_colour;
+
+    #[test]
+    fn logs_are_coloured_only_at_a_terminal_without_no_color() {
+        assert!(in_colour(true, None));
+        assert!(
+            in_colour(true, Some("".into())),
+            "an empty NO_COLOR asks nothing"
+        );
+        assert!(!in_colour(true, Some("1".into())));
+        assert!(!in_colour(false, None));
+    }
 }

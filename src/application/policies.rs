@@ -89,7 +89,12 @@ async fn set(
     now: DateTime<Utc>,
 ) -> Result<Plan, CommandError> {
     actor.authorise(SystemKind::System5, actor.team_id)?;
-    Policy::parse(&document)?;
+    Policy::parse_new(&document)?;
+    for (i, rule) in document.rules.iter().enumerate() {
+        for (j, &id) in rule.series.iter().flatten().enumerate() {
+            named_series_exists(reads, actor, id, &format!("rules[{i}].series[{j}]")).await?;
+        }
+    }
     let previous = reads.policy(actor.team_id).await?;
     let version = previous.as_ref().map_or(1, |p| p.stored.version + 1);
     let event = PolicyEvent {
@@ -115,4 +120,27 @@ async fn set(
         )],
         receipt: Receipt::Policy { version },
     })
+}
+
+/// A rule may only name a series of the team: one that names another would never apply.
+async fn named_series_exists(
+    reads: &Reads<'_>,
+    actor: &Actor,
+    id: uuid::Uuid,
+    field: &str,
+) -> Result<(), CommandError> {
+    if reads.team_of_series(SeriesId(id)).await? == Some(actor.team_id) {
+        return Ok(());
+    }
+    let mut series_of_version = reads.series_of_version(id).await?;
+    if let Some(series) = series_of_version
+        && reads.team_of_series(series).await? != Some(actor.team_id)
+    {
+        series_of_version = None;
+    }
+    let why = match series_of_version {
+        Some(series) => format!("{id} is a version's id: name its series, {}", series.0),
+        None => format!("the team has no procedure series {id} (`sop procedure list` shows them)"),
+    };
+    Err(DomainError::invalid(field, why).into())
 }

@@ -128,6 +128,16 @@ impl<'t> Reads<'t> {
         Ok((open, started))
     }
 
+    /// The team a series belongs to, if it exists.
+    pub async fn team_of_series(&self, series: SeriesId) -> Result<Option<TeamId>, DbErr> {
+        store::procedures::team_of_series(self.txn, series).await
+    }
+
+    /// The series of a version, if `procedure` is one.
+    pub async fn series_of_version(&self, procedure: Uuid) -> Result<Option<SeriesId>, DbErr> {
+        store::procedures::series_of(self.txn, procedure).await
+    }
+
     /// The series a version belongs to, locked for a change.
     pub async fn series_to_change(&self, procedure: Uuid) -> Result<Option<Series>, DbErr> {
         let Some(series) = store::procedures::series_of(self.txn, procedure).await? else {

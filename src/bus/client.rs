@@ -52,6 +52,18 @@ fn nats_said(what: String) -> ClientError {
 /// How long [`Client::worker_serves`] waits for a worker's answer.
 const WORKER_PING: Duration = Duration::from_secs(2);
 
+/// The query that asks whether a worker is there: a request the contract takes, which any
+/// agent may send and which reads nothing but one system's name (none has an empty one: the
+/// answer is `not_found`).
+fn worker_probe() -> (QueryName, Vec<u8>) {
+    let request = crate::wire::query::SystemQuery {
+        team: String::new(),
+        name: String::new(),
+    };
+    let bytes = serde_json::to_vec(&request).expect("a query serialises");
+    (QueryName::GetSystem, bytes)
+}
+
 fn envelope_bytes<P: Serialize>(
     command_id: Uuid,
     actor: Uuid,
@@ -235,8 +247,9 @@ impl Client {
     /// Whether a worker serves this client's prefix: a query to it is answered, even with a
     /// refusal, within a moment.
     pub async fn worker_serves(&self) -> Result<bool, ClientError> {
-        let subject = self.subjects.query(QueryName::Outcome.as_str());
-        let asked = self.nats.request(subject, "{}".into());
+        let (name, request) = worker_probe();
+        let subject = self.subjects.query(name.as_str());
+        let asked = self.nats.request(subject, request.into());
         match tokio::time::timeout(WORKER_PING, asked).await {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(false),
@@ -536,5 +549,18 @@ impl Client {
                 let m = m.map_err(nats_err)?;
                 serde_json::from_slice(&m.payload).map_err(|e| ClientError::Decode(e.to_string()))
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::wire::query::{QueryName, SystemQuery};
+
+    #[test]
+    fn the_worker_probe_is_a_request_its_query_takes() {
+        let (name, request) = super::worker_probe();
+        assert_eq!(name, QueryName::GetSystem);
+        // As the worker reads it: a conforming request, answered, not refused as malformed.
+        super::super::queries::parse::<SystemQuery>(&request).expect("a system.get request");
     }
 }

@@ -14,6 +14,7 @@ use crate::wire::admin::{self, AdminName, DeadLetters, ParkedMessages};
 use crate::wire::answer::TeamIdentity;
 use crate::wire::command::{
     self as cmd, CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
+    TRACEPARENT_HEADER,
 };
 use crate::wire::event::EventEnvelope;
 use crate::wire::outcome::Outcome;
@@ -197,7 +198,7 @@ impl Builder {
             self.schema::<EventEnvelope<D>>(),
             { "type": "object", "properties": { "type": { "const": id } }, "required": ["type"] },
         ] });
-        let message = self.message(id, format!("{id} event"), payload, None);
+        let message = self.message(id, format!("{id} event"), payload, Some("EventHeaders"));
         self.channels.insert(
             id.to_owned(),
             json!({
@@ -310,7 +311,12 @@ pub fn asyncapi() -> Value {
         }
     }
     let outcome = b.schema::<Outcome>();
-    let outcome = b.message("command.outcome", "command outcome".into(), outcome, None);
+    let outcome = b.message(
+        "command.outcome",
+        "command outcome".into(),
+        outcome,
+        Some("OutcomeHeaders"),
+    );
     b.channels.insert(
         "command.outcome".into(),
         json!({
@@ -353,9 +359,29 @@ pub fn asyncapi() -> Value {
                 REPLY_TO_HEADER: { "type": "string", "description": "Optional core-NATS inbox that also receives the outcome." },
                 SIGNATURE_HEADER: { "type": "string", "description": "Ed25519 signature (base64url), by the acting system's NATS user key, of `sop-command-v1`, the command name (no subject prefix) and the exact body, one per line; required when the system has a registered public key." },
                 KEY_HEADER: { "type": "string", "description": "The public key (U…) that made Sop-Signature when it is a bearer token's (sop token issue) rather than the system's registered key; the worker then checks that it is an active token of the acting system." },
-                "traceparent": { "type": "string", "description": "Optional W3C trace context; set on every event the command causes." },
+                TRACEPARENT_HEADER: { "type": "string", "description": "Optional W3C trace context; set on every event the command causes (dropped when it is not a valid one)." },
             },
             "required": [MSG_ID_HEADER],
+        }),
+    );
+    schemas.insert(
+        "EventHeaders".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                MSG_ID_HEADER: { "type": "string", "format": "uuid", "description": "The event_id: JetStream drops a re-publish of the event inside its 2-minute window." },
+                TRACEPARENT_HEADER: { "type": "string", "description": "The W3C trace context of the command that caused the event, where it sent a valid one." },
+            },
+            "required": [MSG_ID_HEADER],
+        }),
+    );
+    schemas.insert(
+        "OutcomeHeaders".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                MSG_ID_HEADER: { "type": "string", "format": "uuid", "description": "The command_id: JetStream drops a re-publish of the outcome inside its 2-minute window. (The copy sent to a command's reply inbox carries no headers.)" },
+            },
         }),
     );
     schemas.insert(

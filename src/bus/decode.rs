@@ -27,18 +27,37 @@ pub struct Undecodable {
     pub rejection: Rejection,
 }
 
-/// Longest `traceparent` passed on to events (a W3C one is 55 characters).
-const MAX_TRACEPARENT: usize = 128;
-
-/// A command's `traceparent` header as passed on to its events: a W3C trace context is lower
-/// hex and dashes; anything else is dropped (the specification's rule for an invalid one) rather
-/// than copied onto every event.
+/// A command's `traceparent` header as passed on to its events, if it is a W3C trace context
+/// (<https://www.w3.org/TR/trace-context/#traceparent-header>): `version-trace_id-parent_id-
+/// flags` in lower-case hex, neither id all zeros, version `ff` invalid. Anything else is
+/// dropped, the specification's rule for an invalid one. A later version may carry more fields
+/// after these four: the four are what is passed on.
 pub fn trace_context(raw: &str) -> Option<String> {
     let raw = raw.trim();
-    let valid = !raw.is_empty()
-        && raw.len() <= MAX_TRACEPARENT
-        && raw.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    valid.then(|| raw.to_owned())
+    // version (2) - trace id (32) - parent id (16) - flags (2)
+    const LEN: usize = 55;
+    let head = raw.get(..LEN)?;
+    let fields: Vec<&str> = head.split('-').collect();
+    let [version, trace_id, parent_id, flags] = fields[..] else {
+        return None;
+    };
+    let hex = |field: &str, len: usize| {
+        field.len() == len
+            && field
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let zeros = |field: &str| field.bytes().all(|b| b == b'0');
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace_id, 32)
+        && !zeros(trace_id)
+        && hex(parent_id, 16)
+        && !zeros(parent_id)
+        && hex(flags, 2)
+        // Version 00 has exactly four fields; a later one may have more, after a dash.
+        && (raw.len() == LEN || (version != "00" && raw.as_bytes()[LEN] == b'-'));
+    valid.then(|| head.to_owned())
 }
 
 fn invalid(message: impl Into<String>) -> Rejection {
@@ -172,7 +191,11 @@ pub fn check_payload(name: CommandName, payload: &serde_json::Value) -> Result<(
 }
 
 fn to_command(name: CommandName, payload: serde_json::Value) -> Result<Command, Rejection> {
-    Command::decode(name, payload).map_err(|e| invalid(format!("payload: {e}")))
+    Command::decode(name, payload).map_err(|fault| {
+        let mut rejection = invalid(format!("payload: {fault}"));
+        rejection.field = fault.path;
+        rejection
+    })
 }
 
 #[cfg(test)]
@@ -289,11 +312,89 @@ mod tests {
         let u = decode(&arrival("task.start", body.as_bytes())).unwrap_err();
         assert_eq!(u.rejection.code.as_str(), "validation_failed");
         assert_eq!(u.rejection.field.as_deref(), Some("correlation_id"));
+    }
+
+    /// The rejection of `payload` as `name`'s.
+    fn refused_payload(name: &str, payload: serde_json::Value) -> Rejection {
+        let body = serde_json::json!({
+            "schema_version": 1,
+            "command_id": "00000000-0000-0000-0000-000000000001",
+            "actor": "00000000-0000-0000-0000-000000000002",
+            "payload": payload,
+        });
+        let bytes = serde_json::to_vec(&body).unwrap();
+        decode(&arrival(name, &bytes)).unwrap_err().rejection
+    }
+
+    #[test]
+    fn a_malformed_payload_names_the_path_at_fault() {
+        let r = refused_payload(
+            "policy.set",
+            serde_json::json!({ "rules": [{ "max_open_runs": 1, "series": ["abc"] }] }),
+        );
+        assert_eq!(r.code.as_str(), "invalid_payload");
+        assert_eq!(
+            r.field.as_deref(),
+            Some("rules[0].series[0]"),
+            "{}",
+            r.message
+        );
+        let r = refused_payload("task.start", serde_json::json!({ "task_id": null }));
+        assert_eq!(r.field.as_deref(), Some("task_id"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_malformed_digest_is_a_malformed_payload_not_a_conflict() {
+        let procedure_id = "00000000-0000-0000-0000-000000000003";
+        for digest in [
+            "",
+            "abc",
+            "sha256:",
+            "sha256:ABC",
+            &format!("sha256:{}", "A".repeat(64)),
+        ] {
+            let r = refused_payload(
+                "procedure.approve",
+                serde_json::json!({ "procedure_id": procedure_id, "digest": digest }),
+            );
+            assert_eq!(r.code.as_str(), "invalid_payload", "{digest:?}");
+            assert_eq!(r.field.as_deref(), Some("digest"), "{digest:?}");
+        }
+        let well_formed = format!(" sha256:{} ", "0a".repeat(32));
+        let body = serde_json::json!({
+            "schema_version": 1,
+            "command_id": "00000000-0000-0000-0000-000000000001",
+            "actor": "00000000-0000-0000-0000-000000000002",
+            "payload": { "procedure_id": procedure_id, "digest": well_formed },
+        });
+        let bytes = serde_json::to_vec(&body).unwrap();
+        assert!(decode(&arrival("procedure.approve", &bytes)).is_ok());
+    }
+
+    #[test]
+    fn only_a_w3c_trace_context_is_passed_on() {
         let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(trace_context(w3c).as_deref(), Some(w3c));
-        assert_eq!(trace_context(&"0".repeat(MAX_TRACEPARENT + 1)), None);
-        assert_eq!(trace_context("00-\"quoted\"-01"), None);
-        assert_eq!(trace_context(""), None);
+        assert_eq!(trace_context(&format!(" {w3c}\t")).as_deref(), Some(w3c));
+        // A later version's extra fields are not passed on; its four known ones are.
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes";
+        assert_eq!(trace_context(later).as_deref(), Some(&later[..55]));
+        for invalid in [
+            "",
+            "cafe",
+            "0",
+            "00-\"quoted\"-01",
+            &w3c.to_uppercase(),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            &"0".repeat(200),
+        ] {
+            assert_eq!(trace_context(invalid), None, "{invalid:?}");
+        }
     }
 
     #[test]

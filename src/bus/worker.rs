@@ -78,6 +78,9 @@ fn backoff(delivered: i64) -> Duration {
 /// What the disposition of one pulled message needs to know.
 struct Prepared<'m> {
     meta: MessageMeta,
+    /// The command's `correlation_id` and valid `traceparent`, for its log line.
+    correlation_id: Option<String>,
+    traceparent: Option<String>,
     delivered: i64,
     letter: DeadLetter<'m>,
     /// The command name, or `invalid` for a message that names none.
@@ -125,6 +128,8 @@ fn prepare<'m>(
             });
             let prepared = Prepared {
                 meta: incoming.meta(),
+                correlation_id: incoming.correlation_id.clone(),
+                traceparent: incoming.traceparent.clone(),
                 command: incoming.name().as_str(),
                 delivered,
                 letter,
@@ -135,6 +140,8 @@ fn prepare<'m>(
         Err(bad) => {
             let prepared = Prepared {
                 meta: bad.meta.clone(),
+                correlation_id: None,
+                traceparent: header(TRACEPARENT_HEADER).and_then(|t| trace_context(&t)),
                 command: "invalid",
                 delivered,
                 letter,
@@ -160,6 +167,8 @@ async fn settle(
 ) -> AckKind {
     let Prepared {
         meta,
+        correlation_id,
+        traceparent,
         delivered,
         letter,
         command,
@@ -174,13 +183,17 @@ async fn settle(
     };
     let elapsed = started.elapsed();
     metrics::command(command, ending, elapsed.as_secs_f64());
-    // One line per command, what an operator follows in the log.
+    // One line per command, what an operator follows in the log: with the ids that tie it to
+    // the agent's work and trace, and how many times it has been delivered.
     let (id, ms) = (meta.command_id, elapsed.as_secs_f64() * 1000.0);
+    let correlation_id = correlation_id.as_deref().unwrap_or("");
+    let traceparent = traceparent.as_deref().unwrap_or("");
+    let outcome = ending.as_str();
     match result.as_ref().ok().and_then(|p| p.outcome().error_code()) {
-        Some(code) => {
-            info!(command, command_id = %id, outcome = ending.as_str(), code, ms, "command")
-        }
-        None => info!(command, command_id = %id, outcome = ending.as_str(), ms, "command"),
+        Some(code) => info!(command, command_id = %id, correlation_id, traceparent, delivered,
+            outcome, code, ms, "command"),
+        None => info!(command, command_id = %id, correlation_id, traceparent, delivered,
+            outcome, ms, "command"),
     }
     match (result, decided) {
         (Ok(Processed::Duplicate(outcome)), _) => {

@@ -227,27 +227,9 @@ fn without_nulls(value: Value) -> Value {
 
 /// Decodes `value` as `T`, naming the argument at fault as a path (`tasks[1].name`).
 fn decode_as<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Box<CallToolResult>> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
-        let inner = e.inner().to_string();
-        let mut path = e.path().to_string();
-        // The path of a missing field is its object's: the field is the one at fault.
-        if let Some(named) = inner
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            path = if path == "." {
-                named.to_owned()
-            } else {
-                format!("{path}.{named}")
-            };
-        }
-        let path = path.trim_start_matches('.').to_owned();
-        let (message, field) = if path.is_empty() {
-            (inner, None)
-        } else {
-            (format!("`{path}`: {inner}"), Some(path))
-        };
-        Box::new(refusal("invalid_payload", message, field, Value::Null))
+    crate::wire::fault::from_value::<T>(value).map_err(|fault| {
+        let message = fault.to_string();
+        Box::new(refusal("invalid_payload", message, fault.path, Value::Null))
     })
 }
 

@@ -72,10 +72,10 @@ macro_rules! commands {
             pub fn decode(
                 name: CommandName,
                 payload: serde_json::Value,
-            ) -> Result<Command, serde_json::Error> {
+            ) -> Result<Command, crate::wire::fault::Fault> {
                 Ok(match name {
                     $($(CommandName::$variant => {
-                        Command::$family($family_enum::$variant(serde_json::from_value(payload)?))
+                        Command::$family($family_enum::$variant(crate::wire::fault::from_value(payload)?))
                     })*)*
                 })
             }
@@ -253,7 +253,24 @@ pub struct ApproveProcedure {
     /// The `digest` of the version as the approver read it (`procedure.get`): if the draft
     /// changed since, the approval is a `conflict` and nothing is approved.
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    #[serde(deserialize_with = "digest_text")]
     pub digest: String,
+}
+
+/// A digest as `procedure.get` shows it, `sha256:` and 64 lower-case hex digits (space around
+/// it aside): anything else is a malformed payload, not content that changed.
+fn digest_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let well_formed = text.trim().strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    if well_formed {
+        Ok(text)
+    } else {
+        Err(serde::de::Error::custom(
+            "not a digest: `sha256:` and 64 lower-case hex digits, as procedure.get shows it",
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

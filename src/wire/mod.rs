@@ -33,6 +33,7 @@ pub mod admin;
 pub mod answer;
 pub mod command;
 pub mod event;
+pub mod fault;
 pub mod outcome;
 pub mod page;
 pub mod query;

@@ -293,7 +293,7 @@ async fn a_mistyped_payload_is_caught_before_sending() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("not a task.start payload: unknown field `colour`"),
+        stderr.contains("not a task.start payload: `colour`: unknown field `colour`"),
         "{stderr}"
     );
     // With --json, the error is JSON too.

@@ -126,6 +126,51 @@ async fn a_team_policy_is_set_whole_by_system5_and_read_by_any_member(backend: B
         "invalid_payload"
     );
 
+    // A rule that could never refuse is a mistake, told as one: one that limits nothing, one
+    // that names a series the team does not have (or a version's id for its series').
+    let idle = json!({ "rules": [{ "name": "idle", "min_risk": "high" }] });
+    let e = app.refused(C::SetPolicy, team.s5, idle).await;
+    assert_eq!(
+        (e.code.as_str(), e.field.as_deref()),
+        ("validation_failed", Some("rules[0]"))
+    );
+    let nowhere = uuid::Uuid::now_v7();
+    let stray = json!({ "rules": [{ "max_open_runs": 1, "series": [nowhere] }] });
+    let e = app.refused(C::SetPolicy, team.s5, stray).await;
+    assert_eq!(
+        (e.code.as_str(), e.field.as_deref()),
+        ("validation_failed", Some("rules[0].series[0]"))
+    );
+    assert!(
+        e.message.contains("has no procedure series"),
+        "{}",
+        e.message
+    );
+    // The first version's id is its series'; a revision's is its own.
+    let series = approved_sop(&app, &team).await;
+    let version = app
+        .ok(
+            C::ReviseProcedure,
+            team.s4,
+            json!({ "procedure_id": series }),
+        )
+        .await
+        .procedure_id
+        .unwrap();
+    let by_version = json!({ "rules": [{ "max_open_runs": 1, "series": [series, version] }] });
+    let e = app.refused(C::SetPolicy, team.s5, by_version).await;
+    assert_eq!(e.field.as_deref(), Some("rules[0].series[1]"));
+    assert!(
+        e.message.contains(&format!("name its series, {series}")),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        policy_of(&app, team.s1a).await["version"],
+        0,
+        "nothing was set"
+    );
+
     let set = app.ok(C::SetPolicy, team.s5, first.clone()).await;
     assert_eq!(set.policy_version, Some(1));
     let second = json!({ "rules": [

@@ -255,7 +255,8 @@ impl TestApp {
             .await
             .expect("read the version")
             .map(|p| p.digest)
-            .unwrap_or_default();
+            // A well-formed digest for a version that does not exist.
+            .unwrap_or_else(|| format!("sha256:{}", "0".repeat(64)));
         json!({ "procedure_id": id, "digest": digest })
     }
 

@@ -24,6 +24,8 @@ use vsm_sop::wire::outcome::Verdict;
 struct WorkerProcess {
     child: Child,
     http: String,
+    /// Its log so far, a line each.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 fn free_port() -> u16 {
@@ -69,9 +71,23 @@ impl WorkerProcess {
         })
         .await
         .expect("worker start-up");
-        // Keep draining its log so the pipe never fills.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        WorkerProcess { child, http }
+        // Keep reading its log so the pipe never fills.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        WorkerProcess { child, http, log }
+    }
+
+    /// The first line of its log that `found` accepts, once written.
+    async fn log_line(&self, found: impl Fn(&str) -> bool) -> String {
+        eventually("a log line", || async {
+            self.log.lock().unwrap().iter().find(|l| found(l)).cloned()
+        })
+        .await
     }
 
     /// SIGTERM, then the exit status (bounded).
@@ -580,7 +596,8 @@ async fn operators_see_metrics_health_readiness_and_trace_context() {
         .await
         .unwrap();
     let id = Uuid::now_v7();
-    let body = json!({ "schema_version": 1, "command_id": id, "actor": team.s4, "payload": first_run_discovery() });
+    let body = json!({ "schema_version": 1, "command_id": id, "actor": team.s4,
+        "correlation_id": "discovery-42", "payload": first_run_discovery() });
     let mut headers = HeaderMap::new();
     headers.insert(MSG_ID_HEADER, id.to_string().as_str());
     headers.insert(TRACEPARENT_HEADER, trace);
@@ -599,15 +616,29 @@ async fn operators_see_metrics_health_readiness_and_trace_context() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        event
-            .headers
-            .unwrap()
-            .get(TRACEPARENT_HEADER)
-            .unwrap()
-            .as_str(),
-        trace
-    );
+    let headers = event.headers.unwrap();
+    assert_eq!(headers.get(TRACEPARENT_HEADER).unwrap().as_str(), trace);
+    // Every header it carries is one the contract declares for events.
+    let contract = vsm_sop::bus::contract::asyncapi();
+    let declared = &contract["components"]["schemas"]["EventHeaders"]["properties"];
+    for (name, _) in headers.iter() {
+        assert!(
+            declared.get(name.to_string()).is_some(),
+            "{name} is not declared: {declared}"
+        );
+    }
+    // Its log line ties the command to the agent's work and trace, and counts deliveries.
+    let line = worker
+        .log_line(|l| l.contains(&format!("command_id={id}")))
+        .await;
+    for field in [
+        "correlation_id=\"discovery-42\"".to_owned(),
+        format!("traceparent=\"{trace}\""),
+        "delivered=1".to_owned(),
+        "outcome=\"accepted\"".to_owned(),
+    ] {
+        assert!(line.contains(&field), "{field} in {line}");
+    }
     app.client
         .send(
             C::ApproveProcedure,
@@ -616,6 +647,17 @@ async fn operators_see_metrics_health_readiness_and_trace_context() {
         )
         .await
         .unwrap();
+    // Counted as the worker settles the message, which may be after its outcome went out.
+    let approved = "sop_commands_total{command=\"procedure.approve\",outcome=\"rejected\"} 1";
+    eventually("the rejected approval counted", || async {
+        worker
+            .get("/metrics")
+            .await
+            .1
+            .contains(approved)
+            .then_some(())
+    })
+    .await;
     let (status, metrics) = worker.get("/metrics").await;
     assert_eq!(status, 200);
     for expected in [

@@ -153,6 +153,21 @@ impl Policy {
         Ok(Policy { rules })
     }
 
+    /// A policy as System5 sets it now: besides what [`Policy::parse`] checks (which every
+    /// stored version passed), each rule must limit something, as one that limits nothing
+    /// never refuses and is a mistake.
+    pub fn parse_new(document: &PolicyDocument) -> Result<Policy, DomainError> {
+        let policy = Policy::parse(document)?;
+        match policy.rules.iter().position(|rule| !rule.limits()) {
+            Some(i) => Err(DomainError::invalid(
+                format!("rules[{i}]"),
+                "limits nothing: give it max_open_runs, max_runs, min_interval, freeze or \
+                 run_approval",
+            )),
+            None => Ok(policy),
+        }
+    }
+
     /// How far back [`Attempt::started`] must reach for every rule.
     pub fn lookback(&self) -> Duration {
         self.rules
@@ -272,6 +287,11 @@ impl Rule {
         })
     }
 
+    /// Whether it can refuse an execute or hold a run for approval.
+    fn limits(&self) -> bool {
+        self.counts_runs() || !self.freeze.is_empty() || self.run_approval
+    }
+
     /// Whether it limits a series' runs (by count, rate or interval).
     fn counts_runs(&self) -> bool {
         self.max_open_runs.is_some() || self.max_runs.is_some() || self.min_interval.is_some()
@@ -318,11 +338,16 @@ impl Rule {
         if let Some(limit) = self.max_open_runs
             && a.open_runs >= limit
         {
+            // A limit tightened below the runs already open needs more than one to end.
+            let to_end = match a.open_runs - limit + 1 {
+                1 => "one ends".to_owned(),
+                n => format!("{n} of them end"),
+            };
             return Err(deny(
                 "max_open_runs",
                 format!(
                     "the series has {}; rule `{}` allows at most {limit}: the next execute is \
-                     allowed once one ends",
+                     allowed once {to_end}",
                     runs(a.open_runs as usize, "open run"),
                     self.name
                 ),

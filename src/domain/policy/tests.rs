@@ -365,3 +365,73 @@ fn a_policy_is_refused_with_the_field_at_fault() {
     });
     assert_eq!(twice.unwrap_err().field(), Some("rules"));
 }
+
+#[test]
+fn a_limit_tightened_below_the_open_runs_says_how_many_must_end() {
+    let p = policy(RuleDocument {
+        name: Some("pair".into()),
+        max_open_runs: Some(2),
+        ..Default::default()
+    });
+    let now = at("2026-12-04T12:00:00Z");
+    let at_limit = refused(&p, &attempt(now, 2, &[]));
+    assert!(
+        at_limit.message.ends_with("allowed once one ends"),
+        "{}",
+        at_limit.message
+    );
+    let over = refused(&p, &attempt(now, 5, &[]));
+    assert!(
+        over.message.contains("has 5 open runs;") && over.message.ends_with("once 4 of them end"),
+        "{}",
+        over.message
+    );
+}
+
+#[test]
+fn a_new_rule_must_limit_something() {
+    let idle = PolicyDocument {
+        rules: vec![RuleDocument {
+            name: Some("idle".into()),
+            min_risk: Some("high".into()),
+            ..Default::default()
+        }],
+    };
+    // Stored versions are read as they were set; a new one is refused.
+    assert!(Policy::parse(&idle).is_ok());
+    let refused = Policy::parse_new(&idle).unwrap_err();
+    assert_eq!(refused.field(), Some("rules[0]"));
+    assert!(refused.to_string().contains("limits nothing"), "{refused}");
+    for limiting in [
+        RuleDocument {
+            run_approval: true,
+            ..Default::default()
+        },
+        RuleDocument {
+            freeze: vec![weekly(&["sat"], "00:00", "24:00", "UTC")],
+            ..Default::default()
+        },
+        RuleDocument {
+            min_interval: Some("1h".into()),
+            ..Default::default()
+        },
+    ] {
+        let document = PolicyDocument {
+            rules: vec![limiting],
+        };
+        assert!(Policy::parse_new(&document).is_ok(), "{document:?}");
+    }
+}
+
+#[test]
+fn a_weekly_window_that_ends_where_it_starts_is_refused_with_the_ways_to_say_it() {
+    let refused = Policy::parse(&PolicyDocument {
+        rules: vec![RuleDocument {
+            freeze: vec![weekly(&["fri"], "22:00", "22:00", "UTC")],
+            ..Default::default()
+        }],
+    })
+    .unwrap_err();
+    assert_eq!(refused.field(), Some("rules[0].freeze[0].weekly.to"));
+    assert!(refused.to_string().contains("00:00 to 24:00"), "{refused}");
+}

@@ -118,7 +118,8 @@ impl Freeze {
                 if from == to % DAY && to != DAY {
                     return Err(DomainError::invalid(
                         at("weekly.to"),
-                        "must differ from `from`",
+                        "must differ from `from` (before it, the window ends the next day; a \
+                         whole day is from 00:00 to 24:00)",
                     ));
                 }
                 let zone = w.time_zone.trim().parse::<Tz>().map_err(|_| {
