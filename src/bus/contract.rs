@@ -112,20 +112,6 @@ pub fn error_doc(code: ErrorCode) -> &'static str {
     }
 }
 
-pub const ERROR_CODES: [ErrorCode; 11] = [
-    ErrorCode::InvalidPayload,
-    ErrorCode::UnsupportedSchema,
-    ErrorCode::UnknownCommand,
-    ErrorCode::ValidationFailed,
-    ErrorCode::Forbidden,
-    ErrorCode::NotFound,
-    ErrorCode::InvalidState,
-    ErrorCode::Conflict,
-    ErrorCode::PolicyDenied,
-    ErrorCode::TooLarge,
-    ErrorCode::Internal,
-];
-
 struct Builder {
     schemas: SchemaGenerator,
     channels: Map<String, Value>,
@@ -300,7 +286,7 @@ pub fn asyncapi() -> Value {
         messages: Map::new(),
     };
     cmd::visit_payloads(&mut b);
-    for kind in EventKind::ALL {
+    for kind in EventKind::ALL.iter().copied() {
         match kind.as_str().split('.').next() {
             Some("procedure") => b.event::<ProcedureEvent>(kind),
             Some("run") => b.event::<RunView>(kind),
@@ -410,8 +396,8 @@ pub fn asyncapi() -> Value {
         json!({
             "type": "string",
             "description": "Stable codes of rejected commands and failed queries.",
-            "enum": ERROR_CODES.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            "x-descriptions": ERROR_CODES.iter().map(|c| (c.as_str().to_owned(), Value::from(error_doc(*c)))).collect::<Map<_, _>>(),
+            "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "x-descriptions": ErrorCode::ALL.iter().map(|c| (c.as_str().to_owned(), Value::from(error_doc(*c)))).collect::<Map<_, _>>(),
         }),
     );
     json!({
@@ -545,7 +531,7 @@ mod tests {
         for name in CommandName::ALL {
             assert!(doc["channels"][name.as_str()].is_object(), "{name}");
         }
-        for kind in EventKind::ALL {
+        for kind in EventKind::ALL.iter().copied() {
             assert!(
                 doc["channels"][kind.as_str()].is_object(),
                 "{}",

@@ -208,7 +208,7 @@ async fn settle(
             if let (Some(code), Verdict::Rejected { error }) = (undecodable, &outcome.verdict) {
                 info!(command_id = %id, code = code.as_str(),
                     "undecodable command rejected: {}", error.message);
-                metrics::dead_letter(code.as_str());
+                metrics::dead_letter(code);
             }
             AckKind::Ack
         }
@@ -232,7 +232,7 @@ async fn settle(
             };
             match process_alone(ctx, refused, Utc::now()).await {
                 Ok(_) => {
-                    metrics::dead_letter("internal");
+                    metrics::dead_letter(ErrorCode::Internal);
                     AckKind::Ack
                 }
                 Err(_) => AckKind::Nak(Some(backoff(delivered))),

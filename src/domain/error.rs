@@ -5,7 +5,8 @@ use super::ids::{ProcedureId, SystemId, TaskId, TeamId, Version};
 use super::system::SystemKind;
 
 /// The stable rejection codes published on the wire (docs/reference.md, "Outcomes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     /// The bytes are not a command: malformed JSON, missing or mistyped fields.
     InvalidPayload,
@@ -33,20 +34,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: &'static [ErrorCode] = <ErrorCode as strum::VariantArray>::VARIANTS;
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidPayload => "invalid_payload",
-            ErrorCode::UnsupportedSchema => "unsupported_schema",
-            ErrorCode::UnknownCommand => "unknown_command",
-            ErrorCode::ValidationFailed => "validation_failed",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::InvalidState => "invalid_state",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::PolicyDenied => "policy_denied",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::Internal => "internal",
-        }
+        self.into()
+    }
+
+    /// Whether a command rejected with it is kept as a dead letter: it never decoded (its
+    /// bytes are kept to be looked at), or the worker gave up on it.
+    pub fn dead_letters(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::InvalidPayload
+                | ErrorCode::UnsupportedSchema
+                | ErrorCode::UnknownCommand
+                | ErrorCode::Internal
+        )
     }
 }
 

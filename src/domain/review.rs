@@ -39,7 +39,19 @@ fn excerpt(text: &Option<String>, max_json: usize) -> Option<String> {
         .map(|t| text::excerpt(t, CONTEXT_TEXT, max_json))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewOutcome {
     Succeeded,
@@ -48,23 +60,16 @@ pub enum ReviewOutcome {
 }
 
 impl ReviewOutcome {
-    pub const ALL: [ReviewOutcome; 3] = [
-        ReviewOutcome::Succeeded,
-        ReviewOutcome::PartiallySucceeded,
-        ReviewOutcome::Failed,
-    ];
+    pub const ALL: &'static [ReviewOutcome] = <ReviewOutcome as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReviewOutcome::Succeeded => "succeeded",
-            ReviewOutcome::PartiallySucceeded => "partially_succeeded",
-            ReviewOutcome::Failed => "failed",
-        }
+        self.into()
     }
 
     pub fn parse(raw: &str) -> Result<ReviewOutcome, DomainError> {
         ReviewOutcome::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|o| o.as_str() == raw.trim())
             .ok_or_else(|| {
                 DomainError::invalid(

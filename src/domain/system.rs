@@ -19,7 +19,10 @@ use super::ids::{SystemId, TeamId};
     Serialize,
     Deserialize,
     schemars::JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
 )]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum SystemKind {
     /// Operation: works tasks.
@@ -40,22 +43,10 @@ pub enum SystemKind {
 }
 
 impl SystemKind {
-    pub const ALL: [SystemKind; 5] = [
-        SystemKind::System1,
-        SystemKind::System2,
-        SystemKind::System3,
-        SystemKind::System4,
-        SystemKind::System5,
-    ];
+    pub const ALL: &'static [SystemKind] = <SystemKind as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            SystemKind::System1 => "system1",
-            SystemKind::System2 => "system2",
-            SystemKind::System3 => "system3",
-            SystemKind::System4 => "system4",
-            SystemKind::System5 => "system5",
-        }
+        self.into()
     }
 
     /// Accepts `system3`, `System3` and `3`.

@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use super::tools::{Options, Target, ToolSpec, WaitReady, catalogue, senders, tool_name};
 use crate::bus::client::{Client, ClientError, EventStart};
-use crate::bus::contract::{ERROR_CODES, error_doc};
+use crate::bus::contract::error_doc;
+use crate::domain::error::ErrorCode;
 use crate::domain::event::EventKind;
 use crate::domain::system::SystemKind;
 use crate::wire::answer::{SystemIdentity, TeamIdentity};
@@ -423,7 +424,7 @@ impl SopServer {
         let codes: Vec<String> = NEXT_STEPS
             .iter()
             .map(|(code, step)| {
-                let meaning = ERROR_CODES
+                let meaning = ErrorCode::ALL
                     .iter()
                     .find(|c| c.as_str() == *code)
                     .map(|c| format!("{} ", error_doc(*c)))
@@ -681,7 +682,7 @@ mod tests {
             let row = format!("| `{code}` | {step} |");
             assert!(guide.contains(&row), "docs/agents.md lacks the row:\n{row}");
         }
-        for code in ERROR_CODES {
+        for code in ErrorCode::ALL.iter().copied() {
             assert!(
                 NEXT_STEPS.iter().any(|(c, _)| *c == code.as_str()),
                 "no next step for {code:?}"

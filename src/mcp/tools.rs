@@ -91,7 +91,8 @@ pub fn may_send(name: CommandName, kind: SystemKind) -> bool {
 /// The roles that may send `name`, for telling a model whom to ask.
 pub fn senders(name: CommandName) -> Vec<SystemKind> {
     SystemKind::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|&kind| may_send(name, kind))
         .collect()
 }
@@ -300,7 +301,7 @@ mod tests {
             assert!(s1.contains(&n.to_owned()), "{n}");
         }
         assert!(!s1.contains(&"task_review".to_owned()));
-        for kind in SystemKind::ALL {
+        for kind in SystemKind::ALL.iter().copied() {
             let all = names(kind);
             for q in QueryName::ALL {
                 assert!(all.contains(&tool_name(q.as_str())), "{kind:?} {q}");
@@ -361,7 +362,7 @@ mod tests {
         };
         for options in dialects() {
             let dialect = options.dialect;
-            for kind in SystemKind::ALL {
+            for kind in SystemKind::ALL.iter().copied() {
                 for tool in catalogue(kind, &options) {
                     let theirs = match tool.target {
                         Target::Command(name) => {
@@ -388,7 +389,7 @@ mod tests {
     fn every_tool_schema_is_in_the_subset() {
         for options in dialects() {
             let dialect = options.dialect;
-            for kind in SystemKind::ALL {
+            for kind in SystemKind::ALL.iter().copied() {
                 for tool in catalogue(kind, &options) {
                     let schema = Value::Object(tool.input_schema.clone());
                     let found = super::super::schema::violations(&schema, dialect);

@@ -14,6 +14,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 
+use crate::domain::error::ErrorCode;
 use crate::store;
 use crate::wire::command::CommandName;
 
@@ -58,14 +59,6 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Reasons `sop_dead_letters_total` counts by.
-pub const DEAD_LETTER_REASONS: [&str; 4] = [
-    "invalid_payload",
-    "unknown_command",
-    "unsupported_schema",
-    "internal",
-];
-
 /// Every family's HELP, and every counter at zero for each label value docs/reference.md
 /// lists, so that an alert on a rate sees 0 from the start rather than no data.
 fn describe() {
@@ -105,19 +98,20 @@ fn describe() {
         "1 when the worker is ready (NATS, database, migrations)."
     );
     for name in CommandName::ALL {
-        for ending in Ending::ALL {
+        for ending in Ending::ALL.iter().copied() {
             counter!(COMMANDS, "command" => name.as_str(), "outcome" => ending.as_str())
                 .increment(0);
         }
     }
     counter!(REDELIVERIES).increment(0);
-    for reason in DEAD_LETTER_REASONS {
-        counter!(DEAD_LETTERS, "reason" => reason).increment(0);
+    for code in ErrorCode::ALL.iter().filter(|code| code.dead_letters()) {
+        counter!(DEAD_LETTERS, "reason" => code.as_str()).increment(0);
     }
 }
 
 /// How one command ended, for `sop_commands_total{outcome}`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Ending {
     Accepted,
     Rejected,
@@ -126,20 +120,10 @@ pub enum Ending {
 }
 
 impl Ending {
-    pub const ALL: [Ending; 4] = [
-        Ending::Accepted,
-        Ending::Rejected,
-        Ending::Duplicate,
-        Ending::Retried,
-    ];
+    pub const ALL: &'static [Ending] = <Ending as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Ending::Accepted => "accepted",
-            Ending::Rejected => "rejected",
-            Ending::Duplicate => "duplicate",
-            Ending::Retried => "retried",
-        }
+        self.into()
     }
 }
 
@@ -157,8 +141,10 @@ pub fn redelivered() {
     counter!(REDELIVERIES).increment(1);
 }
 
-pub fn dead_letter(reason: &'static str) {
-    counter!(DEAD_LETTERS, "reason" => reason).increment(1);
+/// A command kept as a dead letter, by the code it was rejected with.
+pub fn dead_letter(code: ErrorCode) {
+    debug_assert!(code.dead_letters(), "{code:?} is not a dead letter's");
+    counter!(DEAD_LETTERS, "reason" => code.as_str()).increment(1);
 }
 
 /// What readiness means: NATS connected, the database answering, migrations current.

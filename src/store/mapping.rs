@@ -110,28 +110,44 @@ mod tests {
     use super::*;
     use sea_orm::ActiveEnum;
 
+    /// How serde names `value` on the wire.
+    fn serde_name(value: impl serde::Serialize) -> String {
+        serde_json::to_value(value)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     #[test]
     fn stored_values_are_the_wire_values() {
-        for k in SystemKind::ALL {
+        for k in SystemKind::ALL.iter().copied() {
             assert_eq!(db::SystemType::from(k).to_value(), k.as_str());
+            assert_eq!(serde_name(k), k.as_str());
         }
-        for s in TaskStatus::ALL {
+        for s in TaskStatus::ALL.iter().copied() {
             assert_eq!(db::TaskStatus::from(s).to_value(), s.as_str());
+            assert_eq!(serde_name(s), s.as_str());
         }
-        for s in RunStatus::ALL {
+        for s in RunStatus::ALL.iter().copied() {
             assert_eq!(db::RunStatus::from(s).to_value(), s.as_str());
+            assert_eq!(serde_name(s), s.as_str());
         }
-        for s in InitiativeStatus::ALL {
+        for s in InitiativeStatus::ALL.iter().copied() {
             assert_eq!(db::InitiativeStatus::from(s).to_value(), s.as_str());
+            assert_eq!(serde_name(s), s.as_str());
         }
-        for r in RiskLevel::ALL {
+        for r in RiskLevel::ALL.iter().copied() {
             assert_eq!(db::RiskLevel::from(r).to_value(), r.as_str());
+            assert_eq!(serde_name(r), r.as_str());
         }
-        for i in Impact::ALL {
+        for i in Impact::ALL.iter().copied() {
             assert_eq!(db::Impact::from(i).to_value(), i.as_str());
+            assert_eq!(serde_name(i), i.as_str());
         }
-        for o in ReviewOutcome::ALL {
+        for o in ReviewOutcome::ALL.iter().copied() {
             assert_eq!(db::ReviewOutcome::from(o).to_value(), o.as_str());
+            assert_eq!(serde_name(o), o.as_str());
         }
     }
 }

@@ -137,7 +137,8 @@ pub async fn activity(
         .filter(
             procedure_run::Column::Status.is_in(
                 RunStatus::ALL
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .filter(|s| s.is_open())
                     .map(entity::enums::RunStatus::from),
             ),

@@ -14,7 +14,7 @@ use crate::domain::event::EventKind;
 use crate::domain::ids::CommandId;
 
 /// The first token of every command and event subject.
-pub const FAMILIES: [&str; 5] = ["procedure", "task", "run", "initiative", "policy"];
+pub const FAMILIES: &[&str] = &["procedure", "task", "run", "initiative", "policy"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
@@ -182,7 +182,7 @@ mod tests {
                 assert!(!any(&s.event_filters(), &subject), "{subject}");
                 assert!(!any(&outcomes, &subject), "{subject}");
             }
-            for kind in EventKind::ALL {
+            for kind in EventKind::ALL.iter().copied() {
                 let subject = s.event(kind, "team-a");
                 assert!(any(&s.event_filters(), &subject), "{subject}");
                 assert!(!any(&s.command_filters(), &subject), "{subject}");

@@ -23,8 +23,20 @@ pub use series::{ApprovalOutcome, ApprovedProcedure, Series};
 
 // Ordered from least to most risky: a policy rule applies at or above a level.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
 )]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RiskLevel {
     Low,
@@ -34,25 +46,16 @@ pub enum RiskLevel {
 }
 
 impl RiskLevel {
-    pub const ALL: [RiskLevel; 4] = [
-        RiskLevel::Low,
-        RiskLevel::Medium,
-        RiskLevel::High,
-        RiskLevel::Critical,
-    ];
+    pub const ALL: &'static [RiskLevel] = <RiskLevel as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            RiskLevel::Low => "low",
-            RiskLevel::Medium => "medium",
-            RiskLevel::High => "high",
-            RiskLevel::Critical => "critical",
-        }
+        self.into()
     }
 
     pub fn parse(raw: &str) -> Result<RiskLevel, DomainError> {
         RiskLevel::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|r| r.as_str() == raw)
             .ok_or_else(|| {
                 DomainError::invalid(
@@ -63,7 +66,19 @@ impl RiskLevel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Impact {
     Low,
@@ -72,19 +87,16 @@ pub enum Impact {
 }
 
 impl Impact {
-    pub const ALL: [Impact; 3] = [Impact::Low, Impact::Medium, Impact::High];
+    pub const ALL: &'static [Impact] = <Impact as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Impact::Low => "low",
-            Impact::Medium => "medium",
-            Impact::High => "high",
-        }
+        self.into()
     }
 
     pub fn parse(raw: &str) -> Result<Impact, DomainError> {
         Impact::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|i| i.as_str() == raw)
             .ok_or_else(|| {
                 DomainError::invalid("impact", format!("`{raw}` is not one of low, medium, high"))

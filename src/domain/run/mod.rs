@@ -40,7 +40,19 @@ pub use views::task_view;
 /// tasks meets a limit instead of growing them without end.
 pub const MAX_RUN_TASKS: usize = 2 * super::template::MAX_TEMPLATES;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Pending,
@@ -53,26 +65,10 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 7] = [
-        TaskStatus::Pending,
-        TaskStatus::InProgress,
-        TaskStatus::Blocked,
-        TaskStatus::Completed,
-        TaskStatus::Approved,
-        TaskStatus::Rejected,
-        TaskStatus::Canceled,
-    ];
+    pub const ALL: &'static [TaskStatus] = <TaskStatus as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Pending => "pending",
-            TaskStatus::InProgress => "in_progress",
-            TaskStatus::Blocked => "blocked",
-            TaskStatus::Completed => "completed",
-            TaskStatus::Approved => "approved",
-            TaskStatus::Rejected => "rejected",
-            TaskStatus::Canceled => "canceled",
-        }
+        self.into()
     }
 
     pub fn is_terminal(self) -> bool {
@@ -86,7 +82,19 @@ impl std::fmt::Display for TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     AwaitingApproval,
@@ -97,22 +105,10 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 5] = [
-        RunStatus::AwaitingApproval,
-        RunStatus::Started,
-        RunStatus::Completed,
-        RunStatus::Failed,
-        RunStatus::Canceled,
-    ];
+    pub const ALL: &'static [RunStatus] = <RunStatus as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::AwaitingApproval => "awaiting_approval",
-            RunStatus::Started => "started",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Canceled => "canceled",
-        }
+        self.into()
     }
 
     /// Not ended: what a policy's `max_open_runs` counts.
@@ -121,7 +117,19 @@ impl RunStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum InitiativeStatus {
     Pending,
@@ -131,20 +139,11 @@ pub enum InitiativeStatus {
 }
 
 impl InitiativeStatus {
-    pub const ALL: [InitiativeStatus; 4] = [
-        InitiativeStatus::Pending,
-        InitiativeStatus::InProgress,
-        InitiativeStatus::Completed,
-        InitiativeStatus::Canceled,
-    ];
+    pub const ALL: &'static [InitiativeStatus] =
+        <InitiativeStatus as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            InitiativeStatus::Pending => "pending",
-            InitiativeStatus::InProgress => "in_progress",
-            InitiativeStatus::Completed => "completed",
-            InitiativeStatus::Canceled => "canceled",
-        }
+        self.into()
     }
 }
 
