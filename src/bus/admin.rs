@@ -94,9 +94,10 @@ pub async fn start(
         tokio::spawn(endpoint.for_each_concurrent(CONCURRENCY, move |request| {
             let db = db.clone();
             let room = answer_room(nats.max_payload());
+            let nats = nats.clone();
             async move {
                 let result = respond(&db, name, &request.message.payload, room).await;
-                reply(&request, name.as_str(), result).await;
+                reply(request, &nats, name.as_str(), result).await;
             }
         }));
     }

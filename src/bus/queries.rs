@@ -359,20 +359,28 @@ pub(super) fn body<A: serde::Serialize>(
 }
 
 /// Sends an answer, or a refusal with the service-API error headers and a [`QueryFailure`].
+///
+/// async-nats counts an endpoint's errors (`num_errors` in `$SRV.STATS`) only for a reply it
+/// sends itself with an empty body, and a refusal needs its typed body: so the refusal goes
+/// out on `nats`, then the library counts it with its empty error sent to an inbox nobody
+/// reads.
 pub(super) async fn reply(
-    request: &async_nats::service::Request,
+    mut request: async_nats::service::Request,
+    nats: &async_nats::Client,
     name: &str,
     result: Result<Vec<u8>, Rejection>,
 ) {
-    let sent = match result {
-        Ok(body) => request.respond(Ok(body.into())).await,
-        Err(r) => {
+    let sent = match (result, request.message.reply.clone()) {
+        (Ok(body), _) => request.respond(Ok(body.into())).await,
+        (Err(r), Some(reply_to)) => {
+            let status = status(r.code);
             let mut headers = HeaderMap::new();
             headers.insert(SERVICE_ERROR_HEADER, r.message.as_str());
-            headers.insert(
-                SERVICE_ERROR_CODE_HEADER,
-                status(r.code).to_string().as_str(),
-            );
+            headers.insert(SERVICE_ERROR_CODE_HEADER, status.to_string().as_str());
+            let error = async_nats::service::error::Error {
+                status: r.message.clone(),
+                code: status,
+            };
             let body = QueryFailure {
                 error: ErrorBody {
                     code: r.code.as_str().to_owned(),
@@ -381,10 +389,15 @@ pub(super) async fn reply(
                 },
             };
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
-            request
-                .respond_with_headers(Ok(bytes.into()), headers)
-                .await
+            let answered = nats
+                .publish_with_headers(reply_to, headers, bytes.into())
+                .await;
+            request.message.reply = Some(nats.new_inbox().into());
+            let counted = request.respond(Err(error)).await;
+            answered.and(counted)
         }
+        // A request without a reply subject has nobody to answer.
+        (Err(_), None) => Ok(()),
     };
     if let Err(e) = sent {
         warn!(request = %name, error = %e, "could not answer a request");
@@ -433,11 +446,12 @@ pub async fn start(
             // The bytes an answer may take, read per request: a reconnect may land on a
             // server with another max_payload.
             let room = answer_room(nats.max_payload());
+            let nats = nats.clone();
             async move {
                 let message = &request.message;
                 let result =
                     respond(&db, name, message.headers.as_ref(), &message.payload, room).await;
-                reply(&request, name.as_str(), result).await;
+                reply(request, &nats, name.as_str(), result).await;
             }
         }));
     }

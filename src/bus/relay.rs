@@ -575,7 +575,11 @@ pub async fn run(
             }
             Err(e) => {
                 failures += 1;
-                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                let delay = super::backoff(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_millis(6400),
+                );
                 warn!(error = %e, ?delay, "relay failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

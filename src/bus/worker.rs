@@ -70,9 +70,10 @@ fn disposition(result: &Result<Processed, GroupError>, delivered: i64) -> Dispos
     }
 }
 
+/// A redelivery's delay: a quarter second after the first delivery, doubling to 15 s.
 fn backoff(delivered: i64) -> Duration {
-    let step = delivered.clamp(1, 8) as u32 - 1;
-    Duration::from_millis(250 * 2u64.pow(step)).min(Duration::from_secs(15))
+    let attempt = u32::try_from(delivered).unwrap_or(1);
+    super::backoff(attempt, Duration::from_millis(250), Duration::from_secs(15))
 }
 
 /// What the disposition of one pulled message needs to know.

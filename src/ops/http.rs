@@ -1,61 +1,49 @@
-//! A deliberately small HTTP/1.1 server for three GET endpoints: `/metrics` (Prometheus text),
-//! `/healthz` (the process is up) and `/readyz` (200 only when the worker can do its job).
-//! One request per connection; anything else is 404 or 405.
+//! Three GET endpoints on axum: `/metrics` (Prometheus text), `/healthz` (the process is up)
+//! and `/readyz` (200 only when the worker can do its job). Anything else is 404; another
+//! method on these paths, 405.
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::metrics::{Readiness, handle};
 
-fn response(status: &str, content_type: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle().render(),
     )
 }
 
-fn route(request_line: &str, ready: &Readiness) -> String {
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return response("405 Method Not Allowed", "text/plain", "GET only\n");
-    }
-    match path.split('?').next().unwrap_or("") {
-        "/metrics" => response("200 OK", "text/plain; version=0.0.4", &handle().render()),
-        "/healthz" => response("200 OK", "text/plain", "ok\n"),
-        "/readyz" if ready.is_ready() => response("200 OK", "text/plain", "ready\n"),
-        "/readyz" => response(
-            "503 Service Unavailable",
-            "text/plain",
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(ready): State<Readiness>) -> (StatusCode, &'static str) {
+    if ready.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
             "not ready: NATS or the database is unreachable, or migrations are pending\n",
-        ),
-        _ => response("404 Not Found", "text/plain", "not found\n"),
+        )
     }
 }
 
-async fn serve(mut stream: TcpStream, ready: Readiness) {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    // Read until the end of the request head (or a full buffer: enough for a request line).
-    while len < buf.len() {
-        match stream.read(&mut buf[len..]).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => len += n,
-        }
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let reply = route(head.lines().next().unwrap_or(""), &ready);
-    if let Err(e) = stream.write_all(reply.as_bytes()).await {
-        debug!(error = %e, "http client went away");
-    }
-    let _ = stream.shutdown().await;
+fn router(ready: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(ready)
 }
 
 /// Binds `addr` and serves until shutdown. Returns the bound address (port 0 picks one).
@@ -68,16 +56,14 @@ pub async fn start(
     let bound = listener.local_addr()?;
     info!(%bound, "serving /metrics, /healthz, /readyz");
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        tokio::spawn(serve(stream, ready.clone()));
-                    }
-                    Err(e) => warn!(error = %e, "http accept failed"),
-                },
-                _ = shutdown.changed() => break,
-            }
+        let stopped = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, router(ready))
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            warn!(error = %e, "the operations endpoints stopped");
         }
     });
     Ok(bound)
@@ -86,14 +72,36 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
 
-    #[test]
-    fn routes_answer_by_path_and_readiness() {
+    async fn status(method: &str, path: &str, ready: &Readiness) -> StatusCode {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .expect("a request");
+        router(ready.clone())
+            .oneshot(request)
+            .await
+            .expect("an answer")
+            .status()
+    }
+
+    #[tokio::test]
+    async fn routes_answer_by_path_and_readiness() {
         let ready = Readiness::default();
-        assert!(route("GET /healthz HTTP/1.1", &ready).starts_with("HTTP/1.1 200"));
-        assert!(route("GET /readyz HTTP/1.1", &ready).starts_with("HTTP/1.1 503"));
-        assert!(route("GET /metrics HTTP/1.1", &ready).starts_with("HTTP/1.1 200"));
-        assert!(route("GET /nope HTTP/1.1", &ready).starts_with("HTTP/1.1 404"));
-        assert!(route("POST /healthz HTTP/1.1", &ready).starts_with("HTTP/1.1 405"));
+        assert_eq!(status("GET", "/healthz", &ready).await, StatusCode::OK);
+        assert_eq!(
+            status("GET", "/readyz", &ready).await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status("GET", "/metrics", &ready).await, StatusCode::OK);
+        assert_eq!(status("GET", "/nope", &ready).await, StatusCode::NOT_FOUND);
+        assert_eq!(
+            status("POST", "/healthz", &ready).await,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }

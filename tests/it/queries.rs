@@ -272,30 +272,20 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
             .as_str(),
         "404"
     );
+    // ...and counted as one in the endpoint's statistics.
+    let run_get = app.client.subjects().query("run.get");
+    let stats = service_verb(&app, "STATS", &run_get).await;
+    let endpoint = stats
+        .iter()
+        .find(|e| e["subject"] == run_get.as_str())
+        .unwrap();
+    assert!(endpoint["num_errors"].as_u64().unwrap() >= 1, "{endpoint}");
+    let last = endpoint["last_error"].as_str().unwrap();
+    assert!(last.starts_with("404:"), "{endpoint}");
 
     // Discoverable through the service API.
-    let inbox = app.running.nats.new_inbox();
-    let mut infos = app.running.nats.subscribe(inbox.clone()).await.unwrap();
-    app.running
-        .nats
-        .publish_with_reply("$SRV.INFO.sop", inbox, "".into())
-        .await
-        .unwrap();
     let ours = app.client.subjects().query("procedure.preview");
-    let endpoints = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(m) = infos.next().await {
-            let info: Value = serde_json::from_slice(&m.payload).unwrap();
-            let endpoints = info["endpoints"].as_array().unwrap().clone();
-            if endpoints.iter().any(|e| e["subject"] == ours.as_str()) {
-                return Some(endpoints);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| panic!("no $SRV.INFO response lists {ours}"));
+    let endpoints = service_verb(&app, "INFO", &ours).await;
     // Each endpoint's metadata points at its schemas: a file here, and a place in it.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for e in &endpoints {
@@ -311,6 +301,32 @@ async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend
         assert!(schema["messages"].is_object(), "{pointer}");
     }
     app.stop().await;
+}
+
+/// The endpoints of our worker's service as `$SRV.<verb>.sop` reports them: the answer that
+/// lists `ours` among those of every worker on the server.
+async fn service_verb(app: &TestApp, verb: &str, ours: &str) -> Vec<Value> {
+    let inbox = app.running.nats.new_inbox();
+    let mut answers = app.running.nats.subscribe(inbox.clone()).await.unwrap();
+    app.running
+        .nats
+        .publish_with_reply(format!("$SRV.{verb}.sop"), inbox, "".into())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(m) = answers.next().await {
+            let answer: Value = serde_json::from_slice(&m.payload).unwrap();
+            let endpoints = answer["endpoints"].as_array().unwrap().clone();
+            if endpoints.iter().any(|e| e["subject"] == ours) {
+                return Some(endpoints);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("no $SRV.{verb} answer lists {ours}"))
 }
 
 /// `task.list`: a System1's work list, ready first of all; paged; scoped to the team.
