@@ -83,8 +83,11 @@ impl From<store::StoreError> for GroupError {
 impl GroupError {
     pub fn kind(&self) -> FailureKind {
         match self {
-            GroupError::Store(e) if store::is_transient(e) => FailureKind::Transient,
-            GroupError::Store(_) => FailureKind::Persistent,
+            GroupError::Store(e) => match store::kind(e) {
+                store::ErrorKind::Transient => FailureKind::Transient,
+                store::ErrorKind::Corrupt => FailureKind::Bug,
+                store::ErrorKind::Conflict | store::ErrorKind::Other => FailureKind::Persistent,
+            },
             GroupError::Bug(_) => FailureKind::Bug,
         }
     }
@@ -479,6 +482,12 @@ mod tests {
         assert_eq!(lost.kind(), FailureKind::Transient);
         let broken = GroupError::Store(DbErr::RecordNotInserted);
         assert_eq!(broken.kind(), FailureKind::Persistent);
+        let corrupt = GroupError::Store(DbErr::Type("run status 'paused?'".into()));
+        assert_eq!(
+            corrupt.kind(),
+            FailureKind::Bug,
+            "a corrupt row is not retried"
+        );
         let bug = GroupError::Bug("a group of one gave no result".into());
         assert_eq!(bug.kind(), FailureKind::Bug);
     }

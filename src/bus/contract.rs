@@ -7,9 +7,7 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use crate::domain::error::ErrorCode;
-use crate::domain::event::{
-    EventKind, InitiativeView, PolicyEvent, ProcedureEvent, ReviewView, RunView, TaskView,
-};
+use crate::domain::event::{EventKind, EventVisitor, visit_events};
 use crate::wire::admin::{self, AdminName, DeadLetters, ParkedMessages};
 use crate::wire::answer::TeamIdentity;
 use crate::wire::command::{
@@ -22,46 +20,6 @@ use crate::wire::query::{
     self as q, QueryFailure, QueryName, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER,
 };
 use crate::wire::signature::{KEY_HEADER, SIGNATURE_HEADER, SIGNED_AT_HEADER};
-
-pub fn query_doc(name: QueryName) -> &'static str {
-    use QueryName as N;
-    match name {
-        N::GetProcedure => "A procedure version with its task templates.",
-        N::ListProcedures => {
-            "The team's procedure versions, by status and/or part of the name; paged by series, then version."
-        }
-        N::History => {
-            "Every version of a series: who drafted, approved, rejected, retired each, and when; paged by version."
-        }
-        N::Diff => "What changed between two versions: fields; templates added, removed, changed.",
-        N::Preview => {
-            "Dry run: the initiative and tasks executing a version would create, and who would work them."
-        }
-        N::GetRun => {
-            "A run with its initiative, post-run review and tasks; the tasks paged in creation order."
-        }
-        N::ListRuns => {
-            "The team's runs, by status and/or series, in creation order; paged. System5 finds the runs awaiting its approval with `status: awaiting_approval`."
-        }
-        N::ListTasks => {
-            "Tasks assigned to one system of the team (the asker when not named), by status or readiness; paged in creation order. A System1's work list: `ready: true` gives what it can start now."
-        }
-        N::Trace => "From an initiative back to the procedure version and run that made it.",
-        N::Audit => {
-            "Every event of a series or a run, with actor and time, from the database; paged by seq."
-        }
-        N::Outcome => "The outcome of a command, by command id.",
-        N::GetPolicy => {
-            "The asking system's team's execution policy in force, with its version (0: none set)."
-        }
-        N::GetSystem => {
-            "Who a system is: by team and name (or type, when the team has one of that type) → id, type, team, skills, whether it has a key."
-        }
-        N::GetTeam => {
-            "A team's systems (ids, names, types, skills), by team name or by one of its systems' ids."
-        }
-    }
-}
 
 pub fn admin_doc(name: AdminName) -> &'static str {
     use AdminName as N;
@@ -153,7 +111,7 @@ impl Builder {
     }
 
     fn command<P: JsonSchema>(&mut self, name: CommandName) {
-        let (who, what) = (name.sender(), name.summary());
+        let (who, what) = (name.sender_text(), name.summary());
         let payload = self.schema::<Envelope<P>>();
         let id = name.as_str();
         let message = self.message(id, format!("{id} command"), payload, Some("CommandHeaders"));
@@ -176,8 +134,10 @@ impl Builder {
             }),
         );
     }
+}
 
-    fn event<D: JsonSchema>(&mut self, kind: EventKind) {
+impl EventVisitor for Builder {
+    fn visit<D: JsonSchema>(&mut self, kind: EventKind) {
         let id = kind.as_str();
         // The envelope is shared by the events of a family; each message fixes its `type`.
         let payload = json!({ "allOf": [
@@ -200,7 +160,9 @@ impl Builder {
                     "summary": format!("Published by the worker when it commits a {id}.") }),
         );
     }
+}
 
+impl Builder {
     /// A request/reply endpoint at `id`: its request and answer messages, its channel, its
     /// reply channel (answers and failures) and the operation `key` that sends to it.
     fn request_reply<R: JsonSchema, A: JsonSchema>(
@@ -256,7 +218,7 @@ impl Builder {
         let title = name.to_string();
         self.request_reply::<R, A>(
             (&id, format!("query.{}", name.as_str())),
-            (&title, query_doc(name), description),
+            (&title, name.doc(), description),
             Some("QueryHeaders"),
             None,
         );
@@ -286,16 +248,7 @@ pub fn asyncapi() -> Value {
         messages: Map::new(),
     };
     cmd::visit_payloads(&mut b);
-    for kind in EventKind::ALL.iter().copied() {
-        match kind.as_str().split('.').next() {
-            Some("procedure") => b.event::<ProcedureEvent>(kind),
-            Some("run") => b.event::<RunView>(kind),
-            Some("task") => b.event::<TaskView>(kind),
-            Some("policy") => b.event::<PolicyEvent>(kind),
-            _ if kind == EventKind::InitiativeReviewed => b.event::<ReviewView>(kind),
-            _ => b.event::<InitiativeView>(kind),
-        }
-    }
+    visit_events(&mut b);
     let outcome = b.schema::<Outcome>();
     let outcome = b.message(
         "command.outcome",

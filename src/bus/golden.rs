@@ -20,75 +20,12 @@ use crate::domain::review::ReviewDraft;
 use crate::domain::run::{Execution, RunTerms, TaskChange, Verdict};
 use crate::domain::testing::*;
 use crate::wire::answer::*;
+use crate::wire::command::examples::{id, policy_document};
 use crate::wire::command::{CommandName, SCHEMA_VERSION};
 use crate::wire::event::EventEnvelope;
 use crate::wire::outcome::{Accepted, ErrorBody, Outcome, Verdict as OutcomeVerdict};
 use crate::wire::page::{BadCursor, Cursor};
 use crate::wire::query::{QueryFailure, QueryName};
-
-fn id(n: u128) -> Uuid {
-    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
-}
-
-fn command_payload(name: CommandName) -> Value {
-    use CommandName as N;
-    let procedure = id(1);
-    let task = id(20);
-    match name {
-        N::DraftProcedure => json!({
-            "name": "First Run Discovery",
-            "description": "Learn who the user is and what they need.",
-            "risk_level": "low", "impact": "high",
-            "rollback_plan": "Revert to prior purpose/strategy and re-interview the user.",
-            "tasks": [
-                { "position": 1, "name": "Collect user identity and links" },
-                { "position": 2, "name": "Conduct the interview", "depends_on": [1],
-                  "default_assignee_type": "system1", "required_skills": ["interviewing"] },
-            ],
-        }),
-        N::ReviseProcedure => {
-            json!({ "procedure_id": procedure, "description": "Sharper discovery" })
-        }
-        N::EditProcedure => json!({ "procedure_id": procedure, "risk_level": "medium" }),
-        N::DiscardProcedure | N::RejectProcedure | N::RetireProcedure => {
-            json!({ "procedure_id": procedure, "reason": "Superseded by the onboarding SOP" })
-        }
-        N::ApproveProcedure => json!({ "procedure_id": procedure, "digest": digest() }),
-        N::ExecuteProcedure => json!({ "series_id": procedure, "expected_version": 1 }),
-        N::StartTask => json!({ "task_id": task }),
-        N::CompleteTask => {
-            json!({ "task_id": task, "result": "Identity and three links collected" })
-        }
-        N::BlockTask | N::CancelTask => {
-            json!({ "task_id": task, "reason": "Waiting for the user's reply" })
-        }
-        N::UnblockTask => json!({ "task_id": task, "note": "The user replied" }),
-        N::ReviewTask => json!({ "task_id": task, "verdict": "approve", "reasoning": "Complete" }),
-        N::ReplaceTask => {
-            json!({ "task_id": task, "reason": "Missing links", "content": "Collect all links" })
-        }
-        N::CancelRun => json!({ "run_id": id(10), "reason": "Priorities changed" }),
-        N::ApproveRun => json!({ "run_id": id(10), "note": "Rollback plan checked" }),
-        N::RejectRun => json!({ "run_id": id(10), "reason": "Not during the migration week" }),
-        N::SetPolicy => policy_document(),
-        N::ReviewInitiative => json!({
-            "initiative_id": id(11), "outcome": "succeeded", "summary": "Discovery done",
-            "lessons": ["Ask for documents before the interview"], "follow_ups": ["Check in after a week"],
-        }),
-    }
-}
-
-/// A policy as a System5 would set it: one rule for risky procedures, one for all.
-fn policy_document() -> Value {
-    json!({ "rules": [
-        { "name": "risky", "min_risk": "high", "max_open_runs": 1,
-          "max_runs": { "count": 10, "per": "24h" }, "min_interval": "15m", "run_approval": true },
-        { "name": "quiet-hours", "freeze": [
-            { "weekly": { "days": ["sat", "sun"], "from": "00:00", "to": "24:00",
-                          "time_zone": "Europe/Berlin" } },
-            { "from": "2026-12-24T00:00:00+01:00", "to": "2026-12-27T00:00:00+01:00" } ] },
-    ] })
-}
 
 fn command(name: CommandName) -> Value {
     json!({
@@ -96,7 +33,7 @@ fn command(name: CommandName) -> Value {
         "command_id": id(100),
         "actor": id(200),
         "correlation_id": "onboarding-42",
-        "payload": command_payload(name),
+        "payload": name.example(),
     })
 }
 

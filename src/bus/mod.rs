@@ -9,6 +9,7 @@ pub mod decode;
 pub(crate) mod golden;
 pub mod queries;
 pub mod relay;
+pub mod roles;
 pub mod streams;
 pub mod worker;
 

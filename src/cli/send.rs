@@ -135,7 +135,7 @@ fn family_verbs(family: &str, cmd: clap::Command) -> clap::Command {
             (of == family).then_some((name, verb))
         })
         .fold(cmd, |cmd, (name, verb)| {
-            let about = format!("{} Sent by {}.", name.summary(), name.sender());
+            let about = format!("{} Sent by {}.", name.summary(), name.sender_text());
             cmd.subcommand(SendArgs::augment_args(clap::Command::new(verb)).about(about))
         })
 }

@@ -13,40 +13,58 @@ use super::procedure::{Impact, Procedure, ProcedureState, RetireReason, RiskLeve
 use super::system::SystemKind;
 use super::template::TaskTemplate;
 
-subject_names!(
-    /// Every event type; `as_str` is the first two tokens of its subject (`task.ready.<team>`).
-    EventKind {
-        ProcedureDrafted = "procedure.drafted",
-        ProcedureRevised = "procedure.revised",
-        ProcedureEdited = "procedure.edited",
-        ProcedureDiscarded = "procedure.discarded",
-        ProcedureApproved = "procedure.approved",
-        ProcedureRejected = "procedure.rejected",
-        ProcedureRetired = "procedure.retired",
-        RunAwaitingApproval = "run.awaiting_approval",
-        RunApproved = "run.approved",
-        RunRejected = "run.rejected",
-        RunStarted = "run.started",
-        RunCompleted = "run.completed",
-        RunFailed = "run.failed",
-        RunCanceled = "run.canceled",
-        InitiativeCreated = "initiative.created",
-        InitiativeStarted = "initiative.started",
-        InitiativeCompleted = "initiative.completed",
-        InitiativeCanceled = "initiative.canceled",
-        InitiativeReviewed = "initiative.reviewed",
-        TaskCreated = "task.created",
-        TaskReady = "task.ready",
-        TaskStarted = "task.started",
-        TaskCompleted = "task.completed",
-        TaskBlocked = "task.blocked",
-        TaskUnblocked = "task.unblocked",
-        TaskApproved = "task.approved",
-        TaskRejected = "task.rejected",
-        TaskCanceled = "task.canceled",
-        PolicyChanged = "policy.changed",
-    }
-);
+/// Declares every event once: its name (the first two tokens of its subject,
+/// `task.ready.<team>`) and the view its data is. From it come [`EventKind`] and the contract's
+/// event messages ([`visit_events`]).
+macro_rules! events {
+    ($($variant:ident = $name:literal ($view:ty),)*) => {
+        subject_names!(
+            /// Every event type; `as_str` is the first two tokens of its subject.
+            EventKind { $($variant = $name,)* }
+        );
+
+        /// Each event type with the type of its data (the contract describes them).
+        pub trait EventVisitor {
+            fn visit<D: schemars::JsonSchema>(&mut self, kind: EventKind);
+        }
+
+        pub fn visit_events(visitor: &mut impl EventVisitor) {
+            $(visitor.visit::<$view>(EventKind::$variant);)*
+        }
+    };
+}
+
+events! {
+    ProcedureDrafted = "procedure.drafted" (ProcedureEvent),
+    ProcedureRevised = "procedure.revised" (ProcedureEvent),
+    ProcedureEdited = "procedure.edited" (ProcedureEvent),
+    ProcedureDiscarded = "procedure.discarded" (ProcedureEvent),
+    ProcedureApproved = "procedure.approved" (ProcedureEvent),
+    ProcedureRejected = "procedure.rejected" (ProcedureEvent),
+    ProcedureRetired = "procedure.retired" (ProcedureEvent),
+    RunAwaitingApproval = "run.awaiting_approval" (RunView),
+    RunApproved = "run.approved" (RunView),
+    RunRejected = "run.rejected" (RunView),
+    RunStarted = "run.started" (RunView),
+    RunCompleted = "run.completed" (RunView),
+    RunFailed = "run.failed" (RunView),
+    RunCanceled = "run.canceled" (RunView),
+    InitiativeCreated = "initiative.created" (InitiativeView),
+    InitiativeStarted = "initiative.started" (InitiativeView),
+    InitiativeCompleted = "initiative.completed" (InitiativeView),
+    InitiativeCanceled = "initiative.canceled" (InitiativeView),
+    InitiativeReviewed = "initiative.reviewed" (ReviewView),
+    TaskCreated = "task.created" (TaskView),
+    TaskReady = "task.ready" (TaskView),
+    TaskStarted = "task.started" (TaskView),
+    TaskCompleted = "task.completed" (TaskView),
+    TaskBlocked = "task.blocked" (TaskView),
+    TaskUnblocked = "task.unblocked" (TaskView),
+    TaskApproved = "task.approved" (TaskView),
+    TaskRejected = "task.rejected" (TaskView),
+    TaskCanceled = "task.canceled" (TaskView),
+    PolicyChanged = "policy.changed" (PolicyEvent),
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Event {

@@ -8,7 +8,6 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 use super::schema::{Dialect, tool_schema};
-use crate::bus::contract::query_doc;
 use crate::domain::system::SystemKind;
 use crate::wire::command::{self as cmd, CommandName};
 use crate::wire::query::{self as query, QueryName};
@@ -81,19 +80,12 @@ pub fn tool_name(subject: &str) -> String {
     subject.replace('.', "_")
 }
 
-/// Whether a system of `kind` may send `name`: the role named as its sender, or any role for
-/// the commands of a task's assignee (a template may assign tasks to any type).
-pub fn may_send(name: CommandName, kind: SystemKind) -> bool {
-    let sender = name.sender();
-    sender.contains("assignee") || sender == kind.as_str()
-}
-
 /// The roles that may send `name`, for telling a model whom to ask.
 pub fn senders(name: CommandName) -> Vec<SystemKind> {
     SystemKind::ALL
         .iter()
         .copied()
-        .filter(|&kind| may_send(name, kind))
+        .filter(|&kind| name.may_send(kind))
         .collect()
 }
 
@@ -108,67 +100,6 @@ pub fn without_actor(mut schema: Value) -> Value {
     schema
 }
 
-/// When to use a command, and the rules it is held to, for a model choosing its next step.
-fn guide(name: CommandName) -> &'static str {
-    use CommandName as N;
-    match name {
-        N::DraftProcedure => {
-            "Use to propose a new reusable procedure (SOP). Tasks are positioned 1..n; `depends_on` names earlier positions. The draft is yours to edit until System5 approves or rejects it."
-        }
-        N::ReviseProcedure => {
-            "Use to improve a procedure that is approved or retired: makes a new draft version from the latest. A series has at most one draft: edit it instead if one exists (invalid_state says so)."
-        }
-        N::EditProcedure => {
-            "Use to change a draft in place, e.g. after System5 rejected it with a reason. Any field given replaces the draft's; `tasks` replaces all of them."
-        }
-        N::DiscardProcedure => "Use to abandon a draft that should never be approved.",
-        N::ApproveProcedure => {
-            "Read the draft first (procedure_get) and pass its `digest`: you approve exactly the content you read. A conflict on `digest` means it changed since: read it again before deciding."
-        }
-        N::RejectProcedure => {
-            "Use to send a draft back to System4 with a reason it can act on; the draft stays a draft."
-        }
-        N::RetireProcedure => {
-            "Use to take an approved procedure out of service; it can no longer be executed."
-        }
-        N::ExecuteProcedure => {
-            "Use to run a series' approved version: creates the initiative and its tasks, assigned by type and skills. Check procedure_preview first when unsure. The team's policy may refuse it (policy_denied: wait until the time given) or hold the run for System5's approval (status awaiting_approval)."
-        }
-        N::StartTask => {
-            "Use on a task assigned to you that is ready (task_list with ready=true, or task_wait_ready)."
-        }
-        N::CompleteTask => {
-            "Use when the work of a task you started is done: `result` is what System3 reviews, so make it complete."
-        }
-        N::BlockTask => {
-            "Use when you cannot go on with a started task: say what you need in `reason`."
-        }
-        N::UnblockTask => "Use when a blocked task can go on again.",
-        N::ReviewTask => {
-            "Use on a completed task: approve it (its dependents become ready) or reject it with reasoning (then replace or cancel it)."
-        }
-        N::CancelTask => {
-            "Use to drop a task that is not in progress; the tasks that depend on it are canceled too."
-        }
-        N::ReplaceTask => {
-            "Use on a rejected or blocked task to give the work a fresh start, optionally with a new name or content."
-        }
-        N::CancelRun => "Use to stop a whole run (started or awaiting approval) with a reason.",
-        N::ApproveRun => {
-            "Use on a run awaiting approval (a policy rule held it) once you judge it may go ahead: its first tasks become ready."
-        }
-        N::RejectRun => {
-            "Use on a run awaiting approval that must not go ahead: it ends canceled with your reason."
-        }
-        N::ReviewInitiative => {
-            "Use once a run has ended (completed, failed or canceled): the post-run review, once per run."
-        }
-        N::SetPolicy => {
-            "Use to replace the team's execution policy whole: read it first (policy_get) and send every rule you want to keep."
-        }
-    }
-}
-
 struct Collect<'a> {
     kind: SystemKind,
     dialect: Dialect,
@@ -177,7 +108,7 @@ struct Collect<'a> {
 
 impl cmd::PayloadVisitor for Collect<'_> {
     fn visit<P: JsonSchema + serde::de::DeserializeOwned>(&mut self, name: CommandName) {
-        if !may_send(name, self.kind) {
+        if !name.may_send(self.kind) {
             return;
         }
         self.tools.push(ToolSpec {
@@ -187,8 +118,8 @@ impl cmd::PayloadVisitor for Collect<'_> {
                 "{} {} Sent by {}. Returns the outcome (the ids made or changed, their status); \
                  a refusal is an error result with `code`, `message` and `field`.",
                 name.summary(),
-                guide(name),
-                name.sender()
+                name.guide(),
+                name.sender_text()
             ),
             input_schema: tool_schema(&schemars::schema_for!(P).to_value(), self.dialect),
             read_only: false,
@@ -204,7 +135,7 @@ impl query::QueryVisitor for Collect<'_> {
         self.tools.push(ToolSpec {
             name: tool_name(name.as_str()),
             target: Target::Query(name),
-            description: format!("{} Read-only.", query_doc(name)),
+            description: format!("{} Read-only.", name.doc()),
             input_schema: tool_schema(
                 &without_actor(schemars::schema_for!(R).to_value()),
                 self.dialect,
@@ -334,9 +265,24 @@ mod tests {
             .collect()
     }
 
+    /// The rows are made from the command table: `SOP_WRITE_CONTRACT=1` writes them into the
+    /// guide, as it writes the contract and the golden examples.
     #[test]
     fn the_agents_guide_lists_each_roles_tools() {
-        let guide = include_str!("../../docs/agents.md");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/agents.md");
+        let mut guide = std::fs::read_to_string(&path).unwrap();
+        if std::env::var_os("SOP_WRITE_CONTRACT").is_some() {
+            let mut rows = role_rows().into_iter();
+            let lines: Vec<String> = guide
+                .lines()
+                .map(|line| match line.strip_prefix("| system") {
+                    Some(_) => rows.next().unwrap_or_default(),
+                    None => line.to_owned(),
+                })
+                .collect();
+            guide = lines.join("\n") + "\n";
+            std::fs::write(&path, &guide).unwrap();
+        }
         for row in role_rows() {
             assert!(guide.contains(&row), "docs/agents.md lacks the row:\n{row}");
         }

@@ -64,7 +64,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
 /// long. The driver's default pings on every acquire: a round trip before each transaction
 /// (on SQLite to the connection's thread, on the serial path). A connection that broke in
 /// use meanwhile fails its statement instead, with an error the worker retries
-/// ([`is_transient`]), and the pool replaces it.
+/// ([`kind`]), and the pool replaces it.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Prepared statements SQLite keeps (the driver's default is 100). A group's inserts are one
@@ -150,39 +150,84 @@ pub enum StoreError {
     Bug(String),
 }
 
-/// Errors that go away by themselves (connection lost, pool exhausted, serialisation).
-pub fn is_transient(e: &DbErr) -> bool {
+/// What a database error means for the command that met it: the one place it is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Goes away by itself (connection lost, pool exhausted, serialisation failure, busy).
+    Transient,
+    /// Another writer got there first (a unique or foreign-key constraint).
+    Conflict,
+    /// A stored row does not read as the domain's (a value outside its set, a missing row
+    /// another refers to): a bug or a damaged database, which no retry mends.
+    Corrupt,
+    /// Anything else.
+    Other,
+}
+
+/// The kind of `e`.
+pub fn kind(e: &DbErr) -> ErrorKind {
     use sea_orm::RuntimeErr;
     use sea_orm::sqlx::Error as Sqlx;
     let sqlx = match e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return ErrorKind::Transient,
+        DbErr::Type(_) | DbErr::Json(_) | DbErr::RecordNotFound(_) | DbErr::TryIntoErr { .. } => {
+            return ErrorKind::Corrupt;
+        }
         DbErr::Exec(RuntimeErr::SqlxError(s)) | DbErr::Query(RuntimeErr::SqlxError(s)) => s,
-        _ => return false,
+        _ => return ErrorKind::Other,
     };
     match sqlx.as_ref() {
         Sqlx::Io(_)
         | Sqlx::PoolTimedOut
         | Sqlx::PoolClosed
         | Sqlx::WorkerCrashed
-        | Sqlx::Tls(_) => true,
+        | Sqlx::Tls(_) => ErrorKind::Transient,
+        Sqlx::ColumnDecode { .. } | Sqlx::Decode(_) | Sqlx::ColumnNotFound(_) => ErrorKind::Corrupt,
         Sqlx::Database(d) => {
             let code = d.code().unwrap_or_default();
             // 08: connection exception; 40001/40P01: serialisation failure, deadlock;
             // 57P0x: server shutting down; 5 / 6: SQLITE_BUSY / SQLITE_LOCKED.
-            code.starts_with("08")
+            if code.starts_with("08")
                 || code == "40001"
                 || code == "40P01"
                 || code.starts_with("57P0")
                 || code == "5"
                 || code == "6"
+            {
+                ErrorKind::Transient
+            } else if d.is_unique_violation() || d.is_foreign_key_violation() {
+                ErrorKind::Conflict
+            } else {
+                ErrorKind::Other
+            }
         }
-        _ => false,
+        _ => ErrorKind::Other,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_sizes;
+    use super::{ErrorKind, chunk_sizes, kind};
+    use sea_orm::DbErr;
+
+    #[test]
+    fn a_row_that_does_not_read_is_corrupt_and_a_lost_connection_transient() {
+        assert_eq!(
+            kind(&DbErr::Type("status 'paused?'".into())),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(&DbErr::RecordNotFound("task of run".into())),
+            ErrorKind::Corrupt
+        );
+        assert_eq!(
+            kind(&DbErr::ConnectionAcquire(
+                sea_orm::error::ConnAcquireErr::Timeout
+            )),
+            ErrorKind::Transient
+        );
+        assert_eq!(kind(&DbErr::RecordNotInserted), ErrorKind::Other);
+    }
 
     #[test]
     fn chunk_sizes_cover_the_rows_in_at_most_nine_shapes() {

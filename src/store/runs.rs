@@ -414,12 +414,10 @@ pub async fn save(
     after: &Execution,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DbErr> {
-    if before.status != after.status
-        || before.completed_at != after.completed_at
-        || before.reason != after.reason
-        || before.approval != after.approval
-    {
-        run_row(after).reset_all().update(db).await?;
+    // Rows compared whole, so a field added to the run is saved without a list to extend.
+    let run = run_row(after);
+    if run != run_row(before) {
+        run.reset_all().update(db).await?;
     }
     if before.initiative != after.initiative {
         let mut row = initiative_row(after, now).reset_all();

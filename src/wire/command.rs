@@ -9,7 +9,7 @@ pub use crate::domain::policy::PolicyDocument;
 use crate::domain::procedure::{Impact, MetaDraft, RiskLevel};
 use crate::domain::review::{MAX_LIST_ITEMS, ReviewDraft, ReviewOutcome};
 use crate::domain::run::Verdict;
-use crate::domain::system::SystemKind;
+use crate::domain::system::SystemKind::{self, System3, System4, System5};
 use crate::domain::template::{
     MAX_POSITION, MAX_SKILL_LEN, MAX_SKILLS, MAX_TEMPLATES, TemplateDraft,
 };
@@ -28,14 +28,46 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// JetStream's de-duplication header; set to the command id.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 
+/// Who may send a command: a role, or the system a task is assigned to (of any role: a
+/// template may assign a task to any type; the domain checks it is the assignee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    Assignee,
+    Role(SystemKind),
+}
+
+impl Sender {
+    /// Whether a system of `kind` may be this sender.
+    pub fn admits(self, kind: SystemKind) -> bool {
+        match self {
+            Sender::Assignee => true,
+            Sender::Role(role) => role == kind,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Sender::Assignee => "the task's assignee",
+            Sender::Role(role) => role.as_str(),
+        }
+    }
+}
+
 /// Declares every command once: its name (the subject), the family that handles it, its
-/// payload type, who sends it and what it does. From this one table come [`CommandName`], the
-/// typed [`Command`], decoding a payload by name, and the contract's list of commands.
+/// payload type, who may send it, what it does, when a model should use it and an example
+/// payload. From this one table come [`CommandName`], the typed [`Command`], decoding a
+/// payload by name, the contract's list of commands, the MCP tools of each role, the NATS
+/// users' permissions ([`crate::bus::roles`]) and the golden examples.
 macro_rules! commands {
     ($(
         $(#[$family_doc:meta])*
         $family:ident($family_enum:ident) {
-            $($variant:ident = $name:literal ($payload:ty) by $sender:literal: $summary:literal;)*
+            $(
+                $variant:ident = $name:literal ($payload:ty) by [$($sender:expr),+]:
+                    $summary:literal
+                    guide $guide:literal
+                    example $example:expr;
+            )*
         }
     )*) => {
         subject_names!(
@@ -57,13 +89,27 @@ macro_rules! commands {
 
         impl CommandName {
             /// Who may send it.
-            pub fn sender(self) -> &'static str {
-                match self { $($(CommandName::$variant => $sender,)*)* }
+            pub fn senders(self) -> &'static [Sender] {
+                use Sender::*;
+                match self { $($(CommandName::$variant => &[$($sender),+],)*)* }
             }
 
             /// What it does, in a sentence.
             pub fn summary(self) -> &'static str {
                 match self { $($(CommandName::$variant => $summary,)*)* }
+            }
+
+            /// When to use it and the rules it is held to, for a model choosing its next step.
+            pub fn guide(self) -> &'static str {
+                match self { $($(CommandName::$variant => $guide,)*)* }
+            }
+
+            /// An example payload (the golden examples in `docs/examples/`).
+            #[cfg(test)]
+            pub(crate) fn example(self) -> serde_json::Value {
+                use examples::*;
+                use serde_json::json;
+                match self { $($(CommandName::$variant => $example,)*)* }
             }
         }
 
@@ -98,55 +144,148 @@ macro_rules! commands {
     };
 }
 
+impl CommandName {
+    /// Whether a system of `kind` may send it.
+    pub fn may_send(self, kind: SystemKind) -> bool {
+        self.senders().iter().any(|sender| sender.admits(kind))
+    }
+
+    /// Who may send it, in words: "system3", "the task's assignee or system3".
+    pub fn sender_text(self) -> String {
+        let words: Vec<&str> = self.senders().iter().map(|s| s.describe()).collect();
+        words.join(" or ")
+    }
+}
+
+/// What the example payloads refer to: fixed ids, the digest of the example procedure and a
+/// policy as a System5 would set it.
+#[cfg(test)]
+pub(crate) mod examples {
+    use serde_json::{Value, json};
+    use uuid::Uuid;
+
+    pub use crate::domain::testing::digest;
+
+    /// The `n`th fixed id of the examples.
+    pub fn id(n: u128) -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n)
+    }
+
+    /// One rule for risky procedures, one for all.
+    pub fn policy_document() -> Value {
+        json!({ "rules": [
+            { "name": "risky", "min_risk": "high", "max_open_runs": 1,
+              "max_runs": { "count": 10, "per": "24h" }, "min_interval": "15m", "run_approval": true },
+            { "name": "quiet-hours", "freeze": [
+                { "weekly": { "days": ["sat", "sun"], "from": "00:00", "to": "24:00",
+                              "time_zone": "Europe/Berlin" } },
+                { "from": "2026-12-24T00:00:00+01:00", "to": "2026-12-27T00:00:00+01:00" } ] },
+        ] })
+    }
+}
+
 commands! {
     /// Drafts, changes and executes procedure versions (`application::procedures`).
     Procedure(ProcedureCommand) {
-        DraftProcedure = "procedure.draft" (DraftProcedure)
-            by "system4": "Draft version 1 of a new procedure series.";
-        ReviseProcedure = "procedure.revise" (ChangeProcedure)
-            by "system4": "Start a new draft (latest + 1) from the latest, non-draft version.";
-        EditProcedure = "procedure.edit" (ChangeProcedure)
-            by "system4": "Change a draft in place; `tasks` replaces all templates.";
-        DiscardProcedure = "procedure.discard" (ProcedureWithReason)
-            by "system4": "Abandon a draft; it is retired without approval.";
-        ApproveProcedure = "procedure.approve" (ApproveProcedure)
-            by "system5": "Approve a draft; the series' approved version is retired.";
-        RejectProcedure = "procedure.reject" (ProcedureWithReason)
-            by "system5": "Send a draft back to System4 with a reason.";
-        RetireProcedure = "procedure.retire" (ProcedureWithReason)
-            by "system5": "Take the approved version out of service.";
-        ExecuteProcedure = "procedure.execute" (ExecuteProcedure)
-            by "system3": "Run the series' approved version: run, initiative, tasks.";
+        DraftProcedure = "procedure.draft" (DraftProcedure) by [Role(System4)]:
+            "Draft version 1 of a new procedure series."
+            guide "Use to propose a new reusable procedure (SOP). Tasks are positioned 1..n; `depends_on` names earlier positions. The draft is yours to edit until System5 approves or rejects it."
+            example json!({
+                "name": "First Run Discovery",
+                "description": "Learn who the user is and what they need.",
+                "risk_level": "low", "impact": "high",
+                "rollback_plan": "Revert to prior purpose/strategy and re-interview the user.",
+                "tasks": [
+                { "position": 1, "name": "Collect user identity and links" },
+                { "position": 2, "name": "Conduct the interview", "depends_on": [1],
+                      "default_assignee_type": "system1", "required_skills": ["interviewing"] },
+                ],
+            });
+        ReviseProcedure = "procedure.revise" (ChangeProcedure) by [Role(System4)]:
+            "Start a new draft (latest + 1) from the latest, non-draft version."
+            guide "Use to improve a procedure that is approved or retired: makes a new draft version from the latest. A series has at most one draft: edit it instead if one exists (invalid_state says so)."
+            example json!({ "procedure_id": id(1), "description": "Sharper discovery" });
+        EditProcedure = "procedure.edit" (ChangeProcedure) by [Role(System4)]:
+            "Change a draft in place; `tasks` replaces all templates."
+            guide "Use to change a draft in place, e.g. after System5 rejected it with a reason. Any field given replaces the draft's; `tasks` replaces all of them."
+            example json!({ "procedure_id": id(1), "risk_level": "medium" });
+        DiscardProcedure = "procedure.discard" (ProcedureWithReason) by [Role(System4)]:
+            "Abandon a draft; it is retired without approval."
+            guide "Use to abandon a draft that should never be approved."
+            example json!({ "procedure_id": id(1), "reason": "Superseded by the onboarding SOP" });
+        ApproveProcedure = "procedure.approve" (ApproveProcedure) by [Role(System5)]:
+            "Approve a draft; the series' approved version is retired."
+            guide "Read the draft first (procedure_get) and pass its `digest`: you approve exactly the content you read. A conflict on `digest` means it changed since: read it again before deciding."
+            example json!({ "procedure_id": id(1), "digest": digest() });
+        RejectProcedure = "procedure.reject" (ProcedureWithReason) by [Role(System5)]:
+            "Send a draft back to System4 with a reason."
+            guide "Use to send a draft back to System4 with a reason it can act on; the draft stays a draft."
+            example json!({ "procedure_id": id(1), "reason": "Superseded by the onboarding SOP" });
+        RetireProcedure = "procedure.retire" (ProcedureWithReason) by [Role(System5)]:
+            "Take the approved version out of service."
+            guide "Use to take an approved procedure out of service; it can no longer be executed."
+            example json!({ "procedure_id": id(1), "reason": "Superseded by the onboarding SOP" });
+        ExecuteProcedure = "procedure.execute" (ExecuteProcedure) by [Role(System3)]:
+            "Run the series' approved version: run, initiative, tasks."
+            guide "Use to run a series' approved version: creates the initiative and its tasks, assigned by type and skills. Check procedure_preview first when unsure. The team's policy may refuse it (policy_denied: wait until the time given) or hold the run for System5's approval (status awaiting_approval)."
+            example json!({ "series_id": id(1), "expected_version": 1 });
     }
     /// Changes a run: its tasks, its status or its review (`application::runs`).
     Run(RunCommand) {
-        StartTask = "task.start" (TaskRef)
-            by "the task's assignee": "Start a ready pending task.";
-        CompleteTask = "task.complete" (CompleteTask)
-            by "the task's assignee": "Complete an in-progress task with its result.";
-        BlockTask = "task.block" (TaskWithReason)
-            by "the task's assignee": "Block an in-progress task, with the reason.";
-        UnblockTask = "task.unblock" (UnblockTask)
-            by "the task's assignee or system3": "Put a blocked task back to pending.";
-        ReviewTask = "task.review" (ReviewTask)
-            by "system3": "Approve or reject a completed task.";
-        CancelTask = "task.cancel" (TaskWithReason)
-            by "system3": "Cancel a task that is not in progress, with its dependents.";
-        ReplaceTask = "task.replace" (ReplaceTask)
-            by "system3": "Replace a rejected or blocked task by a new pending one.";
-        CancelRun = "run.cancel" (RunWithReason)
-            by "system3": "Cancel a run, started or awaiting approval, and its open tasks.";
-        ApproveRun = "run.approve" (ApproveRun)
-            by "system5": "Let a run awaiting approval start: its first tasks become ready.";
-        RejectRun = "run.reject" (RunWithReason)
-            by "system5": "Refuse a run awaiting approval, with the reason: it ends canceled.";
-        ReviewInitiative = "initiative.review" (ReviewInitiative)
-            by "system3": "Record the post-run review of an ended run, once.";
+        StartTask = "task.start" (TaskRef) by [Assignee]:
+            "Start a ready pending task."
+            guide "Use on a task assigned to you that is ready (task_list with ready=true, or task_wait_ready)."
+            example json!({ "task_id": id(20) });
+        CompleteTask = "task.complete" (CompleteTask) by [Assignee]:
+            "Complete an in-progress task with its result."
+            guide "Use when the work of a task you started is done: `result` is what System3 reviews, so make it complete."
+            example json!({ "task_id": id(20), "result": "Identity and three links collected" });
+        BlockTask = "task.block" (TaskWithReason) by [Assignee]:
+            "Block an in-progress task, with the reason."
+            guide "Use when you cannot go on with a started task: say what you need in `reason`."
+            example json!({ "task_id": id(20), "reason": "Waiting for the user's reply" });
+        UnblockTask = "task.unblock" (UnblockTask) by [Assignee, Role(System3)]:
+            "Put a blocked task back to pending."
+            guide "Use when a blocked task can go on again."
+            example json!({ "task_id": id(20), "note": "The user replied" });
+        ReviewTask = "task.review" (ReviewTask) by [Role(System3)]:
+            "Approve or reject a completed task."
+            guide "Use on a completed task: approve it (its dependents become ready) or reject it with reasoning (then replace or cancel it)."
+            example json!({ "task_id": id(20), "verdict": "approve", "reasoning": "Complete" });
+        CancelTask = "task.cancel" (TaskWithReason) by [Role(System3)]:
+            "Cancel a task that is not in progress, with its dependents."
+            guide "Use to drop a task that is not in progress; the tasks that depend on it are canceled too."
+            example json!({ "task_id": id(20), "reason": "Waiting for the user's reply" });
+        ReplaceTask = "task.replace" (ReplaceTask) by [Role(System3)]:
+            "Replace a rejected or blocked task by a new pending one."
+            guide "Use on a rejected or blocked task to give the work a fresh start, optionally with a new name or content."
+            example json!({ "task_id": id(20), "reason": "Missing links", "content": "Collect all links" });
+        CancelRun = "run.cancel" (RunWithReason) by [Role(System3)]:
+            "Cancel a run, started or awaiting approval, and its open tasks."
+            guide "Use to stop a whole run (started or awaiting approval) with a reason."
+            example json!({ "run_id": id(10), "reason": "Priorities changed" });
+        ApproveRun = "run.approve" (ApproveRun) by [Role(System5)]:
+            "Let a run awaiting approval start: its first tasks become ready."
+            guide "Use on a run awaiting approval (a policy rule held it) once you judge it may go ahead: its first tasks become ready."
+            example json!({ "run_id": id(10), "note": "Rollback plan checked" });
+        RejectRun = "run.reject" (RunWithReason) by [Role(System5)]:
+            "Refuse a run awaiting approval, with the reason: it ends canceled."
+            guide "Use on a run awaiting approval that must not go ahead: it ends canceled with your reason."
+            example json!({ "run_id": id(10), "reason": "Not during the migration week" });
+        ReviewInitiative = "initiative.review" (ReviewInitiative) by [Role(System3)]:
+            "Record the post-run review of an ended run, once."
+            guide "Use once a run has ended (completed, failed or canceled): the post-run review, once per run."
+            example json!({
+            "initiative_id": id(11), "outcome": "succeeded", "summary": "Discovery done",
+            "lessons": ["Ask for documents before the interview"], "follow_ups": ["Check in after a week"],
+            });
     }
     /// Sets the team's execution policy (`application::policies`).
     Policy(PolicyCommand) {
-        SetPolicy = "policy.set" (PolicyDocument)
-            by "system5": "Replace the team's execution policy, whole: the rules that limit when procedures may be executed.";
+        SetPolicy = "policy.set" (PolicyDocument) by [Role(System5)]:
+            "Replace the team's execution policy, whole: the rules that limit when procedures may be executed."
+            guide "Use to replace the team's execution policy whole: read it first (policy_get) and send every rule you want to keep."
+            example policy_document();
     }
 }
 

@@ -4,60 +4,90 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-subject_names!(
-    /// Every query, named as its subject suffix (`<prefix>sop.query.<name>`).
-    QueryName {
-        GetProcedure = "procedure.get",
-        ListProcedures = "procedure.list",
-        History = "procedure.history",
-        Diff = "procedure.diff",
-        Preview = "procedure.preview",
-        GetRun = "run.get",
-        ListRuns = "run.list",
-        ListTasks = "task.list",
-        Trace = "initiative.trace",
-        Audit = "audit.get",
-        Outcome = "command.outcome",
-        GetSystem = "system.get",
-        GetTeam = "team.get",
-        GetPolicy = "policy.get",
-    }
-);
+/// Who may ask a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    /// A system of the team the answer is about, named as `actor` (and signing, when it has a
+    /// key): the answer is scoped to its team.
+    Member,
+    /// Anyone: it answers who is who before the asker knows its own id, so it takes no
+    /// `actor`, needs no signature, and reveals only names, types, skills and ids (never keys).
+    Anyone,
+}
+
+/// Declares every query once: its name (the subject suffix, `<prefix>sop.query.<name>`), its
+/// request and answer types, who may ask it and what it answers. From this table come
+/// [`QueryName`], the contract's request/reply channels and the MCP query tools.
+macro_rules! queries {
+    ($($variant:ident = $name:literal ($request:ty => $answer:ty) by $asker:ident: $doc:literal;)*) => {
+        subject_names!(
+            /// Every query, named as its subject suffix (`<prefix>sop.query.<name>`).
+            QueryName { $($variant = $name,)* }
+        );
+
+        impl QueryName {
+            pub fn asker(self) -> Asker {
+                match self { $(QueryName::$variant => Asker::$asker,)* }
+            }
+
+            /// What it answers, in a sentence or two.
+            pub fn doc(self) -> &'static str {
+                match self { $(QueryName::$variant => $doc,)* }
+            }
+        }
+
+        /// Each query with its request and answer types (the contract describes them).
+        pub trait QueryVisitor {
+            fn visit<R: schemars::JsonSchema + serde::de::DeserializeOwned, A: schemars::JsonSchema>(
+                &mut self,
+                name: QueryName,
+            );
+        }
+
+        pub fn visit_queries(visitor: &mut impl QueryVisitor) {
+            use super::answer::*;
+            use super::outcome::Outcome;
+            $(visitor.visit::<$request, $answer>(QueryName::$variant);)*
+        }
+    };
+}
+
+queries! {
+    GetProcedure = "procedure.get" (ProcedureQuery => ProcedureDetail) by Member:
+        "A procedure version with its task templates.";
+    ListProcedures = "procedure.list" (ListQuery => ProcedureList) by Member:
+        "The team's procedure versions, by status and/or part of the name; paged by series, then version.";
+    History = "procedure.history" (SeriesQuery => History) by Member:
+        "Every version of a series: who drafted, approved, rejected, retired each, and when; paged by version.";
+    Diff = "procedure.diff" (DiffQuery => VersionDiff) by Member:
+        "What changed between two versions: fields; templates added, removed, changed.";
+    Preview = "procedure.preview" (ProcedureQuery => Preview) by Member:
+        "Dry run: the initiative and tasks executing a version would create, and who would work them.";
+    GetRun = "run.get" (RunQuery => RunDetail) by Member:
+        "A run with its initiative, post-run review and tasks; the tasks paged in creation order.";
+    ListRuns = "run.list" (RunListQuery => RunList) by Member:
+        "The team's runs, by status and/or series, in creation order; paged. System5 finds the runs awaiting its approval with `status: awaiting_approval`.";
+    ListTasks = "task.list" (TaskListQuery => TaskList) by Member:
+        "Tasks assigned to one system of the team (the asker when not named), by status or readiness; paged in creation order. A System1's work list: `ready: true` gives what it can start now.";
+    Trace = "initiative.trace" (InitiativeQuery => Trace) by Member:
+        "From an initiative back to the procedure version and run that made it.";
+    Audit = "audit.get" (AuditQuery => Audit) by Member:
+        "Every event of a series or a run, with actor and time, from the database; paged by seq.";
+    Outcome = "command.outcome" (OutcomeQuery => Outcome) by Member:
+        "The outcome of a command, by command id.";
+    GetSystem = "system.get" (SystemQuery => SystemIdentity) by Anyone:
+        "Who a system is: by team and name (or type, when the team has one of that type) → id, type, team, skills, whether it has a key.";
+    GetTeam = "team.get" (TeamQuery => TeamIdentity) by Anyone:
+        "A team's systems (ids, names, types, skills), by team name or by one of its systems' ids.";
+    GetPolicy = "policy.get" (PolicyQuery => PolicyAnswer) by Member:
+        "The asking system's team's execution policy in force, with its version (0: none set).";
+}
 
 impl QueryName {
-    /// Identity queries answer who is who before the asker knows its own id: they take no
-    /// `actor`, need no signature, and reveal only names, types, skills and ids (never keys).
+    /// Whether anyone may ask it ([`Asker::Anyone`]).
     pub fn is_identity(self) -> bool {
-        matches!(self, QueryName::GetSystem | QueryName::GetTeam)
+        self.asker() == Asker::Anyone
     }
-}
-
-/// Each query with its request and answer types (the contract describes them).
-pub trait QueryVisitor {
-    fn visit<R: schemars::JsonSchema + serde::de::DeserializeOwned, A: schemars::JsonSchema>(
-        &mut self,
-        name: QueryName,
-    );
-}
-
-pub fn visit_queries(visitor: &mut impl QueryVisitor) {
-    use super::answer::*;
-    use super::outcome::Outcome;
-    use QueryName as Q;
-    visitor.visit::<ProcedureQuery, ProcedureDetail>(Q::GetProcedure);
-    visitor.visit::<ListQuery, ProcedureList>(Q::ListProcedures);
-    visitor.visit::<SeriesQuery, History>(Q::History);
-    visitor.visit::<DiffQuery, VersionDiff>(Q::Diff);
-    visitor.visit::<ProcedureQuery, Preview>(Q::Preview);
-    visitor.visit::<RunQuery, RunDetail>(Q::GetRun);
-    visitor.visit::<RunListQuery, RunList>(Q::ListRuns);
-    visitor.visit::<TaskListQuery, TaskList>(Q::ListTasks);
-    visitor.visit::<InitiativeQuery, Trace>(Q::Trace);
-    visitor.visit::<AuditQuery, Audit>(Q::Audit);
-    visitor.visit::<OutcomeQuery, Outcome>(Q::Outcome);
-    visitor.visit::<SystemQuery, SystemIdentity>(Q::GetSystem);
-    visitor.visit::<TeamQuery, TeamIdentity>(Q::GetTeam);
-    visitor.visit::<PolicyQuery, PolicyAnswer>(Q::GetPolicy);
 }
 
 /// Header carrying the error text of a failed query (NATS service API convention).
