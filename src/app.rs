@@ -229,9 +229,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     let handoff = Arc::new(relay::Handoff::default());
     let ctx = Arc::new(worker::WorkerContext {
-        db: db.clone(),
+        pipeline: crate::application::Pipeline::new(db.clone(), subjects.clone()),
         nats: nats.clone(),
-        subjects: subjects.clone(),
         relay: handoff.clone(),
     });
     let consumer = tokio::spawn(worker::run(

@@ -16,7 +16,7 @@
 //!
 //! # One command's path
 //! ```text
-//! agent → JetStream SOP_COMMANDS → consumer → decode → application::process_group {
+//! agent → JetStream SOP_COMMANDS → consumer → decode → application::Pipeline::process_group {
 //!     per command: inbox check → authorise + decide (domain) → write → outbox outcome + events
 //!     one commit for the group
 //! } → outcome to the reply inbox → committed messages handed to the relay (in memory) → ack

@@ -175,93 +175,111 @@ impl Records<'_> {
     }
 }
 
-/// Runs a group of messages through the pipeline (module doc) in one transaction, in order:
-/// one commit for the group (group commit), so the commit rate stops being the ceiling, and
-/// one statement each for the group's inbox check, inbox rows and outbox messages. A use case
-/// only reads and a rejection writes nothing, so no command needs a savepoint. Returns one
-/// result per message, in order, with the messages committed. A database error fails the
-/// whole group and commits nothing: the caller retries the messages (alone, to find the one
-/// that fails).
-///
-/// `max_message` is the largest payload the server takes: an accepted command that would
-/// publish a larger message is rejected as `too_large` instead, with nothing written.
-pub async fn process_group(
-    db: &DatabaseConnection,
-    subjects: &Subjects,
-    messages: Vec<Message<'_>>,
-    max_message: usize,
-    now: DateTime<Utc>,
-) -> Result<Committed, GroupError> {
-    let txn = store::begin(db).await?;
-    let ids: Vec<Uuid> = messages.iter().map(Message::command_id).collect();
-    let stored = store::inbox::find_many(&txn, &ids).await?;
-    let mut records = Records {
-        outcomes: Vec::with_capacity(messages.len()),
-        by_id: HashMap::with_capacity(messages.len()),
-        messages: store::outbox::Messages::default(),
-        batch: store::changes::Batch::default(),
-        reads: Reads::new(&txn),
-        max_message,
-    };
-    let mut processed = Vec::with_capacity(messages.len());
-    for message in messages {
-        let id = message.command_id();
-        if let Some(outcome) = stored.get(&id).or(records.outcome_of(id)) {
-            processed.push(Processed::Duplicate(outcome.clone()));
-            continue;
-        }
-        processed.push(match message {
-            Message::Command(incoming) => {
-                let span = info_span!("command", command = %incoming.name(), command_id = %incoming.command_id,
-                    correlation_id = incoming.correlation_id.as_deref().unwrap_or(""),
-                    traceparent = incoming.traceparent.as_deref().unwrap_or(""));
-                apply(&txn, subjects, &mut records, incoming, now)
-                    .instrument(span)
-                    .await?
-            }
-            Message::Refused {
-                meta,
-                rejection,
-                dead_letter,
-            } => refuse(&txn, subjects, &mut records, &meta, rejection, now, dead_letter).await?,
-        });
-    }
-    // The group's inserts, together (one round trip on SQLite). An inbox row another worker
-    // committed meanwhile fails them: its effect stands, and this group, retried, answers
-    // with its outcome.
-    let Records {
-        outcomes,
-        messages,
-        batch,
-        ..
-    } = records;
-    let mut writes = store::writes::Writes::new(db.get_database_backend());
-    batch.write_into(&mut writes)?;
-    store::inbox::insert_into(&mut writes, &outcomes)?;
-    let messages = messages.write_into(&mut writes)?;
-    let returned = writes.run(&txn).await?;
-    let messages = store::outbox::numbered(messages, &returned)?;
-    txn.commit().await?;
-    Ok(Committed {
-        results: processed,
-        messages,
-    })
+/// The command pipeline of a worker process: its database and subjects, and what it keeps in
+/// memory from one group to the next (the templates of approved versions). Clones share it.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub db: DatabaseConnection,
+    pub subjects: Subjects,
+    approved: store::procedures::ApprovedTemplates,
 }
 
-/// One message in a transaction of its own.
-pub async fn process_one(
-    db: &DatabaseConnection,
-    subjects: &Subjects,
-    message: Message<'_>,
-    max_message: usize,
-    now: DateTime<Utc>,
-) -> Result<(Processed, Vec<store::outbox::Publication>), GroupError> {
-    let mut committed = process_group(db, subjects, vec![message], max_message, now).await?;
-    let processed = committed
-        .results
-        .pop()
-        .ok_or_else(|| GroupError::Bug("a group of one gave no result".into()))?;
-    Ok((processed, committed.messages))
+impl Pipeline {
+    pub fn new(db: DatabaseConnection, subjects: Subjects) -> Pipeline {
+        Pipeline {
+            db,
+            subjects,
+            approved: Default::default(),
+        }
+    }
+
+    /// Runs a group of messages through the pipeline (module doc) in one transaction, in order:
+    /// one commit for the group (group commit), so the commit rate stops being the ceiling, and
+    /// one statement each for the group's inbox check, inbox rows and outbox messages. A use case
+    /// only reads and a rejection writes nothing, so no command needs a savepoint. Returns one
+    /// result per message, in order, with the messages committed. A database error fails the
+    /// whole group and commits nothing: the caller retries the messages (alone, to find the one
+    /// that fails).
+    ///
+    /// `max_message` is the largest payload the server takes: an accepted command that would
+    /// publish a larger message is rejected as `too_large` instead, with nothing written.
+    pub async fn process_group(
+        &self,
+        messages: Vec<Message<'_>>,
+        max_message: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Committed, GroupError> {
+        let (db, subjects) = (&self.db, &self.subjects);
+        let txn = store::begin(db).await?;
+        let ids: Vec<Uuid> = messages.iter().map(Message::command_id).collect();
+        let stored = store::inbox::find_many(&txn, &ids).await?;
+        let mut records = Records {
+            outcomes: Vec::with_capacity(messages.len()),
+            by_id: HashMap::with_capacity(messages.len()),
+            messages: store::outbox::Messages::default(),
+            batch: store::changes::Batch::default(),
+            reads: Reads::new(&txn, &self.approved),
+            max_message,
+        };
+        let mut processed = Vec::with_capacity(messages.len());
+        for message in messages {
+            let id = message.command_id();
+            if let Some(outcome) = stored.get(&id).or(records.outcome_of(id)) {
+                processed.push(Processed::Duplicate(outcome.clone()));
+                continue;
+            }
+            processed.push(match message {
+                Message::Command(incoming) => {
+                    let span = info_span!("command", command = %incoming.name(), command_id = %incoming.command_id,
+                        correlation_id = incoming.correlation_id.as_deref().unwrap_or(""),
+                        traceparent = incoming.traceparent.as_deref().unwrap_or(""));
+                    apply(&txn, subjects, &mut records, incoming, now)
+                        .instrument(span)
+                        .await?
+                }
+                Message::Refused {
+                    meta,
+                    rejection,
+                    dead_letter,
+                } => refuse(&txn, subjects, &mut records, &meta, rejection, now, dead_letter).await?,
+            });
+        }
+        // The group's inserts, together (one round trip on SQLite). An inbox row another worker
+        // committed meanwhile fails them: its effect stands, and this group, retried, answers
+        // with its outcome.
+        let Records {
+            outcomes,
+            messages,
+            batch,
+            ..
+        } = records;
+        let mut writes = store::writes::Writes::new(db.get_database_backend());
+        batch.write_into(&mut writes)?;
+        store::inbox::insert_into(&mut writes, &outcomes)?;
+        let messages = messages.write_into(&mut writes)?;
+        let returned = writes.run(&txn).await?;
+        let messages = store::outbox::numbered(messages, &returned)?;
+        txn.commit().await?;
+        Ok(Committed {
+            results: processed,
+            messages,
+        })
+    }
+
+    /// One message in a transaction of its own.
+    pub async fn process_one(
+        &self,
+        message: Message<'_>,
+        max_message: usize,
+        now: DateTime<Utc>,
+    ) -> Result<(Processed, Vec<store::outbox::Publication>), GroupError> {
+        let mut committed = self.process_group(vec![message], max_message, now).await?;
+        let processed = committed
+            .results
+            .pop()
+            .ok_or_else(|| GroupError::Bug("a group of one gave no result".into()))?;
+        Ok((processed, committed.messages))
+    }
 }
 
 /// One command inside the group's transaction (not a duplicate: the group checked).

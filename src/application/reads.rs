@@ -21,11 +21,13 @@ use crate::domain::procedure::Series;
 use crate::domain::run::Execution;
 use crate::domain::system::Actor;
 use crate::store::changes::Change;
-use crate::store::procedures::{SeriesLock, StoredTemplates};
+use crate::store::procedures::{ApprovedTemplates, SeriesLock, StoredTemplates};
 use crate::store::{self};
 
 pub struct Reads<'t> {
     txn: &'t DatabaseTransaction,
+    /// The pipeline's templates of approved versions, kept across groups.
+    approved: &'t ApprovedTemplates,
     /// Systems by id, with their team's name (None: not registered). No command changes them.
     actors: HashMap<Uuid, Option<(Actor, String)>>,
     /// Each team's systems. No command changes them.
@@ -40,9 +42,10 @@ pub struct Reads<'t> {
 }
 
 impl<'t> Reads<'t> {
-    pub fn new(txn: &'t DatabaseTransaction) -> Reads<'t> {
+    pub fn new(txn: &'t DatabaseTransaction, approved: &'t ApprovedTemplates) -> Reads<'t> {
         Reads {
             txn,
+            approved,
             actors: HashMap::new(),
             members: HashMap::new(),
             series: HashMap::new(),
@@ -156,7 +159,7 @@ impl<'t> Reads<'t> {
         &self,
         procedure: ProcedureId,
     ) -> Result<Arc<StoredTemplates>, DbErr> {
-        store::procedures::approved_templates(self.txn, procedure).await
+        self.approved.get(self.txn, procedure).await
     }
 
     pub async fn run_of_task(&self, task: Uuid) -> Result<Option<RunId>, DbErr> {

@@ -16,7 +16,6 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use chrono::Utc;
 use futures::StreamExt;
-use sea_orm::DatabaseConnection;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -30,7 +29,6 @@ use crate::ops::metrics::{self, Ending};
 use crate::wire::command::{MSG_ID_HEADER, REPLY_TO_HEADER, TRACEPARENT_HEADER};
 use crate::wire::outcome::Verdict;
 use crate::wire::signature::{KEY_HEADER, SIGNATURE_HEADER, command_message};
-use crate::wire::subjects::Subjects;
 
 /// Deliveries after which a persistent, non-transient failure becomes an `internal` rejection.
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -39,9 +37,8 @@ pub const MAX_ATTEMPTS: i64 = 5;
 const FALLBACK_NS: Uuid = Uuid::from_u128(0x5f0c_9a6e_2b1d_4e7f_8a3c_6d2e_1f4b_7c90);
 
 pub struct WorkerContext {
-    pub db: DatabaseConnection,
+    pub pipeline: application::Pipeline,
     pub nats: async_nats::Client,
-    pub subjects: Subjects,
     /// Given what every transaction committed, so the relay publishes without polling delay
     /// or reading it back.
     pub relay: Arc<super::relay::Handoff>,
@@ -109,7 +106,11 @@ fn prepare<'m>(
     let reply_to = header(REPLY_TO_HEADER);
     let subject = msg.subject.as_str();
     let arrival = Arrival {
-        name: ctx.subjects.command_name(subject).unwrap_or(subject),
+        name: ctx
+            .pipeline
+            .subjects
+            .command_name(subject)
+            .unwrap_or(subject),
         payload: &msg.payload,
         msg_id: msg_id.as_deref(),
         reply_to: reply_to.as_deref(),
@@ -259,8 +260,7 @@ async fn process_alone(
     now: chrono::DateTime<Utc>,
 ) -> Result<Processed, GroupError> {
     let limit = max_message(ctx);
-    let (processed, messages) =
-        application::process_one(&ctx.db, &ctx.subjects, message, limit, now).await?;
+    let (processed, messages) = ctx.pipeline.process_one(message, limit, now).await?;
     ctx.relay.committed(&ctx.nats, messages).await;
     Ok(processed)
 }
@@ -283,7 +283,7 @@ async fn handle_group(
         let (prepared, messages): (Vec<_>, Vec<_>) = msgs.iter().map(|m| prepare(ctx, m)).unzip();
         let size = msgs.len();
         let limit = max_message(ctx);
-        match application::process_group(&ctx.db, &ctx.subjects, messages, limit, now).await {
+        match ctx.pipeline.process_group(messages, limit, now).await {
             Ok(committed) => {
                 metrics::transaction(committed.results.len());
                 ctx.relay.committed(&ctx.nats, committed.messages).await;

@@ -1,7 +1,7 @@
 //! Procedure versions and their task templates.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use entity::enums::RetireKind;
 use entity::{procedure, procedure_task};
@@ -342,33 +342,39 @@ pub async fn delete_templates(
 /// A version's templates and position → template id, as [`templates`] reads them.
 pub type StoredTemplates = (Templates, BTreeMap<u32, Uuid>);
 
-/// The templates of an approved version. Approved versions never change (only drafts are
-/// edited), so each is read once per process and then served from memory; the map is emptied
-/// when it reaches [`APPROVED_CACHE`] versions.
-pub async fn approved_templates(
-    db: &impl ConnectionTrait,
-    procedure_id: ProcedureId,
-) -> Result<Arc<StoredTemplates>, DbErr> {
-    static CACHE: OnceLock<Mutex<HashMap<ProcedureId, Arc<StoredTemplates>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(hit) = cache
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&procedure_id).cloned())
-    {
-        return Ok(hit);
-    }
-    let read = Arc::new(templates(db, procedure_id).await?);
-    if let Ok(mut map) = cache.lock() {
-        if map.len() >= APPROVED_CACHE {
-            map.clear();
+/// The templates of approved versions, each read once and then served from memory: approved
+/// versions never change (only drafts are edited). Held by the command pipeline, shared by its
+/// clones; emptied when it reaches [`APPROVED_CACHE`] versions.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovedTemplates(Arc<Mutex<HashMap<ProcedureId, Arc<StoredTemplates>>>>);
+
+impl ApprovedTemplates {
+    /// The templates of approved version `procedure_id`.
+    pub async fn get(
+        &self,
+        db: &impl ConnectionTrait,
+        procedure_id: ProcedureId,
+    ) -> Result<Arc<StoredTemplates>, DbErr> {
+        if let Some(hit) = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&procedure_id).cloned())
+        {
+            return Ok(hit);
         }
-        map.insert(procedure_id, read.clone());
+        let read = Arc::new(templates(db, procedure_id).await?);
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= APPROVED_CACHE {
+                map.clear();
+            }
+            map.insert(procedure_id, read.clone());
+        }
+        Ok(read)
     }
-    Ok(read)
 }
 
-/// Approved versions whose templates [`approved_templates`] keeps in memory.
+/// Approved versions whose templates [`ApprovedTemplates`] keeps in memory.
 const APPROVED_CACHE: usize = 1024;
 
 /// A version's templates (dependencies back as positions) and position → template id.
