@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sea_orm::DbErr;
 
 use super::reads::Reads;
 use super::{CommandError, Plan};
@@ -26,49 +27,54 @@ pub struct TeamPolicy {
 
 impl TeamPolicy {
     /// The stored version, validated again (it was when set: a failure is a corrupt row).
-    pub fn of(stored: StoredPolicy) -> Result<Arc<TeamPolicy>, sea_orm::DbErr> {
+    pub fn of(stored: StoredPolicy) -> Result<Arc<TeamPolicy>, DbErr> {
         let rules = Policy::parse(&stored.document).map_err(|e| {
-            sea_orm::DbErr::Type(format!("team_policy version {}: {e}", stored.version))
+            DbErr::Type(format!("team_policy version {}: {e}", stored.version))
         })?;
         Ok(Arc::new(TeamPolicy { stored, rules }))
     }
 
-    /// Since when the starts of `series`' runs are needed to judge an execute of it at `now`:
-    /// none where no rule counts its runs (then neither they nor its open runs are read).
-    pub fn looks_back(
+    /// What the policy says of executing `series` (at `risk`) at `now`: refused (the rule and
+    /// why), or allowed, held for System5's approval under a rule or not. The execute and its
+    /// preview both ask here; `activity` reads the series' open runs and its starts since the
+    /// time given, and is called only where a rule counts runs.
+    pub async fn judge(
         &self,
         series: SeriesId,
         risk: RiskLevel,
         now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
-        self.rules
-            .counts_runs(series, risk)
-            .then(|| now - self.rules.lookback())
-    }
-
-    /// Whether executing `series` (at `risk`) at `now` is allowed, given the series' open runs
-    /// and recent starts (`activity`, read only where [`TeamPolicy::looks_back`] says).
-    pub fn allows(
-        &self,
-        series: SeriesId,
-        risk: RiskLevel,
-        now: DateTime<Utc>,
-        (open_runs, started): (u32, &[DateTime<Utc>]),
-    ) -> Result<(), DomainError> {
+        activity: impl AsyncFnOnce(DateTime<Utc>) -> Result<(u32, Vec<DateTime<Utc>>), DbErr>,
+    ) -> Result<Judgement, DbErr> {
+        let (open_runs, started) = if self.rules.counts_runs(series, risk) {
+            activity(now - self.rules.lookback()).await?
+        } else {
+            (0, Vec::new())
+        };
         let attempt = Attempt {
             series,
             risk,
             now,
             open_runs,
-            started,
+            started: &started,
         };
-        self.rules
-            .check(&attempt)
-            .map_err(|d| DomainError::PolicyDenied {
-                rule: d.rule,
-                message: d.message,
-            })
+        Ok(match self.rules.check(&attempt) {
+            Err(denial) => Judgement::Refused(DomainError::PolicyDenied {
+                rule: denial.rule,
+                message: denial.message,
+            }),
+            Ok(()) => Judgement::Allowed {
+                approval_rule: self.rules.approval_rule(series, risk).map(str::to_owned),
+            },
+        })
     }
+}
+
+/// The policy's answer to an execute ([`TeamPolicy::judge`]).
+#[derive(Debug)]
+pub enum Judgement {
+    Refused(DomainError),
+    /// Allowed; held for System5's approval when a rule (named) asks for it.
+    Allowed { approval_rule: Option<String> },
 }
 
 pub async fn handle(

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::reads::Reads;
+use super::policies::Judgement;
 use super::{CommandError, Plan, Rejection, within_team};
 use crate::domain::error::ErrorCode;
 use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
@@ -293,16 +294,14 @@ async fn execute(
         approval_rule: None,
     };
     if let Some(policy) = policy {
-        let risk = procedure.meta.risk_level;
-        let activity = match policy.looks_back(series_id, risk, now) {
-            Some(since) => reads.activity(series_id, since).await?,
-            None => (0, Vec::new()),
-        };
-        policy.allows(series_id, risk, now, (activity.0, &activity.1))?;
-        terms.approval_rule = policy
-            .rules
-            .approval_rule(series_id, risk)
-            .map(str::to_owned);
+        let activity = async |since| reads.activity(series_id, since).await;
+        match policy
+            .judge(series_id, procedure.meta.risk_level, now, activity)
+            .await?
+        {
+            Judgement::Refused(why) => return Err(why.into()),
+            Judgement::Allowed { approval_rule } => terms.approval_rule = approval_rule,
+        }
     }
     let stored = reads.approved_templates(procedure.id).await?;
     let team = reads.members(procedure.team_id).await?;

@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::pages::{Page, fit};
-use super::policies::TeamPolicy;
+use super::policies::{Judgement, TeamPolicy};
 use super::{Rejection, Signed, within_team};
 use crate::domain::diff::diff;
 use crate::domain::error::{DomainError, ErrorCode};
@@ -362,24 +362,23 @@ pub async fn answer(
                 Some(stored) => Some(TeamPolicy::of(stored)?),
                 None => None,
             };
-            let refusal = match &policy {
+            let judgement = match &policy {
                 Some(policy) => {
-                    let (series, risk) = (p.series_id, p.meta.risk_level);
-                    let activity = match policy.looks_back(series, risk, now) {
-                        Some(since) => store::runs::activity(db, series, since).await?,
-                        None => (0, Vec::new()),
-                    };
+                    let series = p.series_id;
+                    let activity = async |since| store::runs::activity(db, series, since).await;
                     policy
-                        .allows(series, risk, now, (activity.0, &activity.1))
-                        .err()
+                        .judge(series, p.meta.risk_level, now, activity)
+                        .await?
                 }
-                None => None,
+                None => Judgement::Allowed {
+                    approval_rule: None,
+                },
+            };
+            let (refusal, approval_rule) = match judgement {
+                Judgement::Refused(why) => (Some(why), None),
+                Judgement::Allowed { approval_rule } => (None, approval_rule),
             };
             let policy_rule = refusal.as_ref().and_then(|e| e.field().map(str::to_owned));
-            let approval_rule = policy
-                .as_ref()
-                .and_then(|policy| policy.rules.approval_rule(p.series_id, p.meta.risk_level))
-                .map(str::to_owned);
             let blocked_by = not_approved
                 .or(assignment_error)
                 .or(refusal.map(|e| e.to_string()));
