@@ -191,26 +191,21 @@ pub struct Settings {
     /// The settings no file, environment variable or flag gave a value: `sop up` picks local
     /// ones for these (its own data folder, a bus it can start), never for chosen ones.
     #[serde(skip)]
-    pub defaulted: Vec<&'static str>,
+    pub defaulted: Vec<String>,
 }
 
-/// Every setting's name, as clap, the file and [`Settings::is_default`] spell it.
-const NAMES: [&str; 14] = [
-    "nats_url",
-    "nats_creds",
-    "nats_user",
-    "nats_password",
-    "database_url",
-    "subject_prefix",
-    "concurrency",
-    "batch_max",
-    "db_max_connections",
-    "stream_replicas",
-    "stream_compression",
-    "ack_wait_secs",
-    "http_addr",
-    "shutdown_timeout_secs",
-];
+/// Every setting's name, as clap, the file and [`Settings::is_default`] spell it: the ids of
+/// the connection and worker flags (`config` names the file, not a setting).
+fn names() -> Vec<String> {
+    use clap::Args;
+    let flags =
+        WorkerSettings::augment_args(ConnectionSettings::augment_args(clap::Command::new("sop")));
+    flags
+        .get_arguments()
+        .map(|arg| arg.get_id().as_str().to_owned())
+        .filter(|id| id != "config")
+        .collect()
+}
 
 /// The file form: every setting optional.
 #[derive(Debug, Default, Deserialize)]
@@ -311,7 +306,7 @@ impl Settings {
 
     /// Takes from the config file the settings `defaulted` says nobody else gave.
     fn with_file(mut self, defaulted: impl Fn(&str) -> bool) -> Result<Settings, ConfigError> {
-        self.defaulted = NAMES.into_iter().filter(|id| defaulted(id)).collect();
+        self.defaulted = names().into_iter().filter(|id| defaulted(id)).collect();
         let Some(path) = self.config.clone() else {
             return Ok(self);
         };
@@ -321,7 +316,7 @@ impl Settings {
                 if let Some(v) = file.$field {
                     if defaulted(stringify!($field)) {
                         self.$field = v.into();
-                        self.defaulted.retain(|d| *d != stringify!($field));
+                        self.defaulted.retain(|d| d != stringify!($field));
                     }
                 }
             )*};
@@ -435,7 +430,7 @@ impl Settings {
 
     /// Whether `setting` kept its built-in default (see [`Settings::defaulted`]).
     pub fn is_default(&self, setting: &str) -> bool {
-        self.defaulted.contains(&setting)
+        self.defaulted.iter().any(|d| d == setting)
     }
 
     pub fn is_sqlite(&self) -> bool {
@@ -477,7 +472,7 @@ impl Settings {
             ack_wait_secs: 30,
             http_addr: "127.0.0.1:9464".into(),
             shutdown_timeout_secs: 30,
-            defaulted: NAMES.to_vec(),
+            defaulted: names(),
         }
     }
 }

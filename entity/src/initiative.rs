@@ -1,7 +1,5 @@
 use sea_orm::entity::prelude::*;
 
-use crate::enums::InitiativeStatus;
-
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "initiative")]
@@ -10,7 +8,7 @@ pub struct Model {
     pub id: Uuid,
     pub team_id: Uuid,
     pub strategy_id: Option<Uuid>,
-    pub status: InitiativeStatus,
+    pub status: String,
     pub name: String,
     pub description: String,
     pub result: Option<String>,

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-use crate::enums::{Impact, ProcedureStatus, RetireKind, RiskLevel};
+use crate::enums::RetireKind;
 
 /// One version of a procedure. `(series_id, version)` is unique; partial unique indexes allow
 /// at most one draft and one approved version per series.
@@ -13,11 +13,11 @@ pub struct Model {
     pub series_id: Uuid,
     pub team_id: Uuid,
     pub version: i32,
-    pub status: ProcedureStatus,
+    pub status: String,
     pub name: String,
     pub description: String,
-    pub risk_level: RiskLevel,
-    pub impact: Impact,
+    pub risk_level: String,
+    pub impact: String,
     pub rollback_plan: String,
     /// `sha256:<hex>` of the version's canonical content.
     pub digest: String,

@@ -1,7 +1,5 @@
 use sea_orm::entity::prelude::*;
 
-use crate::enums::{RunStatus, Verdict};
-
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "procedure_run")]
@@ -16,7 +14,7 @@ pub struct Model {
     pub team_id: Uuid,
     #[sea_orm(unique)]
     pub initiative_id: Uuid,
-    pub status: RunStatus,
+    pub status: String,
     pub started_by_system_id: Uuid,
     pub started_at: DateTimeUtc,
     pub completed_at: Option<DateTimeUtc>,
@@ -24,7 +22,7 @@ pub struct Model {
     pub reason: Option<String>,
     /// The policy rule that held the run for System5's approval.
     pub approval_rule: Option<String>,
-    pub approval_verdict: Option<Verdict>,
+    pub approval_verdict: Option<String>,
     pub approval_by_system_id: Option<Uuid>,
     pub approval_at: Option<DateTimeUtc>,
     pub approval_note: Option<String>,

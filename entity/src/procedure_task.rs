@@ -1,7 +1,5 @@
 use sea_orm::entity::prelude::*;
 
-use crate::enums::SystemType;
-
 /// A task template of one procedure version.
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -15,7 +13,7 @@ pub struct Model {
     pub description: String,
     /// JSON array of `procedure_task.id`s of the same version.
     pub depends_on: Json,
-    pub default_assignee_system_type: Option<SystemType>,
+    pub default_assignee_system_type: Option<String>,
     /// JSON array of skill names.
     pub required_skills: Json,
 }

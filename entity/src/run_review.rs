@@ -1,7 +1,5 @@
 use sea_orm::entity::prelude::*;
 
-use crate::enums::ReviewOutcome;
-
 /// The post-run review: one per run.
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -17,7 +15,7 @@ pub struct Model {
     pub procedure_digest: String,
     pub team_id: Uuid,
     pub reviewer_system_id: Uuid,
-    pub outcome: ReviewOutcome,
+    pub outcome: String,
     pub summary: String,
     pub lessons: Json,
     pub follow_ups: Json,

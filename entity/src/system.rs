@@ -1,7 +1,5 @@
 use sea_orm::entity::prelude::*;
 
-use crate::enums::SystemType;
-
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "system")]
@@ -11,7 +9,7 @@ pub struct Model {
     pub team_id: Uuid,
     /// The agent identity, e.g. `System3/root`; unique within the team.
     pub name: String,
-    pub kind: SystemType,
+    pub kind: String,
     /// JSON array of skill names.
     pub skills: Json,
     /// NATS user public key (`U…`); when set, the system's commands must be signed with it.

@@ -1,7 +1,5 @@
 use sea_orm::entity::prelude::*;
 
-use crate::enums::{SystemType, TaskStatus, Verdict};
-
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "task")]
@@ -15,19 +13,19 @@ pub struct Model {
     /// Creation order within the initiative (replacements come after the originals).
     pub seq: i32,
     pub position: i32,
-    pub status: TaskStatus,
+    pub status: String,
     pub ready: bool,
     pub assignee_system_id: Uuid,
-    pub assignee_type: SystemType,
+    pub assignee_type: String,
     pub name: String,
     pub content: String,
     pub result: Option<String>,
     pub reasoning: Option<String>,
-    pub review_verdict: Option<Verdict>,
+    pub review_verdict: Option<String>,
     pub review_reasoning: Option<String>,
     /// JSON array of `task.id`s of the same initiative.
     pub depends_on: Json,
-    pub default_assignee_system_type: Option<SystemType>,
+    pub default_assignee_system_type: Option<String>,
     pub required_skills: Json,
     pub replaces_task_id: Option<Uuid>,
     pub follow_up_task_id: Option<Uuid>,

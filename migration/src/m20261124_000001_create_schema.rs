@@ -1,14 +1,32 @@
 //! The whole first schema: teams and systems, procedures and templates, runs, initiatives,
 //! tasks, reviews, and the command inbox / event outbox.
 
-use entity::enums::*;
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// The run statuses of this schema; a later migration adds `awaiting_approval`.
+// The closed sets of this schema, frozen here: a later migration that widens one lists its own
+// (the run statuses gained `awaiting_approval` so).
 const RUN_STATUSES: [&str; 4] = ["started", "completed", "failed", "canceled"];
+const SYSTEM_TYPES: [&str; 5] = ["system1", "system2", "system3", "system4", "system5"];
+const PROCEDURE_STATUSES: [&str; 3] = ["draft", "approved", "retired"];
+const RISK_LEVELS: [&str; 4] = ["low", "medium", "high", "critical"];
+const IMPACTS: [&str; 3] = ["low", "medium", "high"];
+const RETIRE_KINDS: [&str; 3] = ["superseded", "retired", "discarded"];
+const INITIATIVE_STATUSES: [&str; 4] = ["pending", "in_progress", "completed", "canceled"];
+const TASK_STATUSES: [&str; 7] = [
+    "pending",
+    "in_progress",
+    "blocked",
+    "completed",
+    "approved",
+    "rejected",
+    "canceled",
+];
+const VERDICTS: [&str; 2] = ["approve", "reject"];
+const REVIEW_OUTCOMES: [&str; 3] = ["succeeded", "partially_succeeded", "failed"];
+const COMMAND_STATUSES: [&str; 2] = ["accepted", "rejected"];
 
 /// A string enum column, constrained to its values (NULL passes the CHECK, as SQL has it).
 fn enum_col(name: &'static str, values: &[&str], nullable: bool) -> ColumnDef {
@@ -71,7 +89,7 @@ impl MigrationTrait for Migration {
                 .col(uuid("id").primary_key())
                 .col(uuid("team_id"))
                 .col(string_len("name", 200))
-                .col(enum_col("kind", SystemType::VALUES, false))
+                .col(enum_col("kind", &SYSTEM_TYPES, false))
                 .col(json_binary("skills"))
                 .col(timestamp_with_time_zone("created_at"))
                 .foreign_key(&mut fk("system", "team_id", "team"))
@@ -94,11 +112,11 @@ impl MigrationTrait for Migration {
                 .col(uuid("series_id"))
                 .col(uuid("team_id"))
                 .col(integer("version"))
-                .col(enum_col("status", ProcedureStatus::VALUES, false))
+                .col(enum_col("status", &PROCEDURE_STATUSES, false))
                 .col(string_len("name", 200))
                 .col(text("description"))
-                .col(enum_col("risk_level", RiskLevel::VALUES, false))
-                .col(enum_col("impact", Impact::VALUES, false))
+                .col(enum_col("risk_level", &RISK_LEVELS, false))
+                .col(enum_col("impact", &IMPACTS, false))
                 .col(text("rollback_plan"))
                 .col(uuid("created_by_system_id"))
                 .col(uuid_null("approved_by_system_id"))
@@ -108,7 +126,7 @@ impl MigrationTrait for Migration {
                 .col(text_null("rejected_reason"))
                 .col(uuid_null("retired_by_system_id"))
                 .col(timestamp_with_time_zone_null("retired_at"))
-                .col(enum_col("retired_kind", RetireKind::VALUES, true))
+                .col(enum_col("retired_kind", &RETIRE_KINDS, true))
                 .col(text_null("retired_reason"))
                 .col(timestamp_with_time_zone("created_at"))
                 .col(timestamp_with_time_zone("updated_at"))
@@ -158,7 +176,7 @@ impl MigrationTrait for Migration {
                 .col(json_binary("depends_on"))
                 .col(enum_col(
                     "default_assignee_system_type",
-                    SystemType::VALUES,
+                    &SYSTEM_TYPES,
                     true,
                 ))
                 .col(json_binary("required_skills"))
@@ -216,7 +234,7 @@ impl MigrationTrait for Migration {
                 .col(uuid("id").primary_key())
                 .col(uuid("team_id"))
                 .col(uuid_null("strategy_id"))
-                .col(enum_col("status", InitiativeStatus::VALUES, false))
+                .col(enum_col("status", &INITIATIVE_STATUSES, false))
                 .col(string_len("name", 200))
                 .col(text("description"))
                 .col(text_null("result"))
@@ -244,20 +262,20 @@ impl MigrationTrait for Migration {
                 .col(uuid_null("procedure_task_id"))
                 .col(integer("seq"))
                 .col(integer("position"))
-                .col(enum_col("status", TaskStatus::VALUES, false))
+                .col(enum_col("status", &TASK_STATUSES, false))
                 .col(boolean("ready"))
                 .col(uuid("assignee_system_id"))
-                .col(enum_col("assignee_type", SystemType::VALUES, false))
+                .col(enum_col("assignee_type", &SYSTEM_TYPES, false))
                 .col(string_len("name", 200))
                 .col(text("content"))
                 .col(text_null("result"))
                 .col(text_null("reasoning"))
-                .col(enum_col("review_verdict", Verdict::VALUES, true))
+                .col(enum_col("review_verdict", &VERDICTS, true))
                 .col(text_null("review_reasoning"))
                 .col(json_binary("depends_on"))
                 .col(enum_col(
                     "default_assignee_system_type",
-                    SystemType::VALUES,
+                    &SYSTEM_TYPES,
                     true,
                 ))
                 .col(json_binary("required_skills"))
@@ -296,7 +314,7 @@ impl MigrationTrait for Migration {
                 .col(integer("procedure_version"))
                 .col(uuid("team_id"))
                 .col(uuid("reviewer_system_id"))
-                .col(enum_col("outcome", ReviewOutcome::VALUES, false))
+                .col(enum_col("outcome", &REVIEW_OUTCOMES, false))
                 .col(text("summary"))
                 .col(json_binary("lessons"))
                 .col(json_binary("follow_ups"))
@@ -315,7 +333,7 @@ impl MigrationTrait for Migration {
                 .col(uuid("command_id").primary_key())
                 .col(string_len("command", 200))
                 .col(uuid_null("actor_system_id"))
-                .col(enum_col("status", CommandStatus::VALUES, false))
+                .col(enum_col("status", &COMMAND_STATUSES, false))
                 .col(json_binary("outcome"))
                 .col(timestamp_with_time_zone("processed_at"))
                 .to_owned(),

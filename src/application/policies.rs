@@ -8,12 +8,11 @@ use sea_orm::DbErr;
 use super::reads::Reads;
 use super::{CommandError, Plan};
 use crate::domain::error::DomainError;
-use crate::domain::event::{Event, EventData, EventKind, PolicyEvent};
 use crate::domain::ids::SeriesId;
 use crate::domain::policy::{Attempt, Policy, PolicyDocument};
 use crate::domain::procedure::RiskLevel;
 use crate::domain::receipt::Receipt;
-use crate::domain::system::{Actor, SystemKind};
+use crate::domain::system::Actor;
 use crate::store::changes::Change;
 use crate::store::policies::StoredPolicy;
 use crate::wire::command::PolicyCommand;
@@ -28,9 +27,8 @@ pub struct TeamPolicy {
 impl TeamPolicy {
     /// The stored version, validated again (it was when set: a failure is a corrupt row).
     pub fn of(stored: StoredPolicy) -> Result<Arc<TeamPolicy>, DbErr> {
-        let rules = Policy::parse(&stored.document).map_err(|e| {
-            DbErr::Type(format!("team_policy version {}: {e}", stored.version))
-        })?;
+        let rules = Policy::parse(&stored.document)
+            .map_err(|e| DbErr::Type(format!("team_policy version {}: {e}", stored.version)))?;
         Ok(Arc::new(TeamPolicy { stored, rules }))
     }
 
@@ -74,7 +72,9 @@ impl TeamPolicy {
 pub enum Judgement {
     Refused(DomainError),
     /// Allowed; held for System5's approval when a rule (named) asks for it.
-    Allowed { approval_rule: Option<String> },
+    Allowed {
+        approval_rule: Option<String>,
+    },
 }
 
 pub async fn handle(
@@ -94,21 +94,19 @@ async fn set(
     document: PolicyDocument,
     now: DateTime<Utc>,
 ) -> Result<Plan, CommandError> {
-    actor.authorise(SystemKind::System5, actor.team_id)?;
-    Policy::parse_new(&document)?;
+    let previous = reads.policy(actor.team_id).await?;
+    let (version, event) = Policy::replace(
+        &document,
+        previous
+            .as_ref()
+            .map(|p| (p.stored.version, &p.stored.document)),
+        actor,
+    )?;
     for (i, rule) in document.rules.iter().enumerate() {
         for (j, &id) in rule.series.iter().flatten().enumerate() {
             named_series_exists(reads, actor, id, &format!("rules[{i}].series[{j}]")).await?;
         }
     }
-    let previous = reads.policy(actor.team_id).await?;
-    let version = previous.as_ref().map_or(1, |p| p.stored.version + 1);
-    let event = PolicyEvent {
-        version,
-        policy: document.clone(),
-        previous: previous.map(|p| p.stored.document.clone()),
-        set_by_system_id: actor.id,
-    };
     Ok(Plan {
         changes: vec![Change::NewPolicy {
             team: actor.team_id,
@@ -119,11 +117,7 @@ async fn set(
                 set_at: now,
             },
         }],
-        events: vec![Event::new(
-            EventKind::PolicyChanged,
-            actor.team_id,
-            EventData::Policy(Box::new(event)),
-        )],
+        events: vec![event],
         receipt: Receipt::Policy { version },
     })
 }

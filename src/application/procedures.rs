@@ -4,17 +4,17 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::reads::Reads;
 use super::policies::Judgement;
+use super::reads::Reads;
 use super::{CommandError, Plan, Rejection, within_team};
 use crate::domain::error::ErrorCode;
-use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
+use crate::domain::event::Event;
 use crate::domain::ids::*;
 use crate::domain::procedure::{Procedure, ProcedureMeta, Series};
 use crate::domain::receipt::Receipt;
 use crate::domain::run::{Execution, NewRunIds, RunTerms};
 use crate::domain::system::{Actor, SystemKind};
-use crate::domain::template::{TaskTemplate, Templates};
+use crate::domain::template::Templates;
 use crate::domain::text;
 use crate::store::changes::Change;
 use crate::store::procedures::SeriesLock;
@@ -22,24 +22,6 @@ use crate::wire::command::{
     ApproveProcedure, ChangeProcedure, DraftProcedure, ExecuteProcedure, ProcedureCommand,
     ProcedureWithReason,
 };
-
-fn data(p: &Procedure) -> ProcedureEvent {
-    ProcedureEvent {
-        procedure: ProcedureView::of(p),
-        tasks: None,
-        reason: None,
-        based_on: None,
-        superseded: None,
-    }
-}
-
-fn emit(kind: EventKind, p: &Procedure, data: ProcedureEvent) -> Event {
-    Event::new(kind, p.team_id, EventData::Procedure(Box::new(data)))
-}
-
-fn tasks_of(templates: &Templates) -> Option<Vec<TaskTemplate>> {
-    Some(templates.as_slice().to_vec())
-}
 
 /// The plan of a command that leaves one version in a new state.
 fn version_changed(p: &Procedure, event: Event) -> Plan {
@@ -76,19 +58,10 @@ pub async fn handle(
         DraftProcedure(draft) => self::draft(actor, draft, now),
         ReviseProcedure(changes) => revise(reads, actor, changes, now).await,
         EditProcedure(changes) => edit(reads, actor, changes, now).await,
-        DiscardProcedure(c) => {
-            let kind = EventKind::ProcedureDiscarded;
-            with_reason(reads, actor, c, kind, |p, r| p.discard(r, actor, now)).await
-        }
+        DiscardProcedure(c) => with_reason(reads, actor, c, |p, r| p.discard(r, actor, now)).await,
         ApproveProcedure(c) => approve(reads, actor, c, now).await,
-        RejectProcedure(c) => {
-            let kind = EventKind::ProcedureRejected;
-            with_reason(reads, actor, c, kind, |p, r| p.reject(r, actor, now)).await
-        }
-        RetireProcedure(c) => {
-            let kind = EventKind::ProcedureRetired;
-            with_reason(reads, actor, c, kind, |p, r| p.retire(r, actor, now)).await
-        }
+        RejectProcedure(c) => with_reason(reads, actor, c, |p, r| p.reject(r, actor, now)).await,
+        RetireProcedure(c) => with_reason(reads, actor, c, |p, r| p.retire(r, actor, now)).await,
         ExecuteProcedure(execute) => self::execute(reads, actor, execute, now).await,
     }
 }
@@ -99,11 +72,9 @@ fn draft(actor: &Actor, draft: DraftProcedure, now: DateTime<Utc>) -> Result<Pla
     let (meta, tasks) = draft.into_drafts();
     let meta = ProcedureMeta::parse(meta)?;
     let templates = Templates::parse(tasks)?;
-    let p = Procedure::draft(ProcedureId(Uuid::now_v7()), meta, &templates, actor, now)?;
-    let mut data = data(&p);
-    data.tasks = tasks_of(&templates);
+    let (p, event) = Procedure::draft(ProcedureId(Uuid::now_v7()), meta, &templates, actor, now)?;
     Ok(Plan {
-        events: vec![emit(EventKind::ProcedureDrafted, &p, data)],
+        events: vec![event],
         receipt: Receipt::procedure(&p),
         changes: vec![Change::NewVersion {
             procedure: Box::new(p),
@@ -130,7 +101,7 @@ async fn revise(
         // Copied from the base version; the store mints new ids and remaps dependencies.
         None => reads.templates(base.id).await?.0,
     };
-    let p = series.revise(
+    let (p, event) = series.revise(
         base.id,
         meta,
         &templates,
@@ -138,11 +109,8 @@ async fn revise(
         actor,
         now,
     )?;
-    let mut data = data(&p);
-    data.tasks = tasks_of(&templates);
-    data.based_on = Some(base.id);
     Ok(Plan {
-        events: vec![emit(EventKind::ProcedureRevised, &p, data)],
+        events: vec![event],
         receipt: Receipt::procedure(&p),
         changes: vec![Change::NewVersion {
             procedure: Box::new(p),
@@ -183,10 +151,8 @@ async fn edit(
             &kept
         }
     };
-    p.edit(meta, all, actor, now)?;
-    let mut data = data(p);
-    data.tasks = templates.as_ref().and_then(tasks_of);
-    let mut plan = version_changed(p, emit(EventKind::ProcedureEdited, p, data));
+    let event = p.edit(meta, all, templates.is_some(), actor, now)?;
+    let mut plan = version_changed(p, event);
     if let Some(templates) = templates {
         plan.changes.push(Change::Templates {
             procedure: p.id,
@@ -204,8 +170,7 @@ async fn with_reason(
         procedure_id: id,
         reason,
     }: ProcedureWithReason,
-    kind: EventKind,
-    decide: impl FnOnce(&mut Procedure, String) -> Result<(), crate::domain::error::DomainError>,
+    decide: impl FnOnce(&mut Procedure, String) -> Result<Event, crate::domain::error::DomainError>,
 ) -> Result<Plan, CommandError> {
     let mut series = series_for(reads, actor, id).await?;
     let p = series
@@ -214,10 +179,9 @@ async fn with_reason(
     // The domain authorises before the reason is checked: an unauthorised system learns only
     // that it is `forbidden`.
     let checked = text::required("reason", &reason, text::MAX_TEXT);
-    decide(p, checked.clone().unwrap_or_default())?;
-    let mut data = data(p);
-    data.reason = Some(checked?);
-    Ok(version_changed(p, emit(kind, p, data)))
+    let event = decide(p, checked.clone().unwrap_or_default())?;
+    checked?;
+    Ok(version_changed(p, event))
 }
 
 async fn approve(
@@ -235,27 +199,19 @@ async fn approve(
         .get(out.approved)
         .ok_or_else(|| Rejection::not_found("procedure", id))?;
     let mut changes = Vec::with_capacity(2);
-    let mut superseded_event = None;
     // The superseded version is written first: the database allows one approved version per
     // series at every moment, not only at commit.
     if let Some(old) = out.superseded.and_then(|old| series.get(old)) {
         changes.push(Change::Version(Box::new(old.clone())));
-        let mut data = data(old);
-        data.reason = ProcedureView::of(old).retired_reason;
-        superseded_event = Some(emit(EventKind::ProcedureRetired, old, data));
     }
     changes.push(Change::Version(Box::new(p.clone())));
-    let mut data = data(p);
-    data.superseded = out.superseded;
-    let mut events = vec![emit(EventKind::ProcedureApproved, p, data)];
-    events.extend(superseded_event);
     let mut receipt = Receipt::procedure(p);
     if let Receipt::Procedure { superseded, .. } = &mut receipt {
         *superseded = out.superseded;
     }
     Ok(Plan {
         changes,
-        events,
+        events: out.events,
         receipt,
     })
 }

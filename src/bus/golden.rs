@@ -13,9 +13,9 @@ use uuid::Uuid;
 use super::decode::{Arrival, decode};
 use crate::domain::diff::diff;
 use crate::domain::error::ErrorCode;
-use crate::domain::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
+use crate::domain::event::{Event, EventKind, ProcedureView};
 use crate::domain::ids::*;
-use crate::domain::procedure::Series;
+use crate::domain::procedure::{Procedure, Series};
 use crate::domain::review::ReviewDraft;
 use crate::domain::run::{Execution, RunTerms, TaskChange, Verdict};
 use crate::domain::testing::*;
@@ -37,45 +37,45 @@ fn command(name: CommandName) -> Value {
     })
 }
 
-fn procedure_event(kind: EventKind, p: &crate::domain::procedure::Procedure) -> Event {
-    let data = ProcedureEvent {
-        procedure: ProcedureView::of(p),
-        tasks: matches!(kind, EventKind::ProcedureDrafted)
-            .then(|| first_run_discovery().as_slice().to_vec()),
-        reason: matches!(kind, EventKind::ProcedureRejected).then(|| "Too vague".to_owned()),
-        based_on: None,
-        superseded: None,
-    };
-    Event::new(kind, p.team_id, EventData::Procedure(Box::new(data)))
-}
-
 /// One event of every type, from the domain itself.
 fn events() -> BTreeMap<&'static str, Event> {
     let mut all: Vec<Event> = Vec::new();
-    let mut draft = draft_v1();
-    all.push(procedure_event(EventKind::ProcedureDrafted, &draft));
-    draft.reject("Too vague".into(), &system5(), t(1)).unwrap();
-    all.push(procedure_event(EventKind::ProcedureRejected, &draft));
-    draft
-        .edit(meta(), &first_run_discovery(), &system4(), t(2))
-        .unwrap();
-    all.push(procedure_event(EventKind::ProcedureEdited, &draft));
+    let (mut draft, drafted) =
+        Procedure::draft(pid(1), meta(), &first_run_discovery(), &system4(), t(0)).unwrap();
+    all.push(drafted);
+    all.push(draft.reject("Too vague".into(), &system5(), t(1)).unwrap());
+    all.push(
+        draft
+            .edit(meta(), &first_run_discovery(), true, &system4(), t(2))
+            .unwrap(),
+    );
     let mut series = Series::new(vec![draft.clone()]).unwrap();
-    series.approve(pid(1), &digest(), &system5(), t(3)).unwrap();
-    all.push(procedure_event(
-        EventKind::ProcedureApproved,
-        series.get(pid(1)).unwrap(),
-    ));
-    let v2 = revise(&series, 1, 2, 4).unwrap();
-    all.push(procedure_event(EventKind::ProcedureRevised, &v2));
-    let mut discarded = v2.clone();
-    discarded
-        .discard("Not needed".into(), &system4(), t(5))
+    let digest = series.get(pid(1)).unwrap().digest.to_string();
+    all.extend(
+        series
+            .approve(pid(1), &digest, &system5(), t(3))
+            .unwrap()
+            .events,
+    );
+    let (v2, revised) = series
+        .revise(
+            pid(1),
+            meta(),
+            &first_run_discovery(),
+            pid(2),
+            &system4(),
+            t(4),
+        )
         .unwrap();
-    all.push(procedure_event(EventKind::ProcedureDiscarded, &discarded));
+    all.push(revised);
+    let mut discarded = v2.clone();
+    all.push(
+        discarded
+            .discard("Not needed".into(), &system4(), t(5))
+            .unwrap(),
+    );
     let mut retired = series.get(pid(1)).unwrap().clone();
-    retired.retire("Obsolete".into(), &system5(), t(6)).unwrap();
-    all.push(procedure_event(EventKind::ProcedureRetired, &retired));
+    all.push(retired.retire("Obsolete".into(), &system5(), t(6)).unwrap());
 
     let (mut run, events) = execute(&first_run_discovery());
     all.extend(events);
@@ -189,18 +189,12 @@ fn events() -> BTreeMap<&'static str, Event> {
     );
     let policy: crate::domain::policy::PolicyDocument =
         serde_json::from_value(policy_document()).expect("the example policy");
-    all.push(Event::new(
-        EventKind::PolicyChanged,
-        draft_v1().team_id,
-        EventData::Policy(Box::new(crate::domain::event::PolicyEvent {
-            version: 2,
-            policy: policy.clone(),
-            previous: Some(crate::domain::policy::PolicyDocument {
-                rules: policy.rules[..1].to_vec(),
-            }),
-            set_by_system_id: system5().id,
-        })),
-    ));
+    let previous = crate::domain::policy::PolicyDocument {
+        rules: policy.rules[..1].to_vec(),
+    };
+    let (_, changed) =
+        crate::domain::policy::Policy::replace(&policy, Some((1, &previous)), &system5()).unwrap();
+    all.push(changed);
     let held = || {
         let terms = RunTerms {
             approval_rule: Some("risky".into()),

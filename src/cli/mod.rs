@@ -263,7 +263,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         Cmd::Run { command } => return run::run(&ctx, command).await,
         Cmd::Initiative { command } => return run::initiative(&ctx, command).await,
         Cmd::Audit(args) => return run::audit(&ctx, args).await,
-        Cmd::Mcp(args) => return crate::mcp::run(&ctx, args).await,
+        Cmd::Mcp(args) => {
+            // A host may start its servers before NATS too: the connection comes when it can.
+            let client = ctx.client_in_background().await?;
+            crate::mcp::run(client, ctx.actor.clone(), ctx.team.clone(), args).await?;
+        }
         Cmd::Outcome { command_id } => {
             let outcome = ctx
                 .client()

@@ -79,7 +79,12 @@ fn worker_flags_follow_the_subcommands_that_take_them() {
         serde_json::to_value(&s).unwrap(),
         serde_json::to_value(Settings::local()).unwrap()
     );
-    assert_eq!(s.defaulted, NAMES.to_vec());
+    assert_eq!(s.defaulted, names());
+    // The file takes every setting by the same name.
+    for name in names() {
+        let file: Result<SettingsFile, _> = serde_yaml_ng::from_str(&format!("{name}: null"));
+        assert!(file.is_ok(), "the config file does not take {name}");
+    }
     let refused = |args: &[&str]| Probe::command().try_get_matches_from(args).is_err();
     assert!(refused(&["sop", "other", "--batch-max", "8"]));
     assert!(refused(&["sop", "--batch-max", "8", "worker"]));

@@ -51,16 +51,20 @@ fn apply(series: &mut Series, op: &SeriesOp, who: &Actor, step: i64) -> Result<(
         SeriesOp::Revise(i) => {
             let base = pick(i, &next);
             let id = ProcedureId(uuid::Uuid::from_u128(10_000 + step as u128));
-            let new = next.revise(base, meta(), &first_run_discovery(), id, who, t(step))?;
+            let (new, _) = next.revise(base, meta(), &first_run_discovery(), id, who, t(step))?;
             let mut all = next.versions().to_vec();
             all.push(new);
             next = Series::new(all).expect("not empty");
         }
         SeriesOp::Edit(i) => {
             let id = pick(i, &next);
-            next.get_mut(id)
-                .expect("picked")
-                .edit(meta(), &first_run_discovery(), who, t(step))?;
+            next.get_mut(id).expect("picked").edit(
+                meta(),
+                &first_run_discovery(),
+                false,
+                who,
+                t(step),
+            )?;
         }
         SeriesOp::Discard(i) => {
             let id = pick(i, &next);

@@ -87,10 +87,13 @@ pub fn revise(s: &Series, base: u128, new: u128, at: i64) -> Result<Procedure, D
         &system4(),
         t(at),
     )
+    .map(|(p, _)| p)
 }
 
 pub fn draft_v1() -> Procedure {
-    Procedure::draft(pid(1), meta(), &first_run_discovery(), &system4(), t(0)).unwrap()
+    Procedure::draft(pid(1), meta(), &first_run_discovery(), &system4(), t(0))
+        .unwrap()
+        .0
 }
 
 pub fn approved_series() -> Series {

@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::server::{Bound, SopServer};
 use crate::bus::client::ClientError;
-use crate::cli::Exit;
 use crate::wire::query::QueryName;
+use anyhow::{Context as _, anyhow};
 
 /// How long a checked token is taken as valid without asking the worker again. The worker
 /// checks every command and query it signs anyway, so a revocation holds at once for them.
@@ -174,22 +174,19 @@ pub async fn serve(
     addr: &str,
     tokens: bool,
     stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Exit> {
+) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Exit(1, format!("bind {addr}: {e}")))?;
+        .with_context(|| format!("bind {addr}"))?;
     let bound = listener
         .local_addr()
-        .map_err(|e| Exit(1, format!("bind {addr}: {e}")))?;
+        .with_context(|| format!("bind {addr}"))?;
     if !tokens && !loopback(&bound) {
-        return Err(Exit(
-            1,
-            format!(
-                "{bound} is not a loopback address: a server bound to one system (--actor) would \
-                 let anyone who reaches it act as that system. Bind 127.0.0.1, or leave out \
-                 --actor so that every request must carry a token (sop token issue)"
-            ),
+        return Err(anyhow!(
+            "{bound} is not a loopback address: a server bound to one system (--actor) would \
+             let anyone who reaches it act as that system. Bind 127.0.0.1, or leave out \
+             --actor so that every request must carry a token (sop token issue)"
         ));
     }
     // Behind a token, a rebinding page cannot act: the Host check guards unauthenticated
@@ -226,5 +223,5 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(stopped)
         .await
-        .map_err(|e| Exit(1, format!("MCP over HTTP: {e}")))
+        .context("MCP over HTTP")
 }

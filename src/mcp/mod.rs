@@ -7,7 +7,6 @@ pub mod schema;
 mod server;
 pub mod tools;
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
@@ -15,7 +14,9 @@ use rmcp::ServiceExt;
 
 pub use server::{Given, Identity, NEXT_STEPS, SopServer, next_step};
 
-use crate::cli::{Ctx, Exit};
+use anyhow::{Context as _, anyhow};
+
+use crate::bus::client::Client;
 use schema::Dialect;
 use tools::Options;
 
@@ -40,14 +41,19 @@ pub struct McpArgs {
 /// How long start-up waits for a worker to say who the system is, before serving anyway.
 const BIND_AT_START: Duration = Duration::from_secs(3);
 
-pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<ExitCode, Exit> {
+/// Serves the MCP tools on `client`: of the system `actor` names (an id, or a name within
+/// `team`), or, over HTTP without one, of the system each request's token names.
+pub async fn run(
+    client: Client,
+    actor: Option<String>,
+    team: Option<String>,
+    args: McpArgs,
+) -> anyhow::Result<()> {
     let options = Options {
         dialect: args.schema_dialect,
         budget: Duration::from_secs(args.call_budget),
     };
-    // A host may start its servers before NATS too: the connection comes when it can.
-    let client = ctx.client_in_background().await?;
-    let Some(actor) = ctx.actor.clone() else {
+    let Some(actor) = actor else {
         return match args.http {
             Some(addr) => {
                 tracing::info!("serving MCP for the systems of the bearer tokens requests carry");
@@ -57,29 +63,23 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<ExitCode, Exit> {
                     true,
                     stopped(),
                 )
-                .await?;
-                Ok(ExitCode::SUCCESS)
+                .await
             }
-            None => Err(Exit(
-                1,
+            None => Err(anyhow!(
                 "give the system to act as: --actor <system id>, or --team <team> --actor \
                  <name> (or SOP_ACTOR, SOP_TEAM); over --http, leave it out to serve every \
                  system by bearer token"
-                    .into(),
             )),
         };
     };
-    let given = server::Given {
-        actor,
-        team: ctx.team.clone(),
-    };
+    let given = server::Given { actor, team };
     let server = SopServer::new(client, given, options);
     // A host may start its servers before the worker: then serve anyway, and each call
     // answers `unavailable` until a worker says who the system is.
     match tokio::time::timeout(BIND_AT_START, server.identity()).await {
         Ok(Ok(me)) => tracing::info!(system = %me.name, kind = me.kind.as_str(),
             team = %me.team, "serving MCP"),
-        Ok(Err((code, why))) if code != "unavailable" => return Err(Exit(1, why)),
+        Ok(Err((code, why))) if code != "unavailable" => return Err(anyhow!(why)),
         _ => tracing::warn!(
             "no SOP worker answers yet: serving MCP, each call answers `unavailable` until one does"
         ),
@@ -89,17 +89,17 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> Result<ExitCode, Exit> {
             let running = server
                 .serve(rmcp::transport::stdio())
                 .await
-                .map_err(|e| Exit(1, format!("MCP over stdio: {e}")))?;
+                .context("MCP over stdio")?;
             tokio::select! {
                 ended = running.waiting() => {
-                    ended.map_err(|e| Exit(1, format!("MCP over stdio: {e}")))?;
+                    ended.context("MCP over stdio")?;
                 }
                 () = stopped() => {}
             }
         }
         Some(addr) => http::serve(server, &addr, false, stopped()).await?,
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM: how a host or an orchestrator asks the server to stop.

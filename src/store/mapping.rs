@@ -1,103 +1,69 @@
-//! Domain ↔ entity enum conversions, the only place the two spellings meet.
+//! Domain ↔ row conversions: how the domain's closed sets and JSON columns are stored.
 
-use entity::enums as db;
+use sea_orm::DbErr;
 
 use crate::domain::procedure::{Impact, ProcedureStatus, RiskLevel};
 use crate::domain::review::ReviewOutcome;
 use crate::domain::run::{InitiativeStatus, RunStatus, TaskStatus, Verdict};
 use crate::domain::system::SystemKind;
 
-macro_rules! both_ways {
-    ($domain:ty, $db:ty { $($variant:ident),* $(,)? }) => {
-        impl From<$domain> for $db {
-            fn from(v: $domain) -> $db {
-                match v { $(<$domain>::$variant => <$db>::$variant),* }
-            }
-        }
-        impl From<$db> for $domain {
-            fn from(v: $db) -> $domain {
-                match v { $(<$db>::$variant => <$domain>::$variant),* }
-            }
-        }
-    };
+/// A closed set of the domain, stored as its names (`as_str`): the database holds no spelling
+/// of its own, and a migration that widens a CHECK lists the names it allows then.
+pub trait Stored: Copy + 'static {
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
 }
 
-both_ways!(
+macro_rules! stored {
+    ($($set:ty),* $(,)?) => {$(
+        impl Stored for $set {
+            const ALL: &'static [$set] = <$set>::ALL;
+            fn as_str(self) -> &'static str {
+                <$set>::as_str(self)
+            }
+        }
+
+        impl From<$set> for String {
+            fn from(value: $set) -> String {
+                value.as_str().to_owned()
+            }
+        }
+    )*};
+}
+
+stored!(
     SystemKind,
-    db::SystemType {
-        System1,
-        System2,
-        System3,
-        System4,
-        System5
-    }
-);
-both_ways!(
     ProcedureStatus,
-    db::ProcedureStatus {
-        Draft,
-        Approved,
-        Retired
-    }
-);
-both_ways!(
     RiskLevel,
-    db::RiskLevel {
-        Low,
-        Medium,
-        High,
-        Critical
-    }
-);
-both_ways!(Impact, db::Impact { Low, Medium, High });
-both_ways!(
+    Impact,
     RunStatus,
-    db::RunStatus {
-        AwaitingApproval,
-        Started,
-        Completed,
-        Failed,
-        Canceled
-    }
-);
-both_ways!(
     InitiativeStatus,
-    db::InitiativeStatus {
-        Pending,
-        InProgress,
-        Completed,
-        Canceled
-    }
-);
-both_ways!(
     TaskStatus,
-    db::TaskStatus {
-        Pending,
-        InProgress,
-        Blocked,
-        Completed,
-        Approved,
-        Rejected,
-        Canceled
-    }
-);
-both_ways!(Verdict, db::Verdict { Approve, Reject });
-both_ways!(
+    Verdict,
     ReviewOutcome,
-    db::ReviewOutcome {
-        Succeeded,
-        PartiallySucceeded,
-        Failed
-    }
 );
+
+/// The value stored in `column` as `T`; a name `T` does not have is a corrupt row.
+pub fn read<T: Stored>(column: &str, stored: &str) -> Result<T, DbErr> {
+    T::ALL
+        .iter()
+        .copied()
+        .find(|value| value.as_str() == stored)
+        .ok_or_else(|| DbErr::Type(format!("column {column}: {stored:?} is none of its values")))
+}
+
+/// [`read`] of a nullable column.
+pub fn read_opt<T: Stored>(column: &str, stored: Option<&str>) -> Result<Option<T>, DbErr> {
+    stored.map(|s| read(column, s)).transpose()
+}
 
 /// JSON array columns (`depends_on`, `skills`) to typed vectors. A value that does not parse
 /// is a corrupt row, reported as a database error rather than guessed at.
 pub fn from_json<T: serde::de::DeserializeOwned>(
     column: &str,
     value: serde_json::Value,
-) -> Result<T, sea_orm::DbErr> {
-    serde_json::from_value(value).map_err(|e| sea_orm::DbErr::Type(format!("column {column}: {e}")))
+) -> Result<T, DbErr> {
+    serde_json::from_value(value).map_err(|e| DbErr::Type(format!("column {column}: {e}")))
 }
 
 pub fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
@@ -108,7 +74,6 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_orm::ActiveEnum;
 
     /// How serde names `value` on the wire.
     fn serde_name(value: impl serde::Serialize) -> String {
@@ -119,35 +84,27 @@ mod tests {
             .to_owned()
     }
 
+    fn round_trips<T: Stored + serde::Serialize + PartialEq + std::fmt::Debug>() {
+        for &value in T::ALL {
+            assert_eq!(read::<T>("column", value.as_str()).unwrap(), value);
+            assert_eq!(serde_name(value), value.as_str(), "stored as on the wire");
+        }
+        assert!(matches!(
+            read::<T>("column", "paused?"),
+            Err(DbErr::Type(_))
+        ));
+    }
+
     #[test]
-    fn stored_values_are_the_wire_values() {
-        for k in SystemKind::ALL.iter().copied() {
-            assert_eq!(db::SystemType::from(k).to_value(), k.as_str());
-            assert_eq!(serde_name(k), k.as_str());
-        }
-        for s in TaskStatus::ALL.iter().copied() {
-            assert_eq!(db::TaskStatus::from(s).to_value(), s.as_str());
-            assert_eq!(serde_name(s), s.as_str());
-        }
-        for s in RunStatus::ALL.iter().copied() {
-            assert_eq!(db::RunStatus::from(s).to_value(), s.as_str());
-            assert_eq!(serde_name(s), s.as_str());
-        }
-        for s in InitiativeStatus::ALL.iter().copied() {
-            assert_eq!(db::InitiativeStatus::from(s).to_value(), s.as_str());
-            assert_eq!(serde_name(s), s.as_str());
-        }
-        for r in RiskLevel::ALL.iter().copied() {
-            assert_eq!(db::RiskLevel::from(r).to_value(), r.as_str());
-            assert_eq!(serde_name(r), r.as_str());
-        }
-        for i in Impact::ALL.iter().copied() {
-            assert_eq!(db::Impact::from(i).to_value(), i.as_str());
-            assert_eq!(serde_name(i), i.as_str());
-        }
-        for o in ReviewOutcome::ALL.iter().copied() {
-            assert_eq!(db::ReviewOutcome::from(o).to_value(), o.as_str());
-            assert_eq!(serde_name(o), o.as_str());
-        }
+    fn stored_values_are_the_wire_values_and_read_back() {
+        round_trips::<SystemKind>();
+        round_trips::<ProcedureStatus>();
+        round_trips::<RiskLevel>();
+        round_trips::<Impact>();
+        round_trips::<RunStatus>();
+        round_trips::<InitiativeStatus>();
+        round_trips::<TaskStatus>();
+        round_trips::<Verdict>();
+        round_trips::<ReviewOutcome>();
     }
 }

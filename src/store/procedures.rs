@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::mapping::{from_json, to_json};
+use super::mapping::{from_json, read, read_opt, to_json};
 use crate::domain::ids::*;
 use crate::domain::procedure::*;
 use crate::domain::template::{TaskTemplate, Templates};
@@ -87,8 +87,8 @@ pub fn from_row(row: procedure::Model) -> Result<Procedure, DbErr> {
         }),
         _ => None,
     };
-    let state = match row.status {
-        entity::enums::ProcedureStatus::Draft => ProcedureState::Draft {
+    let state = match read("procedure.status", &row.status)? {
+        ProcedureStatus::Draft => ProcedureState::Draft {
             rejection: match (
                 row.rejected_by_system_id,
                 row.rejected_at,
@@ -102,10 +102,10 @@ pub fn from_row(row: procedure::Model) -> Result<Procedure, DbErr> {
                 _ => None,
             },
         },
-        entity::enums::ProcedureStatus::Approved => ProcedureState::Approved(
+        ProcedureStatus::Approved => ProcedureState::Approved(
             approval.ok_or_else(|| corrupt(row.id, "approved without approver"))?,
         ),
-        entity::enums::ProcedureStatus::Retired => {
+        ProcedureStatus::Retired => {
             let (Some(by), Some(at), Some(kind), Some(reason)) = (
                 row.retired_by_system_id,
                 row.retired_at,
@@ -143,8 +143,8 @@ pub fn from_row(row: procedure::Model) -> Result<Procedure, DbErr> {
         meta: ProcedureMeta {
             name: row.name,
             description: row.description,
-            risk_level: row.risk_level.into(),
-            impact: row.impact.into(),
+            risk_level: read("procedure.risk_level", &row.risk_level)?,
+            impact: read("procedure.impact", &row.impact)?,
             rollback_plan: row.rollback_plan,
         },
         digest: Digest::from_stored(row.digest),
@@ -187,8 +187,7 @@ pub async fn page_of_team(
 ) -> Result<Vec<Procedure>, DbErr> {
     let mut query = procedure::Entity::find().filter(procedure::Column::TeamId.eq(team.0));
     if let Some(status) = status {
-        query = query
-            .filter(procedure::Column::Status.eq(entity::enums::ProcedureStatus::from(status)));
+        query = query.filter(procedure::Column::Status.eq(status.as_str()));
     }
     if let Some((series, version)) = after {
         query = query.filter(
@@ -403,7 +402,10 @@ pub async fn templates(
                     })
                 })
                 .collect::<Result<_, _>>()?,
-            default_assignee_type: r.default_assignee_system_type.map(Into::into),
+            default_assignee_type: read_opt(
+                "procedure_task.default_assignee_system_type",
+                r.default_assignee_system_type.as_deref(),
+            )?,
             required_skills: from_json("procedure_task.required_skills", r.required_skills)?,
         });
     }

@@ -54,7 +54,8 @@ pub fn view_of(
     use super::mapping::from_json;
     use crate::domain::event::{Provenance, ReviewView};
     use crate::domain::ids::*;
-    let outcome: crate::domain::review::ReviewOutcome = row.outcome.into();
+    let outcome: crate::domain::review::ReviewOutcome =
+        super::mapping::read("run_review.outcome", &row.outcome)?;
     Ok(ReviewView {
         review_id: ReviewId(row.id),
         provenance: Provenance {

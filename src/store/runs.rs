@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::mapping::{from_json, to_json};
+use super::mapping::{from_json, read, read_opt, to_json};
 use crate::domain::event::Provenance;
 use crate::domain::ids::*;
 use crate::domain::run::*;
@@ -140,7 +140,7 @@ pub async fn activity(
                     .iter()
                     .copied()
                     .filter(|s| s.is_open())
-                    .map(entity::enums::RunStatus::from),
+                    .map(RunStatus::as_str),
             ),
         )
         .count(db)
@@ -180,16 +180,19 @@ fn task_of(r: task::Model) -> Result<Task, DbErr> {
         position: r.position as u32,
         name: r.name,
         content: r.content,
-        status: r.status.into(),
+        status: read("task.status", &r.status)?,
         ready: r.ready,
         assignee: SystemId(r.assignee_system_id),
-        assignee_type: r.assignee_type.into(),
+        assignee_type: read("task.assignee_type", &r.assignee_type)?,
         depends_on: from_json("task.depends_on", r.depends_on)?,
-        default_assignee_type: r.default_assignee_system_type.map(Into::into),
+        default_assignee_type: read_opt(
+            "task.default_assignee_system_type",
+            r.default_assignee_system_type.as_deref(),
+        )?,
         required_skills: from_json("task.required_skills", r.required_skills)?,
         result: r.result,
         reasoning: r.reasoning,
-        review_verdict: r.review_verdict.map(Into::into),
+        review_verdict: read_opt("task.review_verdict", r.review_verdict.as_deref())?,
         review_reasoning: r.review_reasoning,
         replaces: r.replaces_task_id.map(TaskId),
         follow_up: r.follow_up_task_id.map(TaskId),
@@ -212,8 +215,7 @@ pub async fn run_ids(
         .column(procedure_run::Column::Id)
         .filter(procedure_run::Column::TeamId.eq(team.0));
     if let Some(status) = status {
-        query =
-            query.filter(procedure_run::Column::Status.eq(entity::enums::RunStatus::from(status)));
+        query = query.filter(procedure_run::Column::Status.eq(status.as_str()));
     }
     if let Some(series) = series {
         query = query.filter(procedure_run::Column::SeriesId.eq(series.0));
@@ -255,10 +257,10 @@ pub async fn assigned_tasks(
         .filter(task::Column::TeamId.eq(filter.team.0))
         .filter(task::Column::AssigneeSystemId.eq(filter.assignee.0));
     if let Some(status) = filter.status {
-        query = query.filter(task::Column::Status.eq(entity::enums::TaskStatus::from(status)));
+        query = query.filter(task::Column::Status.eq(status.as_str()));
     }
     let startable = Condition::all()
-        .add(task::Column::Status.eq(entity::enums::TaskStatus::Pending))
+        .add(task::Column::Status.eq(TaskStatus::Pending.as_str()))
         .add(task::Column::Ready.eq(true));
     match filter.ready {
         Some(true) => query = query.filter(startable),
@@ -357,6 +359,10 @@ async fn load_with(
         .count(db)
         .await?
         > 0;
+    let verdict = read_opt(
+        "procedure_run.approval_verdict",
+        run.approval_verdict.as_deref(),
+    )?;
     Ok(Some(Execution {
         provenance: Provenance {
             run_id: RunId(run.id),
@@ -367,20 +373,16 @@ async fn load_with(
             procedure_digest: run.procedure_digest,
         },
         team_id: TeamId(run.team_id),
-        status: run.status.into(),
+        status: read("procedure_run.status", &run.status)?,
         started_by: SystemId(run.started_by_system_id),
         started_at: run.started_at,
         completed_at: run.completed_at,
         reason: run.reason,
         approval: run.approval_rule.map(|rule| RunApproval {
             rule,
-            decision: match (
-                run.approval_verdict,
-                run.approval_by_system_id,
-                run.approval_at,
-            ) {
+            decision: match (verdict, run.approval_by_system_id, run.approval_at) {
                 (Some(verdict), Some(by), Some(at)) => Some(ApprovalDecision {
-                    verdict: verdict.into(),
+                    verdict,
                     by: SystemId(by),
                     at,
                     note: run.approval_note,
@@ -389,14 +391,14 @@ async fn load_with(
             },
         }),
         procedure: RunProcedure {
-            risk_level: proc_row.risk_level.into(),
-            impact: proc_row.impact.into(),
+            risk_level: read("procedure.risk_level", &proc_row.risk_level)?,
+            impact: read("procedure.impact", &proc_row.impact)?,
             rollback_plan: proc_row.rollback_plan,
         },
         initiative: Initiative {
             id: InitiativeId(ini.id),
             strategy_id: ini.strategy_id,
-            status: ini.status.into(),
+            status: read("initiative.status", &ini.status)?,
             name: ini.name,
             description: ini.description,
             result: ini.result,

@@ -9,7 +9,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::mapping::{from_json, to_json};
+use super::mapping::{from_json, read, to_json};
 use crate::domain::error::DomainError;
 use crate::domain::ids::{SystemId, TeamId};
 use crate::domain::system::{Actor, SystemKind};
@@ -128,7 +128,7 @@ async fn load(db: &impl ConnectionTrait, team_id: Uuid) -> Result<TeamRecord, Db
             Ok(SystemRecord {
                 id: s.id,
                 name: s.name,
-                kind: s.kind.into(),
+                kind: read("system.kind", &s.kind)?,
                 skills: from_json("system.skills", s.skills)?,
                 public_key: s.public_key,
             })
@@ -170,7 +170,7 @@ fn actor_of(row: system::Model) -> Result<Actor, DbErr> {
     Ok(Actor {
         id: SystemId(row.id),
         team_id: TeamId(row.team_id),
-        kind: row.kind.into(),
+        kind: read("system.kind", &row.kind)?,
         name: row.name,
         skills: from_json("system.skills", row.skills)?,
         public_key: row.public_key,

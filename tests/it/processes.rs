@@ -904,7 +904,7 @@ async fn a_run_limit_holds_with_executes_racing_on_two_workers() {
             .count() as u64;
         let open = entity::procedure_run::Entity::find()
             .filter(entity::procedure_run::Column::SeriesId.eq(sop))
-            .filter(entity::procedure_run::Column::Status.eq(entity::enums::RunStatus::Started))
+            .filter(entity::procedure_run::Column::Status.eq("started"))
             .count(app.db())
             .await
             .unwrap();

@@ -51,7 +51,7 @@ async fn runs_survive_the_approval_migration_both_ways(backend: Backend) {
         .await
         .unwrap()
         .expect("the run kept");
-    assert_eq!(row.status, entity::enums::RunStatus::Started);
+    assert_eq!(row.status, "started");
     assert_eq!(row.approval_rule, None);
     for index in ["ix_run_series", "ix_run_team_status"] {
         assert!(has_index(db, index).await, "{index} kept");

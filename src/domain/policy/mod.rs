@@ -15,8 +15,10 @@ use uuid::Uuid;
 pub use windows::{Freeze, FreezeDocument, WeeklyDocument};
 
 use super::error::DomainError;
+use super::event::{Event, EventData, EventKind, PolicyEvent};
 use super::ids::SeriesId;
 use super::procedure::RiskLevel;
+use super::system::{Actor, SystemKind};
 use super::text;
 
 /// Rules one policy may hold.
@@ -166,6 +168,30 @@ impl Policy {
             )),
             None => Ok(policy),
         }
+    }
+
+    /// System5 replaces its team's policy whole with `document`, after `previous` (its version
+    /// and document; none before the first): the version it becomes and `policy.changed`.
+    pub fn replace(
+        document: &PolicyDocument,
+        previous: Option<(u32, &PolicyDocument)>,
+        actor: &Actor,
+    ) -> Result<(u32, Event), DomainError> {
+        actor.authorise(SystemKind::System5, actor.team_id)?;
+        Policy::parse_new(document)?;
+        let version = previous.map_or(1, |(version, _)| version + 1);
+        let data = PolicyEvent {
+            version,
+            policy: document.clone(),
+            previous: previous.map(|(_, document)| document.clone()),
+            set_by_system_id: actor.id,
+        };
+        let event = Event::new(
+            EventKind::PolicyChanged,
+            actor.team_id,
+            EventData::Policy(Box::new(data)),
+        );
+        Ok((version, event))
     }
 
     /// How far back [`Attempt::started`] must reach for every rule.

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::DomainError;
+use super::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
 use super::ids::{ProcedureId, SeriesId, SystemId, TeamId, Version};
 use super::system::{Actor, SystemKind};
 use super::template::Templates;
@@ -148,7 +149,19 @@ impl ProcedureMeta {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum ProcedureStatus {
     Draft,
@@ -157,12 +170,10 @@ pub enum ProcedureStatus {
 }
 
 impl ProcedureStatus {
+    pub const ALL: &'static [ProcedureStatus] = <ProcedureStatus as strum::VariantArray>::VARIANTS;
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            ProcedureStatus::Draft => "draft",
-            ProcedureStatus::Approved => "approved",
-            ProcedureStatus::Retired => "retired",
-        }
+        self.into()
     }
 }
 
@@ -256,6 +267,19 @@ impl Procedure {
         format!("procedure {} {}", self.id, self.version)
     }
 
+    /// An event about this version: its view, with what `add` puts in.
+    pub(crate) fn event(&self, kind: EventKind, add: impl FnOnce(&mut ProcedureEvent)) -> Event {
+        let mut data = ProcedureEvent {
+            procedure: ProcedureView::of(self),
+            tasks: None,
+            reason: None,
+            based_on: None,
+            superseded: None,
+        };
+        add(&mut data);
+        Event::new(kind, self.team_id, EventData::Procedure(Box::new(data)))
+    }
+
     /// System4 drafts version 1 of a new series in its own team.
     pub fn draft(
         id: ProcedureId,
@@ -263,9 +287,9 @@ impl Procedure {
         templates: &Templates,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> Result<Procedure, DomainError> {
+    ) -> Result<(Procedure, Event), DomainError> {
         actor.authorise(SystemKind::System4, actor.team_id)?;
-        Ok(Procedure {
+        let p = Procedure {
             id,
             series_id: SeriesId(id.0),
             team_id: actor.team_id,
@@ -276,25 +300,33 @@ impl Procedure {
             created_by: actor.id,
             created_at: now,
             updated_at: now,
-        })
+        };
+        let event = p.event(EventKind::ProcedureDrafted, |e| {
+            e.tasks = Some(templates.as_slice().to_vec());
+        });
+        Ok((p, event))
     }
 
     /// System4 changes a draft in place (approved versions are immutable).
-    /// `templates` are the version's templates after the edit, changed or not.
+    /// `templates` are the version's templates after the edit; `changed`, whether the edit
+    /// changed them (the event carries them only then).
     pub fn edit(
         &mut self,
         meta: ProcedureMeta,
         templates: &Templates,
+        changed: bool,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> Result<(), DomainError> {
+    ) -> Result<Event, DomainError> {
         actor.authorise(SystemKind::System4, self.team_id)?;
         self.require_draft("edit")?;
         self.digest = Digest::of(&meta, templates);
         self.meta = meta;
         self.state = ProcedureState::Draft { rejection: None };
         self.updated_at = now;
-        Ok(())
+        Ok(self.event(EventKind::ProcedureEdited, |e| {
+            e.tasks = changed.then(|| templates.as_slice().to_vec());
+        }))
     }
 
     /// System4 abandons a draft; it stays readable as a retired version that was never approved.
@@ -303,7 +335,7 @@ impl Procedure {
         reason: String,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> Result<(), DomainError> {
+    ) -> Result<Event, DomainError> {
         actor.authorise(SystemKind::System4, self.team_id)?;
         self.require_draft("discard")?;
         self.state = ProcedureState::Retired {
@@ -311,11 +343,13 @@ impl Procedure {
             retirement: Retirement {
                 by: actor.id,
                 at: now,
-                reason: RetireReason::Discarded { reason },
+                reason: RetireReason::Discarded {
+                    reason: reason.clone(),
+                },
             },
         };
         self.updated_at = now;
-        Ok(())
+        Ok(self.event(EventKind::ProcedureDiscarded, |e| e.reason = Some(reason)))
     }
 
     /// System5 sends a draft back to System4 with a reason; it stays a draft.
@@ -324,18 +358,18 @@ impl Procedure {
         reason: String,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> Result<(), DomainError> {
+    ) -> Result<Event, DomainError> {
         actor.authorise(SystemKind::System5, self.team_id)?;
         self.require_draft("reject")?;
         self.state = ProcedureState::Draft {
             rejection: Some(Rejection {
                 by: actor.id,
                 at: now,
-                reason,
+                reason: reason.clone(),
             }),
         };
         self.updated_at = now;
-        Ok(())
+        Ok(self.event(EventKind::ProcedureRejected, |e| e.reason = Some(reason)))
     }
 
     /// System5 takes an approved version out of service; it stays readable for audit.
@@ -344,7 +378,7 @@ impl Procedure {
         reason: String,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> Result<(), DomainError> {
+    ) -> Result<Event, DomainError> {
         actor.authorise(SystemKind::System5, self.team_id)?;
         let ProcedureState::Approved(approval) = &self.state else {
             return Err(DomainError::transition(
@@ -358,11 +392,13 @@ impl Procedure {
             retirement: Retirement {
                 by: actor.id,
                 at: now,
-                reason: RetireReason::Retired { reason },
+                reason: RetireReason::Retired {
+                    reason: reason.clone(),
+                },
             },
         };
         self.updated_at = now;
-        Ok(())
+        Ok(self.event(EventKind::ProcedureRetired, |e| e.reason = Some(reason)))
     }
 
     fn require_draft(&self, action: &'static str) -> Result<(), DomainError> {

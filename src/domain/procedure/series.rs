@@ -7,6 +7,7 @@ use super::{
     Retirement,
 };
 use crate::domain::error::DomainError;
+use crate::domain::event::{Event, EventKind, ProcedureView};
 use crate::domain::ids::{ProcedureId, Version};
 use crate::domain::system::{Actor, SystemKind};
 use crate::domain::template::Templates;
@@ -19,11 +20,13 @@ pub struct Series {
 }
 
 /// What an approval changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalOutcome {
     pub approved: ProcedureId,
     /// The previously approved version, now retired as superseded.
     pub superseded: Option<ProcedureId>,
+    /// `procedure.approved`, then `procedure.retired` for the superseded version.
+    pub events: Vec<Event>,
 }
 
 impl Series {
@@ -66,7 +69,7 @@ impl Series {
         new_id: ProcedureId,
         actor: &Actor,
         now: DateTime<Utc>,
-    ) -> Result<Procedure, DomainError> {
+    ) -> Result<(Procedure, Event), DomainError> {
         let latest = self.latest();
         actor.authorise(SystemKind::System4, latest.team_id)?;
         let base = self
@@ -84,7 +87,7 @@ impl Series {
                 version: latest.version,
             });
         }
-        Ok(Procedure {
+        let p = Procedure {
             id: new_id,
             series_id: latest.series_id,
             team_id: latest.team_id,
@@ -95,7 +98,12 @@ impl Series {
             created_by: actor.id,
             created_at: now,
             updated_at: now,
-        })
+        };
+        let event = p.event(EventKind::ProcedureRevised, |e| {
+            e.tasks = Some(templates.as_slice().to_vec());
+            e.based_on = Some(base.id);
+        });
+        Ok((p, event))
     }
 
     /// System5 approves the series' draft. The previously approved version is retired in the
@@ -131,6 +139,7 @@ impl Series {
             });
         }
         let mut superseded = None;
+        let mut retired = None;
         for old in &mut self.versions {
             if let ProcedureState::Approved(approval) = &old.state {
                 old.state = ProcedureState::Retired {
@@ -143,6 +152,9 @@ impl Series {
                 };
                 old.updated_at = now;
                 superseded = Some(old.id);
+                retired = Some(old.event(EventKind::ProcedureRetired, |e| {
+                    e.reason = ProcedureView::of(old).retired_reason;
+                }));
             }
         }
         let Some(target) = self.get_mut(id) else {
@@ -156,9 +168,11 @@ impl Series {
             at: now,
         });
         target.updated_at = now;
+        let approved = target.event(EventKind::ProcedureApproved, |e| e.superseded = superseded);
         Ok(ApprovalOutcome {
             approved: id,
             superseded,
+            events: std::iter::once(approved).chain(retired).collect(),
         })
     }
 

@@ -4,7 +4,12 @@ use crate::domain::testing::*;
 
 #[test]
 fn drafting_starts_version_1_of_a_new_series() {
-    let p = Procedure::draft(pid(1), meta(), &first_run_discovery(), &system4(), t(0)).unwrap();
+    let (p, drafted) =
+        Procedure::draft(pid(1), meta(), &first_run_discovery(), &system4(), t(0)).unwrap();
+    assert_eq!(
+        drafted.kind,
+        crate::domain::event::EventKind::ProcedureDrafted
+    );
     assert_eq!(p.version, Version(1));
     assert_eq!(p.series_id.0, p.id.0);
     assert_eq!(p.status(), ProcedureStatus::Draft);
@@ -72,7 +77,7 @@ fn an_approved_version_cannot_be_approved_again_or_edited() {
     ));
     let mut v1 = s.get(pid(1)).unwrap().clone();
     assert!(matches!(
-        v1.edit(meta(), &first_run_discovery(), &system4(), t(3))
+        v1.edit(meta(), &first_run_discovery(), false, &system4(), t(3))
             .unwrap_err(),
         DomainError::InvalidTransition { action: "edit", .. }
     ));
@@ -155,7 +160,7 @@ fn reject_keeps_the_draft_and_records_the_reason_until_the_next_edit() {
     assert!(
         matches!(&p.state, ProcedureState::Draft { rejection: Some(r) } if r.reason == "no rollback detail")
     );
-    p.edit(meta(), &first_run_discovery(), &system4(), t(2))
+    p.edit(meta(), &first_run_discovery(), false, &system4(), t(2))
         .unwrap();
     assert_eq!(p.state, ProcedureState::Draft { rejection: None });
 }
@@ -215,7 +220,7 @@ fn an_approval_names_the_content_its_approver_read() {
     let mut changed = meta();
     changed.rollback_plan = "Nothing to undo.".into();
     draft
-        .edit(changed, &first_run_discovery(), &system4(), t(1))
+        .edit(changed, &first_run_discovery(), false, &system4(), t(1))
         .unwrap();
     assert_ne!(draft.digest.as_str(), read, "an edit changes the digest");
     let mut s = Series::new(vec![draft.clone()]).unwrap();

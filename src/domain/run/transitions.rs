@@ -302,11 +302,7 @@ impl Execution {
         now: DateTime<Utc>,
     ) -> Result<(), DomainError> {
         actor.authorise(SystemKind::System5, self.team_id)?;
-        let action = match verdict {
-            Verdict::Approve => "approve",
-            Verdict::Reject => "reject",
-        };
-        self.require(self.status == RunStatus::AwaitingApproval, action)?;
+        self.require(self.status == RunStatus::AwaitingApproval, verdict.as_str())?;
         if let Some(approval) = &mut self.approval {
             approval.decision = Some(ApprovalDecision {
                 verdict,
