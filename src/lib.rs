@@ -52,6 +52,38 @@ macro_rules! subject_names {
     };
 }
 
+/// A closed set of the domain, named in snake_case on the wire and in the database: the
+/// derives every one needs (serde, its schema, strum's list and names), `ALL` and `as_str`.
+/// More derives and attributes go before the `enum`.
+macro_rules! closed_set {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident,)* }) => {
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            serde::Serialize,
+            serde::Deserialize,
+            schemars::JsonSchema,
+            strum::VariantArray,
+            strum::IntoStaticStr,
+        )]
+        $(#[$meta])*
+        #[strum(serialize_all = "snake_case")]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$variant_meta])* $variant,)* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = <$name as strum::VariantArray>::VARIANTS;
+
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+    };
+}
+
 pub mod app;
 pub mod application;
 pub mod bus;

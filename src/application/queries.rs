@@ -248,352 +248,424 @@ pub async fn answer(
         None => None,
     };
     check_signature(&who, signed, token, now)?;
-    Ok(match query {
-        Query::GetPolicy => {
-            let stored = store::policies::in_force(db, who.team_id).await?;
-            Answer::Policy(Box::new(match stored {
-                Some(p) => PolicyAnswer {
-                    version: p.version,
-                    policy: p.document,
-                    set_by_system_id: Some(p.set_by),
-                    set_at: Some(p.set_at),
-                },
-                None => PolicyAnswer {
-                    version: 0,
-                    policy: PolicyDocument::default(),
-                    set_by_system_id: None,
-                    set_at: None,
-                },
-            }))
-        }
-        Query::GetProcedure { procedure_id } => {
-            let p = procedure(db, &who, procedure_id).await?;
-            let tasks = templates(db, p.id).await?.as_slice().to_vec();
-            Answer::Procedure(Box::new(ProcedureDetail {
-                procedure: ProcedureView::of(&p),
-                tasks,
-            }))
-        }
+    let asked = Asked {
+        db,
+        who,
+        now,
+        max_bytes,
+    };
+    match query {
+        Query::GetPolicy => get_policy(&asked).await,
+        Query::GetProcedure { procedure_id } => get_procedure(&asked, procedure_id).await,
         Query::ListProcedures { status, name, page } => {
-            let found = list_procedures(db, &who, status, name, page).await?;
-            let cursor = |(series, version): (SeriesId, Version)| {
-                Cursor::Procedures {
-                    series_id: series.0,
-                    version: version.0,
-                }
-                .encode()
-            };
-            // Every cursor of one list has the same length, so any stands for the real one.
-            let base = json_len(&ProcedureList {
-                procedures: vec![],
-                next_cursor: Some(cursor((SeriesId(Uuid::nil()), Version(0)))),
-            });
-            let (procedures, next) = fit(base, found, page.limit, max_bytes)?;
-            Answer::Procedures(ProcedureList {
-                procedures,
-                next_cursor: next.map(cursor),
-            })
+            list_procedures(&asked, status, name, page).await
         }
-        Query::History { series_id, page } => {
-            let team = store::procedures::team_of_series(db, SeriesId(series_id))
-                .await?
-                .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
-            within_team(&who, team, "procedure series", series_id)?;
-            let found = store::procedures::page_of_series(
-                db,
-                SeriesId(series_id),
-                page.after,
-                page.limit + 1,
-            )
-            .await?
-            .iter()
-            .map(|p| (p.version, ProcedureView::of(p)))
-            .collect();
-            let cursor = |version: Version| {
-                Cursor::History {
-                    series_id,
-                    version: version.0,
-                }
-                .encode()
-            };
-            let base = json_len(&History {
-                series_id: SeriesId(series_id),
-                versions: vec![],
-                next_cursor: Some(cursor(Version(0))),
-            });
-            let (versions, next) = fit(base, found, page.limit, max_bytes)?;
-            Answer::History(History {
-                series_id: SeriesId(series_id),
-                versions,
-                next_cursor: next.map(cursor),
-            })
-        }
-        Query::Diff { from, to } => {
-            let (a, b) = (
-                procedure(db, &who, from).await?,
-                procedure(db, &who, to).await?,
-            );
-            let (ta, tb) = (templates(db, a.id).await?, templates(db, b.id).await?);
-            Answer::Diff(Box::new(VersionDiff {
-                diff: diff((&a.meta, &ta), (&b.meta, &tb)),
-                from: ProcedureView::of(&a),
-                to: ProcedureView::of(&b),
-            }))
-        }
-        Query::Preview { procedure_id } => {
-            let p = procedure(db, &who, procedure_id).await?;
-            let ts = templates(db, p.id).await?;
-            let team = store::teams::members(db, p.team_id).await?;
-            let names: BTreeMap<SystemId, String> =
-                team.iter().map(|s| (s.id, s.name.clone())).collect();
-            let (assignees, assignment_error) = match assign(&ts, &team) {
-                Ok(a) => (a.into_iter().map(Some).collect(), None),
-                Err(e) => (vec![None; ts.len()], Some(e.to_string())),
-            };
-            let not_approved = (p.status() != ProcedureStatus::Approved).then(|| {
-                format!(
-                    "version {} is {}, only the approved version executes",
-                    p.version,
-                    p.status()
-                )
-            });
-            // What the team's policy would say now (a freeze, a run limit), as an execute meets it.
-            let policy = match store::policies::in_force(db, p.team_id).await? {
-                Some(stored) => Some(TeamPolicy::of(stored)?),
-                None => None,
-            };
-            let judgement = match &policy {
-                Some(policy) => {
-                    let series = p.series_id;
-                    let activity = async |since| store::runs::activity(db, series, since).await;
-                    policy
-                        .judge(series, p.meta.risk_level, now, activity)
-                        .await?
-                }
-                None => Judgement::Allowed {
-                    approval_rule: None,
-                },
-            };
-            let (refusal, approval_rule) = match judgement {
-                Judgement::Refused(why) => (Some(why), None),
-                Judgement::Allowed { approval_rule } => (None, approval_rule),
-            };
-            let policy_rule = refusal.as_ref().and_then(|e| e.field().map(str::to_owned));
-            let blocked_by = not_approved
-                .or(assignment_error)
-                .or(refusal.map(|e| e.to_string()));
-            let tasks = ts
-                .as_slice()
-                .iter()
-                .zip(assignees)
-                .map(|(t, chosen)| PreviewTask {
-                    position: t.position,
-                    name: t.name.clone(),
-                    description: t.description.clone(),
-                    depends_on: t.depends_on.iter().copied().collect(),
-                    ready_at_start: t.depends_on.is_empty(),
-                    assignee_type: t.default_assignee_type.unwrap_or(SystemKind::System1),
-                    assignee_system_id: chosen.map(|c| c.0),
-                    assignee_name: chosen.and_then(|c| names.get(&c.0).cloned()),
-                    required_skills: t.required_skills.clone(),
-                })
-                .collect();
-            Answer::Preview(Box::new(Preview {
-                executable: blocked_by.is_none(),
-                blocked_by,
-                policy_rule,
-                approval_rule,
-                initiative_name: p.meta.name.clone(),
-                initiative_description: p.meta.description.clone(),
-                procedure: ProcedureView::of(&p),
-                tasks,
-            }))
-        }
-        Query::GetRun { run_id, page } => {
-            let (run, review) = run_and_review(db, &who, RunId(run_id), "run", run_id).await?;
-            // The run's views count and list every task, so the whole aggregate is loaded
-            // anyway; its tasks are in creation order, their index is their stored `seq`.
-            let first = page.after.map_or(0, |seq| seq as usize + 1);
-            let found = run
-                .tasks
-                .iter()
-                .enumerate()
-                .skip(first)
-                .take(page.limit as usize + 1)
-                .map(|(seq, t)| (seq as u32, run.task_view(t)))
-                .collect();
-            let cursor = |seq: u32| Cursor::RunTasks { run_id, seq }.encode();
-            let mut detail = RunDetail {
-                run: run.run_view(),
-                initiative: run.initiative_view(),
-                tasks: vec![],
-                review,
-                next_cursor: Some(cursor(0)),
-            };
-            let (tasks, next) = fit(json_len(&detail), found, page.limit, max_bytes)?;
-            detail.tasks = tasks;
-            detail.next_cursor = next.map(cursor);
-            Answer::Run(Box::new(detail))
-        }
+        Query::History { series_id, page } => history(&asked, series_id, page).await,
+        Query::Diff { from, to } => version_diff(&asked, from, to).await,
+        Query::Preview { procedure_id } => preview(&asked, procedure_id).await,
+        Query::GetRun { run_id, page } => get_run(&asked, run_id, page).await,
         Query::ListRuns {
             status,
             series_id,
             page,
-        } => {
-            let status = status_filter::<RunStatus>(status)?;
-            let ids = store::runs::run_ids(
-                db,
-                who.team_id,
-                status,
-                series_id,
-                page.after,
-                page.limit + 1,
-            )
-            .await?;
-            let mut found = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(run) = store::runs::load(db, id).await? {
-                    found.push((id, run.run_view()));
-                }
-            }
-            let cursor = |run: RunId| Cursor::Runs { run_id: run.0 }.encode();
-            let mut list = RunList {
-                runs: vec![],
-                next_cursor: Some(cursor(RunId(Uuid::nil()))),
-            };
-            let (runs, next) = fit(json_len(&list), found, page.limit, max_bytes)?;
-            list.runs = runs;
-            list.next_cursor = next.map(cursor);
-            Answer::Runs(list)
-        }
+        } => list_runs(&asked, status, series_id, page).await,
         Query::ListTasks {
             assignee,
             status,
             ready,
             page,
-        } => {
-            let status = status_filter::<TaskStatus>(status)?;
-            // Another team's system is answered like one that does not exist.
-            match store::teams::actor(db, assignee.0).await? {
-                Some((system, _)) if system.team_id == who.team_id => {}
-                _ => return Err(Rejection::not_found("system", assignee.0).into()),
-            }
-            let filter = store::runs::TaskFilter {
-                team: who.team_id,
-                assignee,
-                status,
-                ready,
-            };
-            let found = store::runs::assigned_tasks(db, &filter, page.after, page.limit + 1)
-                .await?
-                .into_iter()
-                .map(|(provenance, t)| (t.id, task_view(&provenance, &t)))
-                .collect();
-            let cursor = |task: TaskId| {
-                Cursor::Tasks {
-                    assignee: assignee.0,
-                    task_id: task.0,
-                }
-                .encode()
-            };
-            let mut list = TaskList {
-                assignee_system_id: assignee,
-                tasks: vec![],
-                next_cursor: Some(cursor(TaskId(Uuid::nil()))),
-            };
-            let (tasks, next) = fit(json_len(&list), found, page.limit, max_bytes)?;
-            list.tasks = tasks;
-            list.next_cursor = next.map(cursor);
-            Answer::Tasks(list)
-        }
-        Query::Trace { initiative_id } => {
-            let run = store::runs::run_of_initiative(db, initiative_id)
-                .await?
-                .ok_or_else(|| Rejection::not_found("initiative", initiative_id))?;
-            let (run, review) = run_and_review(db, &who, run, "initiative", initiative_id).await?;
-            let p = procedure(db, &who, run.provenance.procedure_id.0).await?;
-            Answer::Trace(Box::new(Trace {
-                initiative_id: InitiativeId(initiative_id),
-                review_id: review.as_ref().map(|r| r.review_id),
-                run: run.run_view(),
-                procedure: ProcedureView::of(&p),
-            }))
-        }
+        } => list_tasks(&asked, assignee, status, ready, page).await,
+        Query::Trace { initiative_id } => trace(&asked, initiative_id).await,
         Query::Audit {
             series_id,
             run_id,
             page,
-        } => {
-            if series_id.is_none() && run_id.is_none() {
-                return Err(Rejection {
-                    code: ErrorCode::ValidationFailed,
-                    message: "give series_id or run_id".into(),
-                    field: Some("series_id".into()),
-                }
-                .into());
-            }
-            if let Some(s) = series_id {
-                let team = store::procedures::team_of_series(db, SeriesId(s))
-                    .await?
-                    .ok_or_else(|| Rejection::not_found("procedure series", s))?;
-                within_team(&who, team, "procedure series", s)?;
-            }
-            if let Some(r) = run_id {
-                let run = store::runs::load(db, RunId(r))
-                    .await?
-                    .ok_or_else(|| Rejection::not_found("run", r))?;
-                within_team(&who, run.team_id, "run", r)?;
-            }
-            let rows =
-                store::outbox::trail(db, series_id, run_id, page.after, page.limit + 1).await?;
-            let found = rows
-                .into_iter()
-                .map(|(r, published)| {
-                    let entry = AuditEntry {
-                        seq: r.seq,
-                        event_id: r.message_id,
-                        kind: r.kind.trim_start_matches("event.").to_owned(),
-                        subject: r.subject,
-                        occurred_at: r.created_at,
-                        actor: store::outbox::actor_of(&r.payload),
-                        causation_id: r.causation_id,
-                        published,
-                    };
-                    (entry.seq, entry)
-                })
-                .collect();
-            let cursor = |seq: i64| {
-                Cursor::Audit {
-                    series_id,
-                    run_id,
-                    seq,
-                }
-                .encode()
-            };
-            let base = json_len(&Audit {
-                entries: vec![],
-                next_cursor: Some(cursor(0)),
-            });
-            let (entries, next) = fit(base, found, page.limit, max_bytes)?;
-            Answer::Audit(Audit {
-                entries,
-                next_cursor: next.map(cursor),
-            })
+        } => audit(&asked, series_id, run_id, page).await,
+        Query::Outcome { command_id } => outcome(&asked, command_id).await,
+    }
+}
+
+/// What every query is answered with: the database, the asking system (its signature
+/// checked), the time, and the bytes the answer may take.
+struct Asked<'a> {
+    db: &'a DatabaseConnection,
+    who: Actor,
+    now: DateTime<Utc>,
+    max_bytes: usize,
+}
+
+async fn get_policy(asked: &Asked<'_>) -> Result<Answer, QueryError> {
+    let (db, who) = (asked.db, &asked.who);
+    let stored = store::policies::in_force(db, who.team_id).await?;
+    Ok(Answer::Policy(Box::new(match stored {
+        Some(p) => PolicyAnswer {
+            version: p.version,
+            policy: p.document,
+            set_by_system_id: Some(p.set_by),
+            set_at: Some(p.set_at),
+        },
+        None => PolicyAnswer {
+            version: 0,
+            policy: PolicyDocument::default(),
+            set_by_system_id: None,
+            set_at: None,
+        },
+    })))
+}
+
+async fn get_procedure(asked: &Asked<'_>, procedure_id: Uuid) -> Result<Answer, QueryError> {
+    let (db, who) = (asked.db, &asked.who);
+    let p = procedure(db, who, procedure_id).await?;
+    let tasks = templates(db, p.id).await?.as_slice().to_vec();
+    Ok(Answer::Procedure(Box::new(ProcedureDetail {
+        procedure: ProcedureView::of(&p),
+        tasks,
+    })))
+}
+
+async fn list_procedures(
+    asked: &Asked<'_>,
+    status: Option<String>,
+    name: Option<String>,
+    page: Page<(SeriesId, Version)>,
+) -> Result<Answer, QueryError> {
+    let (db, who, max_bytes) = (asked.db, &asked.who, asked.max_bytes);
+    let found = versions_page(db, who, status, name, page).await?;
+    let cursor = |(series, version): (SeriesId, Version)| {
+        Cursor::Procedures {
+            series_id: series.0,
+            version: version.0,
         }
-        Query::Outcome { command_id } => {
-            let (outcome, sender) = store::inbox::find_with_actor(db, command_id)
+        .encode()
+    };
+    // Every cursor of one list has the same length, so any stands for the real one.
+    let base = json_len(&ProcedureList {
+        procedures: vec![],
+        next_cursor: Some(cursor((SeriesId(Uuid::nil()), Version(0)))),
+    });
+    let (procedures, next) = fit(base, found, page.limit, max_bytes)?;
+    Ok(Answer::Procedures(ProcedureList {
+        procedures,
+        next_cursor: next.map(cursor),
+    }))
+}
+
+async fn history(
+    asked: &Asked<'_>,
+    series_id: Uuid,
+    page: Page<Version>,
+) -> Result<Answer, QueryError> {
+    let (db, who, max_bytes) = (asked.db, &asked.who, asked.max_bytes);
+    let team = store::procedures::team_of_series(db, SeriesId(series_id))
+        .await?
+        .ok_or_else(|| Rejection::not_found("procedure series", series_id))?;
+    within_team(who, team, "procedure series", series_id)?;
+    let found =
+        store::procedures::page_of_series(db, SeriesId(series_id), page.after, page.limit + 1)
+            .await?
+            .iter()
+            .map(|p| (p.version, ProcedureView::of(p)))
+            .collect();
+    let cursor = |version: Version| {
+        Cursor::History {
+            series_id,
+            version: version.0,
+        }
+        .encode()
+    };
+    let base = json_len(&History {
+        series_id: SeriesId(series_id),
+        versions: vec![],
+        next_cursor: Some(cursor(Version(0))),
+    });
+    let (versions, next) = fit(base, found, page.limit, max_bytes)?;
+    Ok(Answer::History(History {
+        series_id: SeriesId(series_id),
+        versions,
+        next_cursor: next.map(cursor),
+    }))
+}
+
+async fn version_diff(asked: &Asked<'_>, from: Uuid, to: Uuid) -> Result<Answer, QueryError> {
+    let (db, who) = (asked.db, &asked.who);
+    let (a, b) = (
+        procedure(db, who, from).await?,
+        procedure(db, who, to).await?,
+    );
+    let (ta, tb) = (templates(db, a.id).await?, templates(db, b.id).await?);
+    Ok(Answer::Diff(Box::new(VersionDiff {
+        diff: diff((&a.meta, &ta), (&b.meta, &tb)),
+        from: ProcedureView::of(&a),
+        to: ProcedureView::of(&b),
+    })))
+}
+
+async fn preview(asked: &Asked<'_>, procedure_id: Uuid) -> Result<Answer, QueryError> {
+    let (db, who, now) = (asked.db, &asked.who, asked.now);
+    let p = procedure(db, who, procedure_id).await?;
+    let ts = templates(db, p.id).await?;
+    let team = store::teams::members(db, p.team_id).await?;
+    let names: BTreeMap<SystemId, String> = team.iter().map(|s| (s.id, s.name.clone())).collect();
+    let (assignees, assignment_error) = match assign(&ts, &team) {
+        Ok(a) => (a.into_iter().map(Some).collect(), None),
+        Err(e) => (vec![None; ts.len()], Some(e.to_string())),
+    };
+    let not_approved = (p.status() != ProcedureStatus::Approved).then(|| {
+        format!(
+            "version {} is {}, only the approved version executes",
+            p.version,
+            p.status()
+        )
+    });
+    // What the team's policy would say now (a freeze, a run limit), as an execute meets it.
+    let policy = match store::policies::in_force(db, p.team_id).await? {
+        Some(stored) => Some(TeamPolicy::of(stored)?),
+        None => None,
+    };
+    let judgement = match &policy {
+        Some(policy) => {
+            let series = p.series_id;
+            let activity = async |since| store::runs::activity(db, series, since).await;
+            policy
+                .judge(series, p.meta.risk_level, now, activity)
                 .await?
-                .ok_or_else(|| Rejection::not_found("outcome of command", command_id))?;
-            // A command's outcome is its team's business; one from an unknown sender is anyone's.
-            if let Some((sender, _)) = match sender {
-                Some(s) => store::teams::actor(db, s).await?,
-                None => None,
-            } {
-                within_team(&who, sender.team_id, "outcome of command", command_id)?;
-            }
-            Answer::Outcome(Box::new(outcome))
         }
-    })
+        None => Judgement::Allowed {
+            approval_rule: None,
+        },
+    };
+    let (refusal, approval_rule) = match judgement {
+        Judgement::Refused(why) => (Some(why), None),
+        Judgement::Allowed { approval_rule } => (None, approval_rule),
+    };
+    let policy_rule = refusal.as_ref().and_then(|e| e.field().map(str::to_owned));
+    let blocked_by = not_approved
+        .or(assignment_error)
+        .or(refusal.map(|e| e.to_string()));
+    let tasks = ts
+        .as_slice()
+        .iter()
+        .zip(assignees)
+        .map(|(t, chosen)| PreviewTask {
+            position: t.position,
+            name: t.name.clone(),
+            description: t.description.clone(),
+            depends_on: t.depends_on.iter().copied().collect(),
+            ready_at_start: t.depends_on.is_empty(),
+            assignee_type: t.default_assignee_type.unwrap_or(SystemKind::System1),
+            assignee_system_id: chosen.map(|c| c.0),
+            assignee_name: chosen.and_then(|c| names.get(&c.0).cloned()),
+            required_skills: t.required_skills.clone(),
+        })
+        .collect();
+    Ok(Answer::Preview(Box::new(Preview {
+        executable: blocked_by.is_none(),
+        blocked_by,
+        policy_rule,
+        approval_rule,
+        initiative_name: p.meta.name.clone(),
+        initiative_description: p.meta.description.clone(),
+        procedure: ProcedureView::of(&p),
+        tasks,
+    })))
+}
+
+async fn get_run(asked: &Asked<'_>, run_id: Uuid, page: Page<u32>) -> Result<Answer, QueryError> {
+    let (db, who, max_bytes) = (asked.db, &asked.who, asked.max_bytes);
+    let (run, review) = run_and_review(db, who, RunId(run_id), "run", run_id).await?;
+    // The run's views count and list every task, so the whole aggregate is loaded
+    // anyway; its tasks are in creation order, their index is their stored `seq`.
+    let first = page.after.map_or(0, |seq| seq as usize + 1);
+    let found = run
+        .tasks
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(page.limit as usize + 1)
+        .map(|(seq, t)| (seq as u32, run.task_view(t)))
+        .collect();
+    let cursor = |seq: u32| Cursor::RunTasks { run_id, seq }.encode();
+    let mut detail = RunDetail {
+        run: run.run_view(),
+        initiative: run.initiative_view(),
+        tasks: vec![],
+        review,
+        next_cursor: Some(cursor(0)),
+    };
+    let (tasks, next) = fit(json_len(&detail), found, page.limit, max_bytes)?;
+    detail.tasks = tasks;
+    detail.next_cursor = next.map(cursor);
+    Ok(Answer::Run(Box::new(detail)))
+}
+
+async fn list_runs(
+    asked: &Asked<'_>,
+    status: Option<String>,
+    series_id: Option<SeriesId>,
+    page: Page<RunId>,
+) -> Result<Answer, QueryError> {
+    let (db, who, max_bytes) = (asked.db, &asked.who, asked.max_bytes);
+    let status = status_filter::<RunStatus>(status)?;
+    let ids = store::runs::run_ids(
+        db,
+        who.team_id,
+        status,
+        series_id,
+        page.after,
+        page.limit + 1,
+    )
+    .await?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(run) = store::runs::load(db, id).await? {
+            found.push((id, run.run_view()));
+        }
+    }
+    let cursor = |run: RunId| Cursor::Runs { run_id: run.0 }.encode();
+    let mut list = RunList {
+        runs: vec![],
+        next_cursor: Some(cursor(RunId(Uuid::nil()))),
+    };
+    let (runs, next) = fit(json_len(&list), found, page.limit, max_bytes)?;
+    list.runs = runs;
+    list.next_cursor = next.map(cursor);
+    Ok(Answer::Runs(list))
+}
+
+async fn list_tasks(
+    asked: &Asked<'_>,
+    assignee: SystemId,
+    status: Option<String>,
+    ready: Option<bool>,
+    page: Page<TaskId>,
+) -> Result<Answer, QueryError> {
+    let (db, who, max_bytes) = (asked.db, &asked.who, asked.max_bytes);
+    let status = status_filter::<TaskStatus>(status)?;
+    // Another team's system is answered like one that does not exist.
+    match store::teams::actor(db, assignee.0).await? {
+        Some((system, _)) if system.team_id == who.team_id => {}
+        _ => return Err(Rejection::not_found("system", assignee.0).into()),
+    }
+    let filter = store::runs::TaskFilter {
+        team: who.team_id,
+        assignee,
+        status,
+        ready,
+    };
+    let found = store::runs::assigned_tasks(db, &filter, page.after, page.limit + 1)
+        .await?
+        .into_iter()
+        .map(|(provenance, t)| (t.id, task_view(&provenance, &t)))
+        .collect();
+    let cursor = |task: TaskId| {
+        Cursor::Tasks {
+            assignee: assignee.0,
+            task_id: task.0,
+        }
+        .encode()
+    };
+    let mut list = TaskList {
+        assignee_system_id: assignee,
+        tasks: vec![],
+        next_cursor: Some(cursor(TaskId(Uuid::nil()))),
+    };
+    let (tasks, next) = fit(json_len(&list), found, page.limit, max_bytes)?;
+    list.tasks = tasks;
+    list.next_cursor = next.map(cursor);
+    Ok(Answer::Tasks(list))
+}
+
+async fn trace(asked: &Asked<'_>, initiative_id: Uuid) -> Result<Answer, QueryError> {
+    let (db, who) = (asked.db, &asked.who);
+    let run = store::runs::run_of_initiative(db, initiative_id)
+        .await?
+        .ok_or_else(|| Rejection::not_found("initiative", initiative_id))?;
+    let (run, review) = run_and_review(db, who, run, "initiative", initiative_id).await?;
+    let p = procedure(db, who, run.provenance.procedure_id.0).await?;
+    Ok(Answer::Trace(Box::new(Trace {
+        initiative_id: InitiativeId(initiative_id),
+        review_id: review.as_ref().map(|r| r.review_id),
+        run: run.run_view(),
+        procedure: ProcedureView::of(&p),
+    })))
+}
+
+async fn audit(
+    asked: &Asked<'_>,
+    series_id: Option<Uuid>,
+    run_id: Option<Uuid>,
+    page: Page<i64>,
+) -> Result<Answer, QueryError> {
+    let (db, who, max_bytes) = (asked.db, &asked.who, asked.max_bytes);
+    if series_id.is_none() && run_id.is_none() {
+        return Err(Rejection {
+            code: ErrorCode::ValidationFailed,
+            message: "give series_id or run_id".into(),
+            field: Some("series_id".into()),
+        }
+        .into());
+    }
+    if let Some(s) = series_id {
+        let team = store::procedures::team_of_series(db, SeriesId(s))
+            .await?
+            .ok_or_else(|| Rejection::not_found("procedure series", s))?;
+        within_team(who, team, "procedure series", s)?;
+    }
+    if let Some(r) = run_id {
+        let run = store::runs::load(db, RunId(r))
+            .await?
+            .ok_or_else(|| Rejection::not_found("run", r))?;
+        within_team(who, run.team_id, "run", r)?;
+    }
+    let rows = store::outbox::trail(db, series_id, run_id, page.after, page.limit + 1).await?;
+    let found = rows
+        .into_iter()
+        .map(|(r, published)| {
+            let entry = AuditEntry {
+                seq: r.seq,
+                event_id: r.message_id,
+                kind: r.kind.trim_start_matches("event.").to_owned(),
+                subject: r.subject,
+                occurred_at: r.created_at,
+                actor: store::outbox::actor_of(&r.payload),
+                causation_id: r.causation_id,
+                published,
+            };
+            (entry.seq, entry)
+        })
+        .collect();
+    let cursor = |seq: i64| {
+        Cursor::Audit {
+            series_id,
+            run_id,
+            seq,
+        }
+        .encode()
+    };
+    let base = json_len(&Audit {
+        entries: vec![],
+        next_cursor: Some(cursor(0)),
+    });
+    let (entries, next) = fit(base, found, page.limit, max_bytes)?;
+    Ok(Answer::Audit(Audit {
+        entries,
+        next_cursor: next.map(cursor),
+    }))
+}
+
+async fn outcome(asked: &Asked<'_>, command_id: Uuid) -> Result<Answer, QueryError> {
+    let (db, who) = (asked.db, &asked.who);
+    let (outcome, sender) = store::inbox::find_with_actor(db, command_id)
+        .await?
+        .ok_or_else(|| Rejection::not_found("outcome of command", command_id))?;
+    // A command's outcome is its team's business; one from an unknown sender is anyone's.
+    if let Some((sender, _)) = match sender {
+        Some(s) => store::teams::actor(db, s).await?,
+        None => None,
+    } {
+        within_team(who, sender.team_id, "outcome of command", command_id)?;
+    }
+    Ok(Answer::Outcome(Box::new(outcome)))
 }
 
 /// Answers an identity question: no asker, no signature (see [`Identity`]).
@@ -677,7 +749,7 @@ async fn run_and_review(
 
 /// The team's versions after `page.after`, of `status` and with `name` in theirs when given:
 /// at most one more than the page holds (that one says a next page exists).
-async fn list_procedures(
+async fn versions_page(
     db: &DatabaseConnection,
     who: &Actor,
     status: Option<String>,

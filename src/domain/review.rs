@@ -39,33 +39,15 @@ fn excerpt(text: &Option<String>, max_json: usize) -> Option<String> {
         .map(|t| text::excerpt(t, CONTEXT_TEXT, max_json))
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum ReviewOutcome {
-    Succeeded,
-    PartiallySucceeded,
-    Failed,
+closed_set! {
+    pub enum ReviewOutcome {
+        Succeeded,
+        PartiallySucceeded,
+        Failed,
+    }
 }
 
 impl ReviewOutcome {
-    pub const ALL: &'static [ReviewOutcome] = <ReviewOutcome as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     pub fn parse(raw: &str) -> Result<ReviewOutcome, DomainError> {
         ReviewOutcome::ALL
             .iter()

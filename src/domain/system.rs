@@ -1,69 +1,46 @@
 //! Systems of the Viable System Model and the authorisation rule every command passes:
 //! the acting system must have the required type *and* belong to the team that owns the data.
 
-use serde::{Deserialize, Serialize};
-
 use super::error::DomainError;
 use super::ids::{SystemId, TeamId};
 
-/// The five VSM roles. A team has one each of System2..System5 and one or more System1s.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum SystemKind {
-    /// Operation: works tasks.
-    #[schemars(title = "System1")]
-    System1,
-    /// Coordination.
-    #[schemars(title = "System2")]
-    System2,
-    /// Control: executes procedures, reviews tasks and runs.
-    #[schemars(title = "System3")]
-    System3,
-    /// Intelligence: drafts and revises procedures.
-    #[schemars(title = "System4")]
-    System4,
-    /// Policy: approves, rejects and retires procedures.
-    #[schemars(title = "System5")]
-    System5,
+closed_set! {
+    /// The five VSM roles. A team has one each of System2..System5 and one or more System1s.
+    #[derive(PartialOrd, Ord, Hash)]
+    pub enum SystemKind {
+        /// Operation: works tasks.
+        #[schemars(title = "System1")]
+        System1,
+        /// Coordination.
+        #[schemars(title = "System2")]
+        System2,
+        /// Control: executes procedures, reviews tasks and runs.
+        #[schemars(title = "System3")]
+        System3,
+        /// Intelligence: drafts and revises procedures.
+        #[schemars(title = "System4")]
+        System4,
+        /// Policy: approves, rejects and retires procedures.
+        #[schemars(title = "System5")]
+        System5,
+    }
 }
 
 impl SystemKind {
-    pub const ALL: &'static [SystemKind] = <SystemKind as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     /// Accepts `system3`, `System3` and `3`.
     pub fn parse(field: &str, raw: &str) -> Result<SystemKind, DomainError> {
         let lower = raw.trim().to_ascii_lowercase();
-        let key = lower.strip_prefix("system").unwrap_or(&lower);
-        match key {
-            "1" => Ok(SystemKind::System1),
-            "2" => Ok(SystemKind::System2),
-            "3" => Ok(SystemKind::System3),
-            "4" => Ok(SystemKind::System4),
-            "5" => Ok(SystemKind::System5),
-            _ => Err(DomainError::invalid(
-                field,
-                format!("`{raw}` is not a system type (system1..system5)"),
-            )),
-        }
+        let name = format!("system{}", lower.strip_prefix("system").unwrap_or(&lower));
+        SystemKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| {
+                DomainError::invalid(
+                    field,
+                    format!("`{raw}` is not a system type (system1..system5)"),
+                )
+            })
     }
 }
 

@@ -7,7 +7,7 @@
 //! - only the approved version of a series executes ([`ApprovedProcedure`] is the only way in).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::error::DomainError;
 use super::event::{Event, EventData, EventKind, ProcedureEvent, ProcedureView};
@@ -22,37 +22,26 @@ mod series;
 pub use digest::{Digest, canonical_form};
 pub use series::{ApprovalOutcome, ApprovedProcedure, Series};
 
+/// The names of `set`, for a refusal that lists them: "low, medium, high".
+fn names<T: Copy + Into<&'static str>>(set: &[T]) -> String {
+    set.iter()
+        .map(|&v| v.into())
+        .collect::<Vec<&str>>()
+        .join(", ")
+}
+
 // Ordered from least to most risky: a policy rule applies at or above a level.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum RiskLevel {
-    Low,
-    Medium,
-    High,
-    Critical,
+closed_set! {
+    #[derive(PartialOrd, Ord)]
+    pub enum RiskLevel {
+        Low,
+        Medium,
+        High,
+        Critical,
+    }
 }
 
 impl RiskLevel {
-    pub const ALL: &'static [RiskLevel] = <RiskLevel as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     pub fn parse(raw: &str) -> Result<RiskLevel, DomainError> {
         RiskLevel::ALL
             .iter()
@@ -61,46 +50,31 @@ impl RiskLevel {
             .ok_or_else(|| {
                 DomainError::invalid(
                     "risk_level",
-                    format!("`{raw}` is not one of low, medium, high, critical"),
+                    format!("`{raw}` is not one of {}", names(RiskLevel::ALL)),
                 )
             })
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum Impact {
-    Low,
-    Medium,
-    High,
+closed_set! {
+    pub enum Impact {
+        Low,
+        Medium,
+        High,
+    }
 }
 
 impl Impact {
-    pub const ALL: &'static [Impact] = <Impact as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     pub fn parse(raw: &str) -> Result<Impact, DomainError> {
         Impact::ALL
             .iter()
             .copied()
             .find(|i| i.as_str() == raw)
             .ok_or_else(|| {
-                DomainError::invalid("impact", format!("`{raw}` is not one of low, medium, high"))
+                DomainError::invalid(
+                    "impact",
+                    format!("`{raw}` is not one of {}", names(Impact::ALL)),
+                )
             })
     }
 }
@@ -149,31 +123,11 @@ impl ProcedureMeta {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum ProcedureStatus {
-    Draft,
-    Approved,
-    Retired,
-}
-
-impl ProcedureStatus {
-    pub const ALL: &'static [ProcedureStatus] = <ProcedureStatus as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
+closed_set! {
+    pub enum ProcedureStatus {
+        Draft,
+        Approved,
+        Retired,
     }
 }
 

@@ -19,7 +19,6 @@
 //! ready); replacing a task points its dependents at the replacement instead.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::DomainError;
@@ -40,37 +39,19 @@ pub use views::task_view;
 /// tasks meets a limit instead of growing them without end.
 pub const MAX_RUN_TASKS: usize = 2 * super::template::MAX_TEMPLATES;
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    Pending,
-    InProgress,
-    Blocked,
-    Completed,
-    Approved,
-    Rejected,
-    Canceled,
+closed_set! {
+    pub enum TaskStatus {
+        Pending,
+        InProgress,
+        Blocked,
+        Completed,
+        Approved,
+        Rejected,
+        Canceled,
+    }
 }
 
 impl TaskStatus {
-    pub const ALL: &'static [TaskStatus] = <TaskStatus as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     pub fn is_terminal(self) -> bool {
         matches!(self, TaskStatus::Approved | TaskStatus::Canceled)
     }
@@ -82,96 +63,37 @@ impl std::fmt::Display for TaskStatus {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    AwaitingApproval,
-    Started,
-    Completed,
-    Failed,
-    Canceled,
+closed_set! {
+    pub enum RunStatus {
+        AwaitingApproval,
+        Started,
+        Completed,
+        Failed,
+        Canceled,
+    }
 }
 
 impl RunStatus {
-    pub const ALL: &'static [RunStatus] = <RunStatus as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     /// Not ended: what a policy's `max_open_runs` counts.
     pub fn is_open(self) -> bool {
         matches!(self, RunStatus::AwaitingApproval | RunStatus::Started)
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum InitiativeStatus {
-    Pending,
-    InProgress,
-    Completed,
-    Canceled,
-}
-
-impl InitiativeStatus {
-    pub const ALL: &'static [InitiativeStatus] =
-        <InitiativeStatus as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
+closed_set! {
+    pub enum InitiativeStatus {
+        Pending,
+        InProgress,
+        Completed,
+        Canceled,
     }
 }
 
-/// System3's judgement of a completed task.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-    strum::VariantArray,
-    strum::IntoStaticStr,
-)]
-#[strum(serialize_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Approve,
-    Reject,
-}
-
-impl Verdict {
-    pub const ALL: &'static [Verdict] = <Verdict as strum::VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
+closed_set! {
+    /// System3's judgement of a completed task.
+    pub enum Verdict {
+        Approve,
+        Reject,
     }
 }
 
