@@ -11,10 +11,11 @@ use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
 
 /// The settings every subcommand needs to reach the bus, so they are global flags.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct ConnectionSettings {
     /// YAML or JSON file with any of the settings, worker settings included (snake_case keys).
     #[arg(help_heading = "Connection", long, env = "SOP_CONFIG", global = true)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// NATS server URL(s), comma separated for a cluster.
@@ -68,7 +69,7 @@ pub struct ConnectionSettings {
 
 /// The settings only a worker reads: flags of the subcommands that run, migrate, measure or
 /// show one (`worker`, `up`, `migrate`, `config`, and `sop-bench`), so the others' help stays short.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct WorkerSettings {
     /// Database URL: `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.
     #[arg(
@@ -169,7 +170,9 @@ impl WorkerSettings {
 }
 
 /// Every setting, connection and worker alike, in one value: what the rest of the code reads.
-#[derive(Debug, Clone, Serialize)]
+/// Its fields are the flags' (same names, same types): the flags, the environment and the
+/// file are laid into it by name ([`Settings::resolve`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -207,26 +210,6 @@ fn names() -> Vec<String> {
         .collect()
 }
 
-/// The file form: every setting optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsFile {
-    nats_url: Option<String>,
-    nats_creds: Option<PathBuf>,
-    nats_user: Option<String>,
-    nats_password: Option<String>,
-    database_url: Option<String>,
-    subject_prefix: Option<String>,
-    concurrency: Option<usize>,
-    batch_max: Option<usize>,
-    db_max_connections: Option<u32>,
-    stream_replicas: Option<usize>,
-    stream_compression: Option<bool>,
-    ack_wait_secs: Option<u64>,
-    http_addr: Option<String>,
-    shutdown_timeout_secs: Option<u64>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {message}")]
@@ -249,13 +232,24 @@ fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-fn read_file(path: &Path) -> Result<SettingsFile, ConfigError> {
+/// The settings a file gives, by name: a name that is not a setting is refused.
+fn read_file(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
     let err = |message: String| ConfigError::File {
         path: path.display().to_string(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))
+    let given: Option<serde_json::Map<String, serde_json::Value>> =
+        serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let given = given.unwrap_or_default();
+    let known = names();
+    if let Some(unknown) = given.keys().find(|k| !known.contains(k)) {
+        return Err(err(format!(
+            "unknown setting `{unknown}`, expected one of {}",
+            known.join(", ")
+        )));
+    }
+    Ok(given)
 }
 
 impl Settings {
@@ -275,69 +269,35 @@ impl Settings {
                 (worker, Some(matches))
             }
         };
-        let settings = Settings::from_parts(connection, worker);
-        settings.with_file(|id| {
+        let defaulted = |id: &str| {
             let given =
                 source(matches, id).or_else(|| environment.as_ref().and_then(|m| source(m, id)));
             matches!(given, None | Some(ValueSource::DefaultValue))
-        })
-    }
-
-    fn from_parts(c: ConnectionSettings, w: WorkerSettings) -> Settings {
-        Settings {
-            config: c.config,
-            nats_url: c.nats_url,
-            nats_creds: c.nats_creds,
-            nats_user: c.nats_user,
-            nats_password: c.nats_password,
-            subject_prefix: c.subject_prefix,
-            database_url: w.database_url,
-            concurrency: w.concurrency,
-            batch_max: w.batch_max,
-            db_max_connections: w.db_max_connections,
-            stream_replicas: w.stream_replicas,
-            stream_compression: w.stream_compression,
-            ack_wait_secs: w.ack_wait_secs,
-            http_addr: w.http_addr,
-            shutdown_timeout_secs: w.shutdown_timeout_secs,
-            defaulted: Vec::new(),
-        }
-    }
-
-    /// Takes from the config file the settings `defaulted` says nobody else gave.
-    fn with_file(mut self, defaulted: impl Fn(&str) -> bool) -> Result<Settings, ConfigError> {
-        self.defaulted = names().into_iter().filter(|id| defaulted(id)).collect();
-        let Some(path) = self.config.clone() else {
-            return Ok(self);
         };
-        let file = read_file(&path)?;
-        macro_rules! take {
-            ($($field:ident),*) => {$(
-                if let Some(v) = file.$field {
-                    if defaulted(stringify!($field)) {
-                        self.$field = v.into();
-                        self.defaulted.retain(|d| d != stringify!($field));
-                    }
+        let mut values = by_name(&connection, &worker);
+        let mut left: Vec<String> = names().into_iter().filter(|id| defaulted(id)).collect();
+        let path = connection.config.clone();
+        if let Some(path) = &path {
+            // The file fills only what no flag or environment variable gave.
+            for (name, value) in read_file(path)? {
+                if left.contains(&name) {
+                    left.retain(|d| *d != name);
+                    values[name.as_str()] = value;
                 }
-            )*};
+            }
         }
-        take!(
-            nats_url,
-            database_url,
-            subject_prefix,
-            concurrency,
-            batch_max,
-            db_max_connections
-        );
-        take!(
-            stream_replicas,
-            stream_compression,
-            ack_wait_secs,
-            http_addr,
-            shutdown_timeout_secs
-        );
-        take!(nats_creds, nats_user, nats_password);
-        Ok(self)
+        let mut settings: Settings =
+            serde_path_to_error::deserialize(values).map_err(|e| ConfigError::File {
+                path: path
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+                    .to_string(),
+                message: format!("{}: {}", e.path(), e.inner()),
+            })?;
+        settings.config = path;
+        settings.defaulted = left;
+        Ok(settings)
     }
 
     /// Refuses settings that cannot work, naming the setting at fault.
@@ -454,27 +414,36 @@ impl Settings {
         v
     }
 
-    /// Settings with the defaults above (used by tests, which override fields).
+    /// The flags' defaults, whatever the environment says (tests override fields).
     pub fn local() -> Settings {
-        Settings {
-            config: None,
-            nats_url: "nats://127.0.0.1:4222".into(),
-            nats_creds: None,
-            nats_user: None,
-            nats_password: None,
-            database_url: "sqlite://sop.db?mode=rwc".into(),
-            subject_prefix: String::new(),
-            concurrency: 4,
-            batch_max: 32,
-            db_max_connections: 16,
-            stream_replicas: 1,
-            stream_compression: false,
-            ack_wait_secs: 30,
-            http_addr: "127.0.0.1:9464".into(),
-            shutdown_timeout_secs: 30,
-            defaulted: names(),
-        }
+        use clap::{Args, FromArgMatches};
+        let flags = WorkerSettings::augment_args(ConnectionSettings::augment_args(
+            clap::Command::new("sop"),
+        ))
+        .mut_args(|arg| arg.env(None));
+        let parts = flags.try_get_matches_from(["sop"]).and_then(|matches| {
+            let connection = ConnectionSettings::from_arg_matches(&matches)?;
+            Ok((connection, WorkerSettings::from_arg_matches(&matches)?))
+        });
+        let (connection, worker) = parts.unwrap_or_else(|e| unreachable!("defaults parse: {e}"));
+        let values = by_name(&connection, &worker);
+        let mut settings: Settings = serde_json::from_value(values)
+            .unwrap_or_else(|e| unreachable!("the flags are the settings: {e}"));
+        settings.defaulted = names();
+        settings
     }
+}
+
+/// The flags' values as one object, by setting name.
+fn by_name(connection: &ConnectionSettings, worker: &WorkerSettings) -> serde_json::Value {
+    let mut values = serde_json::to_value(connection).unwrap_or_default();
+    if let (Some(all), serde_json::Value::Object(more)) = (
+        values.as_object_mut(),
+        serde_json::to_value(worker).unwrap_or_default(),
+    ) {
+        all.extend(more);
+    }
+    values
 }
 
 /// Where a setting's value came from, looked up from the deepest subcommand up: clap records
