@@ -445,20 +445,10 @@ mod tests {
         }
     }
 
-    /// `docs/asyncapi.yaml` must be what the code generates. After changing a wire type,
-    /// regenerate with `SOP_WRITE_CONTRACT=1 cargo test contract` and review the diff.
+    /// `docs/asyncapi.yaml` must be what the code generates.
     #[test]
     fn the_published_contract_matches_the_code() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/asyncapi.yaml");
-        let generated = asyncapi_yaml();
-        if std::env::var_os("SOP_WRITE_CONTRACT").is_some() {
-            std::fs::write(&path, &generated).unwrap();
-        }
-        let published = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            published == generated,
-            "docs/asyncapi.yaml differs from the code: run SOP_WRITE_CONTRACT=1 cargo test contract"
-        );
+        crate::bus::golden::generated_file("docs/asyncapi.yaml", &asyncapi_yaml());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! outcome shape, and each query's request, answer and a refusal, built from fixed ids and
 //! times. They are snapshots: a change to the wire
 //! shows up as a diff in review. Command examples must also decode, so the documentation can
-//! be pasted onto the bus as it is. Regenerate with `SOP_WRITE_CONTRACT=1 cargo test golden`.
+//! be pasted onto the bus as it is. Regenerate with `SOP_WRITE_CONTRACT=1 cargo test --lib`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -612,23 +612,28 @@ fn to_value<T: serde::Serialize>(answer: &T) -> Value {
     serde_json::to_value(answer).unwrap()
 }
 
+/// Asserts that the file at `path` (from the repository's root) holds `made`, what the code
+/// generates; with `SOP_WRITE_CONTRACT` set, writes it first. The contract, the golden
+/// examples, the NATS users and the agents' tool rows are all kept so.
+pub(crate) fn generated_file(path: &str, made: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if std::env::var_os("SOP_WRITE_CONTRACT").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, made).unwrap();
+    }
+    let held = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        held == made,
+        "{} differs from the code: regenerate with SOP_WRITE_CONTRACT=1 cargo test --lib",
+        path.display()
+    );
+}
+
 #[test]
 fn golden_examples_match_the_code() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
-    let write = std::env::var_os("SOP_WRITE_CONTRACT").is_some();
     for (path, value) in examples() {
-        let path = root.join(path);
         let text = serde_json::to_string_pretty(&value).unwrap() + "\n";
-        if write {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &text).unwrap();
-        }
-        let found = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            found == text,
-            "{} differs: run SOP_WRITE_CONTRACT=1 cargo test golden",
-            path.display()
-        );
+        generated_file(&format!("docs/examples/{}", path.display()), &text);
     }
 }
 
