@@ -68,6 +68,7 @@ macro_rules! closed_set {
             schemars::JsonSchema,
             strum::VariantArray,
             strum::IntoStaticStr,
+            strum::EnumMessage,
         )]
         $(#[$meta])*
         #[strum(serialize_all = "snake_case")]

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::error::ErrorCode;
 use crate::domain::event::{EventKind, EventVisitor, visit_events};
+use crate::domain::system::Party;
 use crate::wire::admin::{self, AdminName, DeadLetters, ParkedMessages};
 use crate::wire::answer::TeamIdentity;
 use crate::wire::command::{
@@ -157,7 +158,11 @@ impl EventVisitor for Builder {
         self.operations.insert(
             format!("receive.{id}"),
             json!({ "action": "receive", "channel": reference(&format!("#/channels/{id}")),
-                    "summary": format!("Published by the worker when it commits a {id}.") }),
+                    "summary": kind.summary(),
+                    "description": format!(
+                        "Published by the worker when it commits the change. For {}.",
+                        Party::list(kind.audience(), " and ")
+                    ) }),
         );
     }
 }

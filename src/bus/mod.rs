@@ -8,6 +8,8 @@ pub mod decode;
 #[cfg(test)]
 pub(crate) mod golden;
 pub mod queries;
+#[cfg(test)]
+mod reference;
 pub mod relay;
 pub mod roles;
 pub mod streams;

@@ -10,18 +10,33 @@ use uuid::Uuid;
 use super::ids::*;
 use super::policy::PolicyDocument;
 use super::procedure::{Impact, Procedure, ProcedureState, RetireReason, RiskLevel};
-use super::system::SystemKind;
+use super::system::Party;
+use super::system::Party::{Assignee, Role};
+use super::system::SystemKind::{self, System3, System4, System5};
 use super::template::TaskTemplate;
 
 /// Declares every event once: its name (the first two tokens of its subject,
-/// `task.ready.<team>`) and the view its data is. From it come [`EventKind`] and the contract's
-/// event messages ([`visit_events`]).
+/// `task.ready.<team>`), the view its data is, whom it is for (the systems that act on it) and
+/// what happened, in a sentence. From it come [`EventKind`], its list and the contract's event
+/// messages ([`visit_events`]).
 macro_rules! events {
-    ($($variant:ident = $name:literal ($view:ty),)*) => {
+    ($($variant:ident = $name:literal ($view:ty) for [$($party:expr),+]: $summary:literal;)*) => {
         subject_names!(
             /// Every event type; `as_str` is the first two tokens of its subject.
             EventKind { $($variant = $name,)* }
         );
+
+        impl EventKind {
+            /// The systems that act on it (any member may read every event of its team).
+            pub fn audience(self) -> &'static [Party] {
+                match self { $(EventKind::$variant => &[$($party),+],)* }
+            }
+
+            /// What happened, in a sentence.
+            pub fn summary(self) -> &'static str {
+                match self { $(EventKind::$variant => $summary,)* }
+            }
+        }
 
         /// Each event type with the type of its data (the contract describes them).
         pub trait EventVisitor {
@@ -35,35 +50,64 @@ macro_rules! events {
 }
 
 events! {
-    ProcedureDrafted = "procedure.drafted" (ProcedureEvent),
-    ProcedureRevised = "procedure.revised" (ProcedureEvent),
-    ProcedureEdited = "procedure.edited" (ProcedureEvent),
-    ProcedureDiscarded = "procedure.discarded" (ProcedureEvent),
-    ProcedureApproved = "procedure.approved" (ProcedureEvent),
-    ProcedureRejected = "procedure.rejected" (ProcedureEvent),
-    ProcedureRetired = "procedure.retired" (ProcedureEvent),
-    RunAwaitingApproval = "run.awaiting_approval" (RunView),
-    RunApproved = "run.approved" (RunView),
-    RunRejected = "run.rejected" (RunView),
-    RunStarted = "run.started" (RunView),
-    RunCompleted = "run.completed" (RunView),
-    RunFailed = "run.failed" (RunView),
-    RunCanceled = "run.canceled" (RunView),
-    InitiativeCreated = "initiative.created" (InitiativeView),
-    InitiativeStarted = "initiative.started" (InitiativeView),
-    InitiativeCompleted = "initiative.completed" (InitiativeView),
-    InitiativeCanceled = "initiative.canceled" (InitiativeView),
-    InitiativeReviewed = "initiative.reviewed" (ReviewView),
-    TaskCreated = "task.created" (TaskView),
-    TaskReady = "task.ready" (TaskView),
-    TaskStarted = "task.started" (TaskView),
-    TaskCompleted = "task.completed" (TaskView),
-    TaskBlocked = "task.blocked" (TaskView),
-    TaskUnblocked = "task.unblocked" (TaskView),
-    TaskApproved = "task.approved" (TaskView),
-    TaskRejected = "task.rejected" (TaskView),
-    TaskCanceled = "task.canceled" (TaskView),
-    PolicyChanged = "policy.changed" (PolicyEvent),
+    ProcedureDrafted = "procedure.drafted" (ProcedureEvent) for [Role(System5)]:
+        "A new series' first version was drafted.";
+    ProcedureRevised = "procedure.revised" (ProcedureEvent) for [Role(System5)]:
+        "A new draft version was made from the series' latest.";
+    ProcedureEdited = "procedure.edited" (ProcedureEvent) for [Role(System5)]:
+        "A draft was changed in place.";
+    ProcedureDiscarded = "procedure.discarded" (ProcedureEvent) for [Role(System5)]:
+        "A draft was abandoned by System4: retired without approval.";
+    ProcedureApproved = "procedure.approved" (ProcedureEvent) for [Role(System3), Role(System4)]:
+        "A draft was approved: the series' version to execute.";
+    ProcedureRejected = "procedure.rejected" (ProcedureEvent) for [Role(System4)]:
+        "A draft was sent back to System4 with a reason.";
+    ProcedureRetired = "procedure.retired" (ProcedureEvent) for [Role(System3), Role(System4)]:
+        "A version was taken out of service.";
+    RunAwaitingApproval = "run.awaiting_approval" (RunView) for [Role(System5)]:
+        "A policy rule held a new run for System5's approval.";
+    RunApproved = "run.approved" (RunView) for [Role(System3)]:
+        "System5 let a held run start.";
+    RunRejected = "run.rejected" (RunView) for [Role(System3)]:
+        "System5 refused a held run: it ended canceled.";
+    RunStarted = "run.started" (RunView) for [Role(System3)]:
+        "A run started: its first tasks are ready.";
+    RunCompleted = "run.completed" (RunView) for [Role(System3), Role(System4)]:
+        "Every task of a run was approved (or replaced).";
+    RunFailed = "run.failed" (RunView) for [Role(System3), Role(System4)]:
+        "A run ended with work canceled and not replaced.";
+    RunCanceled = "run.canceled" (RunView) for [Role(System3), Role(System4)]:
+        "System3 canceled a run.";
+    InitiativeCreated = "initiative.created" (InitiativeView) for [Role(System3)]:
+        "An execute made an initiative and its tasks.";
+    InitiativeStarted = "initiative.started" (InitiativeView) for [Role(System3)]:
+        "The first task of an initiative was started.";
+    InitiativeCompleted = "initiative.completed" (InitiativeView) for [Role(System3)]:
+        "An initiative's run ended completed or failed.";
+    InitiativeCanceled = "initiative.canceled" (InitiativeView) for [Role(System3)]:
+        "An initiative's run was canceled or rejected.";
+    InitiativeReviewed = "initiative.reviewed" (ReviewView) for [Role(System4), Role(System5)]:
+        "System3 recorded the post-run review.";
+    TaskCreated = "task.created" (TaskView) for [Assignee]:
+        "A task was made, by an execute or a replacement.";
+    TaskReady = "task.ready" (TaskView) for [Assignee]:
+        "A task's dependencies are all approved: its assignee may start it.";
+    TaskStarted = "task.started" (TaskView) for [Role(System3)]:
+        "The assignee started a task.";
+    TaskCompleted = "task.completed" (TaskView) for [Role(System3)]:
+        "The assignee completed a task: it awaits System3's review.";
+    TaskBlocked = "task.blocked" (TaskView) for [Role(System3)]:
+        "The assignee blocked a task, with what it needs.";
+    TaskUnblocked = "task.unblocked" (TaskView) for [Assignee, Role(System3)]:
+        "A blocked task was put back to pending.";
+    TaskApproved = "task.approved" (TaskView) for [Assignee]:
+        "System3 approved a completed task.";
+    TaskRejected = "task.rejected" (TaskView) for [Assignee, Role(System3)]:
+        "System3 rejected a completed task: to be replaced or canceled.";
+    TaskCanceled = "task.canceled" (TaskView) for [Assignee]:
+        "A task was canceled, or replaced by a new one.";
+    PolicyChanged = "policy.changed" (PolicyEvent) for [Role(System3)]:
+        "System5 replaced the team's execution policy.";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]

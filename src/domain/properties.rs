@@ -231,6 +231,11 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
     Ok(())
 }
 
+/// Whether the rules may move a run from `from` to `to` (RUN_MOVES).
+fn declared(from: Option<RunStatus>, to: RunStatus) -> bool {
+    RUN_MOVES.iter().any(|(f, t, _)| *f == from && *t == to)
+}
+
 fn check_run(run: &Execution) {
     let by_id = |id: &TaskId| run.task(*id).expect("dependency is a task of the run");
     for t in &run.tasks {
@@ -327,12 +332,19 @@ proptest! {
             ..RunTerms::default()
         };
         let (mut run, _) = execute_with(&first_run_discovery(), terms);
+        prop_assert!(declared(None, run.status));
         for (step, (op, who)) in ops.iter().enumerate() {
             let before = run.clone();
             if apply_run(&mut run, op, *who, step as i64 + 20).is_err() {
                 prop_assert_eq!(&run, &before, "a refused command changes nothing");
             }
             check_run(&run);
+            if run.status != before.status {
+                prop_assert!(
+                    declared(Some(before.status), run.status),
+                    "{:?} → {:?} is a declared move", before.status, run.status
+                );
+            }
         }
     }
 }

@@ -50,6 +50,37 @@ impl std::fmt::Display for SystemKind {
     }
 }
 
+/// A party to a command or an event: a role, or the system a task is assigned to (of any
+/// role: a template may assign a task to any type; the domain checks it is the assignee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    Assignee,
+    Role(SystemKind),
+}
+
+impl Party {
+    /// Whether a system of `kind` may be this party.
+    pub fn admits(self, kind: SystemKind) -> bool {
+        match self {
+            Party::Assignee => true,
+            Party::Role(role) => role == kind,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Party::Assignee => "the task's assignee",
+            Party::Role(role) => role.as_str(),
+        }
+    }
+
+    /// The parties in words: "the task's assignee or system3".
+    pub fn list(parties: &[Party], joint: &str) -> String {
+        let words: Vec<&str> = parties.iter().map(|p| p.describe()).collect();
+        words.join(joint)
+    }
+}
+
 /// A registered system as the worker knows it, loaded inside the command's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {

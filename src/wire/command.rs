@@ -9,6 +9,7 @@ pub use crate::domain::policy::PolicyDocument;
 use crate::domain::procedure::{Impact, MetaDraft, RiskLevel};
 use crate::domain::review::{MAX_LIST_ITEMS, ReviewDraft, ReviewOutcome};
 use crate::domain::run::Verdict;
+use crate::domain::system::Party::{self, Assignee, Role};
 use crate::domain::system::SystemKind::{self, System3, System4, System5};
 use crate::domain::template::{
     MAX_POSITION, MAX_SKILL_LEN, MAX_SKILLS, MAX_TEMPLATES, TemplateDraft,
@@ -27,31 +28,6 @@ pub const REPLY_TO_HEADER: &str = "Sop-Reply-To";
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// JetStream's de-duplication header; set to the command id.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
-
-/// Who may send a command: a role, or the system a task is assigned to (of any role: a
-/// template may assign a task to any type; the domain checks it is the assignee).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sender {
-    Assignee,
-    Role(SystemKind),
-}
-
-impl Sender {
-    /// Whether a system of `kind` may be this sender.
-    pub fn admits(self, kind: SystemKind) -> bool {
-        match self {
-            Sender::Assignee => true,
-            Sender::Role(role) => role == kind,
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Sender::Assignee => "the task's assignee",
-            Sender::Role(role) => role.as_str(),
-        }
-    }
-}
 
 /// Declares every command once: its name (the subject), the family that handles it, its
 /// payload type, who may send it, what it does, when a model should use it and an example
@@ -89,8 +65,7 @@ macro_rules! commands {
 
         impl CommandName {
             /// Who may send it.
-            pub fn senders(self) -> &'static [Sender] {
-                use Sender::*;
+            pub fn senders(self) -> &'static [Party] {
                 match self { $($(CommandName::$variant => &[$($sender),+],)*)* }
             }
 
@@ -152,8 +127,7 @@ impl CommandName {
 
     /// Who may send it, in words: "system3", "the task's assignee or system3".
     pub fn sender_text(self) -> String {
-        let words: Vec<&str> = self.senders().iter().map(|s| s.describe()).collect();
-        words.join(" or ")
+        Party::list(self.senders(), " or ")
     }
 }
 
@@ -202,11 +176,11 @@ commands! {
                 ],
             });
         ReviseProcedure = "procedure.revise" (ChangeProcedure) by [Role(System4)]:
-            "Start a new draft (latest + 1) from the latest, non-draft version."
+            "Start a new draft (latest + 1) from the latest, non-draft version; its templates are copied unless `tasks` is given."
             guide "Use to improve a procedure that is approved or retired: makes a new draft version from the latest. A series has at most one draft: edit it instead if one exists (invalid_state says so)."
             example json!({ "procedure_id": id(1), "description": "Sharper discovery" });
         EditProcedure = "procedure.edit" (ChangeProcedure) by [Role(System4)]:
-            "Change a draft in place; `tasks` replaces all templates."
+            "Change a draft in place; `tasks` replaces all templates; an edit naming no field is refused."
             guide "Use to change a draft in place, e.g. after System5 rejected it with a reason. Any field given replaces the draft's; `tasks` replaces all of them."
             example json!({ "procedure_id": id(1), "risk_level": "medium" });
         DiscardProcedure = "procedure.discard" (ProcedureWithReason) by [Role(System4)]:
@@ -214,19 +188,19 @@ commands! {
             guide "Use to abandon a draft that should never be approved."
             example json!({ "procedure_id": id(1), "reason": "Superseded by the onboarding SOP" });
         ApproveProcedure = "procedure.approve" (ApproveProcedure) by [Role(System5)]:
-            "Approve a draft; the series' approved version is retired."
+            "Approve a draft whose digest is still the one given (else `conflict`); the series' approved version is retired in the same transaction."
             guide "Read the draft first (procedure_get) and pass its `digest`: you approve exactly the content you read. A conflict on `digest` means it changed since: read it again before deciding."
             example json!({ "procedure_id": id(1), "digest": digest() });
         RejectProcedure = "procedure.reject" (ProcedureWithReason) by [Role(System5)]:
-            "Send a draft back to System4 with a reason."
+            "Send a draft back to System4 with a reason (kept until its next edit); it stays a draft."
             guide "Use to send a draft back to System4 with a reason it can act on; the draft stays a draft."
             example json!({ "procedure_id": id(1), "reason": "Superseded by the onboarding SOP" });
         RetireProcedure = "procedure.retire" (ProcedureWithReason) by [Role(System5)]:
-            "Take the approved version out of service."
+            "Take the approved version out of service; it stays readable and never executes again."
             guide "Use to take an approved procedure out of service; it can no longer be executed."
             example json!({ "procedure_id": id(1), "reason": "Superseded by the onboarding SOP" });
         ExecuteProcedure = "procedure.execute" (ExecuteProcedure) by [Role(System3)]:
-            "Run the series' approved version: run, initiative, tasks."
+            "Run the series' approved version: run, initiative, tasks. The team's policy may refuse it (`policy_denied`) or hold the run for System5 (`awaiting_approval`)."
             guide "Use to run a series' approved version: creates the initiative and its tasks, assigned by type and skills. Check procedure_preview first when unsure. The team's policy may refuse it (policy_denied: wait until the time given) or hold the run for System5's approval (status awaiting_approval)."
             example json!({ "series_id": id(1), "expected_version": 1 });
     }
@@ -257,14 +231,14 @@ commands! {
             guide "Use to drop a task that is not in progress; the tasks that depend on it are canceled too."
             example json!({ "task_id": id(20), "reason": "Waiting for the user's reply" });
         ReplaceTask = "task.replace" (ReplaceTask) by [Role(System3)]:
-            "Replace a rejected or blocked task by a new pending one."
+            "Replace a rejected or blocked task by a new pending one (the outcome's `task_id`)."
             guide "Use on a rejected or blocked task to give the work a fresh start, optionally with a new name or content."
             example json!({ "task_id": id(20), "reason": "Missing links", "content": "Collect all links" });
         CancelRun = "run.cancel" (RunWithReason) by [Role(System3)]:
             "Cancel a run, started or awaiting approval, and its open tasks."
             guide "Use to stop a whole run (started or awaiting approval) with a reason."
             example json!({ "run_id": id(10), "reason": "Priorities changed" });
-        ApproveRun = "run.approve" (ApproveRun) by [Role(System5)]:
+        ApproveRun = "run.approve" (RunWithNote) by [Role(System5)]:
             "Let a run awaiting approval start: its first tasks become ready."
             guide "Use on a run awaiting approval (a policy rule held it) once you judge it may go ahead: its first tasks become ready."
             example json!({ "run_id": id(10), "note": "Rollback plan checked" });
@@ -283,7 +257,7 @@ commands! {
     /// Sets the team's execution policy (`application::policies`).
     Policy(PolicyCommand) {
         SetPolicy = "policy.set" (PolicyDocument) by [Role(System5)]:
-            "Replace the team's execution policy, whole: the rules that limit when procedures may be executed."
+            "Replace the team's execution policy, whole (a new version, the outcome's `policy_version`): the rules that limit when procedures may be executed."
             guide "Use to replace the team's execution policy whole: read it first (policy_get) and send every rule you want to keep."
             example policy_document();
     }
@@ -498,9 +472,9 @@ pub struct RunWithReason {
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ApproveRun {
+pub struct RunWithNote {
     pub run_id: Uuid,
-    /// What the approver checked, kept with the decision.
+    /// Why, kept with the decision: what the approver checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_TEXT))]
     pub note: Option<String>,

@@ -64,19 +64,60 @@ impl std::fmt::Display for TaskStatus {
 }
 
 closed_set! {
+    /// Derived from the tasks, never set by hand except by the commands of [`RUN_MOVES`]. Each
+    /// variant's documentation is the reference's.
     pub enum RunStatus {
+        /// From the execute while a `run_approval` rule holds it for System5: its tasks
+        /// exist, none is ready and no task command is accepted.
         AwaitingApproval,
+        /// While any task is not terminal (`approved` or `canceled`).
         Started,
+        /// Every task is terminal and every task that was not replaced is `approved`.
         Completed,
+        /// Every task is terminal and some work was canceled without a replacement.
         Failed,
+        /// System3 canceled the run or System5 rejected it: its open tasks were canceled with
+        /// it.
         Canceled,
     }
 }
 
+/// Every move of a run's status and what makes it (from `None`: the execute that makes the
+/// run). The reference's diagram is drawn from this list, and the property test holds the
+/// rules to it.
+pub const RUN_MOVES: &[(Option<RunStatus>, RunStatus, &str)] = {
+    use RunStatus::*;
+    &[
+        (None, Started, "execute"),
+        (
+            None,
+            AwaitingApproval,
+            "execute, where a run_approval rule applies",
+        ),
+        (Some(AwaitingApproval), Started, "run.approve (System5)"),
+        (
+            Some(AwaitingApproval),
+            Canceled,
+            "run.reject (System5) / run.cancel (System3)",
+        ),
+        (
+            Some(Started),
+            Completed,
+            "every task approved (or replaced)",
+        ),
+        (
+            Some(Started),
+            Failed,
+            "every task terminal, one canceled unreplaced",
+        ),
+        (Some(Started), Canceled, "run.cancel (System3)"),
+    ]
+};
+
 impl RunStatus {
-    /// Not ended: what a policy's `max_open_runs` counts.
+    /// Not ended (it has a move out): what a policy's `max_open_runs` counts.
     pub fn is_open(self) -> bool {
-        matches!(self, RunStatus::AwaitingApproval | RunStatus::Started)
+        RUN_MOVES.iter().any(|(from, _, _)| *from == Some(self))
     }
 }
 
