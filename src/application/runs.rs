@@ -53,10 +53,12 @@ async fn target(
         UnblockTask(c) => c.task_id,
         ReviewTask(c) => c.task_id,
         ReplaceTask(c) => c.task_id,
-        CancelRun(c) | RejectRun(c) => {
+        CancelRun(c) | RejectRun(c) | PauseRun(c) => {
             return load(reads, actor, Some(RunId(c.run_id)), "run", c.run_id).await;
         }
-        ApproveRun(c) => return load(reads, actor, Some(RunId(c.run_id)), "run", c.run_id).await,
+        ApproveRun(c) | ResumeRun(c) => {
+            return load(reads, actor, Some(RunId(c.run_id)), "run", c.run_id).await;
+        }
         ReviewInitiative(c) => {
             let run = reads.run_of_initiative(c.initiative_id).await?;
             return load(reads, actor, run, "initiative", c.initiative_id).await;
@@ -124,6 +126,15 @@ pub async fn handle(
         }
         CancelRun(c) => {
             let events = run.cancel(required("reason", &c.reason)?, actor, now)?;
+            (events, Receipt::run(&run))
+        }
+        PauseRun(c) => {
+            let events = run.pause(required("reason", &c.reason)?, actor)?;
+            (events, Receipt::run(&run))
+        }
+        ResumeRun(c) => {
+            let note = c.note.map(|n| optional("note", &n)).transpose()?;
+            let events = run.resume(note, actor, now)?;
             (events, Receipt::run(&run))
         }
         ApproveRun(c) => {

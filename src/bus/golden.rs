@@ -215,6 +215,17 @@ fn events() -> BTreeMap<&'static str, Event> {
             .reject("Not during the migration week".into(), &system5(), t(55))
             .unwrap(),
     );
+    let (mut paused, _) = execute(&first_run_discovery());
+    all.extend(
+        paused
+            .pause("Waiting for the budget decision".into(), &system3())
+            .unwrap(),
+    );
+    all.extend(
+        paused
+            .resume(Some("Budget approved".into()), &system3(), t(56))
+            .unwrap(),
+    );
     let mut by_kind = BTreeMap::new();
     for e in all {
         by_kind.entry(e.kind.as_str()).or_insert(e);

@@ -72,6 +72,10 @@ events! {
         "System5 refused a held run: it ended canceled.";
     RunStarted = "run.started" (RunView) for [Role(System3)]:
         "A run started: its first tasks are ready.";
+    RunPaused = "run.paused" (RunView) for [Role(System3)]:
+        "System3 paused a run: nothing new starts until it is resumed.";
+    RunResumed = "run.resumed" (RunView) for [Role(System3)]:
+        "System3 resumed a paused run: what became ready meanwhile is ready.";
     RunCompleted = "run.completed" (RunView) for [Role(System3), Role(System4)]:
         "Every task of a run was approved (or replaced).";
     RunFailed = "run.failed" (RunView) for [Role(System3), Role(System4)]:
@@ -273,6 +277,7 @@ pub struct RunView {
     pub started_by_system_id: SystemId,
     pub started_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Why it was canceled or rejected, why it is paused, or the note it was resumed with.
     pub reason: Option<String>,
     /// System5's gate, when a policy rule held the run for approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -132,6 +132,8 @@ enum RunOp {
     CancelRun,
     ApproveRun,
     RejectRun,
+    PauseRun,
+    ResumeRun,
 }
 
 fn run_op() -> impl Strategy<Value = (RunOp, u8)> {
@@ -146,6 +148,8 @@ fn run_op() -> impl Strategy<Value = (RunOp, u8)> {
         1 => Just(RunOp::CancelRun),
         2 => Just(RunOp::ApproveRun),
         1 => Just(RunOp::RejectRun),
+        1 => Just(RunOp::PauseRun),
+        2 => Just(RunOp::ResumeRun),
     ];
     // Actors: mostly the task's assignee, so that sequences get somewhere.
     (op, any::<u8>())
@@ -159,7 +163,12 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
             actor(who_pick)
         } else if matches!(
             op,
-            RunOp::Review(..) | RunOp::Cancel(_) | RunOp::Replace(_) | RunOp::CancelRun
+            RunOp::Review(..)
+                | RunOp::Cancel(_)
+                | RunOp::Replace(_)
+                | RunOp::CancelRun
+                | RunOp::PauseRun
+                | RunOp::ResumeRun
         ) {
             system3()
         } else if matches!(op, RunOp::ApproveRun | RunOp::RejectRun) {
@@ -226,6 +235,12 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
         RunOp::RejectRun => {
             next.reject("no".into(), &who(&run.tasks[0]), now)?;
         }
+        RunOp::PauseRun => {
+            next.pause("wait".into(), &who(&run.tasks[0]))?;
+        }
+        RunOp::ResumeRun => {
+            next.resume(None, &who(&run.tasks[0]), now)?;
+        }
     }
     *run = next;
     Ok(())
@@ -244,14 +259,12 @@ fn check_run(run: &Execution) {
             .iter()
             .all(|d| by_id(d).status == TaskStatus::Approved);
         match t.status {
-            TaskStatus::Pending => {
-                let open = run.status != RunStatus::AwaitingApproval;
-                assert_eq!(
-                    t.ready,
-                    open && deps_approved,
-                    "ready ⇔ dependencies approved"
-                )
-            }
+            TaskStatus::Pending => match run.status {
+                RunStatus::AwaitingApproval => assert!(!t.ready, "nothing ready before approval"),
+                // What became ready while paused is made ready on resume.
+                RunStatus::Paused => assert!(!t.ready || deps_approved),
+                _ => assert_eq!(t.ready, deps_approved, "ready ⇔ dependencies approved"),
+            },
             TaskStatus::InProgress
             | TaskStatus::Completed
             | TaskStatus::Approved
@@ -288,8 +301,8 @@ fn check_run(run: &Execution) {
             assert!(run.approval.as_ref().is_some_and(|a| a.decision.is_none()));
             assert!(run.completed_at.is_none());
         }
-        RunStatus::Started => {
-            assert!(!all_terminal, "a started run has open work");
+        RunStatus::Started | RunStatus::Paused => {
+            assert!(!all_terminal, "a started or paused run has open work");
             assert!(run.completed_at.is_none());
         }
         RunStatus::Completed => assert!(all_terminal && !lost && run.completed_at.is_some()),

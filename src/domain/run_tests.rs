@@ -573,3 +573,76 @@ fn system3_may_withdraw_a_held_run_and_an_unheld_run_needs_no_approval() {
         DomainError::InvalidTransition { .. }
     ));
 }
+
+#[test]
+fn a_paused_run_lets_started_work_finish_and_readies_the_rest_on_resume() {
+    let (mut run, _) = execute(&first_run_discovery());
+    let (first, second) = (run.tasks[0].id, run.tasks[1].id);
+    let worker = |run: &Execution, id: TaskId| {
+        let assignee = run.task(id).unwrap().assignee;
+        the_team().into_iter().find(|s| s.id == assignee).unwrap()
+    };
+    let w = worker(&run, first);
+    assert!(matches!(
+        run.pause("budget".into(), &w).unwrap_err(),
+        DomainError::WrongSystem { .. }
+    ));
+    let events = run.pause("budget".into(), &system3()).unwrap();
+    assert_eq!(kinds(&events), vec!["run.paused"]);
+    assert_eq!(
+        (run.status, run.reason.as_deref()),
+        (RunStatus::Paused, Some("budget"))
+    );
+    assert!(run.status.is_open(), "a paused run counts as open");
+    let refused = run.start_task(first, &w, t(11)).unwrap_err();
+    assert!(refused.to_string().contains("paused"), "{refused}");
+    assert!(run.pause("again".into(), &system3()).is_err());
+
+    run.resume(None, &system3(), t(12)).unwrap();
+    run.start_task(first, &w, t(13)).unwrap();
+    run.pause("budget".into(), &system3()).unwrap();
+    // Work begun finishes; its approval readies nothing while paused.
+    run.complete_task(first, "done".into(), &w, t(14)).unwrap();
+    let events = run
+        .review_task(first, Verdict::Approve, "good".into(), &system3(), t(15))
+        .unwrap();
+    assert_eq!(kinds(&events), vec!["task.approved"]);
+    assert!(!run.task(second).unwrap().ready);
+
+    let events = run
+        .resume(Some("budget granted".into()), &system3(), t(16))
+        .unwrap();
+    assert_eq!(kinds(&events), vec!["run.resumed", "task.ready"]);
+    let EventData::Task(ready) = &events[1].data else {
+        panic!("task.ready carries a task")
+    };
+    assert_eq!(ready.task_id, second);
+    assert_eq!(run.reason.as_deref(), Some("budget granted"));
+    assert!(run.resume(None, &system3(), t(17)).is_err(), "not paused");
+}
+
+#[test]
+fn a_paused_run_ends_when_its_last_task_is_approved_or_it_is_canceled() {
+    let (mut run, _) = execute(&first_run_discovery());
+    let ids: Vec<TaskId> = run.tasks.iter().map(|t| t.id).collect();
+    for (i, id) in ids[..ids.len() - 1].iter().enumerate() {
+        work(&mut run, *id, 10 + i as i64);
+    }
+    let last = *ids.last().unwrap();
+    let assignee = run.task(last).unwrap().assignee;
+    let w = the_team().into_iter().find(|s| s.id == assignee).unwrap();
+    run.start_task(last, &w, t(20)).unwrap();
+    run.pause("audit".into(), &system3()).unwrap();
+    run.complete_task(last, "done".into(), &w, t(21)).unwrap();
+    let events = run
+        .review_task(last, Verdict::Approve, "good".into(), &system3(), t(22))
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert_eq!(run.reason, None, "the pause's reason ends with it");
+    assert_eq!(events.last().unwrap().kind, EventKind::RunCompleted);
+
+    let (mut run, _) = execute(&first_run_discovery());
+    run.pause("audit".into(), &system3()).unwrap();
+    run.cancel("dropped".into(), &system3(), t(5)).unwrap();
+    assert_eq!(run.status, RunStatus::Canceled);
+}

@@ -238,6 +238,14 @@ commands! {
             "Cancel a run, started or awaiting approval, and its open tasks."
             guide "Use to stop a whole run (started or awaiting approval) with a reason."
             example json!({ "run_id": id(10), "reason": "Priorities changed" });
+        PauseRun = "run.pause" (RunWithReason) by [Role(System3)]:
+            "Pause a started run: no task becomes ready or starts until it is resumed; work already started may finish."
+            guide "Use to hold a started run for a while (say why in `reason`): tasks in progress may still be completed and reviewed, but nothing new starts. Resume it with run_resume; it counts as open for the team's policy."
+            example json!({ "run_id": id(10), "reason": "Waiting for the budget decision" });
+        ResumeRun = "run.resume" (RunWithNote) by [Role(System3)]:
+            "Resume a paused run: the tasks that became ready meanwhile are made ready."
+            guide "Use on a paused run once it may go on: every task whose dependencies were approved meanwhile becomes ready (task.ready)."
+            example json!({ "run_id": id(10), "note": "Budget approved" });
         ApproveRun = "run.approve" (RunWithNote) by [Role(System5)]:
             "Let a run awaiting approval start: its first tasks become ready."
             guide "Use on a run awaiting approval (a policy rule held it) once you judge it may go ahead: its first tasks become ready."

@@ -30,7 +30,8 @@ on_both_databases!(
     an_approval_names_the_content_and_runs_record_it,
     a_team_policy_is_set_whole_by_system5_and_read_by_any_member,
     executes_meet_the_teams_policy,
-    a_run_held_for_approval_waits_for_system5
+    a_run_held_for_approval_waits_for_system5,
+    system3_pauses_a_run_and_resumes_it_with_what_became_ready
 );
 
 async fn an_approval_names_the_content_and_runs_record_it(backend: Backend) {
@@ -462,6 +463,141 @@ async fn a_run_held_for_approval_waits_for_system5(backend: Backend) {
         )
     );
     assert_eq!(approval["decided_by_system_id"], team.s5.to_string());
+}
+
+async fn system3_pauses_a_run_and_resumes_it_with_what_became_ready(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let team = app.register_team("paused").await;
+    let sop = approved_sop(&app, &team).await;
+    app.ok(
+        C::SetPolicy,
+        team.s5,
+        json!({ "rules": [{ "name": "one", "max_open_runs": 1 }] }),
+    )
+    .await;
+    let started = app
+        .ok(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
+        .await;
+    let run = started.run_id.unwrap();
+    let (first, second) = (started.task_ids[0], started.task_ids[1]);
+    let app = &app;
+    let task = |id: uuid::Uuid| async move {
+        entity::task::Entity::find_by_id(id)
+            .one(app.db())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let worker = task(first).await.assignee_system_id;
+
+    // By the CLI: paused, the ready first task may not start.
+    let (code, out, err) = app
+        .sop(&[
+            "run",
+            "pause",
+            &run.to_string(),
+            "--reason",
+            "waiting for the budget",
+            "--actor",
+            &team.s3.to_string(),
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let e = app
+        .refused(C::StartTask, worker, json!({ "task_id": first }))
+        .await;
+    assert_eq!(e.code, "invalid_state", "{e:?}");
+    assert!(e.message.contains("paused"), "{}", e.message);
+    let e = app
+        .refused(
+            C::PauseRun,
+            worker,
+            json!({ "run_id": run, "reason": "mine" }),
+        )
+        .await;
+    assert_eq!(e.code, "forbidden", "only System3 pauses");
+    // Paused is open: the policy's limit of one counts it.
+    let denied = app
+        .send(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
+        .await;
+    assert_eq!(denied.error_code(), Some("policy_denied"), "{denied:?}");
+    let listed = app
+        .client
+        .query::<_, serde_json::Value>(
+            Q::ListRuns,
+            &json!({ "actor": team.s3, "status": "paused" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed["runs"][0]["reason"], "waiting for the budget");
+
+    // Resumed, then paused with work in progress: that work finishes, its dependent waits.
+    app.ok(C::ResumeRun, team.s3, json!({ "run_id": run }))
+        .await;
+    app.ok(C::StartTask, worker, json!({ "task_id": first }))
+        .await;
+    app.ok(
+        C::PauseRun,
+        team.s3,
+        json!({ "run_id": run, "reason": "audit" }),
+    )
+    .await;
+    app.ok(
+        C::CompleteTask,
+        worker,
+        json!({ "task_id": first, "result": "links" }),
+    )
+    .await;
+    app.ok(
+        C::ReviewTask,
+        team.s3,
+        json!({ "task_id": first, "verdict": "approve" }),
+    )
+    .await;
+    assert!(
+        !task(second).await.ready,
+        "nothing becomes ready while paused"
+    );
+    let e = app
+        .refused(
+            C::PauseRun,
+            team.s3,
+            json!({ "run_id": run, "reason": "twice" }),
+        )
+        .await;
+    assert_eq!(e.code, "invalid_state", "{e:?}");
+
+    let resumed = app
+        .ok(
+            C::ResumeRun,
+            team.s3,
+            json!({ "run_id": run, "note": "audit passed" }),
+        )
+        .await;
+    assert_eq!(resumed.status.as_deref(), Some("started"));
+    assert!(task(second).await.ready);
+    let events = app.events().await;
+    let of_run: Vec<&str> = events
+        .iter()
+        .filter(|e| e.data["run_id"] == run.to_string())
+        .map(|e| e.kind.as_str())
+        .filter(|k| k.starts_with("run.") || *k == "task.ready")
+        .collect();
+    assert_eq!(
+        of_run,
+        [
+            "run.started",
+            "task.ready",
+            "run.paused",
+            "run.resumed",
+            "run.paused",
+            "run.resumed",
+            "task.ready"
+        ]
+    );
+    let paused = events.iter().find(|e| e.kind == "run.paused").unwrap();
+    assert_eq!(paused.data["status"], "paused");
+    assert_eq!(paused.data["reason"], "waiting for the budget");
 }
 
 /// Streams an earlier release created, without the `policy` family nor direct gets: a

@@ -15,13 +15,14 @@ on_both_databases!(
     the_database_refuses_duplicate_versions_and_second_approved_or_draft_versions,
     outbox_messages_survive_migrations_6_and_7_both_ways,
     versions_and_runs_stored_before_digests_get_theirs,
-    runs_survive_the_approval_migration_both_ways
+    runs_survive_the_status_migrations_both_ways
 );
 
-/// Migration 13 widens the run status CHECK (SQLite rebuilds the table for it): runs stored
-/// before keep every row, index and foreign key, the new status is allowed and no other, and
-/// undoing it ends the runs awaiting approval rather than losing them.
-async fn runs_survive_the_approval_migration_both_ways(backend: Backend) {
+/// Migrations 13 and 15 widen the run status CHECK (SQLite rebuilds the table for it): runs
+/// stored before keep every row, index and foreign key, the new status is allowed and no
+/// other, and undoing 13 ends the runs awaiting approval, undoing 15 starts the paused ones
+/// again, rather than losing them.
+async fn runs_survive_the_status_migrations_both_ways(backend: Backend) {
     use migration::{Migrator, MigratorTrait};
     use sea_orm::{ConnectionTrait, EntityTrait};
 
@@ -59,7 +60,7 @@ async fn runs_survive_the_approval_migration_both_ways(backend: Backend) {
     db.execute_unprepared(&set_status("awaiting_approval"))
         .await
         .expect("the new status");
-    assert!(db.execute_unprepared(&set_status("paused")).await.is_err());
+    assert!(db.execute_unprepared(&set_status("frozen")).await.is_err());
     assert!(
         db.execute_unprepared(&format!("DELETE FROM procedure_run WHERE id = {literal}"))
             .await
@@ -78,6 +79,23 @@ async fn runs_survive_the_approval_migration_both_ways(backend: Backend) {
         .unwrap();
     assert_eq!(row.try_get::<String>("", "status").unwrap(), "canceled");
     Migrator::up(db, None).await.unwrap();
+
+    // Migration 15 (`paused`) the same way: undone, a paused run is started again.
+    db.execute_unprepared(&set_status("paused"))
+        .await
+        .expect("the new status");
+    Migrator::down(db, Some(1)).await.unwrap();
+    let row = entity::procedure_run::Entity::find_by_id(run)
+        .one(db)
+        .await
+        .unwrap()
+        .expect("the run kept");
+    assert_eq!(row.status, "started");
+    assert!(db.execute_unprepared(&set_status("paused")).await.is_err());
+    Migrator::up(db, None).await.unwrap();
+    for index in ["ix_run_series", "ix_run_team_status"] {
+        assert!(has_index(db, index).await, "{index} kept");
+    }
     app.stop().await;
 }
 

@@ -10,6 +10,8 @@
 //!   `run.approve` makes it `started` (the first tasks become ready), `run.reject` ends it
 //!   `canceled` with the reason;
 //! - `started` while any task is not terminal (terminal = `approved` or `canceled`);
+//! - `paused` by System3 (`run.pause`) until `run.resume`: no task becomes ready or starts
+//!   meanwhile, tasks in progress may be completed and reviewed;
 //! - once every task is terminal: `completed` when every task that was not replaced is
 //!   `approved`, else `failed` (some work was canceled without a replacement);
 //! - `canceled` when System3 cancels the run (started or awaiting approval) or System5 rejects
@@ -72,6 +74,10 @@ closed_set! {
         AwaitingApproval,
         /// While any task is not terminal (`approved` or `canceled`).
         Started,
+        /// System3 paused it: no task becomes ready or starts, work already started may be
+        /// completed and reviewed; it counts as open. `run.resume` makes ready what became
+        /// ready meanwhile.
+        Paused,
         /// Every task is terminal and every task that was not replaced is `approved`.
         Completed,
         /// Every task is terminal and some work was canceled without a replacement.
@@ -111,6 +117,19 @@ pub const RUN_MOVES: &[(Option<RunStatus>, RunStatus, &str)] = {
             "every task terminal, one canceled unreplaced",
         ),
         (Some(Started), Canceled, "run.cancel (System3)"),
+        (Some(Started), Paused, "run.pause (System3)"),
+        (Some(Paused), Started, "run.resume (System3)"),
+        (
+            Some(Paused),
+            Completed,
+            "the last task approved while paused",
+        ),
+        (
+            Some(Paused),
+            Failed,
+            "every task terminal while paused, one canceled unreplaced",
+        ),
+        (Some(Paused), Canceled, "run.cancel (System3)"),
     ]
 };
 
@@ -245,9 +264,17 @@ impl Execution {
         self.tasks.iter().find(|t| t.id == id)
     }
 
-    /// Task commands need the run started: not awaiting approval, not ended.
+    /// Starting a task needs the run started: not held, paused or ended.
     fn require_started(&self, action: &'static str) -> Result<(), DomainError> {
         self.require(self.status == RunStatus::Started, action)
+    }
+
+    /// Other task commands need the run started or paused: work begun may finish.
+    fn require_working(&self, action: &'static str) -> Result<(), DomainError> {
+        self.require(
+            matches!(self.status, RunStatus::Started | RunStatus::Paused),
+            action,
+        )
     }
 
     fn require_open(&self, action: &'static str) -> Result<(), DomainError> {

@@ -23,7 +23,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         let i = self.index(id)?;
         self.require_assignee(i, actor)?;
-        self.require_started("start a task")?;
+        self.require_started("start a task (a paused run's tasks start once System3 resumes it)")?;
         self.require_status(i, &[TaskStatus::Pending], "start")?;
         if !self.tasks[i].ready {
             let waiting_on = self.tasks[i]
@@ -58,7 +58,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         let i = self.index(id)?;
         self.require_assignee(i, actor)?;
-        self.require_started("complete a task")?;
+        self.require_working("complete a task")?;
         self.require_status(i, &[TaskStatus::InProgress], "complete")?;
         self.set_status(i, TaskStatus::Completed, now);
         self.tasks[i].result = Some(result);
@@ -76,7 +76,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         let i = self.index(id)?;
         self.require_assignee(i, actor)?;
-        self.require_started("block a task")?;
+        self.require_working("block a task")?;
         self.require_status(i, &[TaskStatus::InProgress], "block")?;
         self.set_status(i, TaskStatus::Blocked, now);
         self.tasks[i].reasoning = Some(reason);
@@ -100,7 +100,7 @@ impl Execution {
         } else {
             self.require_assignee(i, actor)?;
         }
-        self.require_started("unblock a task")?;
+        self.require_working("unblock a task")?;
         self.require_status(i, &[TaskStatus::Blocked], "unblock")?;
         self.set_status(i, TaskStatus::Pending, now);
         if note.is_some() {
@@ -122,7 +122,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
         let i = self.index(id)?;
-        self.require_started("review a task")?;
+        self.require_working("review a task")?;
         self.require_status(i, &[TaskStatus::Completed], "review")?;
         let status = match verdict {
             Verdict::Approve => TaskStatus::Approved,
@@ -151,7 +151,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
         let i = self.index(id)?;
-        self.require_started("cancel a task")?;
+        self.require_working("cancel a task")?;
         self.require_status(
             i,
             &[
@@ -208,7 +208,7 @@ impl Execution {
     ) -> Result<Vec<Event>, DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
         let i = self.index(id)?;
-        self.require_started("replace a task")?;
+        self.require_working("replace a task")?;
         self.require_status(i, &[TaskStatus::Rejected, TaskStatus::Blocked], "replace")?;
         if self.tasks.len() >= MAX_RUN_TASKS {
             return Err(DomainError::RunFull {
@@ -242,7 +242,8 @@ impl Execution {
             updated_at: now,
             ..old
         };
-        replacement.ready = self.dependencies_approved(&replacement);
+        replacement.ready =
+            self.status == RunStatus::Started && self.dependencies_approved(&replacement);
         self.tasks.push(replacement);
         let new = self.tasks.len() - 1;
         let mut events = vec![
@@ -266,6 +267,31 @@ impl Execution {
         actor.authorise(SystemKind::System3, self.team_id)?;
         self.require_open("cancel")?;
         Ok(self.end_canceled("run canceled", reason, EventKind::RunCanceled, now))
+    }
+
+    /// System3 pauses a started run: nothing becomes ready or starts until it resumes it.
+    pub fn pause(&mut self, reason: String, actor: &Actor) -> Result<Vec<Event>, DomainError> {
+        actor.authorise(SystemKind::System3, self.team_id)?;
+        self.require(self.status == RunStatus::Started, "pause")?;
+        self.status = RunStatus::Paused;
+        self.reason = Some(reason);
+        Ok(vec![self.run_event(EventKind::RunPaused)])
+    }
+
+    /// System3 resumes a paused run: the tasks that became ready meanwhile are made ready.
+    pub fn resume(
+        &mut self,
+        note: Option<String>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, DomainError> {
+        actor.authorise(SystemKind::System3, self.team_id)?;
+        self.require(self.status == RunStatus::Paused, "resume")?;
+        self.status = RunStatus::Started;
+        self.reason = note;
+        let mut events = vec![self.run_event(EventKind::RunResumed)];
+        events.extend(self.refresh_readiness(now));
+        Ok(events)
     }
 
     /// System5 lets a run held for approval start: its first tasks become ready. The approver
@@ -348,8 +374,12 @@ impl Execution {
         })
     }
 
-    /// Marks pending tasks whose dependencies are now all approved, one event each.
+    /// Marks pending tasks whose dependencies are now all approved, one event each; none
+    /// while the run is not started.
     fn refresh_readiness(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+        if self.status != RunStatus::Started {
+            return Vec::new();
+        }
         let newly: Vec<usize> = (0..self.tasks.len())
             .filter(|&j| {
                 let t = &self.tasks[j];
@@ -368,7 +398,8 @@ impl Execution {
 
     /// Applies the derived-status rule (module doc) once every task is terminal.
     fn settle(&mut self, now: DateTime<Utc>) -> Vec<Event> {
-        if self.status != RunStatus::Started || !self.tasks.iter().all(|t| t.status.is_terminal()) {
+        let working = matches!(self.status, RunStatus::Started | RunStatus::Paused);
+        if !working || !self.tasks.iter().all(|t| t.status.is_terminal()) {
             return Vec::new();
         }
         let failed = self
@@ -382,6 +413,7 @@ impl Execution {
         };
         self.status = status;
         self.completed_at = Some(now);
+        self.reason = None;
         self.initiative.status = InitiativeStatus::Completed;
         self.initiative.result = Some(self.summary());
         vec![
