@@ -24,7 +24,7 @@ pub async fn connect_nats(settings: &Settings) -> anyhow::Result<async_nats::Cli
     options
         .connect(servers)
         .await
-        .with_context(|| format!("connecting to NATS at {}", settings.nats_url))
+        .with_context(|| format!("connecting to NATS at {}", settings.connection.nats_url))
 }
 
 /// As [`connect_nats`], but returns at once and keeps trying in the background while no
@@ -35,28 +35,32 @@ pub async fn connect_nats_in_background(settings: &Settings) -> anyhow::Result<a
         .retry_on_initial_connect()
         .connect(servers)
         .await
-        .with_context(|| format!("connecting to NATS at {}", settings.nats_url))
+        .with_context(|| format!("connecting to NATS at {}", settings.connection.nats_url))
 }
 
 async fn nats_options(
     settings: &Settings,
 ) -> anyhow::Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>)> {
     let mut options = async_nats::ConnectOptions::new().name("sop");
-    if let Some(creds) = &settings.nats_creds {
+    if let Some(creds) = &settings.connection.nats_creds {
         options = async_nats::ConnectOptions::with_credentials_file(creds)
             .await
             .with_context(|| format!("reading NATS credentials {}", creds.display()))?
             .name("sop");
     }
-    if let (Some(user), Some(password)) = (&settings.nats_user, &settings.nats_password) {
+    if let (Some(user), Some(password)) = (
+        &settings.connection.nats_user,
+        &settings.connection.nats_password,
+    ) {
         options = options.user_and_password(user.clone(), password.clone());
     }
     let servers = settings
+        .connection
         .nats_url
         .split(',')
         .map(|u| u.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing the NATS URL {}", settings.nats_url))?;
+        .with_context(|| format!("parsing the NATS URL {}", settings.connection.nats_url))?;
     Ok((options, servers))
 }
 
@@ -68,7 +72,7 @@ pub fn check_server(settings: &Settings, info: &async_nats::ServerInfo) -> anyho
         .split('.')
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if settings.stream_compression && version < (2, 10) {
+    if settings.worker.stream_compression && version < (2, 10) {
         anyhow::bail!(
             "stream_compression needs nats-server 2.10 or newer; the server is {} and would ignore it",
             info.version
@@ -84,8 +88,8 @@ pub fn check_server(settings: &Settings, info: &async_nats::ServerInfo) -> anyho
 }
 
 pub async fn connect_db(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    let url = &settings.database_url;
-    store::connect(url, settings.db_max_connections)
+    let url = &settings.worker.database_url;
+    store::connect(url, settings.worker.db_max_connections)
         .await
         .map_err(|e| {
             // The error's own text once (its source repeats it), then what to do about it.
@@ -196,11 +200,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let nats = connect_nats(settings).await?;
     check_server(settings, &nats.server_info())?;
     let js = async_nats::jetstream::new(nats.clone());
-    let subjects = Subjects::new(&settings.subject_prefix);
+    let subjects = Subjects::new(&settings.connection.subject_prefix);
     let options = streams::StreamOptions {
-        replicas: settings.stream_replicas,
-        compression: settings.stream_compression,
-        ack_wait: Some(Duration::from_secs(settings.ack_wait_secs)),
+        replicas: settings.worker.stream_replicas,
+        compression: settings.worker.stream_compression,
+        ack_wait: Some(Duration::from_secs(settings.worker.ack_wait_secs)),
     };
     let consumer = streams::ensure(&js, &subjects, &options)
         .await
@@ -219,7 +223,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         Duration::from_secs(2),
         stop.clone(),
     ));
-    let http = match settings.http_addr.as_str() {
+    let http = match settings.worker.http_addr.as_str() {
         "" => None,
         addr => Some(
             http::start(addr, readiness.clone(), stop.clone())
@@ -237,10 +241,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         ctx,
         consumer,
         // A transaction without a connection would only wait for one: fewer, larger groups.
-        settings
-            .concurrency
-            .min(store::pool_size(&settings.database_url, settings.db_max_connections) as usize),
-        settings.batch_max,
+        settings.worker.concurrency.min(store::pool_size(
+            &settings.worker.database_url,
+            settings.worker.db_max_connections,
+        ) as usize),
+        settings.worker.batch_max,
         stop.clone(),
     ));
     let relay = tokio::spawn(relay::run(
@@ -256,8 +261,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         events = %subjects.events_stream(),
         outcomes = %subjects.outcomes_stream(),
         prefix = subjects.prefix(),
-        nats = %settings.nats_url,
-        database = %redact(&settings.database_url),
+        nats = %settings.connection.nats_url,
+        database = %redact(&settings.worker.database_url),
         "worker started"
     );
     Ok(Running {
@@ -301,7 +306,7 @@ mod tests {
     #[test]
     fn options_a_2_9_server_would_ignore_are_refused() {
         let mut settings = crate::config::Settings::local();
-        settings.stream_compression = true;
+        settings.worker.stream_compression = true;
         let server = |version: &str| async_nats::ServerInfo {
             version: version.into(),
             jetstream: true,
@@ -309,7 +314,7 @@ mod tests {
         };
         assert!(super::check_server(&settings, &server("2.9.10")).is_err());
         assert!(super::check_server(&settings, &server("2.10.3")).is_ok());
-        settings.stream_compression = false;
+        settings.worker.stream_compression = false;
         assert!(super::check_server(&settings, &server("2.9.10")).is_ok());
         let plain = async_nats::ServerInfo {
             version: "2.9.10".into(),
@@ -321,7 +326,7 @@ mod tests {
     #[tokio::test]
     async fn a_database_that_cannot_be_opened_is_said_with_what_to_do() {
         let mut settings = crate::config::Settings::local();
-        settings.database_url = "sqlite:///no/such/folder/sop.db?mode=rwc".into();
+        settings.worker.database_url = "sqlite:///no/such/folder/sop.db?mode=rwc".into();
         let e = super::connect_db(&settings).await.unwrap_err().to_string();
         assert!(e.contains("unable to open database file"), "{e}");
         assert!(e.contains("does its folder exist"), "{e}");

@@ -2,7 +2,13 @@
 //! (they work on a developer machine: NATS on localhost, an SQLite file in the working
 //! directory), an optional YAML/JSON file (`--config` / `SOP_CONFIG`), environment variables,
 //! flags. [`Settings::validate`] refuses a configuration that cannot work, naming the setting.
+//!
+//! Each setting is declared once, as a clap flag with its environment variable and default:
+//! clap lays defaults, environment and flags and tells which gave each value; the file is laid
+//! under the last two by name. A layering crate (figment) would read the environment a second
+//! time, beside clap, and the flags would still have to be declared for clap.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +17,7 @@ use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
 
 /// The settings every subcommand needs to reach the bus, so they are global flags.
-#[derive(clap::Args, Debug, Clone, Serialize)]
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectionSettings {
     /// YAML or JSON file with any of the settings, worker settings included (snake_case keys).
     #[arg(help_heading = "Connection", long, env = "SOP_CONFIG", global = true)]
@@ -69,7 +75,7 @@ pub struct ConnectionSettings {
 
 /// The settings only a worker reads: flags of the subcommands that run, migrate, measure or
 /// show one (`worker`, `up`, `migrate`, `config`, and `sop-bench`), so the others' help stays short.
-#[derive(clap::Args, Debug, Clone, Serialize)]
+#[derive(clap::Args, Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSettings {
     /// Database URL: `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.
     #[arg(
@@ -170,31 +176,45 @@ impl WorkerSettings {
 }
 
 /// Every setting, connection and worker alike, in one value: what the rest of the code reads.
-/// Its fields are the flags' (same names, same types): the flags, the environment and the
-/// file are laid into it by name ([`Settings::resolve`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Each setting is declared once, as its flag: the flags, the environment and the file are
+/// laid into this by name ([`Settings::resolve`]).
+#[derive(Debug, Clone, Serialize)]
 pub struct Settings {
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    pub nats_url: String,
-    pub nats_creds: Option<PathBuf>,
-    pub nats_user: Option<String>,
-    pub nats_password: Option<String>,
-    pub database_url: String,
-    pub subject_prefix: String,
-    pub concurrency: usize,
-    pub batch_max: usize,
-    pub db_max_connections: u32,
-    pub stream_replicas: usize,
-    pub stream_compression: bool,
-    pub ack_wait_secs: u64,
-    pub http_addr: String,
-    pub shutdown_timeout_secs: u64,
+    #[serde(flatten)]
+    pub connection: ConnectionSettings,
+    #[serde(flatten)]
+    pub worker: WorkerSettings,
 
-    /// The settings no file, environment variable or flag gave a value: `sop up` picks local
-    /// ones for these (its own data folder, a bus it can start), never for chosen ones.
+    /// Where each setting's value came from (`sop config` shows it): `sop up` picks local
+    /// values for the defaulted ones (its own data folder, a bus it can start), never for
+    /// chosen ones.
     #[serde(skip)]
-    pub defaulted: Vec<String>,
+    pub sources: BTreeMap<String, Source>,
+}
+
+/// Where a setting's value came from, weakest first: each overrides those before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Source {
+    Default,
+    File,
+    Environment,
+    Flag,
+}
+
+impl Source {
+    fn of(given: Option<ValueSource>) -> Source {
+        match given {
+            Some(ValueSource::EnvVariable) => Source::Environment,
+            Some(ValueSource::CommandLine) => Source::Flag,
+            _ => Source::Default,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Every setting's name, as clap, the file and [`Settings::is_default`] spell it: the ids of
@@ -269,40 +289,51 @@ impl Settings {
                 (worker, Some(matches))
             }
         };
-        let defaulted = |id: &str| {
-            let given =
-                source(matches, id).or_else(|| environment.as_ref().and_then(|m| source(m, id)));
-            matches!(given, None | Some(ValueSource::DefaultValue))
-        };
+        let mut sources: BTreeMap<String, Source> = names()
+            .into_iter()
+            .map(|id| {
+                let given = source(matches, &id)
+                    .or_else(|| environment.as_ref().and_then(|m| source(m, &id)));
+                (id, Source::of(given))
+            })
+            .collect();
         let mut values = by_name(&connection, &worker);
-        let mut left: Vec<String> = names().into_iter().filter(|id| defaulted(id)).collect();
         let path = connection.config.clone();
         if let Some(path) = &path {
             // The file fills only what no flag or environment variable gave.
             for (name, value) in read_file(path)? {
-                if left.contains(&name) {
-                    left.retain(|d| *d != name);
+                if let Some(from) = sources.get_mut(&name)
+                    && *from == Source::Default
+                {
+                    *from = Source::File;
                     values[name.as_str()] = value;
                 }
             }
         }
-        let mut settings: Settings =
-            serde_path_to_error::deserialize(values).map_err(|e| ConfigError::File {
-                path: path
-                    .as_deref()
-                    .unwrap_or(Path::new(""))
-                    .display()
-                    .to_string(),
-                message: format!("{}: {}", e.path(), e.inner()),
-            })?;
-        settings.config = path;
-        settings.defaulted = left;
+        let fault = |e: serde_path_to_error::Error<serde_json::Error>| ConfigError::File {
+            path: path
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+                .to_string(),
+            message: format!("{}: {}", e.path(), e.inner()),
+        };
+        // Each part read apart, so that a value of the wrong type is named by its setting.
+        let mut connection: ConnectionSettings =
+            serde_path_to_error::deserialize(&values).map_err(fault)?;
+        let worker: WorkerSettings = serde_path_to_error::deserialize(&values).map_err(fault)?;
+        connection.config = path;
+        let settings = Settings {
+            connection,
+            worker,
+            sources,
+        };
         Ok(settings)
     }
 
     /// Refuses settings that cannot work, naming the setting at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for url in self.nats_url.split(',') {
+        for url in self.connection.nats_url.split(',') {
             let url = url.trim();
             let ok = ["nats://", "tls://", "ws://", "wss://"]
                 .iter()
@@ -315,52 +346,56 @@ impl Settings {
                 ));
             }
         }
-        if !(self.database_url.starts_with("sqlite:")
-            || self.database_url.starts_with("postgres://")
-            || self.database_url.starts_with("postgresql://"))
+        if !(self.worker.database_url.starts_with("sqlite:")
+            || self.worker.database_url.starts_with("postgres://")
+            || self.worker.database_url.starts_with("postgresql://"))
         {
             return Err(invalid(
                 "database_url",
                 "must start with sqlite: or postgres://",
             ));
         }
-        if self.concurrency == 0 || self.concurrency > 1024 {
+        if self.worker.concurrency == 0 || self.worker.concurrency > 1024 {
             return Err(invalid("concurrency", "must be between 1 and 1024"));
         }
-        if self.batch_max == 0 || self.batch_max > crate::bus::worker::MAX_PULL {
+        if self.worker.batch_max == 0 || self.worker.batch_max > crate::bus::worker::MAX_PULL {
             return Err(invalid(
                 "batch_max",
                 format!("must be between 1 and {}", crate::bus::worker::MAX_PULL),
             ));
         }
-        if self.db_max_connections == 0 {
+        if self.worker.db_max_connections == 0 {
             return Err(invalid("db_max_connections", "must be at least 1"));
         }
-        if !(1..=5).contains(&self.stream_replicas) {
+        if !(1..=5).contains(&self.worker.stream_replicas) {
             return Err(invalid("stream_replicas", "must be between 1 and 5"));
         }
-        if self.ack_wait_secs == 0 {
+        if self.worker.ack_wait_secs == 0 {
             return Err(invalid("ack_wait_secs", "must be at least 1"));
         }
-        if !self.http_addr.is_empty() && self.http_addr.parse::<SocketAddr>().is_err() {
+        if !self.worker.http_addr.is_empty() && self.worker.http_addr.parse::<SocketAddr>().is_err()
+        {
             return Err(invalid(
                 "http_addr",
-                format!("`{}` is not host:port (e.g. 0.0.0.0:9464)", self.http_addr),
+                format!(
+                    "`{}` is not host:port (e.g. 0.0.0.0:9464)",
+                    self.worker.http_addr
+                ),
             ));
         }
-        if self.nats_user.is_some() != self.nats_password.is_some() {
+        if self.connection.nats_user.is_some() != self.connection.nats_password.is_some() {
             return Err(invalid(
                 "nats_user",
                 "nats_user and nats_password go together",
             ));
         }
-        if self.nats_creds.is_some() && self.nats_user.is_some() {
+        if self.connection.nats_creds.is_some() && self.connection.nats_user.is_some() {
             return Err(invalid(
                 "nats_creds",
                 "give a credentials file or a user, not both",
             ));
         }
-        if let Some(creds) = &self.nats_creds
+        if let Some(creds) = &self.connection.nats_creds
             && !creds.exists()
         {
             return Err(invalid(
@@ -369,11 +404,13 @@ impl Settings {
             ));
         }
         let prefix_ok = self
+            .connection
             .subject_prefix
             .trim_end_matches('.')
             .split('.')
             .all(|t| {
-                !t.contains(['*', '>', ' ']) && (self.subject_prefix.is_empty() || !t.is_empty())
+                !t.contains(['*', '>', ' '])
+                    && (self.connection.subject_prefix.is_empty() || !t.is_empty())
             });
         if !prefix_ok {
             return Err(invalid(
@@ -385,32 +422,36 @@ impl Settings {
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_secs)
+        Duration::from_secs(self.worker.shutdown_timeout_secs)
     }
 
-    /// Whether `setting` kept its built-in default (see [`Settings::defaulted`]).
+    /// Whether `setting` kept its built-in default (see [`Settings::sources`]).
     pub fn is_default(&self, setting: &str) -> bool {
-        self.defaulted.iter().any(|d| d == setting)
+        self.sources
+            .get(setting)
+            .is_none_or(|from| *from == Source::Default)
     }
 
     pub fn is_sqlite(&self) -> bool {
-        self.database_url.starts_with("sqlite:")
+        self.worker.database_url.starts_with("sqlite:")
     }
 
-    /// The effective settings with secrets hidden (`sop config`).
+    /// The effective settings with secrets hidden, and where each came from (`sop config`).
     pub fn redacted(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
-        v["database_url"] = crate::app::redact(&self.database_url).into();
-        if self.nats_password.is_some() {
+        v["database_url"] = crate::app::redact(&self.worker.database_url).into();
+        if self.connection.nats_password.is_some() {
             v["nats_password"] = "***".into();
         }
         v["nats_url"] = self
+            .connection
             .nats_url
             .split(',')
             .map(crate::app::redact)
             .collect::<Vec<_>>()
             .join(",")
             .into();
+        v["sources"] = serde_json::to_value(&self.sources).unwrap_or_default();
         v
     }
 
@@ -426,11 +467,11 @@ impl Settings {
             Ok((connection, WorkerSettings::from_arg_matches(&matches)?))
         });
         let (connection, worker) = parts.unwrap_or_else(|e| unreachable!("defaults parse: {e}"));
-        let values = by_name(&connection, &worker);
-        let mut settings: Settings = serde_json::from_value(values)
-            .unwrap_or_else(|e| unreachable!("the flags are the settings: {e}"));
-        settings.defaulted = names();
-        settings
+        Settings {
+            connection,
+            worker,
+            sources: names().into_iter().map(|n| (n, Source::Default)).collect(),
+        }
     }
 }
 

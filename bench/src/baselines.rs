@@ -54,7 +54,11 @@ pub(crate) async fn sql_baseline(
     let event =
         serde_json::to_vec(&json!({ "bench": "x".repeat(event_bytes.max(16) as usize - 12) }))?;
     let (outcome, event) = (&outcome, &event);
-    let pool = store::connect(&s.settings.database_url, s.settings.db_max_connections).await?;
+    let pool = store::connect(
+        &s.settings.worker.database_url,
+        s.settings.worker.db_max_connections,
+    )
+    .await?;
     let pool = &pool;
     let (lat, elapsed) = concurrently(args.executes, args.in_flight, |_| async move {
         let started = Instant::now();

@@ -50,6 +50,44 @@ pub(crate) fn figures(
     }
 }
 
+/// A stretch of an open-loop run whose operations were all slow: the service stopped for a
+/// while (a stall), and every operation due meanwhile waited for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stall {
+    /// When the first slow operation was due, seconds into the run.
+    pub at_s: f64,
+    /// From the first slow operation's due time to the last one's.
+    pub span_ms: f64,
+    pub worst_ms: f64,
+    pub operations: usize,
+}
+
+/// The stalls of an open-loop run: its operations `(due s, latency ms)` in due order, the
+/// slow ones (over `over_ms`) grouped into stretches no more than `gap_ms` of due time apart.
+/// A tail made of a few stalls is the service stopping now and then; slow operations spread
+/// thinly over the run are the load itself.
+pub(crate) fn stalls(ops: &[(f64, f64)], over_ms: f64, gap_ms: f64) -> Vec<Stall> {
+    let mut found: Vec<Stall> = Vec::new();
+    let mut last_due = f64::NEG_INFINITY;
+    for &(due, ms) in ops.iter().filter(|(_, ms)| *ms > over_ms) {
+        match found.last_mut() {
+            Some(stall) if (due - last_due) * 1000.0 <= gap_ms => {
+                stall.span_ms = (due - stall.at_s) * 1000.0;
+                stall.worst_ms = stall.worst_ms.max(ms);
+                stall.operations += 1;
+            }
+            _ => found.push(Stall {
+                at_s: due,
+                span_ms: 0.0,
+                worst_ms: ms,
+                operations: 1,
+            }),
+        }
+        last_due = due;
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +99,26 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), 51.0);
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+
+    #[test]
+    fn slow_operations_close_in_due_time_make_one_stall() {
+        let ops = [
+            (0.000, 5.0),
+            (0.010, 80.0),
+            (0.020, 70.0),
+            (0.030, 60.0),
+            (0.040, 4.0),
+            (0.060, 30.0),
+            (2.000, 40.0),
+            (2.001, 6.0),
+        ];
+        let found = stalls(&ops, 25.0, 50.0);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!((found[0].operations, found[0].worst_ms), (4, 80.0));
+        assert!((found[0].span_ms - 50.0).abs() < 1e-6);
+        assert_eq!((found[1].at_s, found[1].operations), (2.0, 1));
+        assert!(stalls(&ops, 100.0, 50.0).is_empty());
     }
 
     #[test]

@@ -199,7 +199,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let report = json!({ "args": {
-            "executes": args.executes, "lifecycles": args.lifecycles, "large": args.large, "in_flight": args.in_flight, "worker_concurrency": settings.concurrency, "batch_max": settings.batch_max },
+            "executes": args.executes, "lifecycles": args.lifecycles, "large": args.large, "in_flight": args.in_flight, "worker_concurrency": settings.worker.concurrency, "batch_max": settings.worker.batch_max },
         "results": rows, "ratios": ratios, "soaks": soaks });
     if let Some(path) = &args.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

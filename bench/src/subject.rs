@@ -69,12 +69,12 @@ impl Subject {
     ) -> anyhow::Result<Subject> {
         let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
         let mut settings = base.clone();
-        settings.subject_prefix = format!("bench{tag}");
-        settings.http_addr = String::new();
+        settings.connection.subject_prefix = format!("bench{tag}");
+        settings.worker.http_addr = String::new();
         let cleanup = match database {
             "sqlite" => {
                 let path = std::env::temp_dir().join(format!("sop-bench-{tag}.db"));
-                settings.database_url = format!("sqlite://{}?mode=rwc", path.display());
+                settings.worker.database_url = format!("sqlite://{}?mode=rwc", path.display());
                 None
             }
             "postgres" => {
@@ -90,12 +90,12 @@ impl Subject {
                     None => (args.postgres_admin_url.as_str(), String::new()),
                 };
                 let root = base.rsplit_once('/').map(|(r, _)| r).unwrap_or(base);
-                settings.database_url = format!("{root}/{name}{query}");
+                settings.worker.database_url = format!("{root}/{name}{query}");
                 Some((args.postgres_admin_url.clone(), name))
             }
             other => anyhow::bail!("unknown database `{other}` (sqlite or postgres)"),
         };
-        let db = store::connect(&settings.database_url, 4).await?;
+        let db = store::connect(&settings.worker.database_url, 4).await?;
         store::migrate(&db).await?;
         let txn = store::begin(&db).await?;
         let spec: teams::TeamSpec = serde_json::from_value(json!({
@@ -117,14 +117,14 @@ impl Subject {
         };
         let mut child = Command::new(sop_binary()?)
             .arg("worker")
-            .env("SOP_NATS_URL", &settings.nats_url)
-            .env("SOP_DATABASE_URL", &settings.database_url)
-            .env("SOP_SUBJECT_PREFIX", &settings.subject_prefix)
-            .env("SOP_CONCURRENCY", settings.concurrency.to_string())
-            .env("SOP_BATCH_MAX", settings.batch_max.to_string())
+            .env("SOP_NATS_URL", &settings.connection.nats_url)
+            .env("SOP_DATABASE_URL", &settings.worker.database_url)
+            .env("SOP_SUBJECT_PREFIX", &settings.connection.subject_prefix)
+            .env("SOP_CONCURRENCY", settings.worker.concurrency.to_string())
+            .env("SOP_BATCH_MAX", settings.worker.batch_max.to_string())
             .env(
                 "SOP_DB_MAX_CONNECTIONS",
-                settings.db_max_connections.to_string(),
+                settings.worker.db_max_connections.to_string(),
             )
             .env("SOP_HTTP_ADDR", "")
             .env("RUST_LOG", "warn,vsm_sop::app=info")
@@ -151,7 +151,7 @@ impl Subject {
             }
         });
         let nats = vsm_sop::app::connect_nats(&settings).await?;
-        let subjects = Subjects::new(&settings.subject_prefix);
+        let subjects = Subjects::new(&settings.connection.subject_prefix);
         let events = Arc::new(AtomicU64::new(0));
         // The listener is a System1 of its own, on its own connection: its ~1 KB events
         // (over 10,000/s) do not queue in front of the client's acks and outcomes.
@@ -242,8 +242,11 @@ impl Subject {
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
         let js = jetstream::new(self.client_nats());
-        let _ =
-            vsm_sop::bus::streams::delete(&js, &Subjects::new(&self.settings.subject_prefix)).await;
+        let _ = vsm_sop::bus::streams::delete(
+            &js,
+            &Subjects::new(&self.settings.connection.subject_prefix),
+        )
+        .await;
         self.db.close().await.ok();
         match self.cleanup {
             Some((admin_url, name)) => {
@@ -256,6 +259,7 @@ impl Subject {
             None => {
                 if let Some(path) = self
                     .settings
+                    .worker
                     .database_url
                     .strip_prefix("sqlite://")
                     .and_then(|p| p.split('?').next())

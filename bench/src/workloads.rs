@@ -85,6 +85,10 @@ pub(crate) fn execute_op<'a>(s: &'a Subject, series: Uuid) -> impl Fn(usize) -> 
 pub(crate) type BoxedLatency<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<f64>> + Send + 'a>>;
 
+/// The p99 target of an execute at half of peak: what the paced run's stalls are measured
+/// against.
+const TAIL_TARGET_MS: f64 = 25.0;
+
 /// Executes paced at half of the peak `execute_heavy` measured: the latency a service
 /// running at half its capacity gives.
 pub(crate) async fn half_peak(
@@ -96,7 +100,41 @@ pub(crate) async fn half_peak(
     let series = s.approved(10).await?;
     let before = s.events.load(Ordering::Relaxed);
     let rate = peak / 2.0;
-    let (lat, elapsed) = paced(args.executes / 2, rate, execute_op(s, series)).await?;
+    let timed = std::sync::Mutex::new(Vec::with_capacity(args.executes / 2));
+    let op = |i: usize| {
+        let timed = &timed;
+        Box::pin(async move {
+            let ms = s.execute(series).await?.1;
+            timed
+                .lock()
+                .expect("not poisoned")
+                .push((i as f64 / rate, ms));
+            Ok(ms)
+        }) as BoxedLatency<'_>
+    };
+    let (lat, elapsed) = paced(args.executes / 2, rate, op).await?;
+    let mut timed = timed.into_inner().expect("not poisoned");
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let found = stalls(&timed, TAIL_TARGET_MS, 50.0);
+    let slow: usize = found.iter().map(|st| st.operations).sum();
+    let mut worst = found.clone();
+    worst.sort_by(|a, b| b.worst_ms.total_cmp(&a.worst_ms));
+    let shown: Vec<String> = worst
+        .iter()
+        .take(6)
+        .map(|st| {
+            format!(
+                "at {:.1} s for {:.0} ms (worst {:.0} ms, {} executes)",
+                st.at_s, st.span_ms, st.worst_ms, st.operations
+            )
+        })
+        .collect();
+    eprintln!(
+        "{database} paced: {slow} of {} executes over {TAIL_TARGET_MS} ms, in {} stalls; the longest: {}",
+        timed.len(),
+        found.len(),
+        shown.join("; ")
+    );
     Ok(s.measured(
         figures(
             &format!("execute 10-task, paced at half of peak ({rate:.0}/s)"),
@@ -247,7 +285,7 @@ pub(crate) async fn large(
 ) -> anyhow::Result<[Figures; 2]> {
     let series = s.approved(tasks).await?;
     let nats = s.client_nats();
-    let subjects = Subjects::new(&s.settings.subject_prefix);
+    let subjects = Subjects::new(&s.settings.connection.subject_prefix);
     let mut ready = nats
         .subscribe(subjects.event_filter(Some("task.ready"), Some("bench")))
         .await?;

@@ -83,8 +83,11 @@ impl Ctx {
     }
 
     fn client_on(&self, nats: async_nats::Client) -> Result<Client, Exit> {
-        let client = Client::new(nats, Subjects::new(&self.settings.subject_prefix))
-            .with_timeout(self.timeout);
+        let client = Client::new(
+            nats,
+            Subjects::new(&self.settings.connection.subject_prefix),
+        )
+        .with_timeout(self.timeout);
         match &self.nkey_seed {
             Some(seed) => client
                 .with_signing_seed(seed)
@@ -248,7 +251,7 @@ impl Ctx {
                     "no worker answers for subject prefix `{}` on {}: is `sop worker` (or `sop up`) \
                      running, with the same SOP_SUBJECT_PREFIX and SOP_NATS_URL? Nothing was sent; \
                      --queue sends anyway, and the command waits for a worker",
-                    s.subject_prefix, s.nats_url
+                    s.connection.subject_prefix, s.connection.nats_url
                 ),
             ));
         }

@@ -118,7 +118,7 @@ async fn print(
     if follow {
         eprintln!(
             "following {subject} on {} (Ctrl-C stops)",
-            ctx.settings.nats_url
+            ctx.settings.connection.nats_url
         );
     }
     // Each team's names, read the first time one of its events shows (people only).

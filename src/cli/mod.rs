@@ -286,7 +286,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),
         Cmd::Roles => print!(
             "{}",
-            crate::bus::roles::roles_conf(&Subjects::new(&ctx.settings.subject_prefix))
+            crate::bus::roles::roles_conf(&Subjects::new(&ctx.settings.connection.subject_prefix))
         ),
         Cmd::NkeyGenerate => return team::nkey_generate(&ctx),
         Cmd::Config(_) => {
@@ -297,13 +297,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
                     .as_object()
                     .into_iter()
                     .flatten()
-                    .map(|(k, v)| {
-                        let shown = match v {
+                    .filter(|(k, _)| *k != "sources")
+                    .map(|(k, value)| {
+                        let shown = match value {
                             serde_json::Value::Null => "-".to_owned(),
                             serde_json::Value::String(s) => s.clone(),
                             other => other.to_string(),
                         };
-                        (k.as_str(), shown)
+                        let from = v["sources"][k].as_str().unwrap_or("default");
+                        (k.as_str(), format!("{shown}  ({from})"))
                     })
                     .collect();
                 fields(&pairs)

@@ -62,12 +62,13 @@ pub async fn run(settings: &Settings, args: UpArgs) -> Result<ExitCode, Exit> {
         .canonicalize()
         .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     if settings.is_default("database_url") {
-        settings.database_url = format!("sqlite://{}?mode=rwc", data_dir.join("sop.db").display());
+        settings.worker.database_url =
+            format!("sqlite://{}?mode=rwc", data_dir.join("sop.db").display());
     }
     if settings.is_default("http_addr") {
         // A second `sop up` or a `sop worker` may hold the usual port; metrics are a side show.
         let port = devbus::free_port(DEFAULT_HTTP_PORT).context("finding a free port")?;
-        settings.http_addr = format!("127.0.0.1:{port}");
+        settings.worker.http_addr = format!("127.0.0.1:{port}");
     }
     // `None`: a server someone else runs (configured, or found on the default URL).
     let mut started = choose_bus(&mut settings, &args, &data_dir).await?;
@@ -102,10 +103,16 @@ async fn choose_bus(
                 ),
             )
         })?;
-        println!("NATS: using the configured server at {}", settings.nats_url);
+        println!(
+            "NATS: using the configured server at {}",
+            settings.connection.nats_url
+        );
         return Ok(None);
     }
-    let probed = match (args.own_nats, devbus::address(&settings.nats_url)) {
+    let probed = match (
+        args.own_nats,
+        devbus::address(&settings.connection.nats_url),
+    ) {
         (false, Some(address)) => devbus::probe(&address).await,
         _ => Probe::Closed,
     };
@@ -113,21 +120,21 @@ async fn choose_bus(
         Probe::JetStream { version } => {
             println!(
                 "NATS: using the JetStream server (nats-server {version}) already answering at {}",
-                settings.nats_url
+                settings.connection.nats_url
             );
             return Ok(None);
         }
         Probe::WithoutJetStream { version } => {
             println!(
                 "NATS: nats-server {version} at {} runs without JetStream, so it is not used; starting one with JetStream",
-                settings.nats_url
+                settings.connection.nats_url
             );
             0
         }
         Probe::NotNats => {
             println!(
                 "NATS: what answers at {} is not a NATS server; starting one",
-                settings.nats_url
+                settings.connection.nats_url
             );
             0
         }
@@ -156,7 +163,7 @@ async fn choose_bus(
         data_dir.join("nats").display(),
         server.log().display()
     );
-    settings.nats_url = server.url().to_owned();
+    settings.connection.nats_url = server.url().to_owned();
     Ok(Some(server))
 }
 
@@ -233,12 +240,12 @@ fn next_steps(
     let _ = writeln!(
         out,
         "  export SOP_NATS_URL={}",
-        shell_word(&settings.nats_url)
+        shell_word(&settings.connection.nats_url)
     );
     let _ = writeln!(
         out,
         "  export SOP_SUBJECT_PREFIX={}",
-        shell_word(&settings.subject_prefix)
+        shell_word(&settings.connection.subject_prefix)
     );
     match team {
         Some(team) => {

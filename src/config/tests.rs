@@ -42,14 +42,14 @@ fn a_config_file_fills_defaults_but_flags_win() {
     .unwrap();
     let f = file.to_str().unwrap();
     let s = parse(&["sop", "--config", f, "worker", "--subject-prefix", "flag"]);
-    assert_eq!((s.concurrency, s.stream_replicas), (6, 3));
-    assert_eq!(s.subject_prefix, "flag");
+    assert_eq!((s.worker.concurrency, s.worker.stream_replicas), (6, 3));
+    assert_eq!(s.connection.subject_prefix, "flag");
     assert!(!s.is_default("concurrency") && !s.is_default("subject_prefix"));
     assert!(s.is_default("nats_url") && s.is_default("database_url"));
     // A subcommand without worker flags still takes the file's worker settings.
     let s = parse(&["sop", "--config", f, "other"]);
-    assert_eq!((s.concurrency, s.stream_replicas), (6, 3));
-    assert_eq!(s.subject_prefix, "acme");
+    assert_eq!((s.worker.concurrency, s.worker.stream_replicas), (6, 3));
+    assert_eq!(s.connection.subject_prefix, "acme");
     assert!(!s.is_default("concurrency") && s.is_default("database_url"));
     std::fs::write(&file, "concurency: 4\n").unwrap();
     for sub in ["worker", "other"] {
@@ -79,7 +79,10 @@ fn worker_flags_follow_the_subcommands_that_take_them() {
         "--nats-url",
         "nats://n:4222",
     ]);
-    assert_eq!((s.batch_max, s.nats_url.as_str()), (8, "nats://n:4222"));
+    assert_eq!(
+        (s.worker.batch_max, s.connection.nats_url.as_str()),
+        (8, "nats://n:4222")
+    );
     assert!(!s.is_default("batch_max") && !s.is_default("nats_url"));
     assert!(s.is_default("concurrency") && s.is_default("database_url"));
     let s = parse(&["sop", "other"]);
@@ -87,7 +90,8 @@ fn worker_flags_follow_the_subcommands_that_take_them() {
         serde_json::to_value(&s).unwrap(),
         serde_json::to_value(Settings::local()).unwrap()
     );
-    assert_eq!(s.defaulted, names());
+    assert!(s.sources.values().all(|from| *from == Source::Default));
+    assert_eq!(s.sources.len(), names().len());
     // The settings are the flags, by name.
     let value = serde_json::to_value(Settings::local()).unwrap();
     let mut fields: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
@@ -111,25 +115,37 @@ fn invalid_settings_are_refused_by_name() {
         }
     };
     assert_eq!(
-        check(|s| s.database_url = "mysql://x".into()),
+        check(|s| s.worker.database_url = "mysql://x".into()),
         "database_url"
     );
-    assert_eq!(check(|s| s.nats_url = "http://x".into()), "nats_url");
-    assert_eq!(check(|s| s.concurrency = 0), "concurrency");
-    assert_eq!(check(|s| s.batch_max = 0), "batch_max");
-    assert_eq!(check(|s| s.stream_replicas = 7), "stream_replicas");
-    assert_eq!(check(|s| s.http_addr = "nowhere".into()), "http_addr");
-    assert_eq!(check(|s| s.nats_user = Some("u".into())), "nats_user");
-    assert_eq!(check(|s| s.subject_prefix = "a.*".into()), "subject_prefix");
+    assert_eq!(
+        check(|s| s.connection.nats_url = "http://x".into()),
+        "nats_url"
+    );
+    assert_eq!(check(|s| s.worker.concurrency = 0), "concurrency");
+    assert_eq!(check(|s| s.worker.batch_max = 0), "batch_max");
+    assert_eq!(check(|s| s.worker.stream_replicas = 7), "stream_replicas");
+    assert_eq!(
+        check(|s| s.worker.http_addr = "nowhere".into()),
+        "http_addr"
+    );
+    assert_eq!(
+        check(|s| s.connection.nats_user = Some("u".into())),
+        "nats_user"
+    );
+    assert_eq!(
+        check(|s| s.connection.subject_prefix = "a.*".into()),
+        "subject_prefix"
+    );
     assert!(Settings::local().validate().is_ok());
 }
 
 #[test]
 fn secrets_are_redacted() {
     let mut s = Settings::local();
-    s.database_url = "postgres://sop:hunter2@db/sop".into();
-    s.nats_user = Some("worker".into());
-    s.nats_password = Some("hunter3".into());
+    s.worker.database_url = "postgres://sop:hunter2@db/sop".into();
+    s.connection.nats_user = Some("worker".into());
+    s.connection.nats_password = Some("hunter3".into());
     let shown = s.redacted().to_string();
     assert!(
         !shown.contains("hunter2") && !shown.contains("hunter3"),

@@ -481,6 +481,13 @@ async fn worker_settings_show_only_where_a_worker_runs() {
     let shown: Value = serde_json::from_str(&out).expect("JSON output");
     assert_eq!(shown["database_url"], "postgres://file@db.example/sop");
     assert_eq!(shown["nats_url"], "nats://nats.example:4222");
+    assert_eq!(
+        (
+            &shown["sources"]["database_url"],
+            &shown["sources"]["concurrency"]
+        ),
+        (&Value::from("file"), &Value::from("default"))
+    );
     let (code, _, err) = sop_alone(&["--config", f, "contract"]).await;
     assert_eq!(code, 0, "a subcommand without worker flags: {err}");
     let _ = std::fs::remove_dir_all(&dir);

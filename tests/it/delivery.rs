@@ -280,7 +280,7 @@ async fn the_sender_hears_its_outcome_before_the_events_it_caused(backend: Backe
     let subjects = app.client.subjects().clone();
     // One subscription for everything under the app's prefix, the reply inbox included, so
     // arrival order is the server's delivery order on this connection.
-    let listener = async_nats::connect(app.settings.nats_url.as_str())
+    let listener = async_nats::connect(app.settings.connection.nats_url.as_str())
         .await
         .unwrap();
     let mut everything = listener

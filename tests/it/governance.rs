@@ -608,7 +608,7 @@ async fn streams_of_an_earlier_release_gain_the_policy_family() {
     use vsm_sop::bus::streams::{self, StreamOptions};
     use vsm_sop::wire::subjects::Subjects;
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let nats = async_nats::connect(app.settings.nats_url.as_str())
+    let nats = async_nats::connect(app.settings.connection.nats_url.as_str())
         .await
         .unwrap();
     let js = async_nats::jetstream::new(nats);

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::servers;
 use vsm_sop::app::{self, Running};
 use vsm_sop::bus::client::Client;
-use vsm_sop::config::Settings;
+use vsm_sop::config::{ConnectionSettings, Settings, WorkerSettings};
 use vsm_sop::store::{
     self,
     teams::{SystemSpec, TeamSpec},
@@ -224,18 +224,25 @@ impl TestApp {
                 )
             }
         };
+        let local = Settings::local();
         let settings = Settings {
-            nats_url,
-            database_url,
-            subject_prefix: format!("t{tag}"),
-            concurrency: 8,
-            db_max_connections: 8,
-            // Tests run side by side: each picks a free port for its HTTP endpoints.
-            http_addr: "127.0.0.1:0".into(),
-            shutdown_timeout_secs: 10,
-            // Redeliveries after a killed worker come quickly in tests.
-            ack_wait_secs: 5,
-            ..Settings::local()
+            connection: ConnectionSettings {
+                nats_url,
+                subject_prefix: format!("t{tag}"),
+                ..local.connection
+            },
+            worker: WorkerSettings {
+                database_url,
+                concurrency: 8,
+                db_max_connections: 8,
+                // Tests run side by side: each picks a free port for its HTTP endpoints.
+                http_addr: "127.0.0.1:0".into(),
+                shutdown_timeout_secs: 10,
+                // Redeliveries after a killed worker come quickly in tests.
+                ack_wait_secs: 5,
+                ..local.worker
+            },
+            ..local
         };
         let running = app::start(&settings).await.expect("start the worker");
         let client = running.client().with_timeout(WAIT);
@@ -368,9 +375,9 @@ impl TestApp {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sop"));
         command
             .args(args)
-            .env("SOP_NATS_URL", &s.nats_url)
-            .env("SOP_DATABASE_URL", &s.database_url)
-            .env("SOP_SUBJECT_PREFIX", &s.subject_prefix)
+            .env("SOP_NATS_URL", &s.connection.nats_url)
+            .env("SOP_DATABASE_URL", &s.worker.database_url)
+            .env("SOP_SUBJECT_PREFIX", &s.connection.subject_prefix)
             .env("RUST_LOG", "error")
             .env_remove("SOP_ACTOR");
         command

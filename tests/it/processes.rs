@@ -47,9 +47,9 @@ impl WorkerProcess {
         let s = &app.settings;
         let mut child = Command::new(env!("CARGO_BIN_EXE_sop"))
             .arg("worker")
-            .env("SOP_NATS_URL", &s.nats_url)
-            .env("SOP_DATABASE_URL", &s.database_url)
-            .env("SOP_SUBJECT_PREFIX", &s.subject_prefix)
+            .env("SOP_NATS_URL", &s.connection.nats_url)
+            .env("SOP_DATABASE_URL", &s.worker.database_url)
+            .env("SOP_SUBJECT_PREFIX", &s.connection.subject_prefix)
             .env("SOP_HTTP_ADDR", &http)
             .env("SOP_CONCURRENCY", concurrency.to_string())
             .env("SOP_SHUTDOWN_TIMEOUT_SECS", "20")
