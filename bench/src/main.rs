@@ -13,6 +13,7 @@
 
 mod baselines;
 mod figures;
+mod probe;
 mod subject;
 mod workloads;
 

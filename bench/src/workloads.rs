@@ -15,6 +15,7 @@ use vsm_sop::wire::subjects::Subjects;
 
 use crate::BenchArgs;
 use crate::figures::*;
+use crate::probe::Probe;
 use crate::subject::*;
 
 /// Runs the operations `ops` yields, at most `in_flight` at once; each returns its latency in
@@ -112,7 +113,9 @@ pub(crate) async fn half_peak(
             Ok(ms)
         }) as BoxedLatency<'_>
     };
+    let probe = Probe::start(s).await?;
     let (lat, elapsed) = paced(args.executes / 2, rate, op).await?;
+    let probed = probe.stop().await;
     let mut timed = timed.into_inner().expect("not poisoned");
     timed.sort_by(|a, b| a.0.total_cmp(&b.0));
     let found = stalls(&timed, TAIL_TARGET_MS, 50.0);
@@ -123,16 +126,25 @@ pub(crate) async fn half_peak(
         .iter()
         .take(6)
         .map(|st| {
+            let (from, to) = (st.at_s - 0.2, st.at_s + st.span_ms / 1000.0);
+            let (rtt, stored, late, grew, writeback) = probed.worst_within(from, to);
+            let database = match probed.postgres_within(from, to) {
+                Some((vacuums, written, waits)) => format!(
+                    "{vacuums} autovacuum workers, {written} buffers written by a checkpoint, sessions waiting on [{waits}]"
+                ),
+                None => format!("the SQLite file +{grew:.1} MiB"),
+            };
             format!(
-                "at {:.1} s for {:.0} ms (worst {:.0} ms, {} executes)",
+                "at {:.1} s for {:.0} ms (worst {:.0} ms, {} executes; meanwhile a NATS round trip up to {rtt:.1} ms, a JetStream publish up to {stored:.1} ms, the bench's timers up to {late:.0} ms late, up to {writeback:.1} MiB in writeback, {database})",
                 st.at_s, st.span_ms, st.worst_ms, st.operations
             )
         })
         .collect();
     eprintln!(
-        "{database} paced: {slow} of {} executes over {TAIL_TARGET_MS} ms, in {} stalls; the longest: {}",
+        "{database} paced: {slow} of {} executes over {TAIL_TARGET_MS} ms, in {} stalls (at most {:.1} MiB in writeback over the run); the longest: {}",
         timed.len(),
         found.len(),
+        probed.writeback_peak(),
         shown.join("; ")
     );
     Ok(s.measured(
