@@ -129,7 +129,7 @@ pub async fn handle(
             (events, Receipt::run(&run))
         }
         PauseRun(c) => {
-            let events = run.pause(required("reason", &c.reason)?, actor)?;
+            let events = run.pause(required("reason", &c.reason)?, actor, now)?;
             (events, Receipt::run(&run))
         }
         ResumeRun(c) => {

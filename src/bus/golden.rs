@@ -218,12 +218,12 @@ fn events() -> BTreeMap<&'static str, Event> {
     let (mut paused, _) = execute(&first_run_discovery());
     all.extend(
         paused
-            .pause("Waiting for the budget decision".into(), &system3())
+            .pause("Waiting for the budget decision".into(), &system3(), t(56))
             .unwrap(),
     );
     all.extend(
         paused
-            .resume(Some("Budget approved".into()), &system3(), t(56))
+            .resume(Some("Budget approved".into()), &system3(), t(57))
             .unwrap(),
     );
     let mut by_kind = BTreeMap::new();

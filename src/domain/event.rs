@@ -73,9 +73,9 @@ events! {
     RunStarted = "run.started" (RunView) for [Role(System3)]:
         "A run started: its first tasks are ready.";
     RunPaused = "run.paused" (RunView) for [Role(System3)]:
-        "System3 paused a run: nothing new starts until it is resumed.";
+        "System3 paused a run: no task is ready or starts until it is resumed.";
     RunResumed = "run.resumed" (RunView) for [Role(System3)]:
-        "System3 resumed a paused run: what became ready meanwhile is ready.";
+        "System3 resumed a paused run: its tasks whose dependencies are approved are ready.";
     RunCompleted = "run.completed" (RunView) for [Role(System3), Role(System4)]:
         "Every task of a run was approved (or replaced).";
     RunFailed = "run.failed" (RunView) for [Role(System3), Role(System4)]:

@@ -236,7 +236,7 @@ fn apply_run(run: &mut Execution, op: &RunOp, who_pick: u8, step: i64) -> Result
             next.reject("no".into(), &who(&run.tasks[0]), now)?;
         }
         RunOp::PauseRun => {
-            next.pause("wait".into(), &who(&run.tasks[0]))?;
+            next.pause("wait".into(), &who(&run.tasks[0]), now)?;
         }
         RunOp::ResumeRun => {
             next.resume(None, &who(&run.tasks[0]), now)?;
@@ -261,8 +261,8 @@ fn check_run(run: &Execution) {
         match t.status {
             TaskStatus::Pending => match run.status {
                 RunStatus::AwaitingApproval => assert!(!t.ready, "nothing ready before approval"),
-                // What became ready while paused is made ready on resume.
-                RunStatus::Paused => assert!(!t.ready || deps_approved),
+                // Nothing is ready while paused; resuming makes ready what may start.
+                RunStatus::Paused => assert!(!t.ready, "nothing ready while paused"),
                 _ => assert_eq!(t.ready, deps_approved, "ready ⇔ dependencies approved"),
             },
             TaskStatus::InProgress

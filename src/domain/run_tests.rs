@@ -584,11 +584,15 @@ fn a_paused_run_lets_started_work_finish_and_readies_the_rest_on_resume() {
     };
     let w = worker(&run, first);
     assert!(matches!(
-        run.pause("budget".into(), &w).unwrap_err(),
+        run.pause("budget".into(), &w, t(10)).unwrap_err(),
         DomainError::WrongSystem { .. }
     ));
-    let events = run.pause("budget".into(), &system3()).unwrap();
+    let events = run.pause("budget".into(), &system3(), t(10)).unwrap();
     assert_eq!(kinds(&events), vec!["run.paused"]);
+    assert!(
+        !run.task(first).unwrap().ready,
+        "nothing is ready while paused"
+    );
     assert_eq!(
         (run.status, run.reason.as_deref()),
         (RunStatus::Paused, Some("budget"))
@@ -596,11 +600,12 @@ fn a_paused_run_lets_started_work_finish_and_readies_the_rest_on_resume() {
     assert!(run.status.is_open(), "a paused run counts as open");
     let refused = run.start_task(first, &w, t(11)).unwrap_err();
     assert!(refused.to_string().contains("paused"), "{refused}");
-    assert!(run.pause("again".into(), &system3()).is_err());
+    assert!(run.pause("again".into(), &system3(), t(11)).is_err());
 
-    run.resume(None, &system3(), t(12)).unwrap();
+    let events = run.resume(None, &system3(), t(12)).unwrap();
+    assert_eq!(kinds(&events), vec!["run.resumed", "task.ready"]);
     run.start_task(first, &w, t(13)).unwrap();
-    run.pause("budget".into(), &system3()).unwrap();
+    run.pause("budget".into(), &system3(), t(13)).unwrap();
     // Work begun finishes; its approval readies nothing while paused.
     run.complete_task(first, "done".into(), &w, t(14)).unwrap();
     let events = run
@@ -632,7 +637,7 @@ fn a_paused_run_ends_when_its_last_task_is_approved_or_it_is_canceled() {
     let assignee = run.task(last).unwrap().assignee;
     let w = the_team().into_iter().find(|s| s.id == assignee).unwrap();
     run.start_task(last, &w, t(20)).unwrap();
-    run.pause("audit".into(), &system3()).unwrap();
+    run.pause("audit".into(), &system3(), t(20)).unwrap();
     run.complete_task(last, "done".into(), &w, t(21)).unwrap();
     let events = run
         .review_task(last, Verdict::Approve, "good".into(), &system3(), t(22))
@@ -642,7 +647,7 @@ fn a_paused_run_ends_when_its_last_task_is_approved_or_it_is_canceled() {
     assert_eq!(events.last().unwrap().kind, EventKind::RunCompleted);
 
     let (mut run, _) = execute(&first_run_discovery());
-    run.pause("audit".into(), &system3()).unwrap();
+    run.pause("audit".into(), &system3(), t(20)).unwrap();
     run.cancel("dropped".into(), &system3(), t(5)).unwrap();
     assert_eq!(run.status, RunStatus::Canceled);
 }

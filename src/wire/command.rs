@@ -235,16 +235,16 @@ commands! {
             guide "Use on a rejected or blocked task to give the work a fresh start, optionally with a new name or content."
             example json!({ "task_id": id(20), "reason": "Missing links", "content": "Collect all links" });
         CancelRun = "run.cancel" (RunWithReason) by [Role(System3)]:
-            "Cancel a run, started or awaiting approval, and its open tasks."
-            guide "Use to stop a whole run (started or awaiting approval) with a reason."
+            "Cancel a run, started, paused or awaiting approval, and its open tasks."
+            guide "Use to stop a whole run (started, paused or awaiting approval) with a reason."
             example json!({ "run_id": id(10), "reason": "Priorities changed" });
         PauseRun = "run.pause" (RunWithReason) by [Role(System3)]:
-            "Pause a started run: no task becomes ready or starts until it is resumed; work already started may finish."
+            "Pause a started run: no task is ready or starts until it is resumed; work already started may finish."
             guide "Use to hold a started run for a while (say why in `reason`): tasks in progress may still be completed and reviewed, but nothing new starts. Resume it with run_resume; it counts as open for the team's policy."
             example json!({ "run_id": id(10), "reason": "Waiting for the budget decision" });
         ResumeRun = "run.resume" (RunWithNote) by [Role(System3)]:
-            "Resume a paused run: the tasks that became ready meanwhile are made ready."
-            guide "Use on a paused run once it may go on: every task whose dependencies were approved meanwhile becomes ready (task.ready)."
+            "Resume a paused run: its ready tasks, and those that became ready meanwhile, are made ready."
+            guide "Use on a paused run once it may go on: every pending task whose dependencies are approved becomes ready (task.ready)."
             example json!({ "run_id": id(10), "note": "Budget approved" });
         ApproveRun = "run.approve" (RunWithNote) by [Role(System5)]:
             "Let a run awaiting approval start: its first tasks become ready."

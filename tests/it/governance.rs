@@ -508,6 +508,7 @@ async fn system3_pauses_a_run_and_resumes_it_with_what_became_ready(backend: Bac
         .await;
     assert_eq!(e.code, "invalid_state", "{e:?}");
     assert!(e.message.contains("paused"), "{}", e.message);
+    assert!(!task(first).await.ready, "nothing is offered while paused");
     let e = app
         .refused(
             C::PauseRun,
@@ -590,6 +591,7 @@ async fn system3_pauses_a_run_and_resumes_it_with_what_became_ready(backend: Bac
             "task.ready",
             "run.paused",
             "run.resumed",
+            "task.ready",
             "run.paused",
             "run.resumed",
             "task.ready"

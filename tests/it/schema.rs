@@ -47,11 +47,14 @@ async fn runs_survive_the_status_migrations_both_ways(backend: Backend) {
         "not a status before migration 13"
     );
     Migrator::up(db, None).await.unwrap();
-    let row = entity::procedure_run::Entity::find_by_id(run)
-        .one(db)
-        .await
-        .unwrap()
-        .expect("the run kept");
+    let kept = || async {
+        entity::procedure_run::Entity::find_by_id(run)
+            .one(db)
+            .await
+            .unwrap()
+            .expect("the run kept")
+    };
+    let row = kept().await;
     assert_eq!(row.status, "started");
     assert_eq!(row.approval_rule, None);
     for index in ["ix_run_series", "ix_run_team_status"] {
@@ -85,12 +88,7 @@ async fn runs_survive_the_status_migrations_both_ways(backend: Backend) {
         .await
         .expect("the new status");
     Migrator::down(db, Some(1)).await.unwrap();
-    let row = entity::procedure_run::Entity::find_by_id(run)
-        .one(db)
-        .await
-        .unwrap()
-        .expect("the run kept");
-    assert_eq!(row.status, "started");
+    assert_eq!(kept().await.status, "started");
     assert!(db.execute_unprepared(&set_status("paused")).await.is_err());
     Migrator::up(db, None).await.unwrap();
     for index in ["ix_run_series", "ix_run_team_status"] {

@@ -10,11 +10,11 @@
 //!   `run.approve` makes it `started` (the first tasks become ready), `run.reject` ends it
 //!   `canceled` with the reason;
 //! - `started` while any task is not terminal (terminal = `approved` or `canceled`);
-//! - `paused` by System3 (`run.pause`) until `run.resume`: no task becomes ready or starts
+//! - `paused` by System3 (`run.pause`) until `run.resume`: no task is ready or starts
 //!   meanwhile, tasks in progress may be completed and reviewed;
 //! - once every task is terminal: `completed` when every task that was not replaced is
 //!   `approved`, else `failed` (some work was canceled without a replacement);
-//! - `canceled` when System3 cancels the run (started or awaiting approval) or System5 rejects
+//! - `canceled` when System3 cancels the run (started, paused or awaiting approval) or System5 rejects
 //!   it: its open tasks are canceled with it.
 //!
 //! Canceling a task cancels, transitively, the tasks that depend on it (they could never become
@@ -74,9 +74,9 @@ closed_set! {
         AwaitingApproval,
         /// While any task is not terminal (`approved` or `canceled`).
         Started,
-        /// System3 paused it: no task becomes ready or starts, work already started may be
-        /// completed and reviewed; it counts as open. `run.resume` makes ready what became
-        /// ready meanwhile.
+        /// System3 paused it: no task is ready or starts, work already started may be
+        /// completed and reviewed; it counts as open. `run.resume` makes ready again what was
+        /// ready, and what became ready meanwhile.
         Paused,
         /// Every task is terminal and every task that was not replaced is `approved`.
         Completed,

@@ -269,12 +269,23 @@ impl Execution {
         Ok(self.end_canceled("run canceled", reason, EventKind::RunCanceled, now))
     }
 
-    /// System3 pauses a started run: nothing becomes ready or starts until it resumes it.
-    pub fn pause(&mut self, reason: String, actor: &Actor) -> Result<Vec<Event>, DomainError> {
+    /// System3 pauses a started run: nothing is ready or starts until it resumes it. Ready
+    /// tasks are ready no more, so that an assignee waiting for ready work is not offered
+    /// what it cannot start; resuming makes them ready again.
+    pub fn pause(
+        &mut self,
+        reason: String,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, DomainError> {
         actor.authorise(SystemKind::System3, self.team_id)?;
         self.require(self.status == RunStatus::Started, "pause")?;
         self.status = RunStatus::Paused;
         self.reason = Some(reason);
+        for task in self.tasks.iter_mut().filter(|t| t.ready) {
+            task.ready = false;
+            task.updated_at = now;
+        }
         Ok(vec![self.run_event(EventKind::RunPaused)])
     }
 
