@@ -256,7 +256,7 @@ impl Execution {
         Ok(events)
     }
 
-    /// System3 stops the whole run, started or awaiting approval: every open task is
+    /// System3 stops the whole run, started, paused or awaiting approval: every open task is
     /// canceled, the initiative too.
     pub fn cancel(
         &mut self,
