@@ -26,6 +26,13 @@ async fn preview_of(app: &TestApp, actor: uuid::Uuid, procedure: uuid::Uuid) -> 
         .expect("procedure.preview")
 }
 
+async fn runs_with_status(app: &TestApp, actor: uuid::Uuid, status: &str) -> serde_json::Value {
+    app.client
+        .query::<_, serde_json::Value>(Q::ListRuns, &json!({ "actor": actor, "status": status }))
+        .await
+        .expect("run.list")
+}
+
 on_both_databases!(
     an_approval_names_the_content_and_runs_record_it,
     a_team_policy_is_set_whole_by_system5_and_read_by_any_member,
@@ -319,14 +326,7 @@ async fn a_run_held_for_approval_waits_for_system5(backend: Backend) {
     assert_eq!(held.task_ids.len(), 6);
     let run = held.run_id.unwrap();
     // System5 finds what awaits it.
-    let awaiting = app
-        .client
-        .query::<_, serde_json::Value>(
-            Q::ListRuns,
-            &json!({ "actor": team.s5, "status": "awaiting_approval" }),
-        )
-        .await
-        .unwrap();
+    let awaiting = runs_with_status(&app, team.s5, "awaiting_approval").await;
     let runs = awaiting["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1, "{awaiting}");
     assert_eq!(
@@ -522,14 +522,7 @@ async fn system3_pauses_a_run_and_resumes_it_with_what_became_ready(backend: Bac
         .send(C::ExecuteProcedure, team.s3, json!({ "series_id": sop }))
         .await;
     assert_eq!(denied.error_code(), Some("policy_denied"), "{denied:?}");
-    let listed = app
-        .client
-        .query::<_, serde_json::Value>(
-            Q::ListRuns,
-            &json!({ "actor": team.s3, "status": "paused" }),
-        )
-        .await
-        .unwrap();
+    let listed = runs_with_status(app, team.s3, "paused").await;
     assert_eq!(listed["runs"][0]["reason"], "waiting for the budget");
 
     // Resumed, then paused with work in progress: that work finishes, its dependent waits.
