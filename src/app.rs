@@ -196,6 +196,12 @@ impl Running {
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     settings.validate()?;
     let db = connect_db(settings).await?;
+    start_on(settings, db).await
+}
+
+/// As [`start`], on a database connection the caller opened from the same settings (e.g. one
+/// whose statements a test observes).
+pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Result<Running> {
     store::migrate(&db).await.context("running migrations")?;
     let nats = connect_nats(settings).await?;
     check_server(settings, &nats.server_info())?;

@@ -506,7 +506,7 @@ async fn list_runs(
 ) -> Result<Answer, QueryError> {
     let (db, who, max_bytes) = (asked.db, &asked.who, asked.max_bytes);
     let status = status_filter::<RunStatus>(status)?;
-    let ids = store::runs::run_ids(
+    let found = store::runs::page(
         db,
         who.team_id,
         status,
@@ -514,13 +514,10 @@ async fn list_runs(
         page.after,
         page.limit + 1,
     )
-    .await?;
-    let mut found = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(run) = store::runs::load(db, id).await? {
-            found.push((id, run.run_view()));
-        }
-    }
+    .await?
+    .into_iter()
+    .map(|run| (run.provenance.run_id, run))
+    .collect();
     let cursor = |run: RunId| Cursor::Runs { run_id: run.0 }.encode();
     let mut list = RunList {
         runs: vec![],

@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use entity::enums::RetireKind;
 use entity::{procedure, procedure_task};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -185,24 +186,22 @@ pub async fn page_of_team(
     after: Option<(SeriesId, Version)>,
     n: u64,
 ) -> Result<Vec<Procedure>, DbErr> {
-    let mut query = procedure::Entity::find().filter(procedure::Column::TeamId.eq(team.0));
+    use procedure::Column;
+    let mut query = procedure::Entity::find().filter(Column::TeamId.eq(team.0));
     if let Some(status) = status {
-        query = query.filter(procedure::Column::Status.eq(status.as_str()));
+        query = query.filter(Column::Status.eq(status.as_str()));
     }
     if let Some((series, version)) = after {
+        // A row comparison, which the index on (…, series_id, version) serves as a range.
         query = query.filter(
-            Condition::any()
-                .add(procedure::Column::SeriesId.gt(series.0))
-                .add(
-                    Condition::all()
-                        .add(procedure::Column::SeriesId.eq(series.0))
-                        .add(procedure::Column::Version.gt(version.0 as i32)),
-                ),
+            Expr::tuple([Expr::col(Column::SeriesId), Expr::col(Column::Version)]).gt(Expr::tuple(
+                [Expr::val(series.0), Expr::val(version.0 as i32)],
+            )),
         );
     }
     query
-        .order_by_asc(procedure::Column::SeriesId)
-        .order_by_asc(procedure::Column::Version)
+        .order_by_asc(Column::SeriesId)
+        .order_by_asc(Column::Version)
         .limit(n)
         .all(db)
         .await?

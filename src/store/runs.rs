@@ -1,6 +1,6 @@
 //! Runs with their initiative and tasks, loaded and saved as one aggregate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use entity::{initiative, procedure, procedure_run, procedure_task, run_review, task};
 use sea_orm::{
@@ -10,7 +10,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::mapping::{from_json, read, read_opt, to_json};
-use crate::domain::event::Provenance;
+use crate::domain::event::{Provenance, RunView};
 use crate::domain::ids::*;
 use crate::domain::run::*;
 
@@ -201,37 +201,92 @@ fn task_of(r: task::Model) -> Result<Task, DbErr> {
     })
 }
 
-/// Up to `limit` runs of `team` after `after`, in id (creation) order, by status and series.
-pub async fn run_ids(
+/// Up to `limit` runs of `team` after `after`, in id (creation) order, by status and series,
+/// as lists show them: two statements, the runs and their tasks' statuses, whatever the page.
+pub async fn page(
     db: &impl ConnectionTrait,
     team: TeamId,
     status: Option<RunStatus>,
     series: Option<SeriesId>,
     after: Option<RunId>,
     limit: u64,
-) -> Result<Vec<RunId>, DbErr> {
-    let mut query = procedure_run::Entity::find()
-        .select_only()
-        .column(procedure_run::Column::Id)
-        .filter(procedure_run::Column::TeamId.eq(team.0));
+) -> Result<Vec<RunView>, DbErr> {
+    use procedure_run::Column;
+    let mut query = procedure_run::Entity::find().filter(Column::TeamId.eq(team.0));
     if let Some(status) = status {
-        query = query.filter(procedure_run::Column::Status.eq(status.as_str()));
+        query = query.filter(Column::Status.eq(status.as_str()));
     }
     if let Some(series) = series {
-        query = query.filter(procedure_run::Column::SeriesId.eq(series.0));
+        query = query.filter(Column::SeriesId.eq(series.0));
     }
     if let Some(after) = after {
-        query = query.filter(procedure_run::Column::Id.gt(after.0));
+        query = query.filter(Column::Id.gt(after.0));
     }
-    Ok(query
-        .order_by_asc(procedure_run::Column::Id)
-        .limit(limit)
-        .into_tuple::<Uuid>()
-        .all(db)
-        .await?
-        .into_iter()
-        .map(RunId)
-        .collect())
+    let runs = query.order_by_asc(Column::Id).limit(limit).all(db).await?;
+    let mut statuses: HashMap<Uuid, Vec<TaskStatus>> = HashMap::new();
+    if !runs.is_empty() {
+        let rows = task::Entity::find()
+            .select_only()
+            .column(task::Column::InitiativeId)
+            .column(task::Column::Status)
+            .filter(task::Column::InitiativeId.is_in(runs.iter().map(|r| r.initiative_id)))
+            .into_tuple::<(Uuid, String)>()
+            .all(db)
+            .await?;
+        for (initiative, status) in rows {
+            statuses
+                .entry(initiative)
+                .or_default()
+                .push(read("task.status", &status)?);
+        }
+    }
+    runs.into_iter()
+        .map(|run| {
+            let statuses = statuses.remove(&run.initiative_id).unwrap_or_default();
+            Ok(RunView {
+                provenance: provenance_of(&run),
+                status: read::<RunStatus>("procedure_run.status", &run.status)?
+                    .as_str()
+                    .into(),
+                started_by_system_id: SystemId(run.started_by_system_id),
+                started_at: run.started_at,
+                completed_at: run.completed_at,
+                approval: approval_of(&run)?.as_ref().map(RunApproval::view),
+                reason: run.reason,
+                task_counts: task_counts(statuses),
+            })
+        })
+        .collect()
+}
+
+fn provenance_of(run: &procedure_run::Model) -> Provenance {
+    Provenance {
+        run_id: RunId(run.id),
+        initiative_id: InitiativeId(run.initiative_id),
+        procedure_id: ProcedureId(run.procedure_id),
+        series_id: SeriesId(run.series_id),
+        procedure_version: Version(run.procedure_version as u32),
+        procedure_digest: run.procedure_digest.clone(),
+    }
+}
+
+fn approval_of(run: &procedure_run::Model) -> Result<Option<RunApproval>, DbErr> {
+    let verdict = read_opt(
+        "procedure_run.approval_verdict",
+        run.approval_verdict.as_deref(),
+    )?;
+    Ok(run.approval_rule.clone().map(|rule| RunApproval {
+        rule,
+        decision: match (verdict, run.approval_by_system_id, run.approval_at) {
+            (Some(verdict), Some(by), Some(at)) => Some(ApprovalDecision {
+                verdict,
+                by: SystemId(by),
+                at,
+                note: run.approval_note.clone(),
+            }),
+            _ => None,
+        },
+    }))
 }
 
 /// Which of a team's tasks `task.list` answers.
@@ -253,28 +308,28 @@ pub async fn assigned_tasks(
     limit: u64,
 ) -> Result<Vec<(Provenance, Task)>, DbErr> {
     use sea_orm::Condition;
+    use task::Column;
     let mut query = task::Entity::find()
-        .filter(task::Column::TeamId.eq(filter.team.0))
-        .filter(task::Column::AssigneeSystemId.eq(filter.assignee.0));
+        .filter(Column::TeamId.eq(filter.team.0))
+        .filter(Column::AssigneeSystemId.eq(filter.assignee.0));
     if let Some(status) = filter.status {
-        query = query.filter(task::Column::Status.eq(status.as_str()));
+        query = query.filter(Column::Status.eq(status.as_str()));
     }
     let startable = Condition::all()
-        .add(task::Column::Status.eq(TaskStatus::Pending.as_str()))
-        .add(task::Column::Ready.eq(true));
+        .add(Column::Status.eq(TaskStatus::Pending.as_str()))
+        .add(Column::Ready.eq(true));
     match filter.ready {
         Some(true) => query = query.filter(startable),
         Some(false) => query = query.filter(startable.not()),
         None => {}
     }
     if let Some(after) = after {
-        query = query.filter(task::Column::Id.gt(after.0));
+        query = query.filter(Column::Id.gt(after.0));
     }
-    let rows = query
-        .order_by_asc(task::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?;
+    let rows = query.order_by_asc(Column::Id).limit(limit).all(db).await?;
+    if rows.is_empty() {
+        return Ok(vec![]);
+    }
     let initiatives: BTreeMap<Uuid, initiative::Model> = initiative::Entity::find()
         .filter(initiative::Column::Id.is_in(rows.iter().map(|r| r.initiative_id)))
         .all(db)
@@ -359,37 +414,15 @@ async fn load_with(
         .count(db)
         .await?
         > 0;
-    let verdict = read_opt(
-        "procedure_run.approval_verdict",
-        run.approval_verdict.as_deref(),
-    )?;
     Ok(Some(Execution {
-        provenance: Provenance {
-            run_id: RunId(run.id),
-            initiative_id: InitiativeId(run.initiative_id),
-            procedure_id: ProcedureId(run.procedure_id),
-            series_id: SeriesId(run.series_id),
-            procedure_version: Version(run.procedure_version as u32),
-            procedure_digest: run.procedure_digest,
-        },
+        provenance: provenance_of(&run),
         team_id: TeamId(run.team_id),
         status: read("procedure_run.status", &run.status)?,
         started_by: SystemId(run.started_by_system_id),
         started_at: run.started_at,
         completed_at: run.completed_at,
+        approval: approval_of(&run)?,
         reason: run.reason,
-        approval: run.approval_rule.map(|rule| RunApproval {
-            rule,
-            decision: match (verdict, run.approval_by_system_id, run.approval_at) {
-                (Some(verdict), Some(by), Some(at)) => Some(ApprovalDecision {
-                    verdict,
-                    by: SystemId(by),
-                    at,
-                    note: run.approval_note,
-                }),
-                _ => None,
-            },
-        }),
         procedure: RunProcedure {
             risk_level: read("procedure.risk_level", &proc_row.risk_level)?,
             impact: read("procedure.impact", &proc_row.impact)?,

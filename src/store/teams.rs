@@ -200,19 +200,19 @@ pub async fn actor_and_team(
     db: &impl ConnectionTrait,
     id: Uuid,
 ) -> Result<Option<ActorAndTeam>, DbErr> {
-    use sea_orm::sea_query::Query;
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait};
+    // The actor (`me`) by its key, then its team and the team's systems by theirs.
+    let me = Alias::new("me");
     let of_team = system::Entity::belongs_to(team::Entity)
         .from(system::Column::TeamId)
         .to(team::Column::Id);
-    let actors_team = Query::select()
-        .column(system::Column::TeamId)
-        .from(system::Entity)
-        .and_where(system::Column::Id.eq(id))
-        .to_owned();
+    let same_team = system::Entity::belongs_to(system::Entity)
+        .from(system::Column::TeamId)
+        .to(system::Column::TeamId);
     let rows = system::Entity::find()
         .join(JoinType::InnerJoin, of_team.into())
-        .filter(system::Column::TeamId.in_subquery(actors_team))
-        .order_by_asc(system::Column::Name)
+        .join_as(JoinType::InnerJoin, same_team.into(), me.clone())
+        .filter(Expr::col((me, system::Column::Id)).eq(id))
         .select_also(team::Entity)
         .all(db)
         .await?;
@@ -227,6 +227,9 @@ pub async fn actor_and_team(
     let Some((actor, team_name)) = found else {
         return Ok(None);
     };
+    // By name, as [`members`] gives them: sorted here, as a team's systems are few and the
+    // statement learns the team only as it runs.
+    members.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Some(ActorAndTeam {
         actor,
         team_name,

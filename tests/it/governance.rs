@@ -227,7 +227,7 @@ async fn a_team_policy_is_set_whole_by_system5_and_read_by_any_member(backend: B
     );
 }
 
-async fn executes_meet_the_teams_policy(backend: Backend) {
+pub(crate) async fn executes_meet_the_teams_policy(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("limited").await;
     let sop = approved_sop(&app, &team).await;
@@ -465,7 +465,7 @@ async fn a_run_held_for_approval_waits_for_system5(backend: Backend) {
     assert_eq!(approval["decided_by_system_id"], team.s5.to_string());
 }
 
-async fn system3_pauses_a_run_and_resumes_it_with_what_became_ready(backend: Backend) {
+pub(crate) async fn system3_pauses_a_run_and_resumes_it_with_what_became_ready(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("paused").await;
     let sop = approved_sop(&app, &team).await;

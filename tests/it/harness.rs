@@ -6,11 +6,13 @@
 //! `SOP_TEST_POSTGRES_URL`, else ones this process starts; a test that cannot reach its
 //! servers fails and says why, as it would prove nothing.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    Statement,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -79,6 +81,15 @@ where
     eventually_within(WAIT, what, check).await
 }
 
+/// Every distinct statement the workers of a scenario sent, by its SQL text (with the values
+/// it was last sent with).
+pub type Statements = std::sync::Arc<std::sync::Mutex<BTreeMap<String, Statement>>>;
+
+tokio::task_local! {
+    /// Set around a scenario, every worker it spawns records its statements here.
+    pub static RECORDED: Statements;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -123,6 +134,7 @@ pub struct TestApp {
     /// What the worker was started with (the CLI tests reuse it).
     pub settings: Settings,
     pub client: Client,
+    db: DatabaseConnection,
     database: Database,
 }
 
@@ -244,12 +256,36 @@ impl TestApp {
             },
             ..local
         };
-        let running = app::start(&settings).await.expect("start the worker");
+        let connect = || async {
+            app::connect_db(&settings)
+                .await
+                .expect("connect to the database")
+        };
+        let mut worker_db = connect().await;
+        // The test's own reads go through a connection of their own, so that only the
+        // worker's statements are recorded.
+        let db = match RECORDED.try_with(Clone::clone) {
+            Ok(recorded) => {
+                worker_db.set_metric_callback(move |info| {
+                    let statement = info.statement;
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .insert(statement.sql.clone(), statement.clone());
+                });
+                connect().await
+            }
+            Err(_) => worker_db.clone(),
+        };
+        let running = app::start_on(&settings, worker_db)
+            .await
+            .expect("start the worker");
         let client = running.client().with_timeout(WAIT);
         TestApp {
             running,
             settings,
             client,
+            db,
             database,
         }
     }
@@ -268,7 +304,7 @@ impl TestApp {
     }
 
     pub fn db(&self) -> &DatabaseConnection {
-        &self.running.db
+        &self.db
     }
 
     /// Registers a team with two System1s (one skilled in interviewing) and System3/4/5.

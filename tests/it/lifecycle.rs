@@ -25,7 +25,7 @@ fn uuid(v: &Value) -> Uuid {
         .unwrap_or_else(|| panic!("not a uuid: {v}"))
 }
 
-async fn first_run_discovery_from_draft_to_recorded_review(backend: Backend) {
+pub(crate) async fn first_run_discovery_from_draft_to_recorded_review(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     first_run_discovery_lifecycle(&app).await;
     app.stop().await;
@@ -377,7 +377,7 @@ async fn revising_v1_and_approving_v2_retires_v1_and_execute_takes_v2(backend: B
     app.stop().await;
 }
 
-async fn a_rejected_task_is_replaced_and_the_run_still_completes(backend: Backend) {
+pub(crate) async fn a_rejected_task_is_replaced_and_the_run_still_completes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("remediation").await;
     let sop = app

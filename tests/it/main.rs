@@ -14,6 +14,7 @@ mod limits;
 mod mcp;
 mod paging;
 mod parking;
+mod plans;
 mod processes;
 mod queries;
 mod rejections;

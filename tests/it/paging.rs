@@ -358,7 +358,7 @@ async fn thirty_large_versions_list_and_history_in_pages(backend: Backend) {
     app.stop().await;
 }
 
-async fn the_audit_trail_pages_in_seq_order(backend: Backend) {
+pub(crate) async fn the_audit_trail_pages_in_seq_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("paging-audit").await;
     let v1 = approved_sop(&app, &team).await;

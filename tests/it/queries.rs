@@ -31,7 +31,7 @@ async fn refused(app: &TestApp, name: Q, request: Value) -> String {
     }
 }
 
-async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend) {
+pub(crate) async fn queries_answer_about_procedures_runs_and_their_history(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("queries").await;
     let other = app.register_team("others").await;
@@ -330,7 +330,7 @@ async fn service_verb(app: &TestApp, verb: &str, ours: &str) -> Vec<Value> {
 }
 
 /// `task.list`: a System1's work list, ready first of all; paged; scoped to the team.
-async fn a_system_lists_its_tasks_and_what_it_can_start_now(backend: Backend) {
+pub(crate) async fn a_system_lists_its_tasks_and_what_it_can_start_now(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("workers").await;
     let other = app.register_team("elsewhere").await;

@@ -34,7 +34,7 @@ mod transitions;
 mod views;
 
 pub use materialise::{NewRunIds, assign};
-pub use views::task_view;
+pub use views::{task_counts, task_view};
 
 /// Tasks one run may hold, replacements included: a template's tasks and as many again. Every
 /// run view, review context and initiative event lists them, so a System3 that keeps replacing

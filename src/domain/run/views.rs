@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::{Execution, Task};
+use super::{Execution, RunApproval, Task, TaskStatus};
 use crate::domain::event::{
     ApprovalView, Event, EventData, EventKind, InitiativeView, Provenance, RunView, TaskView,
 };
@@ -31,13 +31,33 @@ pub fn task_view(provenance: &Provenance, t: &Task) -> TaskView {
     }
 }
 
+/// How many tasks have each status, as a run's view counts them.
+pub fn task_counts(
+    statuses: impl IntoIterator<Item = TaskStatus>,
+) -> BTreeMap<Cow<'static, str>, usize> {
+    let mut counts = BTreeMap::new();
+    for status in statuses {
+        *counts.entry(Cow::Borrowed(status.as_str())).or_insert(0) += 1;
+    }
+    counts
+}
+
+impl RunApproval {
+    pub fn view(&self) -> ApprovalView {
+        let decision = self.decision.as_ref();
+        ApprovalView {
+            rule: self.rule.clone(),
+            verdict: decision.map(|d| d.verdict),
+            decided_by_system_id: decision.map(|d| d.by),
+            decided_at: decision.map(|d| d.at),
+            note: decision.and_then(|d| d.note.clone()),
+        }
+    }
+}
+
 impl Execution {
     pub fn task_counts(&self) -> BTreeMap<Cow<'static, str>, usize> {
-        let mut counts = BTreeMap::new();
-        for t in &self.tasks {
-            *counts.entry(Cow::Borrowed(t.status.as_str())).or_insert(0) += 1;
-        }
-        counts
+        task_counts(self.tasks.iter().map(|t| t.status))
     }
 
     pub(super) fn summary(&self) -> String {
@@ -57,16 +77,7 @@ impl Execution {
             started_at: self.started_at,
             completed_at: self.completed_at,
             reason: self.reason.clone(),
-            approval: self.approval.as_ref().map(|a| {
-                let decision = a.decision.as_ref();
-                ApprovalView {
-                    rule: a.rule.clone(),
-                    verdict: decision.map(|d| d.verdict),
-                    decided_by_system_id: decision.map(|d| d.by),
-                    decided_at: decision.map(|d| d.at),
-                    note: decision.and_then(|d| d.note.clone()),
-                }
-            }),
+            approval: self.approval.as_ref().map(RunApproval::view),
             task_counts: self.task_counts(),
         }
     }
