@@ -13,6 +13,7 @@
 
 mod baselines;
 mod figures;
+mod history;
 mod probe;
 mod subject;
 mod workloads;
@@ -95,12 +96,30 @@ pub struct BenchArgs {
     /// seconds, sampling the worker's resident memory (0: no soak).
     #[arg(long, default_value_t = 0)]
     pub soak_secs: u64,
+    /// Instead of the other workloads, grow one team's history to this many runs, measuring
+    /// at 1,000, 10,000, … runs and at the end (0: no history workload).
+    #[arg(long, default_value_t = 0)]
+    pub history: usize,
+    /// Leave each benchmark database in place afterwards (its URL or path is printed), to
+    /// inspect its plans and sizes.
+    #[arg(long)]
+    pub keep_database: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
     /// The worker's own settings, passed to the child (`--concurrency`, `--batch-max`, …).
     #[command(flatten)]
     pub worker: WorkerSettings,
+}
+
+impl BenchArgs {
+    /// The databases to run on, as `--databases` names them.
+    fn databases(&self) -> impl Iterator<Item = &str> {
+        self.databases
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+    }
 }
 
 pub(crate) fn table(rows: &[Figures]) -> String {
@@ -129,19 +148,39 @@ pub(crate) fn table(rows: &[Figures]) -> String {
     out.join("\n")
 }
 
+/// The history workload on each database: its checkpoints, and each figure at the first and
+/// the last side by side.
+async fn run_history(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    let mut comparisons = Vec::new();
+    for database in args.databases() {
+        let subject = Subject::start(database, settings, args).await?;
+        let result = history::history(&subject, args, database).await;
+        subject.stop().await;
+        let checkpoints = result?;
+        comparisons.push(history::comparison(&checkpoints));
+        all.extend(checkpoints);
+    }
+    println!("{}", comparisons.join("\n\n"));
+    if let Some(path) = &args.json_out {
+        let report = json!({ "args": { "history": args.history, "in_flight": args.in_flight },
+            "history": all });
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
 pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
+    if args.history > 0 {
+        return run_history(settings, args).await;
+    }
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     let mut soaks = Vec::new();
     let nats = vsm_sop::app::connect_nats(settings).await?;
     let raw = jetstream_baseline(&nats, args).await?;
     eprintln!("{}", table(std::slice::from_ref(&raw)));
-    for database in args
-        .databases
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-    {
+    for database in args.databases() {
         let subject = Subject::start(database, settings, args).await?;
         let result: anyhow::Result<()> = async {
             let heavy = execute_heavy(&subject, args, database).await?;

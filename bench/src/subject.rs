@@ -37,6 +37,8 @@ pub(crate) struct Subject {
     pub(crate) s4: Uuid,
     pub(crate) s5: Uuid,
     pub(crate) cleanup: Option<(String, String)>,
+    /// Leave the database in place at [`Subject::stop`].
+    pub(crate) keep: bool,
 }
 
 /// A memory figure of a process from `/proc/<pid>/status`, MiB: `VmHWM` (peak resident) or
@@ -176,6 +178,7 @@ impl Subject {
             s4: id("system4")[0],
             s5: id("system5")[0],
             cleanup,
+            keep: args.keep_database,
         })
     }
 
@@ -248,6 +251,13 @@ impl Subject {
         )
         .await;
         self.db.close().await.ok();
+        if self.keep {
+            eprintln!(
+                "kept the benchmark database: {}",
+                self.settings.worker.database_url
+            );
+            return;
+        }
         match self.cleanup {
             Some((admin_url, name)) => {
                 if let Ok(admin) = store::connect(&admin_url, 1).await {
