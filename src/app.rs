@@ -199,6 +199,25 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     start_on(settings, db).await
 }
 
+/// The streams and the worker's consumer, created as the settings say where missing.
+pub async fn ensure_streams(
+    settings: &Settings,
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
+    let options = streams::StreamOptions {
+        replicas: settings.worker.stream_replicas,
+        compression: settings.worker.stream_compression,
+        ack_wait: Some(Duration::from_secs(settings.worker.ack_wait_secs)),
+    };
+    streams::ensure(
+        js,
+        &Subjects::new(&settings.connection.subject_prefix),
+        &options,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating JetStream streams: {e}"))
+}
+
 /// As [`start`], on a database connection the caller opened from the same settings (e.g. one
 /// whose statements a test observes).
 pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Result<Running> {
@@ -207,14 +226,7 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
     check_server(settings, &nats.server_info())?;
     let js = async_nats::jetstream::new(nats.clone());
     let subjects = Subjects::new(&settings.connection.subject_prefix);
-    let options = streams::StreamOptions {
-        replicas: settings.worker.stream_replicas,
-        compression: settings.worker.stream_compression,
-        ack_wait: Some(Duration::from_secs(settings.worker.ack_wait_secs)),
-    };
-    let consumer = streams::ensure(&js, &subjects, &options)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating JetStream streams: {e}"))?;
+    let consumer = ensure_streams(settings, &js).await?;
     let queries = queries::start(&nats, db.clone(), &subjects)
         .await
         .map_err(|e| anyhow::anyhow!("starting the query service: {e}"))?;

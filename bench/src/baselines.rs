@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, Statement};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -19,8 +19,9 @@ use crate::workloads::*;
 /// A digest as long as a real one: the baseline writes rows of the same size.
 const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Baseline (a): the rows one 10-task execute writes (run, initiative, tasks, inbox row,
-/// outbox events and outcome), in one plain transaction each, at the same concurrency.
+/// Baseline (a): the rows one 10-task execute writes (run, initiative, tasks, inbox row, the
+/// outbox record of its outcome and events), in one plain transaction each, at the same
+/// concurrency.
 pub(crate) async fn sql_baseline(
     s: &Subject,
     args: &BenchArgs,
@@ -35,25 +36,19 @@ pub(crate) async fn sql_baseline(
         .team_id
         .0;
     // Rows as large as the service's: the execute-heavy workload, run just before on this
-    // database, left real outcomes and events to size them by.
-    let outcome = command_inbox::Entity::find()
+    // database, left an execute's outbox record (its outcome and events) to copy.
+    let execute = command_inbox::Entity::find()
         .filter(command_inbox::Column::Command.eq("procedure.execute"))
         .one(&s.db)
         .await?
-        .context("an execute's outcome to size the baseline by")?
-        .outcome;
-    let event_bytes = s
-        .db
-        .query_one_raw(Statement::from_string(
-            s.db.get_database_backend(),
-            "SELECT CAST(AVG(LENGTH(payload)) AS BIGINT) AS n FROM outbox WHERE kind LIKE 'event.%'",
-        ))
+        .context("an execute to size the baseline by")?
+        .command_id;
+    let record = outbox::Entity::find()
+        .filter(outbox::Column::CausationId.eq(execute))
+        .one(&s.db)
         .await?
-        .context("outbox rows to size the baseline by")?
-        .try_get::<i64>("", "n")?;
-    let event =
-        serde_json::to_vec(&json!({ "bench": "x".repeat(event_bytes.max(16) as usize - 12) }))?;
-    let (outcome, event) = (&outcome, &event);
+        .context("an execute's outbox record to size the baseline by")?;
+    let (body, messages) = (&record.body, record.messages);
     let pool = store::connect(
         &s.settings.worker.database_url,
         s.settings.worker.db_max_connections,
@@ -139,31 +134,23 @@ pub(crate) async fn sql_baseline(
             command: Set("procedure.execute".into()),
             actor_system_id: Set(Some(s.s3)),
             status: Set(enums::CommandStatus::Accepted),
-            outcome: Set(outcome.clone()),
             processed_at: Set(now),
         })
         .exec_without_returning(&txn)
         .await?;
-        let events: Vec<outbox::ActiveModel> = (0..14)
-            .map(|_| outbox::ActiveModel {
-                message_id: Set(Uuid::now_v7()),
-                kind: Set("event.task.created".into()),
-                subject: Set("bench".into()),
-                team_id: Set(Some(team)),
-                causation_id: Set(Some(command)),
-                series_id: Set(Some(series)),
-                run_id: Set(Some(run)),
-                payload: Set(event.clone()),
-                headers: Set(None),
-                reply_to: Set(None),
-                // Not listed in outbox_pending: the worker's relay leaves these rows alone.
-                created_at: Set(now),
-                ..Default::default()
-            })
-            .collect();
-        outbox::Entity::insert_many(events)
-            .exec_without_returning(&txn)
-            .await?;
+        // Not listed in outbox_pending: the worker's relay leaves this record alone.
+        outbox::Entity::insert(outbox::ActiveModel {
+            team_id: Set(Some(team)),
+            causation_id: Set(command),
+            series_id: Set(Some(series)),
+            run_id: Set(Some(run)),
+            messages: Set(messages),
+            body: Set(body.clone()),
+            created_at: Set(now),
+            ..Default::default()
+        })
+        .exec_without_returning(&txn)
+        .await?;
         txn.commit().await?;
         Ok(started.elapsed().as_secs_f64() * 1000.0)
     })

@@ -2,8 +2,8 @@ use sea_orm::entity::prelude::*;
 
 use crate::enums::CommandStatus;
 
-/// One row per processed command id: a redelivered or re-sent command finds its outcome here
-/// instead of being applied again.
+/// One row per processed command id: a redelivered or re-sent command is found here instead
+/// of being applied again, and answered with its outcome (an outbox message of the command).
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "command_inbox")]
@@ -14,8 +14,6 @@ pub struct Model {
     pub command: String,
     pub actor_system_id: Option<Uuid>,
     pub status: CommandStatus,
-    /// The outcome message exactly as published.
-    pub outcome: Json,
     pub processed_at: DateTimeUtc,
 }
 

@@ -619,13 +619,13 @@ async fn audit(
         .into_iter()
         .map(|(r, published)| {
             let entry = AuditEntry {
-                seq: r.seq,
-                event_id: r.message_id,
+                seq: r.publication.seq,
+                event_id: r.publication.message_id,
                 kind: r.kind.trim_start_matches("event.").to_owned(),
-                subject: r.subject,
+                actor: store::outbox::actor_of(&r.publication.payload),
+                subject: r.publication.subject,
                 occurred_at: r.created_at,
-                actor: store::outbox::actor_of(&r.payload),
-                causation_id: r.causation_id,
+                causation_id: Some(r.causation_id),
                 published,
             };
             (entry.seq, entry)

@@ -176,7 +176,7 @@ async fn next_batch(
     let mut read: HashMap<i64, Publication> = outbox::by_seqs(db, &missing)
         .await?
         .into_iter()
-        .map(|row| (row.seq, row.into()))
+        .map(|m| (m.publication.seq, m.publication))
         .collect();
     Ok(seqs
         .iter()

@@ -7,6 +7,8 @@ use clap::Subcommand;
 use super::ctx::{Ctx, EXIT_NOT_FOUND, Exit};
 use super::render::{Columns, time};
 use crate::bus::client::ClientError;
+use crate::config::WorkerSettings;
+use crate::store::outbox::Relist;
 use crate::wire::admin::{
     AdminName, DeadLetter, DeadLetterRequest, DeadLetters, ParkedMessage, ParkedMessages,
     ParkedRequest, RepublishRequest,
@@ -24,6 +26,22 @@ pub enum OutboxCmd {
         /// Every parked message.
         #[arg(long)]
         all: bool,
+    },
+    /// Lists stored messages again for the relay to publish, to rebuild a lost stream from
+    /// the outbox (connects to the database; stop the workers first, see docs/operations.md).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["events", "outcomes_since"])))]
+    Relist {
+        /// Every stored event (for `SOP_EVENTS`), but for parked ones.
+        #[arg(long)]
+        events: bool,
+        /// Only the events after this one (the last event id the stream still holds).
+        #[arg(long, requires = "events")]
+        after_event: Option<uuid::Uuid>,
+        /// Every stored outcome since this time (for `SOP_OUTCOMES`), RFC 3339.
+        #[arg(long)]
+        outcomes_since: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        worker: WorkerSettings,
     },
 }
 
@@ -53,15 +71,22 @@ pub async fn dead_letters(ctx: &Ctx, limit: u64) -> Result<ExitCode, Exit> {
 }
 
 pub async fn outbox(ctx: &Ctx, command: OutboxCmd) -> Result<ExitCode, Exit> {
-    let client = ctx.client().await?;
     let answer: ParkedMessages = match command {
+        OutboxCmd::Relist {
+            after_event,
+            outcomes_since,
+            ..
+        } => return relist(ctx, after_event, outcomes_since).await,
         OutboxCmd::Parked => {
-            client
+            ctx.client()
+                .await?
                 .admin(AdminName::ParkedOutbox, &ParkedRequest {})
                 .await?
         }
         OutboxCmd::Republish { seqs, all } => {
-            match client
+            match ctx
+                .client()
+                .await?
                 .admin(AdminName::RepublishOutbox, &RepublishRequest { seqs, all })
                 .await
             {
@@ -89,6 +114,37 @@ pub async fn outbox(ctx: &Ctx, command: OutboxCmd) -> Result<ExitCode, Exit> {
             .col("reason", |p| p.reason.clone())
             .or("no parked messages")
             .render(parked)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn relist(
+    ctx: &Ctx,
+    after_event: Option<uuid::Uuid>,
+    outcomes_since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<ExitCode, Exit> {
+    let db = crate::app::connect_db(&ctx.settings).await?;
+    let which = match (outcomes_since, after_event) {
+        (Some(since), _) => Relist::OutcomesSince(since),
+        (None, None) => Relist::EventsAfter(None),
+        (None, Some(event)) => match crate::store::outbox::position_of(&db, event)
+            .await
+            .map_err(anyhow::Error::from)?
+        {
+            Some(position) => Relist::EventsAfter(Some(position)),
+            None => {
+                return Err(Exit(
+                    EXIT_NOT_FOUND,
+                    format!("event {event} is not in the outbox"),
+                ));
+            }
+        },
+    };
+    let listed = crate::store::outbox::relist(&db, which)
+        .await
+        .map_err(anyhow::Error::from)?;
+    ctx.print(&serde_json::json!({ "listed": listed }), |_| {
+        format!("{listed} messages listed for the relay to publish")
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! answer in time; 4 not found.
 
 mod admin;
+mod archive;
 mod ctx;
 mod events;
 mod policy;
@@ -135,10 +136,17 @@ enum Cmd {
         limit: u64,
     },
     /// Outbox messages the relay parked because the server refused them for good
-    /// (operators; `sop.admin.outbox.parked`, `sop.admin.outbox.republish`).
+    /// (operators; `sop.admin.outbox.parked`, `sop.admin.outbox.republish`), and stored
+    /// messages listed again to rebuild a stream (`relist`, on the database).
     Outbox {
         #[command(subcommand)]
         command: admin::OutboxCmd,
+    },
+    /// Retention: archive history older than a horizon and remove it from the database, or
+    /// replay an archive into rebuilt streams (operators; on the database and the bus).
+    Archive {
+        #[command(subcommand)]
+        command: archive::ArchiveCmd,
     },
     /// Send any command with a JSON/YAML payload (the generic form of the commands above).
     Send {
@@ -184,6 +192,10 @@ impl Cli {
         let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
         let worker = match &cli.command {
             Cmd::Worker(w) | Cmd::Migrate(w) | Cmd::Config(w) => Some(w.clone()),
+            Cmd::Outbox {
+                command: admin::OutboxCmd::Relist { worker, .. },
+            } => Some(worker.clone()),
+            Cmd::Archive { command } => Some(command.worker().clone()),
             Cmd::Up(args) => Some(args.worker.clone()),
             _ => None,
         };
@@ -281,6 +293,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         }
         Cmd::DeadLetters { limit } => return admin::dead_letters(&ctx, limit).await,
         Cmd::Outbox { command } => return admin::outbox(&ctx, command).await,
+        Cmd::Archive { command } => return archive::run(&ctx, command).await,
         Cmd::Send { command, args } => return send::run(&ctx, &command, args).await,
         Cmd::Events { command } => return events::run(&ctx, command).await,
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),

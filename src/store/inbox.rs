@@ -1,6 +1,6 @@
-//! The command inbox: one row per processed command id, holding its outcome. Inserting it in
-//! the same transaction as the command's effects is what makes effects exactly-once on an
-//! at-least-once bus.
+//! The command inbox: one row per processed command id (its outcome is the command's outcome
+//! message in the outbox). Inserting it in the same transaction as the command's effects is
+//! what makes effects exactly-once on an at-least-once bus.
 
 use std::collections::HashMap;
 
@@ -9,24 +9,25 @@ use entity::enums::CommandStatus;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
-use super::mapping::{from_json, to_json};
-use crate::wire::outcome::Outcome;
+use crate::domain::error::ErrorCode;
+use crate::wire::outcome::{ErrorBody, Outcome, Verdict};
 
 /// The outcome and the system that sent the command (when it was known).
 pub async fn find_with_actor(
     db: &impl ConnectionTrait,
     command_id: Uuid,
 ) -> Result<Option<(Outcome, Option<Uuid>)>, DbErr> {
-    match command_inbox::Entity::find_by_id(command_id)
+    let Some(row) = command_inbox::Entity::find_by_id(command_id)
         .one(db)
         .await?
-    {
-        Some(row) => Ok(Some((
-            from_json("command_inbox.outcome", row.outcome)?,
-            row.actor_system_id,
-        ))),
-        None => Ok(None),
-    }
+    else {
+        return Ok(None);
+    };
+    let outcome = outcomes(db, &[command_id])
+        .await?
+        .remove(&command_id)
+        .unwrap_or_else(|| archived(&row));
+    Ok(Some((outcome, row.actor_system_id)))
 }
 
 /// The stored outcomes of those of `ids` that have one.
@@ -37,16 +38,60 @@ pub async fn find_many(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    command_inbox::Entity::find()
+    let seen = command_inbox::Entity::find()
         .filter(command_inbox::Column::CommandId.is_in(ids.iter().copied()))
         .all(db)
+        .await?;
+    if seen.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<Uuid> = seen.iter().map(|row| row.command_id).collect();
+    let mut found = outcomes(db, &ids).await?;
+    for row in &seen {
+        found.entry(row.command_id).or_insert_with(|| archived(row));
+    }
+    Ok(found)
+}
+
+/// The answer to a command whose outcome was archived (`sop archive`): what the inbox still
+/// knows of it, as a `conflict` that tells the sender to use a new id to act again.
+fn archived(row: &command_inbox::Model) -> Outcome {
+    let status = match row.status {
+        CommandStatus::Accepted => "accepted",
+        CommandStatus::Rejected => "rejected",
+    };
+    Outcome {
+        schema_version: crate::wire::command::SCHEMA_VERSION,
+        command_id: row.command_id,
+        command: row.command.clone(),
+        verdict: Verdict::Rejected {
+            error: ErrorBody {
+                code: ErrorCode::Conflict.as_str().to_owned(),
+                message: format!(
+                    "command {} was processed at {} ({status}); its outcome has been archived. \
+                     Send the command with a new command_id to act again",
+                    row.command_id,
+                    row.processed_at.to_rfc3339()
+                ),
+                field: Some("command_id".into()),
+            },
+        },
+        processed_at: row.processed_at,
+    }
+}
+
+/// The outcomes of processed commands, read from their outcome messages.
+async fn outcomes(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Outcome>, DbErr> {
+    super::outbox::outcomes_of(db, ids)
         .await?
         .into_iter()
-        .map(|row| {
-            Ok((
-                row.command_id,
-                from_json("command_inbox.outcome", row.outcome)?,
-            ))
+        .map(|(id, payload)| {
+            serde_json::from_slice(&payload)
+                .map(|outcome| (id, outcome))
+                .map_err(|e| DbErr::Type(format!("the outcome of command {id}: {e}")))
         })
         .collect()
 }
@@ -69,7 +114,6 @@ pub fn insert_into(
             } else {
                 CommandStatus::Rejected
             }),
-            outcome: Set(to_json(outcome)),
             processed_at: Set(outcome.processed_at),
         })
         .collect();

@@ -6,6 +6,7 @@
 //! clause does not exist, and every command transaction is `BEGIN IMMEDIATE` instead, which
 //! serialises writers. Either way two commands never decide on the same state concurrently.
 
+pub mod archive;
 pub mod changes;
 pub mod dead_letters;
 pub mod inbox;

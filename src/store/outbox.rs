@@ -1,11 +1,13 @@
 //! The transactional outbox. Events and outcomes are written in the command's transaction and
-//! published by the relay after commit, in `seq` order, with `Nats-Msg-Id` = `message_id`.
-//! Each row is written once and stays: the rows are the audit trail of every change. What is
-//! left to publish is listed in `outbox_pending`, which publishing deletes from. A message the
-//! server refuses for good is parked: moved from `outbox_pending` to `outbox_parked`, until an
-//! operator lists it again.
+//! published by the relay after commit, in order of their position (`seq`), with
+//! `Nats-Msg-Id` = the message id. A command's messages are stored as records (one per series
+//! and run they concern, [`entity::outbox`]), written once and kept: they are the audit trail
+//! of every change. What is left to publish is listed in `outbox_pending` by position, which
+//! publishing deletes from. A message the server refuses for good is parked: moved from
+//! `outbox_pending` to `outbox_parked`, until an operator lists it again.
 
 use chrono::{DateTime, Utc};
+use entity::outbox::{self as records, Links, RawValue};
 use entity::{outbox, outbox_parked, outbox_pending};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
@@ -53,17 +55,43 @@ pub struct Publication {
     pub reply_to: Option<String>,
 }
 
-impl From<outbox::Model> for Publication {
-    fn from(row: outbox::Model) -> Publication {
-        Publication {
-            seq: row.seq,
-            message_id: row.message_id,
-            subject: row.subject,
-            headers: row.headers,
-            payload: row.payload.into(),
-            reply_to: row.reply_to,
+/// A stored message, as the relay publishes it and the audit trail shows it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub publication: Publication,
+    /// `event.<type>` or `outcome`.
+    pub kind: String,
+    /// The command that caused it.
+    pub causation_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Stored {
+    fn new(seq: i64, causation_id: Uuid, message: records::Message) -> Stored {
+        let payload: Box<str> = message.payload.into();
+        Stored {
+            publication: Publication {
+                seq,
+                message_id: message.id,
+                subject: message.subject,
+                headers: message.headers,
+                payload: bytes::Bytes::from(String::from(payload)),
+                reply_to: message.reply_to,
+            },
+            kind: message.kind,
+            causation_id,
+            created_at: message.at,
         }
     }
+}
+
+/// The stored messages of `record`, each with its position.
+pub(super) fn unpacked(record: outbox::Model) -> Result<impl Iterator<Item = Stored>, DbErr> {
+    let (seq, causation) = (record.seq, record.causation_id);
+    Ok(records::decode(&record.body)?
+        .into_iter()
+        .enumerate()
+        .map(move |(i, m)| Stored::new(records::position(seq, i), causation, m)))
 }
 
 /// Messages a transaction will write, gathered in order and written with one statement at
@@ -85,22 +113,32 @@ struct Row {
 }
 
 impl Row {
-    fn active_model(&self) -> outbox::ActiveModel {
-        let m = &self.message;
-        outbox::ActiveModel {
-            message_id: Set(m.message_id),
-            kind: Set(self.kind.clone()),
-            subject: Set(m.subject.clone()),
-            team_id: Set(self.team_id),
-            causation_id: Set(Some(self.causation_id)),
-            series_id: Set(self.series_id),
-            run_id: Set(self.run_id),
-            headers: Set(m.headers.clone()),
-            payload: Set(m.payload.to_vec()),
-            reply_to: Set(m.reply_to.clone()),
-            created_at: Set(self.created_at),
-            ..Default::default()
+    fn links(&self) -> Links {
+        Links {
+            causation_id: self.causation_id,
+            team_id: self.team_id,
+            series_id: self.series_id,
+            run_id: self.run_id,
+            event: self.kind != OUTCOME_KIND,
         }
+    }
+
+    /// The message as stored: its payload borrowed, as written.
+    fn stored(&self) -> Result<records::Message<&RawValue>, StoreError> {
+        let m = &self.message;
+        let payload = std::str::from_utf8(&m.payload)
+            .ok()
+            .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
+            .ok_or_else(|| StoreError::Bug(format!("a {} message that is not JSON", self.kind)))?;
+        Ok(records::Message {
+            id: m.message_id,
+            kind: self.kind.clone(),
+            subject: m.subject.clone(),
+            headers: m.headers.clone(),
+            reply_to: m.reply_to.clone(),
+            at: self.created_at,
+            payload,
+        })
     }
 }
 
@@ -201,16 +239,34 @@ impl Messages {
         Ok(())
     }
 
-    /// Adds the statements that write the messages in the order they were added (`seq`
-    /// follows it) and list them for the relay, whatever the number of commands they come
-    /// from: one statement on Postgres; on SQLite one per [`super::chunk_sizes`] piece and one
-    /// listing them all. Returns the messages as the relay will publish them, in that order;
-    /// [`numbered`] gives them their `seq`, from the rows the statements return.
+    /// Adds the statements that write the messages in the order they were added, as records
+    /// ([`records::group`]), and list them for the relay, whatever the number of commands they
+    /// come from: one statement on Postgres; on SQLite one per [`super::chunk_sizes`] piece
+    /// and one listing them all. Returns the messages as the relay will publish them, in that
+    /// order; [`numbered`] gives them their positions, from the rows the statements return.
     pub fn write_into(self, writes: &mut Writes) -> Result<Vec<Publication>, StoreError> {
         if self.0.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<outbox::ActiveModel> = self.0.iter().map(Row::active_model).collect();
+        let grouped = records::group(self.0.iter().map(Row::links));
+        let mut rows = Vec::with_capacity(grouped.len());
+        for (links, range) in &grouped {
+            let messages = self.0[range.clone()]
+                .iter()
+                .map(Row::stored)
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.push(outbox::ActiveModel {
+                team_id: Set(links.team_id),
+                causation_id: Set(links.causation_id),
+                series_id: Set(links.series_id),
+                run_id: Set(links.run_id),
+                messages: Set(range.len() as i32),
+                body: Set(records::encode(&messages).map_err(|e| StoreError::Bug(e.to_string()))?),
+                created_at: Set(self.0[range.start].created_at),
+                ..Default::default()
+            });
+        }
+        let count = rows.len();
         let publications: Vec<Publication> = self.0.into_iter().map(|r| r.message).collect();
         if writes.backend() == DbBackend::Postgres {
             let (insert, values) = super::unnest::insert(rows)?;
@@ -218,31 +274,43 @@ impl Messages {
                 "written",
                 Statement::from_sql_and_values(
                     DbBackend::Postgres,
-                    format!("{insert} RETURNING seq"),
+                    format!("{insert} RETURNING seq, messages"),
                     values,
                 ),
             );
-            // Last, so its rows (the same `seq`s) are the ones that come back.
+            // Last, so its rows (the messages' positions) are the ones that come back.
             writes.push(Statement::from_string(
                 DbBackend::Postgres,
-                "INSERT INTO outbox_pending (seq) SELECT seq FROM written RETURNING seq",
+                format!(
+                    "INSERT INTO outbox_pending (seq) SELECT (w.seq << {}) + i \
+                     FROM written w, generate_series(0, w.messages - 1) AS i RETURNING seq",
+                    records::RECORD_BITS
+                ),
             ));
         } else {
-            writes.insert(rows, Some("seq"))?;
-            // The newest rows are these: a SQLite command transaction is the only writer
+            writes.insert(rows, None)?;
+            // The newest records are these: a SQLite command transaction is the only writer
             // (`BEGIN IMMEDIATE`), and `seq` only grows.
+            // Each record's positions, `seq << bits` + 0 … `messages` - 1.
             writes.push(Statement::from_sql_and_values(
                 DbBackend::Sqlite,
-                "INSERT INTO outbox_pending (seq) SELECT seq FROM outbox ORDER BY seq DESC LIMIT ?",
-                [(publications.len() as i64).into()],
+                format!(
+                    "INSERT INTO outbox_pending (seq) WITH RECURSIVE m(seq, i, n) AS ( \
+                     SELECT seq, 0, messages FROM \
+                     (SELECT seq, messages FROM outbox ORDER BY seq DESC LIMIT ?) \
+                     UNION ALL SELECT seq, i + 1, n FROM m WHERE i + 1 < n) \
+                     SELECT (seq << {}) + i FROM m RETURNING seq",
+                    records::RECORD_BITS
+                ),
+                [(count as i64).into()],
             ));
         }
         Ok(publications)
     }
 }
 
-/// The messages [`Messages::write_into`] returned, each given its `seq` from `rows`, the
-/// rows its statements returned (and only theirs).
+/// The messages [`Messages::write_into`] returned, each given its position (`seq`) from
+/// `rows`, the rows its statements returned (and only theirs).
 pub fn numbered(
     mut publications: Vec<Publication>,
     rows: &[QueryResult],
@@ -255,7 +323,7 @@ pub fn numbered(
     seqs.sort_unstable();
     if seqs.len() != publications.len() {
         return Err(StoreError::Bug(format!(
-            "{} outbox messages written, {} sequence numbers returned",
+            "{} outbox messages written, {} positions returned",
             publications.len(),
             seqs.len()
         )));
@@ -287,16 +355,24 @@ pub async fn pending(
         .collect())
 }
 
-/// The messages of these `seq`s, in `seq` order.
-pub async fn by_seqs(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<Vec<outbox::Model>, DbErr> {
+/// The stored messages at these positions, in order.
+pub async fn by_seqs(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<Vec<Stored>, DbErr> {
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
-    outbox::Entity::find()
-        .filter(seq_among(db, seqs))
+    let wanted: std::collections::BTreeSet<i64> = seqs.iter().copied().collect();
+    let mut ids: Vec<i64> = wanted.iter().map(|&p| records::record_of(p).0).collect();
+    ids.dedup();
+    let mut found = Vec::with_capacity(wanted.len());
+    for record in outbox::Entity::find()
+        .filter(seq_among(db, &ids))
         .order_by_asc(outbox::Column::Seq)
         .all(db)
-        .await
+        .await?
+    {
+        found.extend(unpacked(record)?.filter(|m| wanted.contains(&m.publication.seq)));
+    }
+    Ok(found)
 }
 
 /// `seq` is one of `seqs`. On Postgres one statement whatever their number (`= ANY` of one
@@ -313,11 +389,130 @@ fn seq_among(db: &impl ConnectionTrait, seqs: &[i64]) -> sea_orm::sea_query::Sim
     Expr::col(Alias::new("seq")).is_in(seqs.iter().copied())
 }
 
-/// The oldest unpublished messages, in commit order.
-pub async fn unpublished(
+/// The messages of at most `records` records after record `after` (all from the first when
+/// `None`), in order: a reader that walks the whole log passes on the last message's record
+/// ([`entity::outbox::record_of`] of its `seq`).
+pub async fn messages(
     db: &impl ConnectionTrait,
+    after: Option<i64>,
+    records: u64,
+) -> Result<Vec<Stored>, DbErr> {
+    let mut found = Vec::new();
+    for record in records_after(db, after, records).await? {
+        found.extend(unpacked(record)?);
+    }
+    Ok(found)
+}
+
+/// At most `limit` records after record `after` (from the first when `None`), in order.
+pub(super) async fn records_after(
+    db: &impl ConnectionTrait,
+    after: Option<i64>,
     limit: u64,
 ) -> Result<Vec<outbox::Model>, DbErr> {
+    let mut query = outbox::Entity::find();
+    if let Some(after) = after {
+        query = query.filter(outbox::Column::Seq.gt(after));
+    }
+    query
+        .order_by_asc(outbox::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// Which stored messages [`relist`] lists again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relist {
+    /// Every event after a position: to rebuild the events stream.
+    EventsAfter(Option<i64>),
+    /// Every outcome stored since a time: to refill the outcomes stream.
+    OutcomesSince(DateTime<Utc>),
+}
+
+/// Lists stored messages again for the relay to publish (under their own message ids), but
+/// for parked ones, which wait for `republish`; returns how many. For an operator rebuilding a
+/// stream, with the workers stopped: a relay running meanwhile would publish them behind newer
+/// messages.
+pub async fn relist(db: &sea_orm::DatabaseConnection, which: Relist) -> Result<u64, DbErr> {
+    use sea_orm::sea_query::OnConflict;
+    let parked: std::collections::HashSet<i64> = outbox_parked::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| p.seq)
+        .collect();
+    let mut after = match which {
+        Relist::EventsAfter(Some(position)) => Some(records::record_of(position).0 - 1),
+        _ => None,
+    };
+    let mut listed = 0;
+    loop {
+        let batch = messages(db, after, 500).await?;
+        let Some(last) = batch.last() else {
+            return Ok(listed);
+        };
+        after = Some(records::record_of(last.publication.seq).0);
+        let seqs: Vec<i64> = batch
+            .iter()
+            .filter(|m| match which {
+                Relist::EventsAfter(from) => {
+                    m.kind.starts_with("event.") && from.is_none_or(|f| m.publication.seq > f)
+                }
+                Relist::OutcomesSince(since) => m.kind == OUTCOME_KIND && m.created_at >= since,
+            })
+            .map(|m| m.publication.seq)
+            .filter(|seq| !parked.contains(seq))
+            .collect();
+        for chunk in seqs.chunks(1000) {
+            outbox_pending::Entity::insert_many(
+                chunk
+                    .iter()
+                    .map(|&seq| outbox_pending::ActiveModel { seq: Set(seq) }),
+            )
+            .on_conflict(
+                OnConflict::column(outbox_pending::Column::Seq)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+        }
+        listed += seqs.len() as u64;
+    }
+}
+
+/// The position of the stored message with this id (an event id, or a command id for its
+/// outcome), searched from the newest record back.
+pub async fn position_of(
+    db: &impl ConnectionTrait,
+    message_id: Uuid,
+) -> Result<Option<i64>, DbErr> {
+    let mut before: Option<i64> = None;
+    loop {
+        let mut query = outbox::Entity::find();
+        if let Some(before) = before {
+            query = query.filter(outbox::Column::Seq.lt(before));
+        }
+        let batch = query
+            .order_by_desc(outbox::Column::Seq)
+            .limit(500)
+            .all(db)
+            .await?;
+        let Some(last) = batch.last() else {
+            return Ok(None);
+        };
+        before = Some(last.seq);
+        for record in batch {
+            if let Some(m) = unpacked(record)?.find(|m| m.publication.message_id == message_id) {
+                return Ok(Some(m.publication.seq));
+            }
+        }
+    }
+}
+
+/// The oldest unpublished messages, in commit order.
+pub async fn unpublished(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Stored>, DbErr> {
     by_seqs(db, &pending(db, None, limit).await?).await
 }
 
@@ -409,21 +604,21 @@ async fn parked_among(
         .all(db)
         .await?;
     let seqs: Vec<i64> = parked.iter().map(|p| p.seq).collect();
-    let mut messages: std::collections::HashMap<i64, outbox::Model> = by_seqs(db, &seqs)
+    let mut messages: std::collections::HashMap<i64, Stored> = by_seqs(db, &seqs)
         .await?
         .into_iter()
-        .map(|m| (m.seq, m))
+        .map(|m| (m.publication.seq, m))
         .collect();
     Ok(parked
         .into_iter()
         .filter_map(|p| {
-            // The foreign key keeps the outbox row of every parked message.
+            // Records are never removed while a message of theirs is parked.
             let message = messages.remove(&p.seq)?;
             Some(Parked {
                 seq: p.seq,
-                subject: message.subject,
+                subject: message.publication.subject,
                 kind: message.kind,
-                bytes: message.payload.len(),
+                bytes: message.publication.payload.len(),
                 reason: p.reason,
                 parked_at: p.parked_at,
             })
@@ -521,52 +716,95 @@ pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     outbox_pending::Entity::find().count(db).await
 }
 
-/// The audit trail: the events of a series or of a run after the sequence `after`, in commit
-/// (`seq`) order, at most `limit`, each with whether it has been published yet (a parked
-/// message has not).
+/// The audit trail: the events of a series or of a run after the position `after`, in commit
+/// order, at most `limit`, each with whether it has been published yet (a parked message has
+/// not).
 pub async fn trail(
     db: &impl ConnectionTrait,
     series: Option<Uuid>,
     run: Option<Uuid>,
     after: Option<i64>,
     limit: u64,
-) -> Result<Vec<(outbox::Model, bool)>, DbErr> {
-    let mut q = outbox::Entity::find().filter(outbox::Column::Kind.starts_with("event."));
-    if let Some(s) = series {
-        q = q.filter(outbox::Column::SeriesId.eq(s));
+) -> Result<Vec<(Stored, bool)>, DbErr> {
+    let mut events: Vec<Stored> = Vec::new();
+    let mut from = after.map(|p| records::record_of(p).0);
+    // Every record found holds at least one event of the series or run, most hold a command's
+    // dozen: read a few records, then more as long as the page is not full.
+    let mut records = 4;
+    loop {
+        let mut q = outbox::Entity::find();
+        if let Some(s) = series {
+            q = q.filter(outbox::Column::SeriesId.eq(s));
+        }
+        if let Some(r) = run {
+            q = q.filter(outbox::Column::RunId.eq(r));
+        }
+        if let Some(seq) = from {
+            q = q.filter(outbox::Column::Seq.gte(seq));
+        }
+        let batch = q
+            .order_by_asc(outbox::Column::Seq)
+            .limit(records)
+            .all(db)
+            .await?;
+        let ended = (batch.len() as u64) < records;
+        from = batch.last().map(|r| r.seq + 1);
+        for record in batch {
+            events.extend(unpacked(record)?.filter(|m| {
+                m.kind.starts_with("event.") && after.is_none_or(|a| m.publication.seq > a)
+            }));
+        }
+        if ended || events.len() as u64 >= limit {
+            break;
+        }
+        records = (records * 4).min(limit.max(1));
     }
-    if let Some(r) = run {
-        q = q.filter(outbox::Column::RunId.eq(r));
-    }
-    if let Some(seq) = after {
-        q = q.filter(outbox::Column::Seq.gt(seq));
-    }
-    let rows = q
-        .order_by_asc(outbox::Column::Seq)
-        .limit(limit)
-        .all(db)
-        .await?;
+    events.truncate(limit as usize);
+    let seqs: Vec<i64> = events.iter().map(|m| m.publication.seq).collect();
     let pending: std::collections::HashSet<i64> = outbox_pending::Entity::find()
-        .filter(outbox_pending::Column::Seq.is_in(rows.iter().map(|r| r.seq)))
+        .filter(outbox_pending::Column::Seq.is_in(seqs.iter().copied()))
         .all(db)
         .await?
         .into_iter()
         .map(|p| p.seq)
         .collect();
     let parked: std::collections::HashSet<i64> = outbox_parked::Entity::find()
-        .filter(outbox_parked::Column::Seq.is_in(rows.iter().map(|r| r.seq)))
+        .filter(outbox_parked::Column::Seq.is_in(seqs.iter().copied()))
         .all(db)
         .await?
         .into_iter()
         .map(|p| p.seq)
         .collect();
-    Ok(rows
+    Ok(events
         .into_iter()
-        .map(|r| {
-            let published = !pending.contains(&r.seq) && !parked.contains(&r.seq);
-            (r, published)
+        .map(|m| {
+            let seq = m.publication.seq;
+            (m, !pending.contains(&seq) && !parked.contains(&seq))
         })
         .collect())
+}
+
+/// The outcome messages of these commands (their payloads, as published), by command id.
+pub async fn outcomes_of(
+    db: &impl ConnectionTrait,
+    commands: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, bytes::Bytes>, DbErr> {
+    let mut found = std::collections::HashMap::new();
+    if commands.is_empty() {
+        return Ok(found);
+    }
+    for record in outbox::Entity::find()
+        .filter(outbox::Column::CausationId.is_in(commands.iter().copied()))
+        .all(db)
+        .await?
+    {
+        for message in unpacked(record)? {
+            if message.kind == OUTCOME_KIND {
+                found.insert(message.causation_id, message.publication.payload);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The system whose command caused a stored event (its envelope's `actor`).
@@ -587,7 +825,7 @@ pub async fn lag(db: &impl ConnectionTrait) -> Result<(u64, Option<DateTime<Utc>
         .await?
         .into_iter()
         .next()
-        .map(|r| r.created_at);
+        .map(|m| m.created_at);
     Ok((backlog, oldest))
 }
 

@@ -123,6 +123,7 @@ pub struct Trace {
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
+    /// The message's position in the event log: increasing in commit order, with gaps.
     pub seq: i64,
     pub event_id: Uuid,
     #[serde(rename = "type")]

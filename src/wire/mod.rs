@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod answer;
+pub mod archive;
 pub mod command;
 pub mod event;
 pub mod fault;

@@ -21,7 +21,7 @@ pub enum Cursor {
     Runs { run_id: Uuid },
     /// `task.list`: after this task, in id (creation) order, of this assignee.
     Tasks { assignee: Uuid, task_id: Uuid },
-    /// `audit.get`: after this outbox sequence, of this series and/or run.
+    /// `audit.get`: after this outbox position, of this series and/or run.
     Audit {
         series_id: Option<Uuid>,
         run_id: Option<Uuid>,
@@ -37,7 +37,8 @@ pub struct BadCursor;
 const PROCEDURES: u8 = 1;
 const HISTORY: u8 = 2;
 const RUN_TASKS: u8 = 3;
-const AUDIT: u8 = 4;
+/// Tag 4 was the audit cursor of the outbox's earlier numbering (a row per message): refused.
+const AUDIT: u8 = 7;
 const TASKS: u8 = 5;
 const RUNS: u8 = 6;
 

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::harness::*;
 use crate::on_both_databases;
 use vsm_sop::bus::client::EventStart;
+use vsm_sop::store;
 use vsm_sop::wire::command::{CommandName as C, REPLY_TO_HEADER};
 use vsm_sop::wire::outcome::Outcome;
 
@@ -153,7 +154,14 @@ async fn every_malformed_message_gets_one_rejection_outcome(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(rejected.outcome["error"]["code"], "invalid_payload");
+    let (outcome, _) = store::inbox::find_with_actor(app.db(), rejected.command_id)
+        .await
+        .unwrap()
+        .expect("its outcome");
+    assert_eq!(
+        serde_json::to_value(&outcome).unwrap()["error"]["code"],
+        "invalid_payload"
+    );
     // Each was kept as a dead letter, with its reason and its bytes.
     let letters = entity::dead_letter::Entity::find()
         .all(app.db())

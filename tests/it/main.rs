@@ -17,6 +17,7 @@ mod parking;
 mod plans;
 mod processes;
 mod queries;
+mod rebuild;
 mod rejections;
 mod schema;
 mod security;

@@ -5,16 +5,14 @@
 use std::collections::BTreeSet;
 
 use async_nats::jetstream;
-use entity::outbox;
 use futures::StreamExt;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::*;
 use crate::on_both_databases;
 use vsm_sop::bus::client::EventStart;
-use vsm_sop::store::outbox::{self as store_outbox, Parked, Selection};
+use vsm_sop::store::outbox::{self as store_outbox, Parked, Publication, Selection};
 use vsm_sop::wire::command::CommandName as C;
 
 on_both_databases!(
@@ -35,19 +33,18 @@ async fn parked_messages(app: &TestApp) -> Vec<Parked> {
 }
 
 /// The one `procedure.drafted` event of the large draft, from the outbox.
-async fn large_event(app: &TestApp) -> outbox::Model {
-    outbox::Entity::find()
-        .filter(outbox::Column::Kind.eq("event.procedure.drafted"))
-        .all(app.db())
+async fn large_event(app: &TestApp) -> Publication {
+    app.stored()
         .await
-        .unwrap()
         .into_iter()
+        .filter(|m| m.kind == "event.procedure.drafted")
+        .map(|m| m.publication)
         .max_by_key(|m| m.payload.len())
         .expect("a drafted event")
 }
 
 /// The event ids `SOP_EVENTS` holds, each as often as it holds it.
-async fn stream_event_ids(app: &TestApp) -> Vec<Uuid> {
+pub(crate) async fn stream_event_ids(app: &TestApp) -> Vec<Uuid> {
     let js = jetstream::new(app.running.nats.clone());
     let mut stream = js
         .get_stream(app.client.subjects().events_stream())
@@ -69,14 +66,11 @@ async fn stream_event_ids(app: &TestApp) -> Vec<Uuid> {
 /// The ids of the outbox's events, but for the parked ones.
 async fn unparked_event_ids(app: &TestApp) -> BTreeSet<Uuid> {
     let parked: BTreeSet<i64> = parked_messages(app).await.iter().map(|p| p.seq).collect();
-    outbox::Entity::find()
-        .filter(outbox::Column::Kind.starts_with("event."))
-        .all(app.db())
+    app.stored()
         .await
-        .unwrap()
         .into_iter()
-        .filter(|m| !parked.contains(&m.seq))
-        .map(|m| m.message_id)
+        .filter(|m| m.kind.starts_with("event.") && !parked.contains(&m.publication.seq))
+        .map(|m| m.publication.message_id)
         .collect()
 }
 

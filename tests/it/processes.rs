@@ -21,7 +21,7 @@ use vsm_sop::wire::command::{CommandName as C, MSG_ID_HEADER, TRACEPARENT_HEADER
 use vsm_sop::wire::outcome::Verdict;
 
 /// A `sop worker` child process on the test's NATS, database and prefix.
-struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     child: Child,
     http: String,
     /// Its log so far, a line each.
@@ -37,7 +37,7 @@ fn free_port() -> u16 {
 }
 
 impl WorkerProcess {
-    async fn start(app: &TestApp) -> WorkerProcess {
+    pub(crate) async fn start(app: &TestApp) -> WorkerProcess {
         Self::start_with(app, 8).await
     }
 
@@ -91,7 +91,7 @@ impl WorkerProcess {
     }
 
     /// SIGTERM, then the exit status (bounded).
-    async fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(mut self) -> std::process::ExitStatus {
         sigterm(&mut self.child, Duration::from_secs(30)).await
     }
 
@@ -838,15 +838,15 @@ async fn races_between_two_workers_keep_the_invariants() {
         let seq_of = |kind: &'static str, series: Option<Uuid>, run: Option<Uuid>| {
             let db = app.db().clone();
             async move {
-                let mut q =
-                    entity::outbox::Entity::find().filter(entity::outbox::Column::Kind.eq(kind));
-                if let Some(s) = series {
-                    q = q.filter(entity::outbox::Column::SeriesId.eq(s));
-                }
-                if let Some(r) = run {
-                    q = q.filter(entity::outbox::Column::RunId.eq(r));
-                }
-                q.one(&db).await.unwrap().expect(kind).seq
+                vsm_sop::store::outbox::trail(&db, series, run, None, 100_000)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|(m, _)| m.kind == kind)
+                    .expect(kind)
+                    .0
+                    .publication
+                    .seq
             }
         };
         let retired = seq_of("event.procedure.retired", Some(draft), None).await;

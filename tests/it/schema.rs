@@ -15,7 +15,8 @@ on_both_databases!(
     the_database_refuses_duplicate_versions_and_second_approved_or_draft_versions,
     outbox_messages_survive_migrations_6_and_7_both_ways,
     versions_and_runs_stored_before_digests_get_theirs,
-    runs_survive_the_status_migrations_both_ways
+    runs_survive_the_status_migrations_both_ways,
+    every_message_keeps_its_bytes_order_and_place_across_migration_17_both_ways
 );
 
 /// Migrations 13 and 15 widen the run status CHECK (SQLite rebuilds the table for it): runs
@@ -217,7 +218,7 @@ async fn the_database_refuses_duplicate_versions_and_second_approved_or_draft_ve
 /// every later migration, such as 8, which drops an index).
 async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) {
     use migration::{Migrator, MigratorTrait};
-    use sea_orm::{ConnectionTrait, EntityTrait};
+    use sea_orm::ConnectionTrait;
 
     let mut app = TestApp::spawn(backend).await;
     app.pause_consumer().await;
@@ -245,11 +246,9 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
         !has_index(db, "ix_outbox_team").await,
         "dropped by migration 8"
     );
-    let row = entity::outbox::Entity::find()
-        .one(db)
-        .await
-        .unwrap()
-        .unwrap();
+    let pending = store::outbox::unpublished(db, 10).await.unwrap();
+    assert_eq!(pending.len(), 1, "still to be published");
+    let row = &pending[0].publication;
     assert_eq!(row.message_id, id);
     let stored: serde_json::Value = serde_json::from_slice(&row.payload).unwrap();
     assert_eq!(stored, message);
@@ -257,8 +256,6 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
         store::outbox::actor_of(&row.payload),
         message["actor"].as_str().map(|a| a.parse().unwrap())
     );
-    let pending = store::outbox::unpublished(db, 10).await.unwrap();
-    assert_eq!(pending.len(), 1, "still to be published");
 
     Migrator::down(db, from_6).await.unwrap();
     let back = db
@@ -275,6 +272,177 @@ async fn outbox_messages_survive_migrations_6_and_7_both_ways(backend: Backend) 
         message
     );
     Migrator::up(db, None).await.unwrap();
+    app.stop().await;
+}
+
+/// Migration 17 turns a row per message into records (and back): every message keeps its
+/// bytes and its order, a pending or parked message stays pending or parked, each outcome
+/// stays its command's (in the inbox's own column before 17, from the outbox after), and the
+/// audit trail of a run reads the same.
+async fn every_message_keeps_its_bytes_order_and_place_across_migration_17_both_ways(
+    backend: Backend,
+) {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, Statement};
+    use vsm_sop::wire::command::CommandName as C;
+
+    let mut app = TestApp::spawn(backend).await;
+    let (_, run) = executed(&app, "migrated").await;
+    let run_id = run.run_id.expect("a run");
+    let team = app.register_team("other").await;
+    let canceled = app
+        .send(
+            C::CancelRun,
+            team.s3,
+            serde_json::json!({ "run_id": Uuid::now_v7(), "reason": "no such run" }),
+        )
+        .await;
+    assert!(!canceled.is_accepted(), "a refusal: an outcome of its own");
+    app.drained().await;
+    app.pause_consumer().await;
+    let db = app.db();
+    let shape = |m: &store::outbox::Stored| {
+        let p = &m.publication;
+        (
+            p.message_id,
+            m.kind.clone(),
+            p.subject.clone(),
+            p.headers.clone(),
+            p.payload.clone(),
+            m.causation_id,
+            m.created_at.timestamp_micros(),
+        )
+    };
+    let before = app.stored().await;
+    assert!(before.len() > 10, "{} messages", before.len());
+    let trail = |db| async move {
+        store::outbox::trail(db, None, Some(run_id), None, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|(m, published)| (m.publication.message_id, *published))
+            .collect::<Vec<_>>()
+    };
+    // Two left to publish, one of them parked meanwhile.
+    let (last, parked) = (&before[before.len() - 1], &before[before.len() - 3]);
+    for m in [last, parked] {
+        db.execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            match backend {
+                Backend::Postgres => "INSERT INTO outbox_pending (seq) VALUES ($1)",
+                Backend::Sqlite => "INSERT INTO outbox_pending (seq) VALUES (?)",
+            },
+            [m.publication.seq.into()],
+        ))
+        .await
+        .unwrap();
+    }
+    store::outbox::park(db, parked.publication.seq, "too large", Utc::now())
+        .await
+        .unwrap();
+    let trail_before = trail(db).await;
+    let (outcome, _) = store::inbox::find_with_actor(db, canceled.command_id)
+        .await
+        .unwrap()
+        .expect("the refusal's outcome");
+
+    Migrator::down(db, Some(1)).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT message_id FROM outbox ORDER BY seq",
+        ))
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get("", "message_id").unwrap())
+        .collect();
+    let before_ids: Vec<Uuid> = before.iter().map(|m| m.publication.message_id).collect();
+    assert_eq!(ids, before_ids, "a row per message, in order");
+    let listed = |table: &str| {
+        format!("SELECT o.message_id FROM {table} l JOIN outbox o ON o.seq = l.seq ORDER BY o.seq")
+    };
+    let one = |sql: String| async move {
+        db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<Uuid>("", "message_id").unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        one(listed("outbox_pending")).await,
+        [last.publication.message_id]
+    );
+    assert_eq!(
+        one(listed("outbox_parked")).await,
+        [parked.publication.message_id]
+    );
+    let cast = match backend {
+        Backend::Postgres => "outcome::text",
+        Backend::Sqlite => "outcome",
+    };
+    let stored_outcome = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            format!(
+                "SELECT {cast} AS outcome FROM command_inbox WHERE command_id = {}",
+                if backend == Backend::Postgres {
+                    "$1"
+                } else {
+                    "?"
+                }
+            ),
+            [canceled.command_id.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "outcome")
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stored_outcome).unwrap(),
+        serde_json::to_value(&outcome).unwrap(),
+        "the outcome back in the inbox"
+    );
+
+    Migrator::up(db, None).await.unwrap();
+    let after = app.stored().await;
+    assert_eq!(
+        after.iter().map(shape).collect::<Vec<_>>(),
+        before.iter().map(shape).collect::<Vec<_>>(),
+        "every message as it was, in order"
+    );
+    let position_of = |id: Uuid| {
+        after
+            .iter()
+            .find(|m| m.publication.message_id == id)
+            .unwrap()
+            .publication
+            .seq
+    };
+    assert_eq!(
+        store::outbox::pending(db, None, 10).await.unwrap(),
+        [position_of(last.publication.message_id)]
+    );
+    let parked_now = store::outbox::parked(db).await.unwrap();
+    assert_eq!(
+        parked_now
+            .iter()
+            .map(|p| (p.seq, p.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(position_of(parked.publication.message_id), "too large")]
+    );
+    assert_eq!(trail(db).await, trail_before, "the run's audit trail");
+    let (again, _) = store::inbox::find_with_actor(db, canceled.command_id)
+        .await
+        .unwrap()
+        .expect("the outcome");
+    assert_eq!(
+        serde_json::to_value(&again).unwrap(),
+        serde_json::to_value(&outcome).unwrap()
+    );
     app.stop().await;
 }
 
@@ -310,18 +478,12 @@ async fn a_groups_inserts_keep_every_value_every_null_and_the_order(backend: Bac
     let at = Utc::now();
     let rows: Vec<outbox::ActiveModel> = (0..7)
         .map(|i| outbox::ActiveModel {
-            message_id: Set(Uuid::now_v7()),
-            kind: Set(format!("event.k{i}")),
-            subject: Set(format!("s.{i}")),
             team_id: Set((i % 2 == 0).then(Uuid::now_v7)),
-            causation_id: Set((i % 3 == 0).then(Uuid::now_v7)),
+            causation_id: Set(Uuid::now_v7()),
             series_id: Set(None),
-            run_id: Set(Some(Uuid::now_v7())),
-            payload: Set(format!("{{\"n\":{i},\"t\":\"Ünïcode\"}}").into_bytes()),
-            headers: Set(
-                (i % 2 == 0).then(|| serde_json::json!({ "traceparent": format!("00-{i}") }))
-            ),
-            reply_to: Set((i % 3 == 1).then(String::new)),
+            run_id: Set((i % 3 != 0).then(Uuid::now_v7)),
+            messages: Set(1000 + i as i32),
+            body: Set(format!("{{\"n\":{i},\"t\":\"Ünïcode\"}}").into_bytes()),
             created_at: Set(at + chrono::Duration::milliseconds(i)),
             ..Default::default()
         })
@@ -348,10 +510,7 @@ async fn a_groups_inserts_keep_every_value_every_null_and_the_order(backend: Bac
         .all(app.db())
         .await
         .unwrap();
-    let stored: Vec<_> = stored
-        .iter()
-        .filter(|m| m.kind.starts_with("event.k"))
-        .collect();
+    let stored: Vec<_> = stored.iter().filter(|m| m.messages >= 1000).collect();
     assert_eq!(stored.len(), rows.len());
     let stored_seqs: Vec<i64> = stored.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, stored_seqs, "each row's seq returned");
@@ -363,15 +522,12 @@ async fn a_groups_inserts_keep_every_value_every_null_and_the_order(backend: Bac
         "the first table's rows, its parameters before the second's"
     );
     for (row, got) in rows.iter().zip(stored) {
-        assert_eq!(got.message_id, row.message_id.clone().unwrap());
-        assert_eq!(got.kind, row.kind.clone().unwrap());
         assert_eq!(got.team_id, row.team_id.clone().unwrap());
         assert_eq!(got.causation_id, row.causation_id.clone().unwrap());
         assert_eq!(got.series_id, None);
         assert_eq!(got.run_id, row.run_id.clone().unwrap());
-        assert_eq!(got.payload, row.payload.clone().unwrap());
-        assert_eq!(got.headers, row.headers.clone().unwrap());
-        assert_eq!(got.reply_to, row.reply_to.clone().unwrap());
+        assert_eq!(got.messages, row.messages.clone().unwrap());
+        assert_eq!(got.body, row.body.clone().unwrap());
         assert_eq!(
             got.created_at.timestamp_micros(),
             row.created_at.clone().unwrap().timestamp_micros()

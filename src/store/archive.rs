@@ -1,0 +1,175 @@
+//! Retention: history older than a horizon, written out as an archive and removed. Outbox
+//! records whose messages are all published (none pending or parked), and dead letters; each
+//! batch is removed only once written and synced to disk, so a failure part way loses nothing
+//! (a batch written but not removed is written again by the next run). Inbox rows stay: they
+//! keep a re-sent command from being applied twice, and answer it (see [`super::inbox`]).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+
+use chrono::{DateTime, Utc};
+use entity::outbox::{self as records, RawValue};
+use entity::{dead_letter, outbox, outbox_parked, outbox_pending};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use crate::wire::archive::{ArchivedDeadLetter, ArchivedMessage, Kind};
+
+/// Records, or dead letters, per batch.
+const BATCH: u64 = 200;
+
+/// What an archive run wrote out and removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub records: u64,
+    pub messages: u64,
+    pub dead_letters: u64,
+    /// Records older than the horizon kept because a message of theirs is still to be
+    /// published (pending or parked).
+    pub kept_unpublished: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("writing the archive: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Writes out, then removes, the outbox records and dead letters older than `before`.
+pub async fn archive(
+    db: &DatabaseConnection,
+    before: DateTime<Utc>,
+    out: &mut BufWriter<File>,
+) -> Result<Counts, ArchiveError> {
+    let mut counts = Counts::default();
+    let mut after: Option<i64> = None;
+    'records: loop {
+        let batch = super::outbox::records_after(db, after, BATCH).await?;
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            break;
+        };
+        after = Some(last.seq);
+        let unpublished = listed_within(db, first.seq, last.seq).await?;
+        let mut removed = Vec::new();
+        let mut reached = false;
+        for record in batch {
+            // Records are in commit order: the first at or past the horizon ends the run.
+            if record.created_at >= before {
+                reached = true;
+                break;
+            }
+            if unpublished.contains(&record.seq) {
+                counts.kept_unpublished += 1;
+                continue;
+            }
+            let seq = record.seq;
+            for message in super::outbox::unpacked(record)? {
+                let p = message.publication;
+                let text = String::from_utf8(p.payload.to_vec())
+                    .map_err(|e| DbErr::Custom(format!("outbox message {}: {e}", p.seq)))?;
+                let line = ArchivedMessage {
+                    archived: Kind::Message,
+                    seq: p.seq,
+                    kind: message.kind,
+                    subject: p.subject,
+                    message_id: p.message_id,
+                    headers: p.headers,
+                    at: message.created_at,
+                    message: RawValue::from_string(text)
+                        .map_err(|e| DbErr::Custom(format!("outbox message {}: {e}", p.seq)))?,
+                };
+                write_line(out, &line)?;
+                counts.messages += 1;
+            }
+            removed.push(seq);
+        }
+        synced(out)?;
+        if !removed.is_empty() {
+            outbox::Entity::delete_many()
+                .filter(outbox::Column::Seq.is_in(removed.iter().copied()))
+                .exec(db)
+                .await?;
+            counts.records += removed.len() as u64;
+        }
+        if reached {
+            break 'records;
+        }
+    }
+    loop {
+        let letters = dead_letter::Entity::find()
+            .filter(dead_letter::Column::ReceivedAt.lt(before))
+            .order_by_asc(dead_letter::Column::ReceivedAt)
+            .limit(BATCH)
+            .all(db)
+            .await?;
+        if letters.is_empty() {
+            break;
+        }
+        let ids: Vec<uuid::Uuid> = letters.iter().map(|d| d.command_id).collect();
+        for d in letters {
+            write_line(
+                out,
+                &ArchivedDeadLetter {
+                    archived: Kind::DeadLetter,
+                    command_id: d.command_id,
+                    subject: d.subject,
+                    reason: d.reason,
+                    detail: d.message,
+                    payload: d.payload,
+                    payload_bytes: d.payload_bytes,
+                    received_at: d.received_at,
+                },
+            )?;
+        }
+        synced(out)?;
+        dead_letter::Entity::delete_many()
+            .filter(dead_letter::Column::CommandId.is_in(ids.iter().copied()))
+            .exec(db)
+            .await?;
+        counts.dead_letters += ids.len() as u64;
+    }
+    Ok(counts)
+}
+
+/// Everything written so far, on disk.
+fn synced(out: &mut BufWriter<File>) -> std::io::Result<()> {
+    out.flush()?;
+    out.get_ref().sync_data()
+}
+
+fn write_line(out: &mut impl Write, line: &impl serde::Serialize) -> Result<(), ArchiveError> {
+    serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+/// The records from `first` to `last` with a message pending or parked.
+async fn listed_within(
+    db: &impl ConnectionTrait,
+    first: i64,
+    last: i64,
+) -> Result<std::collections::HashSet<i64>, DbErr> {
+    let (low, high) = (records::position(first, 0), records::position(last + 1, 0));
+    let pending = outbox_pending::Entity::find()
+        .filter(outbox_pending::Column::Seq.gte(low))
+        .filter(outbox_pending::Column::Seq.lt(high))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| p.seq);
+    let parked = outbox_parked::Entity::find()
+        .filter(outbox_parked::Column::Seq.gte(low))
+        .filter(outbox_parked::Column::Seq.lt(high))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| p.seq);
+    Ok(pending
+        .chain(parked)
+        .map(|p| records::record_of(p).0)
+        .collect())
+}
