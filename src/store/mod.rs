@@ -7,6 +7,7 @@
 //! serialises writers. Either way two commands never decide on the same state concurrently.
 
 pub mod archive;
+pub mod by_status;
 pub mod changes;
 pub mod dead_letters;
 pub mod inbox;

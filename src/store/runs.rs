@@ -307,26 +307,35 @@ pub async fn assigned_tasks(
     after: Option<TaskId>,
     limit: u64,
 ) -> Result<Vec<(Provenance, Task)>, DbErr> {
-    use sea_orm::Condition;
     use task::Column;
     let mut query = task::Entity::find()
         .filter(Column::TeamId.eq(filter.team.0))
         .filter(Column::AssigneeSystemId.eq(filter.assignee.0));
-    if let Some(status) = filter.status {
-        query = query.filter(Column::Status.eq(status.as_str()));
-    }
-    let startable = Condition::all()
-        .add(Column::Status.eq(TaskStatus::Pending.as_str()))
-        .add(Column::Ready.eq(true));
-    match filter.ready {
-        Some(true) => query = query.filter(startable),
-        Some(false) => query = query.filter(startable.not()),
-        None => {}
-    }
     if let Some(after) = after {
         query = query.filter(Column::Id.gt(after.0));
     }
-    let rows = query.order_by_asc(Column::Id).limit(limit).all(db).await?;
+    let pending = TaskStatus::Pending.as_str();
+    let statuses: Vec<&'static str> = match filter.status {
+        Some(status) => vec![status.as_str()],
+        None => TaskStatus::ALL.iter().map(|s| s.as_str()).collect(),
+    }
+    .into_iter()
+    // Startable: pending and ready; `ready: false` is every other task.
+    .filter(|s| filter.ready != Some(true) || *s == pending)
+    .collect();
+    let rows = super::by_status::page(
+        db,
+        query,
+        Column::Status,
+        &statuses,
+        Column::Id,
+        limit,
+        |status, arm| match filter.ready {
+            Some(ready) if status == pending => arm.filter(Column::Ready.eq(ready)),
+            _ => arm,
+        },
+    )
+    .await?;
     if rows.is_empty() {
         return Ok(vec![]);
     }

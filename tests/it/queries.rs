@@ -368,30 +368,54 @@ pub(crate) async fn a_system_lists_its_tasks_and_what_it_can_start_now(backend: 
     ready.sort();
     assert_eq!(ready, first.to_vec());
 
-    // Everything assigned to one System1, a page of one at a time, in creation order.
-    let all = list(team.s1a, json!({})).await["tasks"]
-        .as_array()
-        .unwrap()
-        .len();
-    assert!(all >= 2, "{all}");
-    let (mut seen, mut cursor) = (Vec::new(), Value::Null);
-    loop {
-        let page = list(team.s1a, json!({ "limit": 1, "cursor": cursor })).await;
-        seen.extend(
-            page["tasks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["task_id"].clone()),
-        );
-        cursor = page["next_cursor"].clone();
-        if cursor.is_null() {
-            break;
+    // The ready tasks started, so that a list holds tasks of two statuses, interleaved.
+    for s1 in [team.s1a, team.s1b] {
+        for t in list(s1, json!({ "ready": true })).await["tasks"]
+            .as_array()
+            .unwrap()
+        {
+            app.ok(C::StartTask, s1, json!({ "task_id": t["task_id"] }))
+                .await;
         }
     }
-    assert_eq!(seen.len(), all);
-    let ids: Vec<&str> = seen.iter().map(|t| t.as_str().unwrap()).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "creation order");
+    // Everything assigned to each System1, a page of one at a time, in creation order,
+    // whatever their statuses.
+    let mut statuses = std::collections::BTreeSet::new();
+    let mut all = 0;
+    for s1 in [team.s1a, team.s1b] {
+        let whole = list(s1, json!({})).await["tasks"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let (mut seen, mut cursor) = (Vec::new(), Value::Null);
+        loop {
+            let page = list(s1, json!({ "limit": 1, "cursor": cursor })).await;
+            seen.extend(page["tasks"].as_array().unwrap().iter().cloned());
+            cursor = page["next_cursor"].clone();
+            if cursor.is_null() {
+                break;
+            }
+        }
+        assert_eq!(seen, whole, "the pages make the whole list");
+        let ids: Vec<&str> = seen
+            .iter()
+            .map(|t| t["task_id"].as_str().unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "creation order");
+        statuses.extend(
+            seen.iter()
+                .map(|t| t["status"].as_str().unwrap().to_owned()),
+        );
+        if s1 == team.s1a {
+            all = seen.len();
+        }
+    }
+    assert!(all >= 2, "{all}");
+    assert_eq!(
+        statuses,
+        ["in_progress", "pending"].map(String::from).into(),
+        "in one order across statuses"
+    );
     // System3 may look at a System1's list; its own is empty.
     let theirs = list(team.s3, json!({ "assignee_system_id": team.s1a })).await;
     assert_eq!(theirs["tasks"].as_array().unwrap().len(), all);
