@@ -627,6 +627,29 @@ fn a_paused_run_lets_started_work_finish_and_readies_the_rest_on_resume() {
 }
 
 #[test]
+fn a_task_blocked_across_a_pause_is_ready_again_when_unblocked() {
+    let (mut run, _) = execute(&first_run_discovery());
+    let first = run.tasks[0].id;
+    let assignee = run.task(first).unwrap().assignee;
+    let w = the_team().into_iter().find(|s| s.id == assignee).unwrap();
+    run.start_task(first, &w, t(10)).unwrap();
+    run.block_task(first, "waiting on access".into(), &w, t(11))
+        .unwrap();
+    run.pause("budget".into(), &system3(), t(12)).unwrap();
+    // Unblocked while paused: pending, and not ready until the run resumes.
+    let mut paused = run.clone();
+    paused.unblock_task(first, None, &w, t(13)).unwrap();
+    assert!(!paused.task(first).unwrap().ready);
+    paused.resume(None, &system3(), t(14)).unwrap();
+    assert!(paused.task(first).unwrap().ready);
+    // Unblocked after the resume: ready at once, so its assignee can start it again.
+    run.resume(None, &system3(), t(13)).unwrap();
+    run.unblock_task(first, None, &w, t(14)).unwrap();
+    assert!(run.task(first).unwrap().ready);
+    run.start_task(first, &w, t(15)).unwrap();
+}
+
+#[test]
 fn a_paused_run_ends_when_its_last_task_is_approved_or_it_is_canceled() {
     let (mut run, _) = execute(&first_run_discovery());
     let ids: Vec<TaskId> = run.tasks.iter().map(|t| t.id).collect();

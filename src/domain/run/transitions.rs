@@ -103,6 +103,9 @@ impl Execution {
         self.require_working("unblock a task")?;
         self.require_status(i, &[TaskStatus::Blocked], "unblock")?;
         self.set_status(i, TaskStatus::Pending, now);
+        // A pause in between took its readiness away; it is ready again once the run is started.
+        self.tasks[i].ready =
+            self.status == RunStatus::Started && self.dependencies_approved(&self.tasks[i]);
         if note.is_some() {
             self.tasks[i].reasoning = note;
         }
