@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::application::command::Signing;
 use crate::bus::{client::Client, queries, relay, streams, worker};
 use crate::config::Settings;
 use crate::ops::{http, metrics};
@@ -168,16 +169,22 @@ impl Running {
     /// worker later (and answered from the inbox if it had committed): nothing is lost.
     /// The connections stay open (tests keep using them); [`Running::stop`] also closes.
     pub async fn halt(&mut self) {
+        self.halt_by(tokio::time::Instant::now() + self.deadline)
+            .await;
+    }
+
+    async fn halt_by(&mut self, until: tokio::time::Instant) {
         if self.halted {
             return;
         }
         self.halted = true;
         if let Some(queries) = self.queries.take() {
-            let _ = queries.stop().await;
+            // Stopping the service writes to the server: during an outage it would wait for ever.
+            let _ = tokio::time::timeout_at(until, queries.stop()).await;
         }
         let _ = self.shutdown.send(true);
         let (consumer, relay) = (&mut self.consumer, &mut self.relay);
-        let drained = tokio::time::timeout(self.deadline, async {
+        let drained = tokio::time::timeout_at(until, async {
             let _ = consumer.await;
             let _ = relay.await;
         })
@@ -187,9 +194,18 @@ impl Running {
         }
     }
 
+    /// As [`Running::halt`], then flushes what the connection still holds, all within the
+    /// deadline whatever NATS does (a flush waits for the server, which an outage never brings).
     pub async fn stop(mut self) {
-        self.halt().await;
-        let _ = self.nats.flush().await;
+        let until = tokio::time::Instant::now() + self.deadline;
+        self.halt_by(until).await;
+        if tokio::time::timeout_at(until, self.nats.flush())
+            .await
+            .is_err()
+        {
+            warn!("NATS did not answer the last flush; stopping without it");
+        }
+        info!("worker stopped");
     }
 }
 
@@ -227,7 +243,8 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
     let js = async_nats::jetstream::new(nats.clone());
     let subjects = Subjects::new(&settings.connection.subject_prefix);
     let consumer = ensure_streams(settings, &js).await?;
-    let queries = queries::start(&nats, db.clone(), &subjects)
+    let signing = Signing::required(settings.worker.require_signatures);
+    let queries = queries::start(&nats, db.clone(), &subjects, signing)
         .await
         .map_err(|e| anyhow::anyhow!("starting the query service: {e}"))?;
     let (shutdown, stop) = watch::channel(false);
@@ -251,7 +268,7 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
     };
     let handoff = Arc::new(relay::Handoff::default());
     let ctx = Arc::new(worker::WorkerContext {
-        pipeline: crate::application::Pipeline::new(db.clone(), subjects.clone()),
+        pipeline: crate::application::Pipeline::new(db.clone(), subjects.clone(), signing),
         nats: nats.clone(),
         relay: handoff.clone(),
     });

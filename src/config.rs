@@ -157,6 +157,11 @@ pub struct WorkerSettings {
         default_value_t = 30
     )]
     pub shutdown_timeout_secs: u64,
+
+    /// Refuse every command and query that its system has not signed, and every team whose
+    /// systems do not all register a key: no agent acts as another system, in any team.
+    #[arg(help_heading = "Worker settings", long, env = "SOP_REQUIRE_SIGNATURES")]
+    pub require_signatures: bool,
 }
 
 impl WorkerSettings {

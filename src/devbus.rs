@@ -3,10 +3,12 @@
 //! It owns two things: finding out what answers on a NATS address (nothing, something that is
 //! not NATS, NATS without JetStream, NATS with JetStream) by reading the server's `INFO` line,
 //! and one `nats-server -js` child process started from `PATH`, listening on loopback only,
-//! with its store in a local folder, which it stops when told to (and, as a last resort, when
-//! dropped). It never starts a server for a configured URL and is not used by `sop worker`:
-//! production runs a NATS the operators manage (see `deploy/`).
+//! with its store in a local folder, which it stops when told to (as a last resort, when
+//! dropped; on Unix, also when this process ends without stopping it), and whose store it keeps
+//! from a second server while the first runs. It never starts a server for a configured URL
+//! and is not used by `sop worker`: production runs a NATS the operators manage (`deploy/`).
 
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -126,12 +128,74 @@ pub fn free_port(preferred: u16) -> std::io::Result<u16> {
         .map(|a| a.port())
 }
 
+/// Runs the server (`$@`) for as long as its standard input, a pipe whose other end only
+/// `sop up` holds, stays open: the kernel closes that end however `sop up` ends, a SIGKILL
+/// included, and the server is then stopped as SIGTERM stops it (its store closed cleanly). A
+/// SIGTERM to this shell is passed on; it exits with the server's status.
+#[cfg(unix)]
+const GUARD: &str = r#"
+exec 3<&0
+"$@" </dev/null 3<&- & server=$!
+trap 'kill -TERM "$server" 2>/dev/null' HUP INT TERM
+{ while read -r _; do :; done <&3; kill -TERM "$server" 2>/dev/null; } & watcher=$!
+exec 3<&-
+while :; do
+    wait "$server"; status=$?
+    kill -0 "$server" 2>/dev/null || break
+done
+kill "$watcher" 2>/dev/null
+exit "$status"
+"#;
+
 /// A `nats-server -js` this process started. Call [`DevServer::stop`]; dropping it kills the
-/// server without a graceful shutdown.
+/// server without a graceful shutdown. On Unix the server also stops when this process ends
+/// without stopping it (see [`GUARD`]), and its store stays locked while it runs.
 pub struct DevServer {
     child: Child,
+    /// The write end of [`GUARD`]'s pipe, held apart from `child`: waiting on a child closes
+    /// its standard input.
+    _guard: Option<tokio::process::ChildStdin>,
     url: String,
     log: PathBuf,
+}
+
+/// Locks `store` for the server about to be started, or says who holds it. The lock is taken
+/// on a file the server inherits, so it lasts as long as the server, even past this process.
+fn lock_store(store: &Path) -> anyhow::Result<std::fs::File> {
+    let path = store.join("sop-up.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "the NATS store {} is in use by a nats-server that an earlier `sop up` started \
+                 ({}); stop that `sop up` (or that process), or give this one another --data-dir",
+                store.display(),
+                match holder.trim() {
+                    "" => "its pid unknown".to_owned(),
+                    pid => format!("pid {pid}"),
+                }
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    #[cfg(unix)]
+    {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        // Inherited by the server, so that the lock is released only when the server is gone.
+        fcntl(&file, FcntlArg::F_SETFD(FdFlag::empty())).context("sharing the store lock")?;
+    }
+    Ok(file)
 }
 
 impl DevServer {
@@ -140,15 +204,29 @@ impl DevServer {
     pub async fn start(binary: &Path, port: u16, store: &Path, log: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(store)
             .with_context(|| format!("creating the NATS store folder {}", store.display()))?;
+        let lock = lock_store(store)?;
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("creating the NATS log {}", log.display()))?;
-        let mut command = Command::new(binary);
+        #[cfg(unix)]
+        let mut command = {
+            let mut command = Command::new("sh");
+            command
+                .args(["-c", GUARD, "sh"])
+                .arg(binary)
+                .stdin(Stdio::piped());
+            command
+        };
+        #[cfg(not(unix))]
+        let mut command = {
+            let mut command = Command::new(binary);
+            command.stdin(Stdio::null());
+            command
+        };
         command
             .arg("-js")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .arg("-sd")
             .arg(store)
-            .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("opening the NATS log")?)
             .stderr(log_file)
             .kill_on_drop(true);
@@ -156,10 +234,15 @@ impl DevServer {
         // worker first (so it can flush its outbox to the server) and then the server.
         #[cfg(unix)]
         command.process_group(0);
-        let child = command
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        // The lock names the process that holds it, and is the server's from here on.
+        lock.set_len(0)?;
+        (&lock).write_all(child.id().unwrap_or_default().to_string().as_bytes())?;
+        drop(lock);
         let mut server = DevServer {
+            _guard: child.stdin.take(),
             child,
             url: format!("nats://127.0.0.1:{port}"),
             log: log.to_owned(),

@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use super::Rejection;
+use super::command::Signing;
 use super::pages::{PageSize, fit};
 use super::queries::QueryError;
 use crate::domain::error::{DomainError, ErrorCode};
@@ -45,10 +46,26 @@ fn parked_messages(rows: Vec<Parked>) -> ParkedMessages {
 }
 
 /// Creates or updates a team and its systems in one transaction ([`store::teams::apply`]).
+/// Where `signing` requires signatures, every system must come with its key: one without
+/// could not act at all.
 pub async fn apply_team(
     db: &DatabaseConnection,
     spec: &TeamSpec,
+    signing: Signing,
 ) -> Result<TeamIdentity, QueryError> {
+    if signing == Signing::Required
+        && let Some(i) = spec.systems.iter().position(|s| s.public_key.is_none())
+    {
+        return Err(DomainError::invalid(
+            format!("systems[{i}].public_key"),
+            format!(
+                "this deployment requires signatures, and system `{}` has no public_key: give \
+                 each system the public key (U…) of the nkey its agent signs with",
+                text::excerpt(&spec.systems[i].name, 64, 16)
+            ),
+        )
+        .into());
+    }
     let txn = store::begin(db).await?;
     let record = match store::teams::apply(&txn, spec).await {
         Ok(record) => record,

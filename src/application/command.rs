@@ -58,15 +58,48 @@ impl Incoming {
     }
 }
 
+/// Whether a deployment serves systems that have no key (the worker setting
+/// `require_signatures`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Signing {
+    /// A system with a registered key must sign; one without is served unsigned.
+    #[default]
+    WhereKeyed,
+    /// Every command and query must be signed: a system without a key is refused.
+    Required,
+}
+
+impl Signing {
+    pub fn required(required: bool) -> Signing {
+        if required {
+            Signing::Required
+        } else {
+            Signing::WhereKeyed
+        }
+    }
+}
+
 /// The key a message of `actor` must be signed with: the token's key its signature names
 /// (`token`: whether that key is an active token of the actor; refused when it is not), else
-/// the actor's registered key; `None` when it has neither, and anything goes.
+/// the actor's registered key; `None` when it has neither and `signing` lets that pass.
 pub fn verifying_key<'a>(
     signed: Option<&'a Signed>,
     token: Option<bool>,
     actor: &'a Actor,
+    signing: Signing,
 ) -> Result<Option<&'a str>, Rejection> {
     let registered = actor.public_key.as_deref();
+    if registered.is_none() && token.is_none() && signing == Signing::Required {
+        return Err(Rejection::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this deployment requires every command and query to be signed, and system {} \
+                 has no registered key: an operator registers its public key with \
+                 `sop team apply` (public_key), then the agent signs with its seed",
+                actor.id
+            ),
+        ));
+    }
     match (signed.and_then(|s| s.token_key(registered)), token) {
         (Some(key), Some(true)) => Ok(Some(key)),
         (Some(key), _) => Err(Rejection::new(

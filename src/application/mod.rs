@@ -160,6 +160,7 @@ struct Records<'t> {
     reads: Reads<'t>,
     /// The largest message payload the server takes (bytes).
     max_message: usize,
+    signing: command::Signing,
 }
 
 impl Records<'_> {
@@ -181,14 +182,16 @@ impl Records<'_> {
 pub struct Pipeline {
     pub db: DatabaseConnection,
     pub subjects: Subjects,
+    signing: command::Signing,
     approved: store::procedures::ApprovedTemplates,
 }
 
 impl Pipeline {
-    pub fn new(db: DatabaseConnection, subjects: Subjects) -> Pipeline {
+    pub fn new(db: DatabaseConnection, subjects: Subjects, signing: command::Signing) -> Pipeline {
         Pipeline {
             db,
             subjects,
+            signing,
             approved: Default::default(),
         }
     }
@@ -220,6 +223,7 @@ impl Pipeline {
             batch: store::changes::Batch::default(),
             reads: Reads::new(&txn, &self.approved),
             max_message,
+            signing: self.signing,
         };
         let mut processed = Vec::with_capacity(messages.len());
         for message in messages {
@@ -309,7 +313,7 @@ async fn apply(
         Some(key) => Some(store::tokens::active(txn, actor.id.0, key, now).await?),
         None => None,
     };
-    if let Err(r) = check_signature(&actor, incoming.signed.as_ref(), token) {
+    if let Err(r) = check_signature(&actor, incoming.signed.as_ref(), token, records.signing) {
         return refuse(txn, subjects, records, &meta, r, now, None).await;
     }
     let name = incoming.name();
@@ -388,9 +392,10 @@ fn check_signature(
     actor: &Actor,
     signed: Option<&Signed>,
     token: Option<bool>,
+    signing: command::Signing,
 ) -> Result<(), Rejection> {
     let forbidden = |message: String| Rejection::new(ErrorCode::Forbidden, message);
-    let Some(key) = command::verifying_key(signed, token, actor)? else {
+    let Some(key) = command::verifying_key(signed, token, actor, signing)? else {
         return Ok(());
     };
     let Some(signed) = signed else {

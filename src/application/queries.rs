@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
+use super::command::Signing;
 use super::pages::{Page, fit};
 use super::policies::{Judgement, TeamPolicy};
 use super::{Rejection, Signed, within_team};
@@ -145,9 +146,11 @@ fn check_signature(
     signed: Option<&SignedQuery>,
     token: Option<bool>,
     now: DateTime<Utc>,
+    signing: Signing,
 ) -> Result<(), Rejection> {
     let forbidden = |message: String| Rejection::new(ErrorCode::Forbidden, message);
-    let Some(key) = super::command::verifying_key(signed.map(|q| &q.signed), token, who)? else {
+    let Some(key) = super::command::verifying_key(signed.map(|q| &q.signed), token, who, signing)?
+    else {
         return Ok(());
     };
     let Some(query) = signed else {
@@ -232,13 +235,14 @@ async fn templates(
 }
 
 /// Answers `query` for the system `actor`, within its team, once its signature (when the
-/// system has a key) checks out at `now`; a list's page holds only as many items as keep the
-/// answer within `max_bytes` as JSON.
+/// system has a key, or `signing` requires one) checks out at `now`; a list's page holds only
+/// as many items as keep the answer within `max_bytes` as JSON.
 pub async fn answer(
     db: &DatabaseConnection,
     actor: Uuid,
     query: Query,
     signed: Option<&SignedQuery>,
+    signing: Signing,
     now: DateTime<Utc>,
     max_bytes: usize,
 ) -> Result<Answer, QueryError> {
@@ -247,7 +251,7 @@ pub async fn answer(
         Some(key) => Some(store::tokens::active(db, who.id.0, key, now).await?),
         None => None,
     };
-    check_signature(&who, signed, token, now)?;
+    check_signature(&who, signed, token, now, signing)?;
     let asked = Asked {
         db,
         who,

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use sea_orm::DatabaseConnection;
 
 use super::queries::{answer_room, body, parse, reply};
+use crate::application::command::Signing;
 use crate::application::{Rejection, admin};
 use crate::wire::admin::{
     AdminName, DeadLetterRequest, IssueToken, ListTokens, ParkedRequest, RepublishRequest,
@@ -22,6 +23,7 @@ const CONCURRENCY: usize = 4;
 
 async fn respond(
     db: &DatabaseConnection,
+    signing: Signing,
     name: AdminName,
     bytes: &[u8],
     room: usize,
@@ -30,7 +32,7 @@ async fn respond(
     match name {
         AdminName::ApplyTeam => {
             let spec: TeamSpec = parse(bytes)?;
-            body(n, admin::apply_team(db, &spec).await, room)
+            body(n, admin::apply_team(db, &spec, signing).await, room)
         }
         AdminName::DeadLetters => {
             let q: DeadLetterRequest = parse(bytes)?;
@@ -73,6 +75,7 @@ pub async fn start(
     nats: &async_nats::Client,
     db: DatabaseConnection,
     subjects: &Subjects,
+    signing: Signing,
 ) -> Result<(), async_nats::Error> {
     let group = service.group(subjects.admin_group());
     for name in AdminName::ALL.iter().copied() {
@@ -96,7 +99,7 @@ pub async fn start(
             let room = answer_room(nats.max_payload());
             let nats = nats.clone();
             async move {
-                let result = respond(&db, name, &request.message.payload, room).await;
+                let result = respond(&db, signing, name, &request.message.payload, room).await;
                 reply(request, &nats, name.as_str(), result).await;
             }
         }));

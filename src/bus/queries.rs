@@ -13,6 +13,7 @@ use sea_orm::DatabaseConnection;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use crate::application::command::Signing;
 use crate::application::pages::{
     AUDIT_PAGE, HISTORY_PAGE, PROCEDURES_PAGE, Page, RUN_TASKS_PAGE, RUNS_PAGE, TASKS_PAGE,
 };
@@ -301,6 +302,7 @@ pub(super) fn answer_room(max_payload: usize) -> usize {
 
 async fn respond(
     db: &DatabaseConnection,
+    signing: Signing,
     name: QueryName,
     headers: Option<&HeaderMap>,
     bytes: &[u8],
@@ -315,6 +317,7 @@ async fn respond(
                 actor,
                 query,
                 signed.as_ref(),
+                signing,
                 Utc::now(),
                 max_answer_bytes,
             )
@@ -416,6 +419,7 @@ pub async fn start(
     nats: &async_nats::Client,
     db: DatabaseConnection,
     subjects: &Subjects,
+    signing: Signing,
 ) -> Result<Service, async_nats::Error> {
     let service = nats
         .service_builder()
@@ -449,12 +453,19 @@ pub async fn start(
             let nats = nats.clone();
             async move {
                 let message = &request.message;
-                let result =
-                    respond(&db, name, message.headers.as_ref(), &message.payload, room).await;
+                let result = respond(
+                    &db,
+                    signing,
+                    name,
+                    message.headers.as_ref(),
+                    &message.payload,
+                    room,
+                )
+                .await;
                 reply(request, &nats, name.as_str(), result).await;
             }
         }));
     }
-    super::admin::start(&service, nats, db, subjects).await?;
+    super::admin::start(&service, nats, db, subjects, signing).await?;
     Ok(service)
 }

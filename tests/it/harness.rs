@@ -198,6 +198,17 @@ impl TestApp {
         nats: Option<String>,
         postgres_admin: Option<String>,
     ) -> TestApp {
+        TestApp::spawn_configured(backend, nats, postgres_admin, |_| {}).await
+    }
+
+    /// As [`TestApp::spawn_with`], with the settings changed by `configure` before the
+    /// worker starts (e.g. `require_signatures`).
+    pub async fn spawn_configured(
+        backend: Backend,
+        nats: Option<String>,
+        postgres_admin: Option<String>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         let tag = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let nats_url = match nats {
             Some(url) => url,
@@ -234,7 +245,7 @@ impl TestApp {
             }
         };
         let local = Settings::local();
-        let settings = Settings {
+        let mut settings = Settings {
             connection: ConnectionSettings {
                 nats_url,
                 subject_prefix: format!("t{tag}"),
@@ -253,6 +264,7 @@ impl TestApp {
             },
             ..local
         };
+        configure(&mut settings);
         let connect = || async {
             app::connect_db(&settings)
                 .await

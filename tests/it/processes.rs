@@ -501,6 +501,38 @@ async fn a_nats_restart_during_load_loses_and_doubles_nothing() {
     app.stop().await;
 }
 
+on_both_databases!(a_sigterm_during_a_nats_outage_stops_the_worker_and_loses_nothing);
+
+/// SIGTERM while the NATS server is gone (an orchestrator's stop, Ctrl-C on `sop up`): the
+/// worker exits within its shutdown deadline whatever NATS does, and once NATS is back the
+/// next worker carries on with every command the first had not finished.
+async fn a_sigterm_during_a_nats_outage_stops_the_worker_and_loses_nothing(backend: Backend) {
+    let mut nats = PrivateNats::start();
+    let mut app = TestApp::spawn_on(backend, Some(nats.url())).await;
+    let team = app.register_team("outage").await;
+    app.pause_consumer().await;
+    let worker = WorkerProcess::start(&app).await;
+    let ids = burst(&app, team.s4, 400).await;
+    wait_for_outcomes(&app, 50).await;
+    nats.stop();
+    eventually("/readyz answering 503", || async {
+        (worker.get("/readyz").await.0 == 503).then_some(())
+    })
+    .await;
+    let status = worker.terminate().await;
+    assert!(
+        status.success(),
+        "a stop during an outage exits 0: {status:?}"
+    );
+    nats.restart(Duration::ZERO).await;
+    let next = WorkerProcess::start(&app).await;
+    wait_for_outcomes(&app, ids.len() as u64).await;
+    app.drained().await;
+    assert_each_once(&app, ids.len() as u64).await;
+    assert!(next.terminate().await.success());
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_waited_out_not_dead_lettered() {
     let pg = PrivatePostgres::start();

@@ -16,7 +16,10 @@ use vsm_sop::store::{
 };
 use vsm_sop::wire::command::CommandName as C;
 
-on_both_databases!(a_system_with_a_key_must_sign_its_commands);
+on_both_databases!(
+    a_system_with_a_key_must_sign_its_commands,
+    with_signatures_required_no_agent_acts_as_another_system
+);
 
 async fn a_system_with_a_key_must_sign_its_commands(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -79,6 +82,119 @@ async fn a_system_with_a_key_must_sign_its_commands(backend: Backend) {
     bad.systems[0].public_key = Some(nkeys::KeyPair::new_account().public_key());
     assert!(store::teams::apply(&txn, &bad).await.is_err());
     drop(txn);
+    app.stop().await;
+}
+
+/// A worker that requires signatures: a system without a key can do nothing, and a key acts
+/// only as its own system, neither as another of its team nor as one of another team;
+/// registering a team whose systems lack keys is refused.
+async fn with_signatures_required_no_agent_acts_as_another_system(backend: Backend) {
+    let app =
+        TestApp::spawn_configured(backend, None, None, |s| s.worker.require_signatures = true)
+            .await;
+    let (a, b) = (app.register_team("a").await, app.register_team("b").await);
+    let (a4, a5, b4) = (
+        nkeys::KeyPair::new_user(),
+        nkeys::KeyPair::new_user(),
+        nkeys::KeyPair::new_user(),
+    );
+    app.register_key("a", "System4/root", "system4", a4.public_key())
+        .await;
+    app.register_key("a", "System5/root", "system5", a5.public_key())
+        .await;
+    app.register_key("b", "System4/root", "system4", b4.public_key())
+        .await;
+    let as_a4 = app
+        .client
+        .clone()
+        .with_signing_seed(&a4.seed().unwrap())
+        .unwrap();
+
+    // Commands: without a key, unsigned, under another system's id of either team.
+    let keyless = app
+        .refused(C::DraftProcedure, b.s5, first_run_discovery())
+        .await;
+    assert_eq!(keyless.code, "forbidden");
+    assert!(
+        keyless
+            .message
+            .contains("requires every command and query to be signed")
+    );
+    assert!(
+        keyless.message.contains("sop team apply"),
+        "says what to do"
+    );
+    let unsigned = app
+        .refused(C::DraftProcedure, a.s4, first_run_discovery())
+        .await;
+    assert_eq!(unsigned.code, "forbidden");
+    for (actor, whose) in [(a.s5, "its team's System5"), (b.s4, "team b's System4")] {
+        let forged = as_a4
+            .send(C::DraftProcedure, actor, first_run_discovery())
+            .await
+            .unwrap();
+        assert_eq!(forged.error_code(), Some("forbidden"), "as {whose}");
+    }
+    let own = as_a4
+        .send(C::DraftProcedure, a.s4, first_run_discovery())
+        .await
+        .unwrap();
+    assert!(own.is_accepted(), "{own:?}");
+
+    // Queries likewise.
+    let ask = |client: &vsm_sop::bus::client::Client, actor: uuid::Uuid| {
+        let client = client.clone();
+        async move {
+            client
+                .query::<_, serde_json::Value>(
+                    vsm_sop::wire::query::QueryName::ListProcedures,
+                    &serde_json::json!({ "actor": actor }),
+                )
+                .await
+        }
+    };
+    for (client, actor) in [(&app.client, a.s4), (&app.client, b.s5), (&as_a4, b.s4)] {
+        match ask(client, actor).await {
+            Err(vsm_sop::bus::client::ClientError::Refused(e)) => assert_eq!(e.code, "forbidden"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    let listed = ask(&as_a4, a.s4).await.unwrap();
+    assert_eq!(
+        listed["procedures"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+
+    // A team registered over the bus brings a key for each system.
+    let mut spec = serde_json::json!({
+        "name": "c",
+        "systems": [
+            { "name": "System4/root", "type": "system4", "public_key": nkeys::KeyPair::new_user().public_key() },
+            { "name": "System5/root", "type": "system5" }
+        ]
+    });
+    match app
+        .client
+        .admin::<_, serde_json::Value>(vsm_sop::wire::admin::AdminName::ApplyTeam, &spec)
+        .await
+    {
+        Err(vsm_sop::bus::client::ClientError::Refused(e)) => {
+            assert_eq!(
+                (e.code.as_str(), e.field.as_deref()),
+                ("validation_failed", Some("systems[1].public_key")),
+                "{e:?}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    spec["systems"][1]["public_key"] = nkeys::KeyPair::new_user().public_key().into();
+    let team: serde_json::Value = app
+        .client
+        .admin(vsm_sop::wire::admin::AdminName::ApplyTeam, &spec)
+        .await
+        .unwrap();
+    assert_eq!(team["systems"].as_array().unwrap().len(), 2);
     app.stop().await;
 }
 

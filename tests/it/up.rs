@@ -160,6 +160,15 @@ impl Up {
         })
     }
 
+    /// The address of the nats-server it says it started, if it started one.
+    fn started_address(&self) -> Option<String> {
+        self.printed.iter().find_map(|l| {
+            let rest = l.strip_prefix("NATS: started ")?;
+            let url = rest.split(" at nats://").nth(1)?.split(',').next()?;
+            Some(url.to_owned())
+        })
+    }
+
     /// SIGTERM, then its exit status (bounded).
     async fn terminate(mut self) -> std::process::ExitStatus {
         crate::harness::sigterm(&mut self.child, STOP).await
@@ -420,6 +429,46 @@ async fn up_demo_with_nothing_configured_serves_the_walkthrough() {
         default_has_jetstream,
         "sop up uses a JetStream server on the default URL, and starts one only without it"
     );
+}
+
+/// `sop up` killed outright (SIGKILL: no handler runs) takes the nats-server it started with
+/// it, and while that server runs, a second `sop up` on the same data folder is refused rather
+/// than starting another server on the same store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_killed_takes_its_nats_server_with_it_and_a_store_in_use_is_refused() {
+    let folder = Folder::new();
+    let args = ["--own-nats", "--http-addr", "127.0.0.1:0"];
+    let mut up = Up::spawn(&folder.0, &args);
+    up.until(START, |l| l.starts_with("Serving.")).await;
+    let pid = up.started_server().expect("a server of its own");
+    let address = up.started_address().expect("its address");
+
+    let second = sop(&folder.0, &path(), &BTreeMap::new())
+        .arg("up")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is in use") && err.contains(&format!("pid {pid}")),
+        "the refusal names the store's server: {err}"
+    );
+
+    up.child.start_kill().unwrap();
+    up.child.wait().await.unwrap();
+    crate::harness::eventually("the server sop up started gone with it", || async {
+        (!process_exists(pid).await
+            && vsm_sop::devbus::probe(&address).await == vsm_sop::devbus::Probe::Closed)
+            .then_some(())
+    })
+    .await;
+
+    // The store is free again: the next `sop up` starts a server on it.
+    let mut up = Up::spawn(&folder.0, &args);
+    up.until(START, |l| l.starts_with("Serving.")).await;
+    assert_eq!(up.terminate().await.code(), Some(0));
 }
 
 #[tokio::test]

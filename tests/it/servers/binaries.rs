@@ -216,6 +216,11 @@ impl Nats {
             .start("nats-server", || nats_ready("127.0.0.1", port));
     }
 
+    /// Stops the server (its store stays) and leaves it down.
+    pub fn stop(&mut self) {
+        self.server.stop();
+    }
+
     /// Stops the server (its store stays), waits `down`, and starts it again on the same port
     /// as `spec` now describes it.
     pub async fn restart(&mut self, down: Duration, spec: &NatsSpec) {

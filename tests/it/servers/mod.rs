@@ -162,6 +162,14 @@ impl PrivateNats {
         }
     }
 
+    /// Kills the server (its store stays) and leaves it down: an outage that does not end.
+    pub fn stop(&mut self) {
+        match &mut self.server {
+            Nats::Binary(server) => server.stop(),
+            Nats::Container(server) => server.stop(),
+        }
+    }
+
     /// Kills the server (its store stays), waits `down`, and starts it again on the same port.
     pub async fn restart(&mut self, down: Duration) {
         match &mut self.server {
