@@ -28,6 +28,35 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// One workload measured several times in a row, as its median measurement: each figure the
+/// median of its values, so that one measurement a stall of the machine fell on does not
+/// decide a tail. `None` for no measurement.
+pub(crate) fn median(measurements: &[Figures]) -> Option<Figures> {
+    let first = measurements.first()?;
+    let mid = |value: &dyn Fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = measurements.iter().map(value).collect();
+        values.sort_by(|a, b| a.total_cmp(b));
+        percentile(&values, 50.0)
+    };
+    let mid_of = |value: &dyn Fn(&Figures) -> Option<f64>| {
+        let mut values: Vec<f64> = measurements.iter().filter_map(value).collect();
+        values.sort_by(|a, b| a.total_cmp(b));
+        (!values.is_empty()).then(|| percentile(&values, 50.0))
+    };
+    Some(Figures {
+        workload: first.workload.clone(),
+        database: first.database.clone(),
+        operations: first.operations,
+        seconds: mid(&|f| f.seconds),
+        per_second: mid(&|f| f.per_second),
+        p50_ms: mid(&|f| f.p50_ms),
+        p95_ms: mid(&|f| f.p95_ms),
+        p99_ms: mid(&|f| f.p99_ms),
+        events_per_second: mid_of(&|f| f.events_per_second),
+        worker_peak_rss_mib: mid_of(&|f| f.worker_peak_rss_mib),
+    })
+}
+
 pub(crate) fn figures(
     workload: &str,
     database: &str,
@@ -99,6 +128,18 @@ mod tests {
         assert_eq!(percentile(&v, 50.0), 51.0);
         assert_eq!(percentile(&v, 99.0), 99.0);
         assert_eq!(percentile(&[], 99.0), 0.0);
+    }
+
+    #[test]
+    fn a_median_measurement_takes_each_figure_apart() {
+        let measured = |p50: f64, p99: f64| Figures {
+            p50_ms: p50,
+            p99_ms: p99,
+            ..figures("w", "sqlite", vec![1.0], Duration::from_secs(1))
+        };
+        let m = median(&[measured(1.0, 30.0), measured(3.0, 5.0), measured(2.0, 4.0)]).unwrap();
+        assert_eq!((m.p50_ms, m.p99_ms), (2.0, 5.0));
+        assert!(median(&[]).is_none());
     }
 
     #[test]

@@ -524,7 +524,7 @@ async fn a_sigterm_during_a_nats_outage_stops_the_worker_and_loses_nothing(backe
         status.success(),
         "a stop during an outage exits 0: {status:?}"
     );
-    nats.restart(Duration::ZERO).await;
+    nats.resume();
     let next = WorkerProcess::start(&app).await;
     wait_for_outcomes(&app, ids.len() as u64).await;
     app.drained().await;

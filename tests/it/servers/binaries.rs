@@ -221,13 +221,18 @@ impl Nats {
         self.server.stop();
     }
 
+    /// Starts the stopped server again on the same port, as `spec` now describes it.
+    pub fn resume(&mut self, spec: &NatsSpec) {
+        self.configure(spec);
+        self.launch();
+    }
+
     /// Stops the server (its store stays), waits `down`, and starts it again on the same port
     /// as `spec` now describes it.
     pub async fn restart(&mut self, down: Duration, spec: &NatsSpec) {
-        self.server.stop();
-        self.configure(spec);
+        self.stop();
         tokio::time::sleep(down).await;
-        self.launch();
+        self.resume(spec);
     }
 }
 

@@ -290,22 +290,27 @@ impl Nats {
         format!("nats://{}:{}", self.host, self.port)
     }
 
-    /// Kills the server (the container and its store stay), waits `down`, and starts it again
-    /// with the configuration `spec` now describes.
-    /// Stops the server (its store stays) and leaves it down.
+    /// Stops the server (the container and its store stay) and leaves it down.
     pub fn stop(&mut self) {
         let container = self.container.as_ref().expect("a container");
         off_runtime(|| container.stop_with_timeout(Some(0))).expect("stop the NATS container");
     }
 
-    pub async fn restart(&mut self, down: Duration, spec: &NatsSpec) {
-        self.stop();
+    /// Starts the stopped server again with the configuration `spec` now describes.
+    pub fn resume(&mut self, spec: &NatsSpec) {
         let container = self.container.as_ref().expect("a container");
         upload(container.id(), "nats.conf", &spec.config());
-        tokio::time::sleep(down).await;
         off_runtime(|| container.start()).expect("start the NATS container again");
         let (host, port) = (&self.host, self.port);
         wait_until("nats-server", || nats_ready(host, port));
+    }
+
+    /// Kills the server (the container and its store stay), waits `down`, and starts it again
+    /// with the configuration `spec` now describes.
+    pub async fn restart(&mut self, down: Duration, spec: &NatsSpec) {
+        self.stop();
+        tokio::time::sleep(down).await;
+        self.resume(spec);
     }
 }
 

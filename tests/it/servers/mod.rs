@@ -170,6 +170,14 @@ impl PrivateNats {
         }
     }
 
+    /// Starts the server [`PrivateNats::stop`] stopped, on the same port with its store.
+    pub fn resume(&mut self) {
+        match &mut self.server {
+            Nats::Binary(server) => server.resume(&self.spec),
+            Nats::Container(server) => server.resume(&self.spec),
+        }
+    }
+
     /// Kills the server (its store stays), waits `down`, and starts it again on the same port.
     pub async fn restart(&mut self, down: Duration) {
         match &mut self.server {
