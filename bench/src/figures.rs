@@ -33,27 +33,24 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// decide a tail. `None` for no measurement.
 pub(crate) fn median(measurements: &[Figures]) -> Option<Figures> {
     let first = measurements.first()?;
-    let mid = |value: &dyn Fn(&Figures) -> f64| {
-        let mut values: Vec<f64> = measurements.iter().map(value).collect();
-        values.sort_by(|a, b| a.total_cmp(b));
-        percentile(&values, 50.0)
-    };
-    let mid_of = |value: &dyn Fn(&Figures) -> Option<f64>| {
+    // The median of the values a figure has (an optional one may have none).
+    let mid = |value: &dyn Fn(&Figures) -> Option<f64>| {
         let mut values: Vec<f64> = measurements.iter().filter_map(value).collect();
         values.sort_by(|a, b| a.total_cmp(b));
         (!values.is_empty()).then(|| percentile(&values, 50.0))
     };
+    let always = |value: fn(&Figures) -> f64| mid(&|f| Some(value(f))).unwrap_or_default();
     Some(Figures {
         workload: first.workload.clone(),
         database: first.database.clone(),
         operations: first.operations,
-        seconds: mid(&|f| f.seconds),
-        per_second: mid(&|f| f.per_second),
-        p50_ms: mid(&|f| f.p50_ms),
-        p95_ms: mid(&|f| f.p95_ms),
-        p99_ms: mid(&|f| f.p99_ms),
-        events_per_second: mid_of(&|f| f.events_per_second),
-        worker_peak_rss_mib: mid_of(&|f| f.worker_peak_rss_mib),
+        seconds: always(|f| f.seconds),
+        per_second: always(|f| f.per_second),
+        p50_ms: always(|f| f.p50_ms),
+        p95_ms: always(|f| f.p95_ms),
+        p99_ms: always(|f| f.p99_ms),
+        events_per_second: mid(&|f| f.events_per_second),
+        worker_peak_rss_mib: mid(&|f| f.worker_peak_rss_mib),
     })
 }
 
