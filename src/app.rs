@@ -55,6 +55,14 @@ async fn nats_options(
     ) {
         options = options.user_and_password(user.clone(), password.clone());
     }
+    if let Some(seed) = &settings.connection.nats_nkey {
+        let user = crate::wire::signature::signer(seed)
+            .context("SOP_NATS_NKEY is not a NATS user seed (SU…)")?
+            .public_key();
+        options = options
+            .nkey(seed.trim().to_owned())
+            .custom_inbox_prefix(crate::bus::roles::inbox_prefix(&user));
+    }
     let servers = settings
         .connection
         .nats_url
@@ -146,6 +154,8 @@ pub fn redact(url: &str) -> String {
 /// A running worker. Dropping it does not stop it: call [`Running::stop`].
 pub struct Running {
     pub db: DatabaseConnection,
+    /// Creates the events stream of a team registered through the database directly.
+    pub team_streams: streams::TeamStreams,
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     /// Where /metrics, /healthz and /readyz are served, when enabled.
@@ -220,18 +230,22 @@ pub async fn ensure_streams(
     settings: &Settings,
     js: &async_nats::jetstream::Context,
 ) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
-    let options = streams::StreamOptions {
-        replicas: settings.worker.stream_replicas,
-        compression: settings.worker.stream_compression,
-        ack_wait: Some(Duration::from_secs(settings.worker.ack_wait_secs)),
-    };
     streams::ensure(
         js,
         &Subjects::new(&settings.connection.subject_prefix),
-        &options,
+        &stream_options(settings),
     )
     .await
     .map_err(|e| anyhow::anyhow!("creating JetStream streams: {e}"))
+}
+
+/// The stream options the worker settings choose.
+pub fn stream_options(settings: &Settings) -> streams::StreamOptions {
+    streams::StreamOptions {
+        replicas: settings.worker.stream_replicas,
+        compression: settings.worker.stream_compression,
+        ack_wait: Some(Duration::from_secs(settings.worker.ack_wait_secs)),
+    }
 }
 
 /// As [`start`], on a database connection the caller opened from the same settings (e.g. one
@@ -243,8 +257,19 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
     let js = async_nats::jetstream::new(nats.clone());
     let subjects = Subjects::new(&settings.connection.subject_prefix);
     let consumer = ensure_streams(settings, &js).await?;
+    let team_streams =
+        streams::TeamStreams::new(js.clone(), subjects.clone(), stream_options(settings));
+    for team in store::teams::names(&db)
+        .await
+        .context("listing the teams")?
+    {
+        team_streams
+            .ensure(&team)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the events stream of team {team}: {e}"))?;
+    }
     let signing = Signing::required(settings.worker.require_signatures);
-    let queries = queries::start(&nats, db.clone(), &subjects, signing)
+    let queries = queries::start(&nats, db.clone(), &subjects, signing, team_streams.clone())
         .await
         .map_err(|e| anyhow::anyhow!("starting the query service: {e}"))?;
     let (shutdown, stop) = watch::channel(false);
@@ -293,7 +318,7 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
     ));
     info!(
         commands = %subjects.commands_stream(),
-        events = %subjects.events_stream(),
+        events = %format!("{}<team>", subjects.team_events_streams()),
         outcomes = %subjects.outcomes_stream(),
         prefix = subjects.prefix(),
         nats = %settings.connection.nats_url,
@@ -302,6 +327,7 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
     );
     Ok(Running {
         db,
+        team_streams,
         nats,
         subjects,
         http,

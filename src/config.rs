@@ -62,6 +62,18 @@ pub struct ConnectionSettings {
     )]
     pub nats_password: Option<String>,
 
+    /// NATS nkey seed (`SU…`) to sign in as the system's own NATS user (its `nats_key`, in a
+    /// deployment whose teams are isolated on the bus); the inbox prefix becomes
+    /// `_INBOX.<its public key>`, the one that user may read.
+    #[arg(
+        help_heading = "Connection",
+        long,
+        env = "SOP_NATS_NKEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub nats_nkey: Option<String>,
+
     /// Prefix for every subject and stream (namespaces a shared bus), e.g. `acme`.
     #[arg(
         help_heading = "Connection",
@@ -394,10 +406,23 @@ impl Settings {
                 "nats_user and nats_password go together",
             ));
         }
-        if self.connection.nats_creds.is_some() && self.connection.nats_user.is_some() {
+        let ways = [
+            self.connection.nats_creds.is_some(),
+            self.connection.nats_user.is_some(),
+            self.connection.nats_nkey.is_some(),
+        ];
+        if ways.iter().filter(|&&w| w).count() > 1 {
             return Err(invalid(
                 "nats_creds",
-                "give a credentials file or a user, not both",
+                "sign in to NATS one way: a credentials file, a user, or an nkey",
+            ));
+        }
+        if let Some(seed) = &self.connection.nats_nkey
+            && crate::wire::signature::signer(seed).is_err()
+        {
+            return Err(invalid(
+                "nats_nkey",
+                "is not a NATS user seed (SU…): make one with `sop nkey-generate`",
             ));
         }
         if let Some(creds) = &self.connection.nats_creds
@@ -447,6 +472,9 @@ impl Settings {
         v["database_url"] = crate::app::redact(&self.worker.database_url).into();
         if self.connection.nats_password.is_some() {
             v["nats_password"] = "***".into();
+        }
+        if self.connection.nats_nkey.is_some() {
+            v["nats_nkey"] = "***".into();
         }
         v["nats_url"] = self
             .connection

@@ -40,7 +40,8 @@ stop_worker() {
 }
 
 delete_streams() {
-    # The worker created three streams named after the prefix: remove them (best effort).
+    # The worker created streams named after the prefix (commands, outcomes, one per team's
+    # events): remove them (best effort).
     python3 - "$nats_url" "$prefix" 2>/dev/null <<'PY' || echo "run_test.sh: could not delete the streams of $prefix" >&2
 import asyncio, re, sys
 import nats
@@ -48,13 +49,15 @@ import nats
 async def main(url, prefix):
     nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1)
     js = nc.jetstream()
-    # The worker's rule: non-alphanumerics become "_", upper-cased, then "_SOP_<KIND>".
-    stream_prefix = re.sub(r"[^A-Za-z0-9]", "_", prefix).upper()
-    for kind in ("COMMANDS", "EVENTS", "OUTCOMES"):
-        try:
-            await js.delete_stream(f"{stream_prefix}_SOP_{kind}")
-        except nats.js.errors.NotFoundError:
-            pass
+    # The worker's rule: non-alphanumerics become "_", upper-cased, then "_SOP_<KIND>"
+    # (SOP_EVENTS_<team> for a team's events).
+    stream_prefix = re.sub(r"[^A-Za-z0-9]", "_", prefix).upper() + "_SOP_"
+    for info in await js.streams_info():
+        if info.config.name.startswith(stream_prefix):
+            try:
+                await js.delete_stream(info.config.name)
+            except nats.js.errors.NotFoundError:
+                pass
     await nc.close()
 
 asyncio.run(main(*sys.argv[1:]))

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use sea_orm::DatabaseConnection;
 
 use super::queries::{answer_room, body, parse, reply};
+use super::streams::TeamStreams;
 use crate::application::command::Signing;
 use crate::application::{Rejection, admin};
 use crate::wire::admin::{
@@ -23,6 +24,7 @@ const CONCURRENCY: usize = 4;
 
 async fn respond(
     db: &DatabaseConnection,
+    team_streams: &TeamStreams,
     signing: Signing,
     name: AdminName,
     bytes: &[u8],
@@ -32,7 +34,21 @@ async fn respond(
     match name {
         AdminName::ApplyTeam => {
             let spec: TeamSpec = parse(bytes)?;
-            body(n, admin::apply_team(db, &spec, signing).await, room)
+            let applied = admin::apply_team(db, &spec, signing).await;
+            if let Ok(team) = &applied {
+                // Its agents may make consumers on it before its first event.
+                team_streams.ensure(&team.name).await.map_err(|e| {
+                    Rejection::new(
+                        crate::domain::error::ErrorCode::Internal,
+                        format!(
+                            "team {} is registered, but its events stream could not be created \
+                             ({e}): apply it again",
+                            team.name
+                        ),
+                    )
+                })?;
+            }
+            body(n, applied, room)
         }
         AdminName::DeadLetters => {
             let q: DeadLetterRequest = parse(bytes)?;
@@ -76,6 +92,7 @@ pub async fn start(
     db: DatabaseConnection,
     subjects: &Subjects,
     signing: Signing,
+    team_streams: TeamStreams,
 ) -> Result<(), async_nats::Error> {
     let group = service.group(subjects.admin_group());
     for name in AdminName::ALL.iter().copied() {
@@ -94,12 +111,22 @@ pub async fn start(
             .await?;
         let db = db.clone();
         let nats = nats.clone();
+        let team_streams = team_streams.clone();
         tokio::spawn(endpoint.for_each_concurrent(CONCURRENCY, move |request| {
             let db = db.clone();
             let room = answer_room(nats.max_payload());
             let nats = nats.clone();
+            let team_streams = team_streams.clone();
             async move {
-                let result = respond(&db, signing, name, &request.message.payload, room).await;
+                let result = respond(
+                    &db,
+                    &team_streams,
+                    signing,
+                    name,
+                    &request.message.payload,
+                    room,
+                )
+                .await;
                 reply(request, &nats, name.as_str(), result).await;
             }
         }));

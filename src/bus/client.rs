@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::domain::error::ErrorCode;
 use crate::domain::ids::CommandId;
 use crate::wire::admin::AdminName;
 use crate::wire::answer::Paged;
@@ -20,7 +21,7 @@ use crate::wire::command::{
 };
 use crate::wire::event::EventEnvelope;
 use crate::wire::outcome::{ErrorBody, Outcome};
-use crate::wire::query::{QueryFailure, QueryName, SERVICE_ERROR_HEADER};
+use crate::wire::query::{OutcomeQuery, QueryFailure, QueryName, SERVICE_ERROR_HEADER};
 use crate::wire::signature;
 use crate::wire::subjects::{FAMILIES, Subjects, matches};
 
@@ -195,8 +196,8 @@ impl Client {
         payload: P,
     ) -> Result<Outcome, ClientError> {
         let bytes = envelope_bytes(command_id, actor, payload)?;
-        self.send_raw(&self.subjects.command(name.as_str()), command_id, bytes)
-            .await
+        let subject = self.subjects.command(name.as_str());
+        self.send_as(&subject, command_id, Some(actor), bytes).await
     }
 
     /// Publishes raw bytes on a command subject and waits for the outcome of `command_id`
@@ -208,6 +209,18 @@ impl Client {
         command_id: Uuid,
         bytes: Vec<u8>,
     ) -> Result<Outcome, ClientError> {
+        self.send_as(subject, command_id, None, bytes).await
+    }
+
+    /// As [`Client::send_raw`]; with the `actor` the envelope names, a missed outcome is
+    /// asked of the worker rather than read from the outcomes stream.
+    async fn send_as(
+        &self,
+        subject: &str,
+        command_id: Uuid,
+        actor: Option<Uuid>,
+        bytes: Vec<u8>,
+    ) -> Result<Outcome, ClientError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let inbox = self.nats.new_inbox();
         let mut replies = self.nats.subscribe(inbox.clone()).await.map_err(nats_err)?;
@@ -217,14 +230,14 @@ impl Client {
         if ack.duplicate {
             // JetStream dropped this copy inside its duplicate window, so the worker will not
             // answer it: read the first copy's outcome instead.
-            return self.wait_for_stored(command_id, deadline).await;
+            return self.wait_for_stored(command_id, actor, deadline).await;
         }
         match tokio::time::timeout_at(deadline, replies.next()).await {
             Ok(Some(msg)) => {
                 serde_json::from_slice(&msg.payload).map_err(|e| ClientError::Decode(e.to_string()))
             }
-            // The reply may have been missed (a reconnect): the outcomes stream has it too.
-            _ => self.wait_for_stored(command_id, deadline).await,
+            // The reply may have been missed (a reconnect): it is stored too.
+            _ => self.wait_for_stored(command_id, actor, deadline).await,
         }
     }
 
@@ -308,11 +321,17 @@ impl Client {
     async fn wait_for_stored(
         &self,
         command_id: Uuid,
+        actor: Option<Uuid>,
         deadline: tokio::time::Instant,
     ) -> Result<Outcome, ClientError> {
         loop {
-            if let Some(o) = self.outcome(command_id).await? {
-                return Ok(o);
+            // Bounded by what is left of the wait; a worker that does not answer (not started
+            // yet, restarting) is a lookup to try again, like an outcome not stored yet.
+            match tokio::time::timeout_at(deadline, self.stored_outcome(command_id, actor)).await {
+                Ok(Ok(Some(o))) => return Ok(o),
+                Ok(Ok(None)) | Err(_) => {}
+                Ok(Err(ClientError::Nats(_))) if actor.is_some() => {}
+                Ok(Err(e)) => return Err(e),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClientError::Timeout(command_id));
@@ -437,6 +456,25 @@ impl Client {
         Ok(whole)
     }
 
+    /// A command's stored outcome, if it has one yet. Sent by `actor`: asked of the worker,
+    /// which answers the sender's team only (an agent's NATS user may not read the outcomes
+    /// stream, which holds every team's); else read from the stream.
+    async fn stored_outcome(
+        &self,
+        command_id: Uuid,
+        actor: Option<Uuid>,
+    ) -> Result<Option<Outcome>, ClientError> {
+        let Some(actor) = actor else {
+            return self.outcome(command_id).await;
+        };
+        let asked = OutcomeQuery { actor, command_id };
+        match self.query(QueryName::Outcome, &asked).await {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(ClientError::Refused(e)) if e.code == ErrorCode::NotFound.as_str() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The outcome of a command from the outcomes stream, if it has one yet.
     pub async fn outcome(&self, command_id: Uuid) -> Result<Option<Outcome>, ClientError> {
         let stream = self
@@ -456,12 +494,12 @@ impl Client {
         }
     }
 
-    /// An ordered replay of the events matching `filter` (`>` for all).
+    /// An ordered replay of the events matching `filter`: `<type>.<team>` with `*` for either
+    /// part (`task.ready.*`, `*.*.<team>`), or `>` for all.
     ///
-    /// A filter whose first token (after the prefix) names an event family (`task.ready.*`)
-    /// is applied by the server. Others, such as a team's events (`*.*.<team>`), are not a
-    /// subset of one stream subject, which a 2.9 server requires of a consumer filter: those
-    /// are applied here, on the whole stream.
+    /// Each team's events have a stream of their own: a filter naming a team reads that
+    /// stream, which its agents may; one for every team reads them all, interleaved (in order
+    /// within each team), and needs a user that may list streams (an operator).
     pub async fn events(
         &self,
         filter: &str,
@@ -495,21 +533,89 @@ impl Client {
         impl futures::Stream<Item = Result<EventEnvelope<serde_json::Value>, ClientError>> + use<>,
         ClientError,
     > {
+        let (family, kind, team) = match filter {
+            ">" => ("*", "*", "*"),
+            _ => {
+                let tokens: Vec<&str> = self
+                    .subjects
+                    .command_name(filter)
+                    .unwrap_or(filter)
+                    .split('.')
+                    .collect();
+                match tokens[..] {
+                    [family, kind, team] if family == "*" || FAMILIES.contains(&family) => {
+                        (family, kind, team)
+                    }
+                    _ => {
+                        return Err(ClientError::Decode(format!(
+                            "`{filter}` is not an event filter: `<type>.<team>` with `*` for \
+                             either part (task.ready.*, *.*.<team>), or `>`"
+                        )));
+                    }
+                }
+            }
+        };
+        let teams: Vec<String> = match team {
+            "*" => {
+                let prefix = self.subjects.team_events_streams();
+                crate::bus::streams::team_streams(&self.js, &self.subjects)
+                    .await
+                    .map_err(ClientError::Nats)?
+                    .into_iter()
+                    .filter_map(|name| name.strip_prefix(&prefix).map(str::to_owned))
+                    .collect()
+            }
+            team => vec![team.to_owned()],
+        };
+        let mut replays = Vec::with_capacity(teams.len());
+        for team in teams {
+            // A filter within one stream subject is the server's (2.9 takes no other); one
+            // across families is applied here, on the team's whole stream.
+            let (server, local) = match family {
+                "*" if kind == "*" => (String::new(), None),
+                "*" => (
+                    String::new(),
+                    Some(format!("{}*.{kind}.{team}", self.subjects.prefix())),
+                ),
+                family => (
+                    format!("{}{family}.{kind}.{team}", self.subjects.prefix()),
+                    None,
+                ),
+            };
+            replays.push(
+                self.team_replay(&team, server, local, start, to_the_end)
+                    .await?,
+            );
+        }
+        Ok(futures::stream::select_all(replays))
+    }
+
+    /// The events of one team's stream, from `start`.
+    async fn team_replay(
+        &self,
+        team: &str,
+        server_filter: String,
+        local_filter: Option<String>,
+        start: EventStart,
+        to_the_end: bool,
+    ) -> Result<
+        futures::stream::BoxStream<'static, Result<EventEnvelope<serde_json::Value>, ClientError>>,
+        ClientError,
+    > {
         let stream = self
             .js
-            .get_stream(self.subjects.events_stream())
+            .get_stream(self.subjects.team_events_stream(team))
             .await
-            .map_err(nats_err)?;
-        let family = self
-            .subjects
-            .command_name(filter)
-            .and_then(|rest| rest.split('.').next())
-            .filter(|f| FAMILIES.contains(f));
-        let (server_filter, local_filter) = match (filter, family) {
-            (">", _) => (String::new(), None),
-            (_, Some(_)) => (filter.to_owned(), None),
-            (_, None) => (String::new(), Some(filter.to_owned())),
-        };
+            .map_err(|e| match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(api)
+                    if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    nats_said(format!(
+                        "team {team} has no events stream: is it registered (sop team apply)?"
+                    ))
+                }
+                _ => nats_err(e),
+            })?;
         let consumer = stream
             .create_consumer(pull::OrderedConfig {
                 filter_subject: server_filter,
@@ -548,7 +654,8 @@ impl Client {
             .map(|m| {
                 let m = m.map_err(nats_err)?;
                 serde_json::from_slice(&m.payload).map_err(|e| ClientError::Decode(e.to_string()))
-            }))
+            })
+            .boxed())
     }
 }
 

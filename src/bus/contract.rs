@@ -152,7 +152,7 @@ impl EventVisitor for Builder {
                 "address": format!("{id}.{{team}}"),
                 "parameters": { "team": { "description": "The team's name." } },
                 "messages": { "event": message },
-                "x-stream": "SOP_EVENTS",
+                "x-stream": "SOP_EVENTS_{team}",
             }),
         );
         self.operations.insert(
@@ -366,8 +366,8 @@ pub fn asyncapi() -> Value {
             "description": format!(
                 "Governed, versioned Standard Operating Procedures for VSM agents. Commands (two-token subjects) \
                  go to JetStream stream SOP_COMMANDS with Nats-Msg-Id = command_id; each ends in exactly one \
-                 outcome on command.outcome.<command_id>. Events (`<type>.<team>`) are published to SOP_EVENTS in \
-                 commit order with Nats-Msg-Id = event_id. Queries are core request/reply on sop.query.<name>; operator requests on sop.admin.<name>. \
+                 outcome on command.outcome.<command_id>. Events (`<type>.<team>`) are published to the team's stream, \
+                 SOP_EVENTS_<team>, in commit order with Nats-Msg-Id = event_id. Queries are core request/reply on sop.query.<name>; operator requests on sop.admin.<name>. \
                  Envelopes carry schema_version {SCHEMA_VERSION}. An optional deployment prefix precedes every \
                  subject (`acme.procedure.draft`) and stream (`ACME_SOP_COMMANDS`)."
             ),

@@ -420,6 +420,7 @@ pub async fn start(
     db: DatabaseConnection,
     subjects: &Subjects,
     signing: Signing,
+    team_streams: super::streams::TeamStreams,
 ) -> Result<Service, async_nats::Error> {
     let service = nats
         .service_builder()
@@ -466,6 +467,6 @@ pub async fn start(
             }
         }));
     }
-    super::admin::start(&service, nats, db, subjects, signing).await?;
+    super::admin::start(&service, nats, db, subjects, signing, team_streams).await?;
     Ok(service)
 }

@@ -1,9 +1,13 @@
 //! The JetStream streams and the worker's durable consumer, created if missing. Only options a
-//! 2.9 server understands are set.
+//! 2.9 server understands are set. Each team's events have a stream of their own
+//! ([`ensure_team`]): a NATS permission can name a stream, never a filter inside one (2.9 takes
+//! a consumer's filter in the request body), so this is what keeps one team's agents off
+//! another's history.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
 
@@ -52,10 +56,11 @@ pub fn commands_config(s: &Subjects) -> stream::Config {
     }
 }
 
-pub fn events_config(s: &Subjects) -> stream::Config {
+/// The stream of one team's events.
+pub fn events_config(s: &Subjects, team: &str) -> stream::Config {
     stream::Config {
-        name: s.events_stream(),
-        subjects: s.event_filters(),
+        name: s.team_events_stream(team),
+        subjects: s.team_event_filters(team),
         // Kept for replay; limits are an operator's choice (deploy/streams).
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
@@ -93,19 +98,102 @@ pub fn worker_consumer_config(s: &Subjects) -> pull::Config {
     }
 }
 
+/// The commands and outcomes streams and the worker's consumer; the shared events stream of a
+/// release before 0.2.0 is retired ([`retire_shared_events`]). Each team's events stream is
+/// [`ensure_team`]'s.
 pub async fn ensure(
     js: &Context,
     s: &Subjects,
     options: &StreamOptions,
 ) -> Result<PullConsumer, async_nats::Error> {
     let commands = ensure_stream(js, options.apply(commands_config(s), false)).await?;
-    ensure_stream(js, options.apply(events_config(s), true)).await?;
     ensure_stream(js, options.apply(outcomes_config(s), true)).await?;
+    retire_shared_events(js, s).await?;
     let mut consumer = worker_consumer_config(s);
     consumer.ack_wait = options.ack_wait.unwrap_or(ACK_WAIT);
     Ok(commands
         .get_or_create_consumer(s.worker_consumer(), consumer)
         .await?)
+}
+
+/// The stream of `team`'s events, created if missing (as a team is applied, and for every team
+/// as the worker starts).
+pub async fn ensure_team(
+    js: &Context,
+    s: &Subjects,
+    team: &str,
+    options: &StreamOptions,
+) -> Result<(), async_nats::Error> {
+    ensure_stream(js, options.apply(events_config(s, team), true)).await?;
+    Ok(())
+}
+
+/// What creates teams' events streams as the worker's settings say: kept by the worker for
+/// the teams applied while it runs.
+#[derive(Clone)]
+pub struct TeamStreams {
+    js: Context,
+    subjects: Subjects,
+    options: StreamOptions,
+}
+
+impl TeamStreams {
+    pub fn new(js: Context, subjects: Subjects, options: StreamOptions) -> TeamStreams {
+        TeamStreams {
+            js,
+            subjects,
+            options,
+        }
+    }
+
+    /// The stream of `team`'s events, created if missing.
+    pub async fn ensure(&self, team: &str) -> Result<(), async_nats::Error> {
+        ensure_team(&self.js, &self.subjects, team, &self.options).await
+    }
+}
+
+/// Releases before 0.2.0 kept every team's events in one stream, `SOP_EVENTS`, whose subjects
+/// overlap the team streams'. It is moved to a subject nothing publishes on: its history stays
+/// readable (`nats stream view`), and `sop outbox relist --events` copies what the outbox still
+/// holds into the team streams.
+async fn retire_shared_events(js: &Context, s: &Subjects) -> Result<(), async_nats::Error> {
+    let name = s.shared_events_stream();
+    let mut stream = match js.get_stream(&name).await {
+        Ok(stream) => stream,
+        Err(e) => match e.kind() {
+            GetStreamErrorKind::JetStream(api)
+                if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                return Ok(());
+            }
+            _ => return Err(e.into()),
+        },
+    };
+    let retired = vec![s.retired_events_subject()];
+    let mut config = stream.info().await?.config.clone();
+    if config.subjects != retired {
+        tracing::warn!(
+            stream = %name,
+            "the events stream shared by all teams (before 0.2.0) is kept read-only; each team's \
+             events now go to its own stream ({}<team>): `sop outbox relist --events` copies the \
+             history the outbox holds into them",
+            s.team_events_streams()
+        );
+        config.subjects = retired;
+        js.update_stream(config).await?;
+    }
+    Ok(())
+}
+
+/// The names of the team events streams that exist.
+pub async fn team_streams(js: &Context, s: &Subjects) -> Result<Vec<String>, async_nats::Error> {
+    use futures::TryStreamExt as _;
+    let wanted = s.team_events_streams();
+    let names: Vec<String> = js.stream_names().try_collect().await?;
+    Ok(names
+        .into_iter()
+        .filter(|n| n.starts_with(&wanted))
+        .collect())
 }
 
 /// The stream, created if missing. A stream an earlier release created gets the subjects it
@@ -134,9 +222,13 @@ async fn ensure_stream(
     Ok(js.get_stream(&config.name).await?)
 }
 
-/// Removes the three streams (tests and `sop` teardown of a prefix).
+/// Removes the streams of a prefix: commands, outcomes and every team's events (tests).
 pub async fn delete(js: &jetstream::Context, s: &Subjects) -> Result<(), async_nats::Error> {
-    for name in [s.commands_stream(), s.events_stream(), s.outcomes_stream()] {
+    let teams = team_streams(js, s).await?;
+    for name in [s.commands_stream(), s.outcomes_stream()]
+        .into_iter()
+        .chain(teams)
+    {
         js.delete_stream(&name).await?;
     }
     Ok(())
@@ -163,8 +255,8 @@ mod tests {
                 serde_json::to_value(cluster.apply(commands_config(&s), false)).unwrap(),
             ),
             (
-                "events.json",
-                serde_json::to_value(cluster.apply(events_config(&s), true)).unwrap(),
+                "events-discovery.json",
+                serde_json::to_value(cluster.apply(events_config(&s, "discovery"), true)).unwrap(),
             ),
             (
                 "outcomes.json",

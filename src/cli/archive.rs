@@ -93,6 +93,13 @@ async fn replay(ctx: &Ctx, from: PathBuf, outcomes: bool) -> Result<ExitCode, Ex
     let nats = crate::app::connect_nats(&ctx.settings).await?;
     let js = async_nats::jetstream::new(nats);
     crate::app::ensure_streams(&ctx.settings, &js).await?;
+    let subjects = crate::wire::subjects::Subjects::new(&ctx.settings.connection.subject_prefix);
+    let team_streams = crate::bus::streams::TeamStreams::new(
+        js.clone(),
+        subjects.clone(),
+        crate::app::stream_options(&ctx.settings),
+    );
+    let mut teams = std::collections::BTreeSet::new();
     let mut published = 0_u64;
     let mut acks = Vec::with_capacity(WINDOW);
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -112,6 +119,14 @@ async fn replay(ctx: &Ctx, from: PathBuf, outcomes: bool) -> Result<ExitCode, Ex
         } = serde_json::from_str(&line).with_context(not_a_line)?;
         if !(kind.starts_with("event.") || outcomes && kind == store::outbox::OUTCOME_KIND) {
             continue;
+        }
+        if let Some(team) = subjects.team_of_event(&subject)
+            && teams.insert(team.to_owned())
+        {
+            team_streams
+                .ensure(team)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the events stream of team {team}: {e}"))?;
         }
         let payload: Box<str> = message.into();
         let mut publish = PublishMessage::build()

@@ -31,7 +31,6 @@ use crate::bus::contract;
 use crate::config::{ConnectionSettings, Settings, WorkerSettings};
 use crate::store;
 use crate::wire::command::CommandName;
-use crate::wire::subjects::Subjects;
 use ctx::EXIT_NOT_FOUND;
 pub(crate) use ctx::{Ctx, Exit};
 use render::fields;
@@ -168,9 +167,13 @@ enum Cmd {
     Mcp(crate::mcp::McpArgs),
     /// Print the AsyncAPI contract (docs/asyncapi.yaml).
     Contract,
-    /// Print the NATS users of a secured deployment for the configured subject prefix
-    /// (deploy/nats/roles.conf): each role may publish only the commands it may send.
-    Roles,
+    /// Print the NATS users of a deployment whose teams are isolated on the bus, for the
+    /// configured subject prefix (deploy/nats/roles.conf is the demo team's): one per system of
+    /// the team files given, signed in with its nats_key.
+    Roles {
+        /// Team files (JSON, as `team apply` takes), each system with a `nats_key`.
+        files: Vec<std::path::PathBuf>,
+    },
     /// Print the effective configuration (file, environment, flags), secrets redacted.
     Config(WorkerSettings),
 }
@@ -297,10 +300,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         Cmd::Send { command, args } => return send::run(&ctx, &command, args).await,
         Cmd::Events { command } => return events::run(&ctx, command).await,
         Cmd::Contract => print!("{}", contract::asyncapi_yaml()),
-        Cmd::Roles => print!(
-            "{}",
-            crate::bus::roles::roles_conf(&Subjects::new(&ctx.settings.connection.subject_prefix))
-        ),
+        Cmd::Roles { files } => print!("{}", team::roles(&ctx, &files)?),
         Cmd::NkeyGenerate => return team::nkey_generate(&ctx),
         Cmd::Config(_) => {
             let problem = ctx.settings.validate().err();

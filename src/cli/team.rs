@@ -59,6 +59,19 @@ struct KeyPair {
     seed: String,
 }
 
+/// `sop roles`: the NATS users of the teams in `files`.
+pub fn roles(ctx: &Ctx, files: &[std::path::PathBuf]) -> Result<String, Exit> {
+    let mut teams = Vec::with_capacity(files.len());
+    for file in files {
+        let spec: TeamSpec = serde_json::from_value(read_document(file)?)
+            .with_context(|| format!("{} is not a team file", file.display()))?;
+        teams.push(spec);
+    }
+    let subjects = crate::wire::subjects::Subjects::new(&ctx.settings.connection.subject_prefix);
+    crate::bus::roles::roles_conf(&subjects, &teams)
+        .map_err(|e| Exit(super::ctx::EXIT_REJECTED, e.to_string()))
+}
+
 pub fn nkey_generate(ctx: &Ctx) -> Result<ExitCode, Exit> {
     let pair = nkeys::KeyPair::new_user();
     let seed = pair.seed().map_err(|e| Exit(1, e.to_string()))?;

@@ -198,7 +198,7 @@ async fn serve(
 ) -> Result<ExitCode, Exit> {
     let running = app::start(settings).await?;
     let team = if args.demo {
-        match demo_team(&running.db).await {
+        match demo_team(&running).await {
             Ok(team) => Some(team),
             Err(e) => {
                 running.stop().await;
@@ -230,13 +230,20 @@ async fn serve(
     Ok(exit)
 }
 
-async fn demo_team(db: &sea_orm::DatabaseConnection) -> Result<TeamIdentity, Exit> {
+async fn demo_team(running: &app::Running) -> Result<TeamIdentity, Exit> {
     let spec: TeamSpec = serde_json::from_str(DEMO_TEAM).context("reading the demo team")?;
-    let txn = store::begin(db).await.context("opening a transaction")?;
+    let txn = store::begin(&running.db)
+        .await
+        .context("opening a transaction")?;
     let record = store::teams::apply(&txn, &spec)
         .await
         .map_err(|e| Exit(EXIT_REJECTED, e.to_string()))?;
     txn.commit().await.context("committing the demo team")?;
+    running
+        .team_streams
+        .ensure(&record.name)
+        .await
+        .map_err(|e| Exit(1, format!("creating the demo team's events stream: {e}")))?;
     Ok(record.into())
 }
 

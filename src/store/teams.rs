@@ -13,7 +13,7 @@ use super::mapping::{from_json, read, to_json};
 use crate::domain::error::DomainError;
 use crate::domain::ids::{SystemId, TeamId};
 use crate::domain::system::{Actor, SystemKind};
-use crate::domain::team::{check_roster, parse_team_name};
+use crate::domain::team::check_roster;
 
 /// What an operator applies: defined on the wire, where `sop.admin.team.apply` carries it.
 pub use crate::wire::admin::{SystemSpec, TeamSpec};
@@ -46,17 +46,7 @@ pub enum TeamError {
 
 /// Creates or updates a team and its systems, in the caller's transaction.
 pub async fn apply(db: &impl ConnectionTrait, spec: &TeamSpec) -> Result<TeamRecord, TeamError> {
-    let name = parse_team_name(&spec.name)?;
-    let mut kinds = Vec::new();
-    for (i, s) in spec.systems.iter().enumerate() {
-        kinds.push(SystemKind::parse(&format!("systems[{i}].type"), &s.kind)?);
-        crate::domain::text::required(&format!("systems[{i}].name"), &s.name, 200)?;
-        if let Some(key) = &s.public_key {
-            crate::wire::signature::parse_public_key(key).map_err(|e| {
-                DomainError::invalid(format!("systems[{i}].public_key"), e.to_string())
-            })?;
-        }
-    }
+    let (name, kinds) = spec.check()?;
     let now = Utc::now();
     let team_id = match team::Entity::find()
         .filter(team::Column::Name.eq(&name))
@@ -139,6 +129,17 @@ async fn load(db: &impl ConnectionTrait, team_id: Uuid) -> Result<TeamRecord, Db
         name: t.name,
         systems,
     })
+}
+
+/// Every team's name, in name order.
+pub async fn names(db: &impl ConnectionTrait) -> Result<Vec<String>, DbErr> {
+    team::Entity::find()
+        .select_only()
+        .column(team::Column::Name)
+        .order_by_asc(team::Column::Name)
+        .into_tuple()
+        .all(db)
+        .await
 }
 
 pub async fn find_by_name(

@@ -7,6 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::error::DomainError;
+use crate::domain::system::SystemKind;
+use crate::domain::team::{check_roster, parse_team_name};
+
 subject_names!(
     /// Every operator request, named as its subject suffix (`<prefix>sop.admin.<name>`).
     AdminName {
@@ -46,6 +50,40 @@ pub struct SystemSpec {
     /// NATS user public key (`U…`): from then on, this system's commands must be signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// The NATS user (nkey, `U…`) its agent connects to NATS as, in a deployment whose teams
+    /// are isolated on the bus (`sop roles` makes that user's permissions). A key of its own,
+    /// never `public_key`: the NATS server chooses what a client signs to connect. Read by
+    /// `sop roles`, not kept by the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_key: Option<String>,
+}
+
+impl TeamSpec {
+    /// The team's name and its systems' types, once every field is valid (the keys too).
+    pub fn check(&self) -> Result<(String, Vec<SystemKind>), DomainError> {
+        let name = parse_team_name(&self.name)?;
+        let mut kinds = Vec::new();
+        for (i, s) in self.systems.iter().enumerate() {
+            kinds.push(SystemKind::parse(&format!("systems[{i}].type"), &s.kind)?);
+            crate::domain::text::required(&format!("systems[{i}].name"), &s.name, 200)?;
+            for (field, key) in [("public_key", &s.public_key), ("nats_key", &s.nats_key)] {
+                if let Some(key) = key {
+                    crate::wire::signature::parse_public_key(key).map_err(|e| {
+                        DomainError::invalid(format!("systems[{i}].{field}"), e.to_string())
+                    })?;
+                }
+            }
+            if s.nats_key.is_some() && s.nats_key == s.public_key {
+                return Err(DomainError::invalid(
+                    format!("systems[{i}].nats_key"),
+                    "must be a key of its own, not public_key: the NATS server chooses what a \
+                     client signs to connect, so the signing key never signs in to NATS",
+                ));
+            }
+        }
+        check_roster(&kinds)?;
+        Ok((name, kinds))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]

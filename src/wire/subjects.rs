@@ -7,7 +7,9 @@
 //! - Operator requests (core request/reply, operators only): `sop.admin.<name>`.
 //!
 //! The token counts keep the families disjoint, so each JetStream stream captures exactly one
-//! family (`procedure.*` vs `procedure.*.*`); a unit test proves it. An optional prefix
+//! family (`procedure.*` vs `procedure.*.*`); a unit test proves it. Each team's events have a
+//! stream of their own (`SOP_EVENTS_<team>`), so NATS permissions that name a stream keep one
+//! team's agents off another's history. An optional prefix
 //! (`acme.` → `acme.procedure.draft`) namespaces everything for shared buses and test isolation.
 
 use crate::domain::event::EventKind;
@@ -79,11 +81,28 @@ impl Subjects {
         format!("{}{}.{team}", self.prefix, kind.as_str())
     }
 
+    /// Every team's events: `<prefix><family>.*.*` for each family (what the worker publishes).
     pub fn event_filters(&self) -> Vec<String> {
         FAMILIES
             .iter()
             .map(|f| format!("{}{f}.*.*", self.prefix))
             .collect()
+    }
+
+    /// The subjects of one team's events stream: `<prefix><family>.*.<team>` for each family.
+    pub fn team_event_filters(&self, team: &str) -> Vec<String> {
+        FAMILIES
+            .iter()
+            .map(|f| format!("{}{f}.*.{team}", self.prefix))
+            .collect()
+    }
+
+    /// The team an event subject names (its last token), if it is one of ours.
+    pub fn team_of_event<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject.strip_prefix(self.prefix.as_str())?;
+        let mut tokens = rest.split('.');
+        let (family, _, team) = (tokens.next()?, tokens.next()?, tokens.next()?);
+        (FAMILIES.contains(&family) && tokens.next().is_none()).then_some(team)
     }
 
     /// Events of one type and/or one team: `task.ready.*`, `*.*.<team>`, `task.ready.<team>`;
@@ -132,8 +151,26 @@ impl Subjects {
         format!("{}SOP_COMMANDS", self.stream_prefix)
     }
 
-    pub fn events_stream(&self) -> String {
+    /// The stream of one team's events: `<PREFIX>SOP_EVENTS_<team>` (a team name is letters,
+    /// digits, `-` and `_`, all allowed in a stream name).
+    pub fn team_events_stream(&self, team: &str) -> String {
+        format!("{}{team}", self.team_events_streams())
+    }
+
+    /// What every team's events stream name begins with.
+    pub fn team_events_streams(&self) -> String {
+        format!("{}SOP_EVENTS_", self.stream_prefix)
+    }
+
+    /// The one events stream of releases before 0.2.0, kept read-only where it exists.
+    pub fn shared_events_stream(&self) -> String {
         format!("{}SOP_EVENTS", self.stream_prefix)
+    }
+
+    /// The subject the shared stream of releases before 0.2.0 is moved to: nothing publishes
+    /// there, so its history stays readable while team streams take the new events.
+    pub fn retired_events_subject(&self) -> String {
+        format!("{}sop.retired.events", self.prefix)
     }
 
     pub fn outcomes_stream(&self) -> String {
@@ -179,12 +216,18 @@ mod tests {
             for name in CommandName::ALL {
                 let subject = s.command(name.as_str());
                 assert!(any(&s.command_filters(), &subject), "{subject}");
-                assert!(!any(&s.event_filters(), &subject), "{subject}");
+                assert!(!any(&s.team_event_filters("team-a"), &subject), "{subject}");
                 assert!(!any(&outcomes, &subject), "{subject}");
             }
+            assert!(!any(
+                &s.team_event_filters("x"),
+                &s.retired_events_subject()
+            ));
             for kind in EventKind::ALL.iter().copied() {
                 let subject = s.event(kind, "team-a");
-                assert!(any(&s.event_filters(), &subject), "{subject}");
+                assert!(any(&s.team_event_filters("team-a"), &subject), "{subject}");
+                assert!(!any(&s.team_event_filters("team-b"), &subject), "{subject}");
+                assert_eq!(s.team_of_event(&subject), Some("team-a"));
                 assert!(!any(&s.command_filters(), &subject), "{subject}");
                 assert!(!any(&outcomes, &subject), "{subject}");
                 assert!(matches(&s.team_events("team-a"), &subject));
@@ -193,21 +236,21 @@ mod tests {
             for name in crate::wire::query::QueryName::ALL {
                 let subject = s.query(name.as_str());
                 assert!(!any(&s.command_filters(), &subject), "{subject}");
-                assert!(!any(&s.event_filters(), &subject), "{subject}");
+                assert!(!any(&s.team_event_filters("team-a"), &subject), "{subject}");
                 assert!(!any(&outcomes, &subject), "{subject}");
             }
             // Operator requests sit apart from the queries every agent may ask (`sop.query.>`).
             for name in crate::wire::admin::AdminName::ALL {
                 let subject = s.admin(name.as_str());
                 assert!(!any(&s.command_filters(), &subject), "{subject}");
-                assert!(!any(&s.event_filters(), &subject), "{subject}");
+                assert!(!any(&s.team_event_filters("team-a"), &subject), "{subject}");
                 assert!(!any(&outcomes, &subject), "{subject}");
                 assert!(!matches(&format!("{}.>", s.query_group()), &subject));
             }
             let outcome = s.outcome(CommandId(Uuid::nil()));
             assert!(any(&outcomes, &outcome));
             assert!(!any(&s.command_filters(), &outcome));
-            assert!(!any(&s.event_filters(), &outcome));
+            assert!(!any(&s.team_event_filters("team-a"), &outcome));
         }
     }
 
@@ -229,7 +272,11 @@ mod tests {
         assert_eq!(s.command("task.start"), "t-42.task.start");
         assert_eq!(s.command_name("t-42.task.start"), Some("task.start"));
         assert_eq!(s.commands_stream(), "T_42_SOP_COMMANDS");
-        assert_eq!(Subjects::new("").events_stream(), "SOP_EVENTS");
+        assert_eq!(
+            Subjects::new("").team_events_stream("team-a"),
+            "SOP_EVENTS_team-a"
+        );
+        assert_eq!(s.team_events_stream("a_1"), "T_42_SOP_EVENTS_a_1");
         assert_eq!(Subjects::new("a.").command("x.y"), "a.x.y");
     }
 

@@ -595,9 +595,10 @@ pub(crate) async fn system3_pauses_a_run_and_resumes_it_with_what_became_ready(b
     assert_eq!(paused.data["reason"], "waiting for the budget");
 }
 
-/// Streams an earlier release created, without the `policy` family nor direct gets: a
-/// worker's start adds the subjects, allows direct gets of outcomes, and keeps every other
-/// setting.
+/// Streams an earlier release created, without the `policy` family nor direct gets, and the
+/// events stream all teams shared before 0.2.0: a worker's start adds the subjects, allows
+/// direct gets of outcomes, keeps every other setting, and retires the shared stream with its
+/// history.
 #[tokio::test]
 async fn streams_of_an_earlier_release_gain_the_policy_family() {
     use vsm_sop::bus::streams::{self, StreamOptions};
@@ -616,18 +617,41 @@ async fn streams_of_an_earlier_release_gain_the_policy_family() {
     js.create_stream(earlier(streams::commands_config(&s)))
         .await
         .unwrap();
-    js.create_stream(earlier(streams::events_config(&s)))
-        .await
-        .unwrap();
+    // Before 0.2.0 every team's events went to one stream.
+    let shared = async_nats::jetstream::stream::Config {
+        name: s.shared_events_stream(),
+        subjects: s.event_filters(),
+        ..Default::default()
+    };
+    js.create_stream(shared).await.unwrap();
+    js.publish(
+        s.event(vsm_sop::domain::event::EventKind::ALL[0], "t"),
+        "old".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
     let mut outcomes = streams::outcomes_config(&s);
     outcomes.allow_direct = false;
     js.create_stream(outcomes).await.unwrap();
     streams::ensure(&js, &s, &StreamOptions::default())
         .await
         .unwrap();
+    // Kept with its history, on a subject nothing publishes to: the team streams take over.
+    let mut retired = js.get_stream(s.shared_events_stream()).await.unwrap();
+    let retired = retired.info().await.unwrap().clone();
+    assert_eq!(retired.config.subjects, [s.retired_events_subject()]);
+    assert_eq!(retired.state.messages, 1);
+    js.create_stream(earlier(streams::events_config(&s, "t")))
+        .await
+        .unwrap();
+    streams::ensure_team(&js, &s, "t", &StreamOptions::default())
+        .await
+        .unwrap();
     for (name, wanted) in [
         (s.commands_stream(), s.command_filters()),
-        (s.events_stream(), s.event_filters()),
+        (s.team_events_stream("t"), s.team_event_filters("t")),
     ] {
         let mut stream = js.get_stream(&name).await.unwrap();
         let config = stream.info().await.unwrap().config.clone();
@@ -647,5 +671,6 @@ async fn streams_of_an_earlier_release_gain_the_policy_family() {
         "outcomes are fetched with a direct get"
     );
     streams::delete(&js, &s).await.unwrap();
+    js.delete_stream(s.shared_events_stream()).await.unwrap();
     app.stop().await;
 }

@@ -337,12 +337,14 @@ impl TestApp {
                 id: None,
                 skills,
                 public_key: None,
+                nats_key: None,
             })
             .collect(),
         };
         let txn = store::begin(self.db()).await.expect("begin");
         let record = store::teams::apply(&txn, &spec).await.expect("apply team");
         txn.commit().await.expect("commit team");
+        self.team_stream(name).await;
         let id = |n: &str| {
             record
                 .systems
@@ -373,12 +375,23 @@ impl TestApp {
                 id: None,
                 skills: vec![],
                 public_key: Some(public_key),
+                nats_key: None,
             }],
         };
         store::teams::apply(&txn, &spec)
             .await
             .expect("apply the key");
         txn.commit().await.expect("commit the key");
+    }
+
+    /// Creates the events stream of a team applied through the database, as `team.apply`
+    /// does for one applied through the bus.
+    pub async fn team_stream(&self, team: &str) {
+        self.running
+            .team_streams
+            .ensure(team)
+            .await
+            .expect("create the team's events stream");
     }
 
     pub async fn send(&self, name: CommandName, actor: Uuid, payload: Value) -> Outcome {

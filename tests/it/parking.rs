@@ -43,14 +43,17 @@ async fn large_event(app: &TestApp) -> Publication {
         .expect("a drafted event")
 }
 
-/// The event ids `SOP_EVENTS` holds, each as often as it holds it.
+/// The event ids the teams' events streams hold, each as often as they hold it.
 pub(crate) async fn stream_event_ids(app: &TestApp) -> Vec<Uuid> {
     let js = jetstream::new(app.running.nats.clone());
-    let mut stream = js
-        .get_stream(app.client.subjects().events_stream())
+    let mut stored = 0;
+    for name in vsm_sop::bus::streams::team_streams(&js, app.client.subjects())
         .await
-        .unwrap();
-    let stored = stream.info().await.unwrap().state.messages as usize;
+        .unwrap()
+    {
+        let mut stream = js.get_stream(&name).await.unwrap();
+        stored += stream.info().await.unwrap().state.messages as usize;
+    }
     let events = app.client.events(">", EventStart::First).await.unwrap();
     let mut events = std::pin::pin!(events);
     let mut ids = Vec::with_capacity(stored);
@@ -101,7 +104,9 @@ async fn an_event_above_the_servers_max_payload_is_parked_and_later_messages_flo
     let js = jetstream::new(app.running.nats.clone());
     // Without its stream the event cannot be published (no responders): it stays pending,
     // retried, while the outcome goes to the sender and to its own stream.
-    js.delete_stream(subjects.events_stream()).await.unwrap();
+    js.delete_stream(subjects.team_events_stream("payload"))
+        .await
+        .unwrap();
     let drafted = app.send(C::DraftProcedure, team.s4, large_draft()).await;
     assert!(drafted.is_accepted(), "{drafted:?}");
     let event = large_event(&app).await;
@@ -124,7 +129,7 @@ async fn an_event_above_the_servers_max_payload_is_parked_and_later_messages_flo
     })
     .await;
     eventually("the events stream created again", || async {
-        js.create_stream(vsm_sop::bus::streams::events_config(&subjects))
+        js.create_stream(vsm_sop::bus::streams::events_config(&subjects, "payload"))
             .await
             .ok()
             .map(|_| ())
@@ -157,7 +162,7 @@ async fn an_event_the_stream_refuses_is_parked_and_arrives_once_when_republished
     let app = TestApp::spawn(backend).await;
     let team = app.register_team("limits").await;
     let js = jetstream::new(app.running.nats.clone());
-    let events_stream = app.client.subjects().events_stream();
+    let events_stream = app.client.subjects().team_events_stream("limits");
     let mut config = js
         .get_stream(&events_stream)
         .await

@@ -42,7 +42,7 @@ async fn a_deleted_events_stream_is_rebuilt_from_the_outbox_identical(backend: B
 
     app.pause_consumer().await;
     let js = jetstream::new(app.running.nats.clone());
-    js.delete_stream(app.client.subjects().events_stream())
+    js.delete_stream(app.client.subjects().team_events_stream("rebuilt"))
         .await
         .unwrap();
     let after_event = before[before.len() - 5].to_string();
@@ -215,7 +215,7 @@ async fn history_older_than_a_horizon_is_archived_removed_and_replayed_into_a_fr
     // The events stream rebuilt: the archive first, then what the outbox still holds.
     app.pause_consumer().await;
     let js = jetstream::new(app.running.nats.clone());
-    js.delete_stream(app.client.subjects().events_stream())
+    js.delete_stream(app.client.subjects().team_events_stream("archived"))
         .await
         .unwrap();
     let replayed = app

@@ -1,24 +1,32 @@
-//! `deploy/nats/roles.conf` on a real nats-server: each role publishes only its own commands,
-//! agents cannot forge events, the worker cannot send commands.
+//! Who may act as whom: signatures bind every command and query to its system, and the NATS
+//! users `sop roles` makes keep each team's agents to their own commands, events and replies,
+//! on a real nats-server.
 
-use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 
 use crate::harness::*;
 use crate::on_both_databases;
+use sea_orm::EntityTrait;
+use vsm_sop::bus::client::{Client, ClientError, EventStart};
 use vsm_sop::bus::roles;
-use vsm_sop::domain::system::SystemKind;
 use vsm_sop::store::{
     self,
     teams::{SystemSpec, TeamSpec},
 };
+use vsm_sop::wire::admin::AdminName;
+use vsm_sop::wire::answer::TeamIdentity;
 use vsm_sop::wire::command::CommandName as C;
+use vsm_sop::wire::outcome::{Accepted, Verdict};
+use vsm_sop::wire::query::QueryName;
+use vsm_sop::wire::subjects::Subjects;
 
 on_both_databases!(
     a_system_with_a_key_must_sign_its_commands,
-    with_signatures_required_no_agent_acts_as_another_system
+    with_signatures_required_no_agent_acts_as_another_system,
+    teams_are_isolated_on_the_bus
 );
 
 async fn a_system_with_a_key_must_sign_its_commands(backend: Backend) {
@@ -35,6 +43,7 @@ async fn a_system_with_a_key_must_sign_its_commands(backend: Backend) {
             id: None,
             skills: vec![],
             public_key: Some(pair.public_key()),
+            nats_key: None,
         }],
     };
     store::teams::apply(&txn, &spec).await.unwrap();
@@ -198,90 +207,370 @@ async fn with_signatures_required_no_agent_acts_as_another_system(backend: Backe
     app.stop().await;
 }
 
+/// A NATS user's password in these tests.
 fn password(user: &str) -> String {
     format!("pw-{user}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_role_publishes_only_what_it_may() {
-    let roles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/roles.conf");
+/// The subject prefix of the isolation test's deployment.
+const PREFIX: &str = "iso";
+
+/// An agent signed in to NATS as its system's own user (`nats_key`), with the refusals the
+/// server sent it.
+struct Agent {
+    system: uuid::Uuid,
+    nats: async_nats::Client,
+    client: Client,
+    refusals: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    async fn connect(url: &str, pair: &nkeys::KeyPair, system: uuid::Uuid) -> Agent {
+        let refusals = Arc::new(Mutex::new(Vec::new()));
+        let seen = refusals.clone();
+        let nats = eventually("an agent's connection", || {
+            let seen = seen.clone();
+            async move {
+                async_nats::ConnectOptions::with_nkey(pair.seed().unwrap())
+                    .custom_inbox_prefix(roles::inbox_prefix(&pair.public_key()))
+                    .event_callback(move |event| {
+                        let seen = seen.clone();
+                        async move {
+                            if let async_nats::Event::ServerError(e) = event {
+                                seen.lock().unwrap().push(e.to_string());
+                            }
+                        }
+                    })
+                    .connect(url)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        let client = Client::new(nats.clone(), Subjects::new(PREFIX)).with_timeout(WAIT);
+        Agent {
+            system,
+            nats,
+            client,
+            refusals,
+        }
+    }
+
+    /// The server's permission violation naming `subject`, as this agent's client heard it.
+    async fn refused(&self, subject: &str) -> String {
+        eventually(&format!("the server refusing {subject}"), || async {
+            self.refusals
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| e.to_lowercase().contains("permissions violation") && e.contains(subject))
+                .cloned()
+        })
+        .await
+    }
+
+    fn heard_no_refusal(&self) {
+        let refusals = self.refusals.lock().unwrap();
+        assert!(refusals.is_empty(), "{refusals:?}");
+    }
+
+    async fn ok(&self, name: C, payload: serde_json::Value) -> Accepted {
+        match self
+            .client
+            .send(name, self.system, payload)
+            .await
+            .unwrap()
+            .verdict
+        {
+            Verdict::Accepted { result } => result,
+            Verdict::Rejected { error } => panic!("{name} rejected: {error:?}"),
+        }
+    }
+}
+
+/// One team of the isolation test: its spec (each system with a NATS key), its agents once
+/// registered.
+struct IsolatedTeam {
+    spec: TeamSpec,
+    pairs: Vec<nkeys::KeyPair>,
+    agents: std::collections::HashMap<String, Agent>,
+}
+
+impl IsolatedTeam {
+    fn new(name: &str) -> IsolatedTeam {
+        let systems = [
+            ("System1/alpha", "system1"),
+            ("System1/beta", "system1"),
+            ("System3/root", "system3"),
+            ("System4/root", "system4"),
+            ("System5/root", "system5"),
+        ];
+        let pairs: Vec<nkeys::KeyPair> =
+            systems.iter().map(|_| nkeys::KeyPair::new_user()).collect();
+        let spec = TeamSpec {
+            name: name.into(),
+            systems: systems
+                .iter()
+                .zip(&pairs)
+                .map(|((name, kind), pair)| SystemSpec {
+                    name: (*name).into(),
+                    kind: (*kind).into(),
+                    id: None,
+                    skills: vec![],
+                    public_key: None,
+                    nats_key: Some(pair.public_key()),
+                })
+                .collect(),
+        };
+        IsolatedTeam {
+            spec,
+            pairs,
+            agents: Default::default(),
+        }
+    }
+
+    fn agent(&self, name: &str) -> &Agent {
+        &self.agents[name]
+    }
+
+    /// Drafts, approves and runs a one-task procedure to its end, each step by its own agent.
+    async fn lifecycle(&self, app: &TestApp) {
+        let draft = serde_json::json!({
+            "name": "Isolated", "description": "One task", "risk_level": "low", "impact": "low",
+            "rollback_plan": "none",
+            "tasks": [{ "position": 1, "name": "Do it", "description": "The one step",
+                        "default_assignee_type": "system1" }],
+        });
+        let drafted = self
+            .agent("System4/root")
+            .ok(C::DraftProcedure, draft)
+            .await;
+        let id = drafted.procedure_id.unwrap();
+        self.agent("System5/root")
+            .ok(C::ApproveProcedure, app.approval(id).await)
+            .await;
+        let s3 = self.agent("System3/root");
+        let run = s3
+            .ok(C::ExecuteProcedure, serde_json::json!({ "series_id": id }))
+            .await;
+        let task_id = run.task_ids[0];
+        let task = entity::task::Entity::find_by_id(task_id)
+            .one(app.db())
+            .await
+            .unwrap()
+            .unwrap();
+        let worker = self
+            .agents
+            .values()
+            .find(|a| a.system == task.assignee_system_id)
+            .unwrap();
+        worker
+            .ok(C::StartTask, serde_json::json!({ "task_id": task_id }))
+            .await;
+        worker
+            .ok(
+                C::CompleteTask,
+                serde_json::json!({ "task_id": task_id, "result": "done" }),
+            )
+            .await;
+        let reviewed = s3
+            .ok(
+                C::ReviewTask,
+                serde_json::json!({ "task_id": task_id, "verdict": "approve", "reasoning": "fine" }),
+            )
+            .await;
+        assert_eq!(reviewed.status.as_deref(), Some("approved"));
+        let got: serde_json::Value = s3
+            .client
+            .query(
+                QueryName::GetRun,
+                &serde_json::json!({ "actor": s3.system, "run_id": run.run_id }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got["run"]["status"], "completed", "{got}");
+    }
+}
+
+/// Two teams on a nats-server configured with what `sop roles` makes for them: each agent
+/// is a NATS user of its own. What an agent of one team may not do, the server refuses (the
+/// client hears the permission violation); what it may, works, and the whole lifecycle runs
+/// for both teams with no refusal on the way.
+async fn teams_are_isolated_on_the_bus(backend: Backend) {
+    let mut red = IsolatedTeam::new("red");
+    let mut blue = IsolatedTeam::new("blue");
+    let subjects = Subjects::new(PREFIX);
+    let conf = roles::roles_conf(&subjects, &[red.spec.clone(), blue.spec.clone()]).unwrap();
     let server = PrivateNats::with(NatsSpec {
-        include: vec![("roles.conf".into(), std::fs::read_to_string(roles).unwrap())],
-        env: roles::users()
-            .into_iter()
+        jetstream: true,
+        include: vec![("roles.conf".into(), conf)],
+        env: roles::PASSWORD_USERS
+            .iter()
             .map(|user| (roles::password_variable(user), password(user)))
             .collect(),
         ..NatsSpec::default()
     });
     let url = server.url();
-    let connect = |user: &'static str| {
-        let url = url.clone();
-        async move {
-            eventually(&format!("a connection as {user}"), || async {
-                async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
-                    .connect(url.as_str())
-                    .await
-                    .ok()
-            })
-            .await
-        }
-    };
-    let operator = connect("operator").await;
-    let mut seen = operator.subscribe(">").await.unwrap();
-    operator.flush().await.unwrap();
-
-    // Every command, as each role: sent exactly when the command table lets the role send it.
-    let mut cases: Vec<(&'static str, String, bool)> = Vec::new();
-    for &kind in SystemKind::ALL {
-        for &name in C::ALL {
-            cases.push((kind.as_str(), name.as_str().to_owned(), name.may_send(kind)));
-        }
-    }
-    for (user, subject, allowed) in [
-        ("worker", "policy.changed.team-a", true),
-        ("system1", "task.ready.team-a", false),
-        ("system1", "sop.query.run.get", true),
-        ("worker", "task.ready.team-a", true),
-        ("worker", "procedure.draft", false),
-        ("operator", "procedure.retire", true),
-        // Operator requests are unsigned: only the operator may send them.
-        ("operator", "sop.admin.team.apply", true),
-        ("operator", "sop.admin.outbox.republish", true),
-        ("system5", "sop.admin.team.apply", false),
-        ("system1", "sop.admin.outbox.republish", false),
-        ("worker", "sop.admin.team.apply", false),
-        // Who is who: any agent may ask.
-        ("system1", "sop.query.system.get", true),
-    ] {
-        cases.push((user, subject.to_owned(), allowed));
-    }
-    let mut clients = std::collections::HashMap::from([("operator", operator.clone())]);
-    let mut expected = BTreeSet::new();
-    for (i, (user, subject, allowed)) in cases.into_iter().enumerate() {
-        if !clients.contains_key(user) {
-            let client = connect(user).await;
-            clients.insert(user, client);
-        }
-        let client = &clients[user];
-        let marker = format!("{i}:{user}:{subject}");
-        client
-            .publish(subject.to_string(), marker.clone().into())
+    let app = TestApp::spawn_configured(backend, Some(url.clone()), None, |s| {
+        s.connection.subject_prefix = PREFIX.into();
+        s.connection.nats_user = Some("worker".into());
+        s.connection.nats_password = Some(password("worker"));
+    })
+    .await;
+    let operator =
+        async_nats::ConnectOptions::with_user_and_password("operator".into(), password("operator"))
+            .connect(url.as_str())
             .await
             .unwrap();
-        client.flush().await.unwrap();
-        if allowed {
-            expected.insert(marker);
+    let operator = Client::new(operator, subjects.clone()).with_timeout(WAIT);
+    for team in [&mut red, &mut blue] {
+        // Over the bus, as an operator: the team's events stream comes with it.
+        let applied: TeamIdentity = operator
+            .admin(AdminName::ApplyTeam, &team.spec)
+            .await
+            .unwrap();
+        for (system, pair) in team.spec.systems.iter().zip(&team.pairs) {
+            let id = applied
+                .systems
+                .iter()
+                .find(|m| m.name == system.name)
+                .unwrap()
+                .id;
+            let agent = Agent::connect(&url, pair, id).await;
+            team.agents.insert(system.name.clone(), agent);
         }
     }
-    let mut received = BTreeSet::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), seen.next()).await {
-        let text = String::from_utf8_lossy(&m.payload).into_owned();
-        if text.contains(':') {
-            received.insert(text);
+
+    // Allowed: live events of its own team, the whole lifecycle, replay of its team's stream.
+    let red1 = red.agent("System1/alpha");
+    let mut live = red1
+        .nats
+        .subscribe(subjects.event_filter(Some("run.started"), Some("red")))
+        .await
+        .unwrap();
+    red1.nats.flush().await.unwrap();
+    red.lifecycle(&app).await;
+    blue.lifecycle(&app).await;
+    let started = tokio::time::timeout(WAIT, live.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let started: serde_json::Value = serde_json::from_slice(&started.payload).unwrap();
+    assert_eq!(started["team"], "red");
+    let history = red1
+        .client
+        .history(&subjects.team_events("red"), EventStart::First)
+        .await
+        .unwrap();
+    let history: Vec<_> = history.map(|e| e.unwrap()).collect().await;
+    assert!(history.len() > 5, "{} events", history.len());
+    assert!(history.iter().all(|e| e.team == "red"));
+    let mut report = vec![format!(
+        "allowed  red System1: subscribe {}, replay {} ({} events), commands of its type with their outcomes, queries",
+        subjects.event_filter(Some("run.started"), Some("red")),
+        subjects.team_events_stream("red"),
+        history.len()
+    )];
+    for team in [&red, &blue] {
+        for agent in team.agents.values() {
+            agent.heard_no_refusal();
         }
     }
-    assert_eq!(
-        received, expected,
-        "exactly the permitted publishes reached the bus"
+    report.push("allowed  both teams: draft, approve, execute, start, complete, review, run.get — no refusal heard".into());
+
+    // Denied, each refused by the server.
+    let blue_command = blue
+        .agent("System4/root")
+        .client
+        .send(
+            C::DraftProcedure,
+            blue.agent("System4/root").system,
+            first_run_discovery(),
+        )
+        .await
+        .unwrap()
+        .command_id;
+    let blue_key = blue.pairs[0].public_key();
+    let subscriptions = [
+        subjects.event_filter(Some("task.ready"), Some("blue")),
+        subjects.team_events("blue"),
+        subjects.outcome_filter(),
+        "_INBOX.>".to_owned(),
+        format!("{}.>", roles::inbox_prefix(&blue_key)),
+    ];
+    for subject in &subscriptions {
+        let _held = red1.nats.subscribe(subject.clone()).await.unwrap();
+        red1.nats.flush().await.unwrap();
+        let said = red1.refused(subject).await;
+        report.push(format!("denied   subscribe {subject}: {said}"));
+    }
+    let mut js = async_nats::jetstream::new(red1.nats.clone());
+    js.set_timeout(Duration::from_millis(500));
+    let blue_stream = subjects.team_events_stream("blue");
+    let consumer = js
+        .create_consumer_on_stream(
+            async_nats::jetstream::consumer::pull::Config::default(),
+            &blue_stream,
+        )
+        .await;
+    assert!(consumer.is_err(), "a consumer on {blue_stream}");
+    let said = red1.refused(&blue_stream).await;
+    report.push(format!("denied   consumer on {blue_stream}: {said}"));
+    let outcome = js
+        .get_stream_no_info(subjects.outcomes_stream())
+        .await
+        .unwrap()
+        .direct_get_last_for_subject(
+            subjects.outcome(vsm_sop::domain::ids::CommandId(blue_command)),
+        )
+        .await;
+    assert!(outcome.is_err(), "blue's outcome read");
+    let said = red1
+        .refused(&format!(
+            "$JS.API.DIRECT.GET.{}",
+            subjects.outcomes_stream()
+        ))
+        .await;
+    report.push(format!("denied   direct get of blue's outcome: {said}"));
+    let listed = futures::StreamExt::next(&mut js.stream_names()).await;
+    assert!(!matches!(listed, Some(Ok(_))), "stream names listed");
+    let said = red1.refused("$JS.API.STREAM.NAMES").await;
+    report.push(format!("denied   list the streams (teams): {said}"));
+    for subject in [
+        subjects.command("procedure.approve"),
+        subjects.event(vsm_sop::domain::event::EventKind::ALL[0], "red"),
+        subjects.admin("team.apply"),
+    ] {
+        red1.nats
+            .publish(subject.clone(), "{}".into())
+            .await
+            .unwrap();
+        red1.nats.flush().await.unwrap();
+        let said = red1.refused(&subject).await;
+        report.push(format!("denied   publish {subject}: {said}"));
+    }
+    // The worker answers a system about its own team only: blue's outcome is not red's.
+    match red1
+        .client
+        .query::<_, serde_json::Value>(
+            QueryName::Outcome,
+            &serde_json::json!({ "actor": red1.system, "command_id": blue_command }),
+        )
+        .await
+    {
+        Err(ClientError::Refused(e)) => {
+            assert_eq!(e.code, "not_found");
+            report.push(format!(
+                "denied   query command.outcome of blue's command: worker says {}",
+                e.code
+            ));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    eprintln!(
+        "nats-server {}\n{}",
+        red1.nats.server_info().version,
+        report.join("\n")
     );
+    app.stop().await;
 }
