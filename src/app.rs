@@ -283,6 +283,17 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
         Duration::from_secs(2),
         stop.clone(),
     ));
+    if let Some(seed) = &settings.worker.audit_seed {
+        let key = crate::wire::signature::signer(seed).context("SOP_AUDIT_SEED")?;
+        tokio::spawn(crate::bus::audit::checkpoints(
+            db.clone(),
+            js.clone(),
+            subjects.clone(),
+            key,
+            Duration::from_secs(settings.worker.checkpoint_secs),
+            stop.clone(),
+        ));
+    }
     let http = match settings.worker.http_addr.as_str() {
         "" => None,
         addr => Some(
@@ -293,7 +304,8 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
     };
     let handoff = Arc::new(relay::Handoff::default());
     let ctx = Arc::new(worker::WorkerContext {
-        pipeline: crate::application::Pipeline::new(db.clone(), subjects.clone(), signing),
+        pipeline: crate::application::Pipeline::new(db.clone(), subjects.clone(), signing)
+            .chained(settings.worker.audit_chain),
         nats: nats.clone(),
         relay: handoff.clone(),
     });

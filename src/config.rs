@@ -174,6 +174,32 @@ pub struct WorkerSettings {
     /// systems do not all register a key: no agent acts as another system, in any team.
     #[arg(help_heading = "Worker settings", long, env = "SOP_REQUIRE_SIGNATURES")]
     pub require_signatures: bool,
+
+    /// Link each team's events into a hash chain as they commit (headers `Sop-Chain-Index`,
+    /// `Sop-Chain-Prev`), for `sop audit verify`. It costs throughput (docs/benchmarks.md): on
+    /// Postgres a team's groups commit one at a time.
+    #[arg(help_heading = "Worker settings", long, env = "SOP_AUDIT_CHAIN")]
+    pub audit_chain: bool,
+
+    /// NATS nkey seed (`SU…`, from `sop nkey-generate`) the worker signs each team's chain
+    /// checkpoints with, published on `sop.checkpoint.<team>` (stream SOP_CHECKPOINTS): a copy
+    /// kept elsewhere proves that history was not rewritten later. None: no checkpoints.
+    #[arg(
+        help_heading = "Worker settings",
+        long,
+        env = "SOP_AUDIT_SEED",
+        hide_env_values = true
+    )]
+    pub audit_seed: Option<String>,
+
+    /// Seconds between checkpoints of the chains that moved.
+    #[arg(
+        help_heading = "Worker settings",
+        long,
+        env = "SOP_CHECKPOINT_SECS",
+        default_value_t = 60
+    )]
+    pub checkpoint_secs: u64,
 }
 
 impl WorkerSettings {
@@ -417,6 +443,23 @@ impl Settings {
                 "sign in to NATS one way: a credentials file, a user, or an nkey",
             ));
         }
+        if let Some(seed) = &self.worker.audit_seed
+            && crate::wire::signature::signer(seed).is_err()
+        {
+            return Err(invalid(
+                "audit_seed",
+                "is not a NATS user seed (SU…): make one with `sop nkey-generate`",
+            ));
+        }
+        if self.worker.audit_seed.is_some() && !self.worker.audit_chain {
+            return Err(invalid(
+                "audit_seed",
+                "signs checkpoints of the teams' event chains: turn audit_chain on too",
+            ));
+        }
+        if self.worker.checkpoint_secs == 0 {
+            return Err(invalid("checkpoint_secs", "must be at least 1"));
+        }
         if let Some(seed) = &self.connection.nats_nkey
             && crate::wire::signature::signer(seed).is_err()
         {
@@ -475,6 +518,9 @@ impl Settings {
         }
         if self.connection.nats_nkey.is_some() {
             v["nats_nkey"] = "***".into();
+        }
+        if self.worker.audit_seed.is_some() {
+            v["audit_seed"] = "***".into();
         }
         v["nats_url"] = self
             .connection

@@ -10,6 +10,10 @@ pub struct Model {
     #[sea_orm(unique)]
     pub name: String,
     pub created_at: DateTimeUtc,
+    /// Events in the team's chain so far (its last event's index; 0: none yet).
+    pub chain_length: i64,
+    /// The hash of the chain's last event, lowercase hex; `None` while it is empty.
+    pub chain_head: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -11,6 +11,7 @@ use crate::domain::event::{EventKind, EventVisitor, visit_events};
 use crate::domain::system::Party;
 use crate::wire::admin::{self, AdminName, DeadLetters, ParkedMessages};
 use crate::wire::answer::TeamIdentity;
+use crate::wire::chain;
 use crate::wire::command::{
     self as cmd, CommandName, Envelope, MSG_ID_HEADER, REPLY_TO_HEADER, SCHEMA_VERSION,
     TRACEPARENT_HEADER,
@@ -315,8 +316,10 @@ pub fn asyncapi() -> Value {
             "properties": {
                 MSG_ID_HEADER: { "type": "string", "format": "uuid", "description": "The event_id: JetStream drops a re-publish of the event inside its 2-minute window." },
                 TRACEPARENT_HEADER: { "type": "string", "description": "The W3C trace context of the command that caused the event, where it sent a valid one." },
+                chain::INDEX_HEADER: { "type": "string", "pattern": "^[1-9][0-9]*$", "description": "The event's place in its team's hash chain, from 1 (docs/reference.md, Audit chain)." },
+                chain::PREV_HEADER: { "type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The hash of the team's previous event (64 zeros for the first): SHA-256 over the canonical form in docs/reference.md." },
             },
-            "required": [MSG_ID_HEADER],
+            "required": [MSG_ID_HEADER, chain::INDEX_HEADER, chain::PREV_HEADER],
         }),
     );
     schemas.insert(

@@ -2,6 +2,7 @@
 //! Decoding from bytes to commands happens here, once; nothing below this layer sees NATS.
 
 pub mod admin;
+pub mod audit;
 pub mod client;
 pub mod contract;
 pub mod decode;

@@ -97,7 +97,7 @@ authorization {{
     let worker_publish: Vec<String> = s
         .event_filters()
         .into_iter()
-        .chain([s.outcome_filter()])
+        .chain([s.outcome_filter(), s.checkpoint("*")])
         .chain(["$JS.API.>", "$JS.ACK.>", "_INBOX.>", "$SRV.>"].map(String::from))
         .collect();
     let worker_subscribe = [

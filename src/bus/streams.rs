@@ -85,6 +85,18 @@ pub fn outcomes_config(s: &Subjects) -> stream::Config {
     }
 }
 
+/// The teams' chain checkpoints, kept: each is small, one per team a minute at most.
+pub fn checkpoints_config(s: &Subjects) -> stream::Config {
+    stream::Config {
+        name: s.checkpoints_stream(),
+        subjects: vec![s.checkpoint("*")],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
 pub fn worker_consumer_config(s: &Subjects) -> pull::Config {
     pull::Config {
         durable_name: Some(s.worker_consumer().to_owned()),
@@ -108,6 +120,7 @@ pub async fn ensure(
 ) -> Result<PullConsumer, async_nats::Error> {
     let commands = ensure_stream(js, options.apply(commands_config(s), false)).await?;
     ensure_stream(js, options.apply(outcomes_config(s), true)).await?;
+    ensure_stream(js, options.apply(checkpoints_config(s), true)).await?;
     retire_shared_events(js, s).await?;
     let mut consumer = worker_consumer_config(s);
     consumer.ack_wait = options.ack_wait.unwrap_or(ACK_WAIT);
@@ -225,9 +238,13 @@ async fn ensure_stream(
 /// Removes the streams of a prefix: commands, outcomes and every team's events (tests).
 pub async fn delete(js: &jetstream::Context, s: &Subjects) -> Result<(), async_nats::Error> {
     let teams = team_streams(js, s).await?;
-    for name in [s.commands_stream(), s.outcomes_stream()]
-        .into_iter()
-        .chain(teams)
+    for name in [
+        s.commands_stream(),
+        s.outcomes_stream(),
+        s.checkpoints_stream(),
+    ]
+    .into_iter()
+    .chain(teams)
     {
         js.delete_stream(&name).await?;
     }
@@ -261,6 +278,10 @@ mod tests {
             (
                 "outcomes.json",
                 serde_json::to_value(cluster.apply(outcomes_config(&s), true)).unwrap(),
+            ),
+            (
+                "checkpoints.json",
+                serde_json::to_value(cluster.apply(checkpoints_config(&s), true)).unwrap(),
             ),
             (
                 "worker-consumer.json",

@@ -121,8 +121,15 @@ enum Cmd {
         #[command(subcommand)]
         command: run::InitiativeCmd,
     },
-    /// The audit trail of a series or a run: every event, actor and time.
-    Audit(run::AuditArgs),
+    /// The audit trail of a series or a run: every event, actor and time (`audit verify`: a
+    /// team's event chain checked in the database and its stream).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Audit {
+        #[command(subcommand)]
+        command: Option<run::AuditCmd>,
+        #[command(flatten)]
+        trail: run::AuditArgs,
+    },
     /// The outcome of a command, by its id.
     Outcome {
         /// The id the command was sent with (`--command-id`, or the one printed on a timeout).
@@ -199,6 +206,10 @@ impl Cli {
                 command: admin::OutboxCmd::Relist { worker, .. },
             } => Some(worker.clone()),
             Cmd::Archive { command } => Some(command.worker().clone()),
+            Cmd::Audit {
+                command: Some(run::AuditCmd::Verify { worker, .. }),
+                ..
+            } => Some(worker.clone()),
             Cmd::Up(args) => Some(args.worker.clone()),
             _ => None,
         };
@@ -277,7 +288,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Exit> {
         Cmd::Task { command } => return run::task(&ctx, command).await,
         Cmd::Run { command } => return run::run(&ctx, command).await,
         Cmd::Initiative { command } => return run::initiative(&ctx, command).await,
-        Cmd::Audit(args) => return run::audit(&ctx, args).await,
+        Cmd::Audit {
+            command: Some(run::AuditCmd::Verify { team, archives, .. }),
+            ..
+        } => return run::verify(&ctx, &team, &archives).await,
+        Cmd::Audit {
+            command: None,
+            trail,
+        } => return run::audit(&ctx, trail).await,
         Cmd::Mcp(args) => {
             // A host may start its servers before NATS too: the connection comes when it can.
             let client = ctx.client_in_background().await?;

@@ -221,6 +221,71 @@ impl Names {
     }
 }
 
+/// `sop audit verify`, for a person.
+pub fn verification(v: &crate::bus::audit::Verification) -> String {
+    use crate::wire::chain::{Break, Checked};
+    let held = |c: &Checked| match (c.first, c.last) {
+        (Some(first), Some(last)) => format!("events {first}–{last}"),
+        _ => "no events".to_owned(),
+    };
+    let state = |c: &Checked| match &c.first_break {
+        None => "intact".to_owned(),
+        Some(Break::Changed { index, at }) => format!("event {index} changed ({at})"),
+        Some(Break::Missing { index, at }) => format!("event {index} missing (before {at})"),
+        Some(Break::Reordered { index, at }) => format!("event {index} out of its place ({at})"),
+        Some(Break::Inserted { index, at }) => format!("an event inserted at {index} ({at})"),
+    };
+    let mut out = format!(
+        "team {}: {} events chained\ndatabase  {}, {}\nstream    {}, {}",
+        v.team,
+        v.recorded_length,
+        held(&v.database),
+        state(&v.database),
+        held(&v.stream),
+        state(&v.stream),
+    );
+    if v.database.unchained > 0 {
+        out.push_str(&format!(
+            "\n          {} older events from before events were chained",
+            v.database.unchained
+        ));
+    }
+    if v.unpublished > 0 {
+        out.push_str(&format!(
+            " ({} messages wait to be published)",
+            v.unpublished
+        ));
+    }
+    out.push_str(&match v.disagree_at {
+        None => "\ncopies    agree".to_owned(),
+        Some(index) => format!("\ncopies    disagree from event {index}"),
+    });
+    let c = &v.checkpoints;
+    out.push_str(&match &c.first_contradiction {
+        None => format!(
+            "\ncheckpoints {} confirmed (signed by {})",
+            c.confirmed,
+            if c.keys.is_empty() {
+                "none".to_owned()
+            } else {
+                c.keys.join(", ")
+            }
+        ),
+        Some(x) if !x.signature_holds => format!(
+            "\ncheckpoints the one of {} at event {}: its signature does not hold",
+            x.at, x.length
+        ),
+        Some(x) => format!(
+            "\ncheckpoints the one of {} says event {} is {}, the chain has {}: history was rewritten after it",
+            x.at,
+            x.length,
+            x.head,
+            x.chain_has.as_deref().unwrap_or("none")
+        ),
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -239,6 +239,35 @@ impl Messages {
         Ok(())
     }
 
+    /// The teams whose events these are.
+    pub fn event_teams(&self) -> std::collections::BTreeSet<Uuid> {
+        self.0
+            .iter()
+            .filter(|row| row.kind != OUTCOME_KIND)
+            .filter_map(|row| row.team_id)
+            .collect()
+    }
+
+    /// Links every event into its team's chain, in the order they were added (which is the
+    /// order they are written and published in), moving `heads` past them.
+    pub fn chain(
+        &mut self,
+        heads: &mut std::collections::HashMap<Uuid, crate::wire::chain::Head>,
+    ) -> Result<(), StoreError> {
+        for row in self.0.iter_mut().filter(|row| row.kind != OUTCOME_KIND) {
+            let team = row
+                .team_id
+                .ok_or_else(|| StoreError::Bug("an event without its team".into()))?;
+            let head = heads
+                .get_mut(&team)
+                .ok_or_else(|| StoreError::Bug(format!("no chain head read for team {team}")))?;
+            let m = &mut row.message;
+            let link = head.append(team, m.message_id, &m.payload);
+            m.headers = Some(link.into_headers(m.headers.take()));
+        }
+        Ok(())
+    }
+
     /// Adds the statements that write the messages in the order they were added, as records
     /// ([`records::group`]), and list them for the relay, whatever the number of commands they
     /// come from: one statement on Postgres; on SQLite one per [`super::chunk_sizes`] piece
@@ -711,6 +740,21 @@ pub async fn republish(
 
 /// How many messages wait for the relay, or were published within the last moment and are
 /// not yet taken off its list (for tests, health and metrics).
+/// Every event of `team` the records hold, in the order they were written. Reads every record
+/// of the team (`sop audit verify`, an operator's check).
+pub async fn team_events(db: &impl ConnectionTrait, team: Uuid) -> Result<Vec<Stored>, DbErr> {
+    let records = outbox::Entity::find()
+        .filter(outbox::Column::TeamId.eq(team))
+        .order_by_asc(outbox::Column::Seq)
+        .all(db)
+        .await?;
+    let mut events = Vec::new();
+    for record in records {
+        events.extend(unpacked(record)?.filter(|m| m.kind != OUTCOME_KIND));
+    }
+    Ok(events)
+}
+
 pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
     outbox_pending::Entity::find().count(db).await

@@ -60,6 +60,7 @@ pub async fn apply(db: &impl ConnectionTrait, spec: &TeamSpec) -> Result<TeamRec
                 id: Set(id),
                 name: Set(name.clone()),
                 created_at: Set(now),
+                ..Default::default()
             }
             .insert(db)
             .await?;
@@ -129,6 +130,94 @@ async fn load(db: &impl ConnectionTrait, team_id: Uuid) -> Result<TeamRecord, Db
         name: t.name,
         systems,
     })
+}
+
+/// The chain heads of `teams`, read in the caller's transaction. On Postgres the team rows are
+/// locked until it ends, in id order (no two transactions wait on each other's team rows in a
+/// circle; a circle through other rows is a deadlock Postgres breaks, and the group is
+/// retried): a team's events are chained by one transaction at a time, in commit order.
+/// SQLite has one writer at a time already.
+pub async fn chain_heads(
+    txn: &impl ConnectionTrait,
+    teams: &std::collections::BTreeSet<Uuid>,
+) -> Result<std::collections::HashMap<Uuid, crate::wire::chain::Head>, DbErr> {
+    use crate::wire::chain::Head;
+    if teams.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut select = team::Entity::find()
+        .select_only()
+        .columns([
+            team::Column::Id,
+            team::Column::ChainLength,
+            team::Column::ChainHead,
+        ])
+        .filter(team::Column::Id.is_in(teams.iter().copied()))
+        .order_by_asc(team::Column::Id);
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // Not `FOR UPDATE`: rows that name the team (a new run, a version) hold a key-share
+        // lock on it, which that would wait for, and they for it.
+        select = select.lock(sea_orm::sea_query::LockType::NoKeyUpdate);
+    }
+    let rows: Vec<(Uuid, i64, Option<String>)> = select.into_tuple().all(txn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, length, hash)| {
+            let head = match hash {
+                Some(hash) => Head { length, hash },
+                None => Head::default(),
+            };
+            (id, head)
+        })
+        .collect())
+}
+
+/// Every team with events: its id, name and chain head (the worker's checkpoints).
+pub async fn all_heads(
+    db: &impl ConnectionTrait,
+) -> Result<Vec<(Uuid, String, crate::wire::chain::Head)>, DbErr> {
+    let rows: Vec<(Uuid, String, i64, Option<String>)> = team::Entity::find()
+        .select_only()
+        .columns([
+            team::Column::Id,
+            team::Column::Name,
+            team::Column::ChainLength,
+            team::Column::ChainHead,
+        ])
+        .filter(team::Column::ChainLength.gt(0))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, name, length, hash)| {
+            Some((
+                id,
+                name,
+                crate::wire::chain::Head {
+                    length,
+                    hash: hash?,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// The statements that record `heads` as the teams' chain heads.
+pub fn write_chain_heads(
+    writes: &mut super::writes::Writes,
+    heads: &std::collections::HashMap<Uuid, crate::wire::chain::Head>,
+) {
+    use sea_orm::QueryTrait as _;
+    use sea_orm::sea_query::Expr;
+    for (id, head) in heads {
+        let statement = team::Entity::update_many()
+            .col_expr(team::Column::ChainLength, Expr::value(head.length))
+            .col_expr(team::Column::ChainHead, Expr::value(head.hash.clone()))
+            .filter(team::Column::Id.eq(*id))
+            .build(writes.backend());
+        writes.push(statement);
+    }
 }
 
 /// Every team's name, in name order.

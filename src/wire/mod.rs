@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod answer;
 pub mod archive;
+pub mod chain;
 pub mod command;
 pub mod event;
 pub mod fault;

@@ -143,6 +143,15 @@ impl Subjects {
         format!("{}.{name}", self.admin_group())
     }
 
+    /// Where the worker publishes a team's signed chain checkpoints: `<prefix>sop.checkpoint.<team>`.
+    pub fn checkpoint(&self, team: &str) -> String {
+        format!("{}sop.checkpoint.{team}", self.prefix)
+    }
+
+    pub fn checkpoints_stream(&self) -> String {
+        format!("{}SOP_CHECKPOINTS", self.stream_prefix)
+    }
+
     pub fn outcome_filter(&self) -> String {
         format!("{}command.outcome.*", self.prefix)
     }

@@ -90,7 +90,8 @@ async fn a_deleted_events_stream_is_rebuilt_from_the_outbox_identical(backend: B
 async fn history_older_than_a_horizon_is_archived_removed_and_replayed_into_a_fresh_stream(
     backend: Backend,
 ) {
-    let mut app = TestApp::spawn(backend).await;
+    let mut app =
+        TestApp::spawn_configured(backend, None, None, |s| s.worker.audit_chain = true).await;
     let team = app.register_team("archived").await;
     let series = approved_sop(&app, &team).await;
     let execute = serde_json::json!({ "series_id": series });
@@ -181,6 +182,29 @@ async fn history_older_than_a_horizon_is_archived_removed_and_replayed_into_a_fr
         again.0, 0,
         "an existing archive is not overwritten: {again:?}"
     );
+
+    // The chain stays verifiable: the archive holds its first part, the database the rest.
+    let whole = app
+        .sop(&[
+            "audit",
+            "verify",
+            "--team",
+            "archived",
+            "--archive",
+            file,
+            "--json",
+        ])
+        .await;
+    assert_eq!(whole.0, 0, "{whole:?}");
+    let whole: serde_json::Value = serde_json::from_str(&whole.1).unwrap();
+    assert_eq!(whole["database"]["first"], 1, "{whole}");
+    assert_eq!(whole["disagree_at"], serde_json::Value::Null);
+    let rest = app
+        .sop(&["audit", "verify", "--team", "archived", "--json"])
+        .await;
+    assert_eq!(rest.0, 0, "the database's part checks alone too: {rest:?}");
+    let rest: serde_json::Value = serde_json::from_str(&rest.1).unwrap();
+    assert!(rest["database"]["first"].as_i64().unwrap() > 1, "{rest}");
 
     // What is left: the newer run's trail whole, the older run's gone, no dead letter.
     assert!(trail(old_run).await.is_empty());
