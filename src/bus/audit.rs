@@ -196,24 +196,11 @@ pub async fn verify(
             store::outbox::team_events(db, record.id)
                 .await?
                 .into_iter()
-                .map(|m| {
-                    let header = |name: &str| {
-                        m.publication
-                            .headers
-                            .as_ref()
-                            .and_then(|h| h.get(name))
-                            .and_then(|v| v.as_str())
-                            .map(str::to_owned)
-                    };
-                    Held {
-                        link: Link::from_headers(
-                            header(chain::INDEX_HEADER).as_deref(),
-                            header(chain::PREV_HEADER).as_deref(),
-                        ),
-                        event_id: m.publication.message_id,
-                        payload: m.publication.payload,
-                        at: format!("outbox position {}", m.publication.seq),
-                    }
+                .map(|m| Held {
+                    link: Link::from_stored(m.publication.headers.as_ref()),
+                    event_id: m.publication.message_id,
+                    payload: m.publication.payload,
+                    at: format!("outbox position {}", m.publication.seq),
                 }),
         )
         .collect();
@@ -285,10 +272,23 @@ async fn read_checkpoints(
     stream: &str,
     subject: &str,
 ) -> Result<Vec<Checkpoint>, async_nats::Error> {
+    Ok(read_all(js, stream, subject)
+        .await?
+        .iter()
+        .filter_map(|(_, message)| serde_json::from_slice(&message.payload).ok())
+        .collect())
+}
+
+/// Every message of `stream` on `filter` (empty: all), in order, with its stream sequence.
+async fn read_all(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> Result<Vec<(u64, jetstream::Message)>, async_nats::Error> {
     let stream = js.get_stream(stream).await?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: subject.to_owned(),
+            filter_subject: filter.to_owned(),
             ..Default::default()
         })
         .await?;
@@ -299,10 +299,9 @@ async fn read_checkpoints(
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message?;
-        let pending = message.info()?.pending;
-        if let Ok(checkpoint) = serde_json::from_slice(&message.payload) {
-            found.push(checkpoint);
-        }
+        let info = message.info()?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
+        found.push((seq, message));
         if pending == 0 {
             break;
         }
@@ -329,14 +328,8 @@ pub fn archived_events(
         if !m.kind.starts_with("event.") || subjects.team_of_event(&m.subject) != Some(team) {
             continue;
         }
-        let header = |name: &str| {
-            m.headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .and_then(|v| v.as_str())
-        };
         held.push(Held {
-            link: Link::from_headers(header(chain::INDEX_HEADER), header(chain::PREV_HEADER)),
+            link: Link::from_stored(m.headers.as_ref()),
             event_id: m.message_id,
             payload: bytes::Bytes::from(m.message.get().to_owned()),
             at: format!("{file} line {}", n + 1),
@@ -355,43 +348,30 @@ async fn stream_events(
     js: &jetstream::Context,
     name: &str,
 ) -> Result<Vec<Held>, async_nats::Error> {
-    let stream = js.get_stream(name).await?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig::default())
-        .await?;
-    let mut held = Vec::new();
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(held);
-    }
-    let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        let message = message?;
-        let info = message.info()?;
-        let (seq, pending) = (info.stream_sequence, info.pending);
-        let header = |name: &str| {
-            message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_owned())
-        };
-        // From the event itself: a message republished without its `Nats-Msg-Id` still says
-        // which event it is.
-        let event_id = serde_json::from_slice::<EventId>(&message.payload)
-            .map(|e| e.event_id)
-            .unwrap_or_default();
-        held.push(Held {
-            link: Link::from_headers(
-                header(chain::INDEX_HEADER).as_deref(),
-                header(chain::PREV_HEADER).as_deref(),
-            ),
-            event_id,
-            payload: message.payload.clone(),
-            at: format!("stream sequence {seq}"),
-        });
-        if pending == 0 {
-            break;
-        }
-    }
-    Ok(held)
+    Ok(read_all(js, name, "")
+        .await?
+        .into_iter()
+        .map(|(seq, message)| {
+            let header = |name: &str| {
+                message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
+            };
+            Held {
+                link: Link::from_headers(
+                    header(chain::INDEX_HEADER).as_deref(),
+                    header(chain::PREV_HEADER).as_deref(),
+                ),
+                // From the event itself: a message republished without its `Nats-Msg-Id`
+                // still says which event it is.
+                event_id: serde_json::from_slice::<EventId>(&message.payload)
+                    .map(|e| e.event_id)
+                    .unwrap_or_default(),
+                payload: message.payload.clone(),
+                at: format!("stream sequence {seq}"),
+            }
+        })
+        .collect())
 }

@@ -90,6 +90,12 @@ impl Link {
         serde_json::Value::Object(headers)
     }
 
+    /// The link stored headers (a JSON object of strings: records, archives) name, if any.
+    pub fn from_stored(headers: Option<&serde_json::Value>) -> Option<Link> {
+        let header = |name: &str| headers?.get(name)?.as_str();
+        Link::from_headers(header(INDEX_HEADER), header(PREV_HEADER))
+    }
+
     /// The link an event's headers name, if they name one.
     pub fn from_headers(index: Option<&str>, prev: Option<&str>) -> Option<Link> {
         Some(Link {
@@ -379,6 +385,7 @@ mod tests {
             headers[INDEX_HEADER].as_str(),
             headers[PREV_HEADER].as_str(),
         );
-        assert_eq!(back, Some(link));
+        assert_eq!(back, Some(link.clone()));
+        assert_eq!(Link::from_stored(Some(&headers)), Some(link));
     }
 }
