@@ -41,10 +41,8 @@ pub fn checkpoint_message(team_id: uuid::Uuid, length: i64, head: &str, at: &str
 
 impl Checkpoint {
     fn signed(team: String, team_id: uuid::Uuid, head: &Head, key: &nkeys::KeyPair) -> Checkpoint {
-        use base64::Engine as _;
         let at = Utc::now();
         let message = checkpoint_message(team_id, head.length, &head.hash, &at.to_rfc3339());
-        let signature = key.sign(&message).unwrap_or_default();
         Checkpoint {
             team,
             team_id,
@@ -52,22 +50,15 @@ impl Checkpoint {
             head: head.hash.clone(),
             at,
             public_key: key.public_key(),
-            signature: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature),
+            signature: crate::wire::signature::sign(key, &message),
         }
     }
 
     /// Whether its signature is its key's.
     pub fn signature_holds(&self) -> bool {
-        use base64::Engine as _;
         let message =
             checkpoint_message(self.team_id, self.length, &self.head, &self.at.to_rfc3339());
-        let Ok(signature) =
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&self.signature)
-        else {
-            return false;
-        };
-        nkeys::KeyPair::from_public_key(&self.public_key)
-            .is_ok_and(|key| key.verify(&message, &signature).is_ok())
+        crate::wire::signature::verify(&self.public_key, &message, &self.signature).is_ok()
     }
 }
 
