@@ -304,8 +304,7 @@ pub async fn start_on(settings: &Settings, db: DatabaseConnection) -> anyhow::Re
     };
     let handoff = Arc::new(relay::Handoff::default());
     let ctx = Arc::new(worker::WorkerContext {
-        pipeline: crate::application::Pipeline::new(db.clone(), subjects.clone(), signing)
-            .chained(settings.worker.audit_chain),
+        pipeline: crate::application::Pipeline::new(db.clone(), subjects.clone(), signing),
         nats: nats.clone(),
         relay: handoff.clone(),
     });

@@ -175,12 +175,6 @@ pub struct WorkerSettings {
     #[arg(help_heading = "Worker settings", long, env = "SOP_REQUIRE_SIGNATURES")]
     pub require_signatures: bool,
 
-    /// Link each team's events into a hash chain as they commit (headers `Sop-Chain-Index`,
-    /// `Sop-Chain-Prev`), for `sop audit verify`. It costs throughput (docs/benchmarks.md): on
-    /// Postgres a team's groups commit one at a time.
-    #[arg(help_heading = "Worker settings", long, env = "SOP_AUDIT_CHAIN")]
-    pub audit_chain: bool,
-
     /// NATS nkey seed (`SU…`, from `sop nkey-generate`) the worker signs each team's chain
     /// checkpoints with, published on `sop.checkpoint.<team>` (stream SOP_CHECKPOINTS): a copy
     /// kept elsewhere proves that history was not rewritten later. None: no checkpoints.
@@ -449,12 +443,6 @@ impl Settings {
             return Err(invalid(
                 "audit_seed",
                 "is not a NATS user seed (SU…): make one with `sop nkey-generate`",
-            ));
-        }
-        if self.worker.audit_seed.is_some() && !self.worker.audit_chain {
-            return Err(invalid(
-                "audit_seed",
-                "signs checkpoints of the teams' event chains: turn audit_chain on too",
             ));
         }
         if self.worker.checkpoint_secs == 0 {

@@ -8,6 +8,7 @@ pub mod dead_letter;
 pub mod enums;
 pub mod initiative;
 pub mod outbox;
+pub mod outbox_chain;
 pub mod outbox_parked;
 pub mod outbox_pending;
 pub mod procedure;

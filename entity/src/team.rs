@@ -14,6 +14,10 @@ pub struct Model {
     pub chain_length: i64,
     /// The hash of the chain's last event, lowercase hex; `None` while it is empty.
     pub chain_head: Option<String>,
+    /// Postgres: the place through which the relay has published the chain. Below
+    /// `chain_length`, the events after it are linked and still to be published, before any
+    /// other is linked. (SQLite's one relay links and publishes in one pass.)
+    pub chain_published: i64,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

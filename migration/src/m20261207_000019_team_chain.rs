@@ -1,5 +1,5 @@
 //! Each team's event chain: how many events it holds and the hash of the last (see
-//! `src/store/chain.rs`), updated in the transaction that writes the events.
+//! `src/store/chain.rs`), moved on as its events are linked.
 
 use sea_orm_migration::{prelude::*, schema::*};
 

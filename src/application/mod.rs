@@ -183,8 +183,6 @@ pub struct Pipeline {
     pub db: DatabaseConnection,
     pub subjects: Subjects,
     signing: command::Signing,
-    /// Whether events are linked into their team's hash chain (`audit_chain`).
-    chained: bool,
     approved: store::procedures::ApprovedTemplates,
 }
 
@@ -194,15 +192,8 @@ impl Pipeline {
             db,
             subjects,
             signing,
-            chained: false,
             approved: Default::default(),
         }
-    }
-
-    /// Links each team's events into a hash chain as they commit ([`crate::wire::chain`]).
-    pub fn chained(mut self, chained: bool) -> Pipeline {
-        self.chained = chained;
-        self
     }
 
     /// Runs a group of messages through the pipeline (module doc) in one transaction, in order:
@@ -262,24 +253,13 @@ impl Pipeline {
         // with its outcome.
         let Records {
             outcomes,
-            mut messages,
+            messages,
             batch,
             ..
         } = records;
-        // Chained last, so that a team's rows are locked only while the group writes and
-        // commits (see `store::teams::chain_heads`).
-        let heads = match self.chained {
-            true => {
-                let mut heads = store::teams::chain_heads(&txn, &messages.event_teams()).await?;
-                messages.chain(&mut heads)?;
-                heads
-            }
-            false => Default::default(),
-        };
         let mut writes = store::writes::Writes::new(db.get_database_backend());
         batch.write_into(&mut writes)?;
         store::inbox::insert_into(&mut writes, &outcomes)?;
-        store::teams::write_chain_heads(&mut writes, &heads);
         let messages = messages.write_into(&mut writes)?;
         let returned = writes.run(&txn).await?;
         let messages = store::outbox::numbered(messages, &returned)?;

@@ -181,6 +181,10 @@ pub async fn verify(
         .ok_or_else(|| VerifyError::NoTeam(team.to_owned()))?;
     let heads = store::teams::chain_heads(db, &[record.id].into()).await?;
     let head = heads.get(&record.id).cloned().unwrap_or_default();
+    // The archives' part in its chain's order (an archive holds its records in position
+    // order, and the archives may be given in any), then the database's.
+    let mut archived = archived;
+    archived.sort_by_key(|h| h.link.as_ref().map(|l| l.index));
     let stored: Vec<Held> = archived
         .into_iter()
         .chain(

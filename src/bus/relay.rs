@@ -6,6 +6,11 @@
 //! With several workers on Postgres, one relay publishes at a time (a transaction-scoped
 //! advisory lock), which keeps the global order. SQLite deployments run one worker.
 //!
+//! The relay links each team's events into its hash chain ([`store::chain`]) in the order it
+//! publishes them, and records the links before the events go out. On Postgres a pass
+//! publishes what the pass before linked and links the next batch, in one transaction; on
+//! SQLite a pass links and publishes, and the links are recorded with the take-off.
+//!
 //! The worker hands what it committed to its relay in memory ([`Handoff`]): outcomes reach
 //! their senders right after the commit, and the relay reads back from the database only
 //! the messages it was not handed (another process's, or after a restart).
@@ -25,7 +30,9 @@ use async_nats::jetstream::Context;
 use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::message::PublishMessage;
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
+};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -159,7 +166,7 @@ impl Handoff {
     }
 }
 
-/// The pending messages of one pass, in `seq` order: handed over, or read back.
+/// The pending messages of one pass (after `after`, when given), in the order to publish them.
 async fn next_batch(
     db: &impl ConnectionTrait,
     handoff: &Handoff,
@@ -167,7 +174,17 @@ async fn next_batch(
     limit: u64,
 ) -> Result<Vec<Publication>, DbErr> {
     let seqs = outbox::pending(db, after, limit).await?;
-    let mut handed = handoff.take(&seqs);
+    gather(db, handoff, &seqs).await
+}
+
+/// The messages at the positions `seqs` (ascending), handed over or read back with their
+/// links, in the order to publish them ([`store::chain::in_chain_order`]).
+async fn gather(
+    db: &impl ConnectionTrait,
+    handoff: &Handoff,
+    seqs: &[i64],
+) -> Result<Vec<Publication>, DbErr> {
+    let mut handed = handoff.take(seqs);
     let missing: Vec<i64> = seqs
         .iter()
         .copied()
@@ -178,9 +195,94 @@ async fn next_batch(
         .into_iter()
         .map(|m| (m.publication.seq, m.publication))
         .collect();
-    Ok(seqs
+    let mut batch = seqs
         .iter()
         .filter_map(|seq| handed.remove(seq).or_else(|| read.remove(seq)))
+        .collect();
+    store::chain::in_chain_order(&mut batch);
+    Ok(batch)
+}
+
+/// The SQLite relay's side of the chain: the heads it has moved, and the runs it linked and
+/// published that are not recorded yet, which it records with what it takes off the pending
+/// list. Commands commit one at a time in position order there, so a relay that restarts
+/// before recording them links the same messages again the same way.
+#[derive(Default)]
+struct Linking {
+    heads: store::chain::Heads,
+    unrecorded: Vec<entity::outbox_chain::Model>,
+}
+
+impl Linking {
+    /// Links the batch's events, reading the heads of teams met for the first time.
+    async fn link(
+        &mut self,
+        db: &impl ConnectionTrait,
+        batch: &mut [Publication],
+    ) -> Result<(), DbErr> {
+        let unknown: std::collections::BTreeSet<uuid::Uuid> = store::chain::unlinked_teams(batch)
+            .into_iter()
+            .filter(|team| !self.heads.contains_key(team))
+            .collect();
+        if !unknown.is_empty() {
+            let read = store::teams::chain_heads(db, &unknown).await?;
+            self.heads.extend(read);
+        }
+        let runs = store::chain::link(batch, &mut self.heads)?;
+        self.unrecorded.extend(runs);
+        Ok(())
+    }
+
+    /// Records the runs not recorded yet (on `db`, a transaction); [`Linking::recorded`]
+    /// once that is committed.
+    async fn record_on(&self, db: &impl ConnectionTrait) -> Result<(), DbErr> {
+        store::chain::record(db, &self.unrecorded, &self.heads).await
+    }
+
+    fn recorded(&mut self) {
+        self.unrecorded.clear();
+    }
+}
+
+/// What a Postgres relay linked and committed in one pass, to publish at the start of its
+/// next: the chain stays in flight (linked, recorded, not yet published) between the two, so
+/// one commit per pass both takes off what was published and records what was linked.
+struct Prepared {
+    batch: Vec<Publication>,
+    /// Each team's chain as it left it: linked through this place, published through the one
+    /// before its first link.
+    linked: HashMap<uuid::Uuid, (i64, i64)>,
+}
+
+impl Prepared {
+    /// Whether the chains in flight are the ones it linked: no other relay published them
+    /// meanwhile.
+    fn in_flight(&self, chains: &[(uuid::Uuid, i64, i64)]) -> bool {
+        chains.len() == self.linked.len()
+            && chains.iter().all(|(team, published, length)| {
+                self.linked.get(team) == Some(&(*published, *length))
+            })
+    }
+}
+
+/// Postgres: links the batch's events and records them, in the relay's transaction `txn`,
+/// which the caller commits before publishing any: whichever relay publishes them then sends
+/// the same links. Returns each team's chain as published through and linked through.
+async fn link_first(
+    txn: &DatabaseTransaction,
+    batch: &mut [Publication],
+) -> Result<HashMap<uuid::Uuid, (i64, i64)>, DbErr> {
+    let teams = store::chain::unlinked_teams(batch);
+    if teams.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut heads = store::teams::chain_heads(txn, &teams).await?;
+    let from: HashMap<uuid::Uuid, i64> = heads.iter().map(|(t, h)| (*t, h.length)).collect();
+    let runs = store::chain::link(batch, &mut heads)?;
+    store::chain::record(txn, &runs, &heads).await?;
+    Ok(heads
+        .iter()
+        .map(|(team, head)| (*team, (from[team], head.length)))
         .collect())
 }
 
@@ -227,17 +329,9 @@ impl Sent {
     }
 }
 
-/// Publishes the next pending messages (after `after`, when given); taking them off the
-/// pending list, or parking, is the caller's.
-async fn publish_batch(
-    db: &impl ConnectionTrait,
-    js: &Context,
-    nats: &async_nats::Client,
-    handoff: &Handoff,
-    after: Option<i64>,
-    limit: u64,
-) -> Result<Sent, DbErr> {
-    let batch = next_batch(db, handoff, after, limit).await?;
+/// Publishes a batch of pending messages; taking them off the pending list, or parking, is
+/// the caller's.
+async fn publish_batch(js: &Context, nats: &async_nats::Client, batch: Vec<Publication>) -> Sent {
     // Send the whole batch, then await the acks: one round trip per batch, order kept.
     let mut acks = Vec::with_capacity(batch.len());
     let mut unsent = None;
@@ -304,12 +398,12 @@ async fn publish_batch(
             });
         }
     }
-    Ok(Sent {
+    Sent {
         batch,
         acked,
         sent,
         failure,
-    })
+    }
 }
 
 /// On SQLite, how long published messages may stay on the pending list before they are taken
@@ -407,14 +501,6 @@ impl Unlisted {
         self.exact.clear();
     }
 
-    async fn take_off(&mut self, db: &DatabaseConnection) -> Result<(), DbErr> {
-        if self.through.is_some() {
-            self.take_off_on(db).await?;
-            self.taken_off();
-        }
-        Ok(())
-    }
-
     /// `seq` was parked, and what was published taken off the list in the same transaction.
     fn parked(&mut self, seq: i64) {
         self.taken_off();
@@ -425,7 +511,8 @@ impl Unlisted {
 /// What one relay pass did.
 #[derive(Debug, PartialEq, Eq)]
 enum Pass {
-    /// Published this many (`0`: nothing to do, or another relay holds the lock).
+    /// Published this many; on Postgres, read this many for the next pass to publish (`0`:
+    /// nothing to do, or another relay holds the lock).
     Published(usize),
     /// Set a message aside; the messages behind it go in the next pass, at once.
     Parked,
@@ -450,7 +537,30 @@ fn park_reason(failed: &Failed, seq: i64, strikes: &mut Strikes, now: Instant) -
 #[derive(Default)]
 struct Relay {
     unlisted: Unlisted,
+    linking: Linking,
+    prepared: Option<Prepared>,
     strikes: Strikes,
+}
+
+impl Relay {
+    /// SQLite: takes the published messages off the list and records the runs linked so far,
+    /// together.
+    async fn take_off(&mut self, db: &DatabaseConnection) -> Result<(), DbErr> {
+        if self.linking.unrecorded.is_empty() {
+            if self.unlisted.through.is_some() {
+                self.unlisted.take_off_on(db).await?;
+                self.unlisted.taken_off();
+            }
+            return Ok(());
+        }
+        let txn = store::begin(db).await?;
+        self.unlisted.take_off_on(&txn).await?;
+        self.linking.record_on(&txn).await?;
+        txn.commit().await?;
+        self.unlisted.taken_off();
+        self.linking.recorded();
+        Ok(())
+    }
 }
 
 /// One relay pass of at most `limit` messages (on SQLite, first taking off the list what is
@@ -466,14 +576,19 @@ async fn relay_once(
     limit: u64,
 ) -> Result<Pass, RelayError> {
     if db.get_database_backend() != DbBackend::Postgres {
-        let unlisted = &mut relay.unlisted;
-        unlisted.know_floor(db).await?;
-        if unlisted.due().is_some_and(|due| due <= Instant::now()) {
+        relay.unlisted.know_floor(db).await?;
+        if relay
+            .unlisted
+            .due()
+            .is_some_and(|due| due <= Instant::now())
+        {
             // Should this fail, the messages are still read past (not published twice).
-            unlisted.take_off(db).await?;
+            relay.take_off(db).await?;
         }
-        let mut sent = publish_batch(db, js, nats, handoff, unlisted.after(), limit).await?;
-        unlisted.published(&sent.published());
+        let mut batch = next_batch(db, handoff, relay.unlisted.after(), limit).await?;
+        relay.linking.link(db, &mut batch).await?;
+        let mut sent = publish_batch(js, nats, batch).await;
+        relay.unlisted.published(&sent.published());
         let Some(failed) = sent.failure.take() else {
             relay.strikes.clear();
             return Ok(Pass::Published(sent.acked));
@@ -482,14 +597,19 @@ async fn relay_once(
         let Some(reason) = park_reason(&failed, message.seq, &mut relay.strikes, Instant::now())
         else {
             handoff.keep(sent.unpublished(false));
+            // Recorded now: the messages not published may be read back before the next
+            // take-off, and must come back linked.
+            relay.take_off(db).await?;
             return Err(RelayError::publish(&message, failed.error));
         };
         // The floor rises to this message: first take off what the range covers now.
         let txn = store::begin(db).await?;
-        unlisted.take_off_on(&txn).await?;
+        relay.unlisted.take_off_on(&txn).await?;
+        relay.linking.record_on(&txn).await?;
         outbox::park(&txn, message.seq, &reason, Utc::now()).await?;
         txn.commit().await?;
-        unlisted.parked(message.seq);
+        relay.unlisted.parked(message.seq);
+        relay.linking.recorded();
         parked(&message, &reason);
         handoff.keep(sent.unpublished(true));
         return Ok(Pass::Parked);
@@ -498,32 +618,55 @@ async fn relay_once(
     if !outbox::take_relay_turn(&txn).await? {
         txn.rollback().await?;
         handoff.clear();
+        // What it linked is in flight: the relay holding the turn publishes it.
+        relay.prepared = None;
         return Ok(Pass::Published(0));
     }
     // Several relays may take turns here, and transactions commit out of `seq` order: each
-    // pass takes off exactly what it published, before it lets go of the lock.
-    let mut sent = publish_batch(&txn, js, nats, handoff, None, limit).await?;
-    outbox::mark_published(&txn, &sent.published()).await?;
-    let Some(failed) = sent.failure.take() else {
-        txn.commit().await?;
-        relay.strikes.clear();
-        return Ok(Pass::Published(sent.acked));
+    // pass takes off exactly what it published, before it lets go of the lock. Events linked
+    // and not yet published go first, alone: nothing is linked after them until they are out.
+    let in_flight = store::teams::chains_in_flight(&txn).await?;
+    let batch = match relay.prepared.take() {
+        Some(prepared) if prepared.in_flight(&in_flight) => prepared.batch,
+        _ if in_flight.is_empty() => Vec::new(),
+        _ => {
+            let positions = store::chain::in_flight(&txn, &in_flight).await?;
+            let mut batch = gather(&txn, handoff, &positions).await?;
+            batch.retain(|p| p.chain_team.is_none() || p.link().is_some());
+            batch
+        }
     };
-    let message = sent.batch[failed.index].clone();
-    match park_reason(&failed, message.seq, &mut relay.strikes, Instant::now()) {
-        Some(reason) => {
-            outbox::park(&txn, message.seq, &reason, Utc::now()).await?;
-            txn.commit().await?;
-            parked(&message, &reason);
-            handoff.keep(sent.unpublished(true));
-            Ok(Pass::Parked)
-        }
-        None => {
-            txn.commit().await?;
-            handoff.keep(sent.unpublished(false));
-            Err(RelayError::publish(&message, failed.error))
-        }
+    let mut sent = publish_batch(js, nats, batch).await;
+    outbox::mark_published(&txn, &sent.published()).await?;
+    if let Some(failed) = sent.failure.take() {
+        let message = sent.batch[failed.index].clone();
+        return match park_reason(&failed, message.seq, &mut relay.strikes, Instant::now()) {
+            Some(reason) => {
+                outbox::park(&txn, message.seq, &reason, Utc::now()).await?;
+                txn.commit().await?;
+                parked(&message, &reason);
+                handoff.keep(sent.unpublished(true));
+                Ok(Pass::Parked)
+            }
+            None => {
+                txn.commit().await?;
+                handoff.keep(sent.unpublished(false));
+                Err(RelayError::publish(&message, failed.error))
+            }
+        };
     }
+    relay.strikes.clear();
+    let through = in_flight.iter().map(|&(team, _, length)| (team, length));
+    store::teams::chains_published(&txn, &through.collect()).await?;
+    let mut next = next_batch(&txn, handoff, None, limit).await?;
+    let linked = link_first(&txn, &mut next).await?;
+    txn.commit().await?;
+    let found = next.len();
+    relay.prepared = (!next.is_empty()).then_some(Prepared {
+        batch: next,
+        linked,
+    });
+    Ok(Pass::Published(found))
 }
 
 /// Said once per parked message: it will not reach its stream until republished.
@@ -553,6 +696,7 @@ pub async fn run(
         match relay_once(&db, &js, &nats, &handoff, &mut relay, limit).await {
             Ok(Pass::Published(n)) if n as u64 == limit => limit = (limit * 4).min(BATCH),
             Ok(Pass::Parked) => failures = 0,
+            Ok(Pass::Published(_)) if relay.prepared.is_some() => failures = 0,
             Ok(Pass::Published(n)) => {
                 failures = 0;
                 if n > 0 {
@@ -591,7 +735,7 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + drain_for;
     while tokio::time::Instant::now() < deadline {
         match relay_once(&db, &js, &nats, &handoff, &mut relay, BATCH).await {
-            Ok(Pass::Published(0)) => break,
+            Ok(Pass::Published(0)) if relay.prepared.is_none() => break,
             Ok(_) => {}
             Err(e) => {
                 warn!(error = %e, "relay drain failed");
@@ -599,7 +743,7 @@ pub async fn run(
             }
         }
     }
-    if let Err(e) = relay.unlisted.take_off(&db).await {
+    if let Err(e) = relay.take_off(&db).await {
         warn!(error = %e, "taking published messages off the pending list failed; a restart publishes them again, and the streams drop the copies");
     }
     info!("outbox relay stopped");

@@ -73,12 +73,13 @@ async fn create(ctx: &Ctx, before: DateTime<Utc>, to: PathBuf) -> Result<ExitCod
         .map_err(anyhow::Error::from)?;
     ctx.print(&counts, |c| {
         format!(
-            "archived to {}: {} messages ({} records), {} dead letters; {} records kept until published",
+            "archived to {}: {} messages ({} records), {} dead letters; {} records kept until published, {} behind a kept one in their team's chain",
             to.display(),
             c.messages,
             c.records,
             c.dead_letters,
-            c.kept_unpublished
+            c.kept_unpublished,
+            c.kept_in_chain
         )
     })?;
     Ok(ExitCode::SUCCESS)

@@ -9,10 +9,10 @@ use std::io::{BufWriter, Write};
 
 use chrono::{DateTime, Utc};
 use entity::outbox::{self as records, RawValue};
-use entity::{dead_letter, outbox, outbox_parked, outbox_pending};
+use entity::{dead_letter, outbox, outbox_chain, outbox_parked, outbox_pending};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, TransactionTrait,
 };
 
 use crate::wire::archive::{ArchivedDeadLetter, ArchivedMessage, Kind};
@@ -29,6 +29,9 @@ pub struct Counts {
     /// Records older than the horizon kept because a message of theirs is still to be
     /// published (pending or parked).
     pub kept_unpublished: u64,
+    /// Records older than the horizon kept because an event of theirs follows, in its team's
+    /// chain, one the database keeps: the database holds each chain's end whole.
+    pub kept_in_chain: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +57,7 @@ pub async fn archive(
         };
         after = Some(last.seq);
         let unpublished = listed_within(db, first.seq, last.seq).await?;
-        let mut removed = Vec::new();
+        let mut candidates = Vec::new();
         let mut reached = false;
         for record in batch {
             // Records are in commit order: the first at or past the horizon ends the run.
@@ -66,33 +69,45 @@ pub async fn archive(
                 counts.kept_unpublished += 1;
                 continue;
             }
-            let seq = record.seq;
-            for message in super::outbox::unpacked(record)? {
-                let p = message.publication;
-                let text = String::from_utf8(p.payload.to_vec())
-                    .map_err(|e| DbErr::Custom(format!("outbox message {}: {e}", p.seq)))?;
-                let line = ArchivedMessage {
-                    archived: Kind::Message,
-                    seq: p.seq,
-                    kind: message.kind,
-                    subject: p.subject,
-                    message_id: p.message_id,
-                    headers: p.headers,
-                    at: message.created_at,
-                    message: RawValue::from_string(text)
-                        .map_err(|e| DbErr::Custom(format!("outbox message {}: {e}", p.seq)))?,
-                };
-                write_line(out, &line)?;
-                counts.messages += 1;
-            }
-            removed.push(seq);
+            candidates.push(record);
+        }
+        let seqs: Vec<i64> = candidates.iter().map(|r| r.seq).collect();
+        let behind = behind_kept(db, &seqs).await?;
+        counts.kept_in_chain += behind.len() as u64;
+        candidates.retain(|r| !behind.contains(&r.seq));
+        let removed: Vec<i64> = candidates.iter().map(|r| r.seq).collect();
+        // With their links: the archive carries its part of each chain.
+        for message in super::outbox::unpacked_linked(db, candidates).await? {
+            let p = message.publication;
+            let text = String::from_utf8(p.payload.to_vec())
+                .map_err(|e| DbErr::Custom(format!("outbox message {}: {e}", p.seq)))?;
+            let line = ArchivedMessage {
+                archived: Kind::Message,
+                seq: p.seq,
+                kind: message.kind,
+                subject: p.subject,
+                message_id: p.message_id,
+                headers: p.headers,
+                at: message.created_at,
+                message: RawValue::from_string(text)
+                    .map_err(|e| DbErr::Custom(format!("outbox message {}: {e}", p.seq)))?,
+            };
+            write_line(out, &line)?;
+            counts.messages += 1;
         }
         synced(out)?;
         if !removed.is_empty() {
+            // Together: a record kept has its links.
+            let txn = db.begin().await?;
+            outbox_chain::Entity::delete_many()
+                .filter(outbox_chain::Column::Seq.is_in(removed.iter().copied()))
+                .exec(&txn)
+                .await?;
             outbox::Entity::delete_many()
                 .filter(outbox::Column::Seq.is_in(removed.iter().copied()))
-                .exec(db)
+                .exec(&txn)
                 .await?;
+            txn.commit().await?;
             counts.records += removed.len() as u64;
         }
         if reached {
@@ -145,6 +160,29 @@ fn write_line(out: &mut impl Write, line: &impl serde::Serialize) -> Result<(), 
     serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")?;
     Ok(())
+}
+
+/// Those of the records `seqs` (to be removed) with an event that comes, in its team's
+/// chain, after one of a record the database keeps. Where concurrent commands committed out
+/// of position order, a record can be older than one it follows in the chain; removed, it
+/// would leave a hole in the part of the chain the database holds.
+async fn behind_kept(
+    db: &impl ConnectionTrait,
+    seqs: &[i64],
+) -> Result<std::collections::HashSet<i64>, DbErr> {
+    let runs = super::chain::runs_of(db, seqs).await?;
+    let removed: std::collections::HashSet<i64> = seqs.iter().copied().collect();
+    let teams: std::collections::BTreeSet<uuid::Uuid> = runs.iter().map(|r| r.team_id).collect();
+    let mut behind = std::collections::HashSet::new();
+    for team in teams {
+        let theirs = runs.iter().filter(|r| r.team_id == team);
+        // The chain's first runs, one more than these: the first the database keeps is there.
+        let first = super::chain::first_runs(db, team, theirs.clone().count() as u64 + 1).await?;
+        if let Some(kept) = first.iter().find(|r| !removed.contains(&r.seq)) {
+            behind.extend(theirs.filter(|r| r.place > kept.place).map(|r| r.seq));
+        }
+    }
+    Ok(behind)
 }
 
 /// The records from `first` to `last` with a message pending or parked.

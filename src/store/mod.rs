@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod by_status;
+pub mod chain;
 pub mod changes;
 pub mod dead_letters;
 pub mod inbox;

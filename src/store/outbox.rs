@@ -53,6 +53,15 @@ pub struct Publication {
     pub payload: bytes::Bytes,
     /// Core-NATS inbox the message is also sent to (an outcome's sender), if any.
     pub reply_to: Option<String>,
+    /// The team whose chain the message joins: an event's ([`super::chain`]).
+    pub chain_team: Option<Uuid>,
+}
+
+impl Publication {
+    /// Its place in its team's chain, once linked.
+    pub fn link(&self) -> Option<crate::wire::chain::Link> {
+        crate::wire::chain::Link::from_stored(self.headers.as_ref())
+    }
 }
 
 /// A stored message, as the relay publishes it and the audit trail shows it.
@@ -67,8 +76,9 @@ pub struct Stored {
 }
 
 impl Stored {
-    fn new(seq: i64, causation_id: Uuid, message: records::Message) -> Stored {
+    fn new(seq: i64, record: &outbox::Model, message: records::Message) -> Stored {
         let payload: Box<str> = message.payload.into();
+        let event = message.kind != OUTCOME_KIND;
         Stored {
             publication: Publication {
                 seq,
@@ -77,9 +87,10 @@ impl Stored {
                 headers: message.headers,
                 payload: bytes::Bytes::from(String::from(payload)),
                 reply_to: message.reply_to,
+                chain_team: record.team_id.filter(|_| event),
             },
             kind: message.kind,
-            causation_id,
+            causation_id: record.causation_id,
             created_at: message.at,
         }
     }
@@ -87,11 +98,35 @@ impl Stored {
 
 /// The stored messages of `record`, each with its position.
 pub(super) fn unpacked(record: outbox::Model) -> Result<impl Iterator<Item = Stored>, DbErr> {
-    let (seq, causation) = (record.seq, record.causation_id);
     Ok(records::decode(&record.body)?
         .into_iter()
         .enumerate()
-        .map(move |(i, m)| Stored::new(records::position(seq, i), causation, m)))
+        .map(move |(i, m)| Stored::new(records::position(record.seq, i), &record, m)))
+}
+
+/// The stored messages of `records`, in order, each linked event with its link in its
+/// headers ([`super::chain`]).
+pub(super) async fn unpacked_linked(
+    db: &impl ConnectionTrait,
+    records: Vec<outbox::Model>,
+) -> Result<Vec<Stored>, DbErr> {
+    let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+    let runs = super::chain::runs_of(db, &seqs).await?;
+    let mut by_record: std::collections::HashMap<i64, Vec<&entity::outbox_chain::Model>> =
+        std::collections::HashMap::new();
+    for run in &runs {
+        by_record.entry(run.seq).or_default().push(run);
+    }
+    let mut found = Vec::new();
+    for record in records {
+        let seq = record.seq;
+        let mut messages: Vec<Stored> = unpacked(record)?.collect();
+        if let Some(runs) = by_record.get(&seq) {
+            super::chain::attach(&mut messages, runs)?;
+        }
+        found.extend(messages);
+    }
+    Ok(found)
 }
 
 /// Messages a transaction will write, gathered in order and written with one statement at
@@ -184,6 +219,7 @@ impl Messages {
                 headers: None,
                 payload: message_bytes(outcome)?.into(),
                 reply_to: reply_to.map(str::to_owned),
+                chain_team: None,
             },
             kind: OUTCOME_KIND.to_owned(),
             team_id: team,
@@ -227,6 +263,7 @@ impl Messages {
                     ),
                     payload: message_bytes(&envelope)?.into(),
                     reply_to: None,
+                    chain_team: Some(e.team_id.0),
                 },
                 kind: format!("event.{}", e.kind.as_str()),
                 team_id: Some(e.team_id.0),
@@ -235,35 +272,6 @@ impl Messages {
                 run_id: run.map(|r| r.0),
                 created_at: cause.at,
             });
-        }
-        Ok(())
-    }
-
-    /// The teams whose events these are.
-    pub fn event_teams(&self) -> std::collections::BTreeSet<Uuid> {
-        self.0
-            .iter()
-            .filter(|row| row.kind != OUTCOME_KIND)
-            .filter_map(|row| row.team_id)
-            .collect()
-    }
-
-    /// Links every event into its team's chain, in the order they were added (which is the
-    /// order they are written and published in), moving `heads` past them.
-    pub fn chain(
-        &mut self,
-        heads: &mut std::collections::HashMap<Uuid, crate::wire::chain::Head>,
-    ) -> Result<(), StoreError> {
-        for row in self.0.iter_mut().filter(|row| row.kind != OUTCOME_KIND) {
-            let team = row
-                .team_id
-                .ok_or_else(|| StoreError::Bug("an event without its team".into()))?;
-            let head = heads
-                .get_mut(&team)
-                .ok_or_else(|| StoreError::Bug(format!("no chain head read for team {team}")))?;
-            let m = &mut row.message;
-            let link = head.append(team, m.message_id, &m.payload);
-            m.headers = Some(link.into_headers(m.headers.take()));
         }
         Ok(())
     }
@@ -392,23 +400,23 @@ pub async fn by_seqs(db: &impl ConnectionTrait, seqs: &[i64]) -> Result<Vec<Stor
     let wanted: std::collections::BTreeSet<i64> = seqs.iter().copied().collect();
     let mut ids: Vec<i64> = wanted.iter().map(|&p| records::record_of(p).0).collect();
     ids.dedup();
-    let mut found = Vec::with_capacity(wanted.len());
-    for record in outbox::Entity::find()
+    let records = outbox::Entity::find()
         .filter(seq_among(db, &ids))
         .order_by_asc(outbox::Column::Seq)
         .all(db)
+        .await?;
+    Ok(unpacked_linked(db, records)
         .await?
-    {
-        found.extend(unpacked(record)?.filter(|m| wanted.contains(&m.publication.seq)));
-    }
-    Ok(found)
+        .into_iter()
+        .filter(|m| wanted.contains(&m.publication.seq))
+        .collect())
 }
 
 /// `seq` is one of `seqs`. On Postgres one statement whatever their number (`= ANY` of one
 /// array parameter): the driver prepares and caches a statement per shape and connection, and
 /// an `IN` list is a shape per length, which over a long run filled every connection's cache.
 /// SQLite has no arrays and one connection: an `IN` list.
-fn seq_among(db: &impl ConnectionTrait, seqs: &[i64]) -> sea_orm::sea_query::SimpleExpr {
+pub(super) fn seq_among(db: &impl ConnectionTrait, seqs: &[i64]) -> sea_orm::sea_query::SimpleExpr {
     use sea_orm::sea_query::{Alias, ArrayType, Expr, ExprTrait, Value};
     if db.get_database_backend() == DbBackend::Postgres {
         let values = seqs.iter().map(|&s| Value::BigInt(Some(s))).collect();
@@ -426,11 +434,7 @@ pub async fn messages(
     after: Option<i64>,
     records: u64,
 ) -> Result<Vec<Stored>, DbErr> {
-    let mut found = Vec::new();
-    for record in records_after(db, after, records).await? {
-        found.extend(unpacked(record)?);
-    }
-    Ok(found)
+    unpacked_linked(db, records_after(db, after, records).await?).await
 }
 
 /// At most `limit` records after record `after` (from the first when `None`), in order.
@@ -738,23 +742,52 @@ pub async fn republish(
     Ok(moved)
 }
 
-/// How many messages wait for the relay, or were published within the last moment and are
-/// not yet taken off its list (for tests, health and metrics).
-/// Every event of `team` the records hold, in the order they were written. Reads every record
-/// of the team (`sop audit verify`, an operator's check).
+/// Every event of `team` the records hold, in its chain's order: those from before events
+/// were linked, then the linked ones by place, then any other without a link (not one the
+/// relay wrote: [`crate::wire::chain::check`] names it inserted). One still to be published
+/// is left out: the relay links it then. Reads every record of the team (`sop audit verify`,
+/// an operator's check).
 pub async fn team_events(db: &impl ConnectionTrait, team: Uuid) -> Result<Vec<Stored>, DbErr> {
     let records = outbox::Entity::find()
         .filter(outbox::Column::TeamId.eq(team))
         .order_by_asc(outbox::Column::Seq)
         .all(db)
         .await?;
-    let mut events = Vec::new();
-    for record in records {
-        events.extend(unpacked(record)?.filter(|m| m.kind != OUTCOME_KIND));
-    }
-    Ok(events)
+    let (mut linked, unlinked): (Vec<Stored>, Vec<Stored>) = unpacked_linked(db, records)
+        .await?
+        .into_iter()
+        .filter(|m| m.kind != OUTCOME_KIND)
+        .partition(|m| m.publication.link().is_some());
+    let unlinked_seqs: Vec<i64> = unlinked.iter().map(|m| m.publication.seq).collect();
+    let waiting = listed(db, &unlinked_seqs).await?;
+    let chain_start = linked.iter().map(|m| m.publication.seq).min();
+    let (before, after): (Vec<Stored>, Vec<Stored>) = unlinked
+        .into_iter()
+        .filter(|m| !waiting.contains(&m.publication.seq))
+        .partition(|m| chain_start.is_none_or(|start| m.publication.seq < start));
+    linked.sort_by_key(|m| m.publication.link().map(|l| l.index));
+    Ok(before.into_iter().chain(linked).chain(after).collect())
 }
 
+/// Those of `seqs` still on the pending list.
+pub(super) async fn listed(
+    db: &impl ConnectionTrait,
+    seqs: &[i64],
+) -> Result<std::collections::HashSet<i64>, DbErr> {
+    if seqs.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(outbox_pending::Entity::find()
+        .filter(seq_among(db, seqs))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| p.seq)
+        .collect())
+}
+
+/// How many messages wait for the relay, or were published within the last moment and are
+/// not yet taken off its list (for tests, health and metrics).
 pub async fn backlog(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
     outbox_pending::Entity::find().count(db).await

@@ -132,11 +132,8 @@ async fn load(db: &impl ConnectionTrait, team_id: Uuid) -> Result<TeamRecord, Db
     })
 }
 
-/// The chain heads of `teams`, read in the caller's transaction. On Postgres the team rows are
-/// locked until it ends, in id order (no two transactions wait on each other's team rows in a
-/// circle; a circle through other rows is a deadlock Postgres breaks, and the group is
-/// retried): a team's events are chained by one transaction at a time, in commit order.
-/// SQLite has one writer at a time already.
+/// The chain heads of `teams`. Only the relay moves them, one relay at a time (its turn on
+/// Postgres, the one worker on SQLite).
 pub async fn chain_heads(
     txn: &impl ConnectionTrait,
     teams: &std::collections::BTreeSet<Uuid>,
@@ -145,7 +142,7 @@ pub async fn chain_heads(
     if teams.is_empty() {
         return Ok(Default::default());
     }
-    let mut select = team::Entity::find()
+    let rows: Vec<(Uuid, i64, Option<String>)> = team::Entity::find()
         .select_only()
         .columns([
             team::Column::Id,
@@ -153,13 +150,9 @@ pub async fn chain_heads(
             team::Column::ChainHead,
         ])
         .filter(team::Column::Id.is_in(teams.iter().copied()))
-        .order_by_asc(team::Column::Id);
-    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        // Not `FOR UPDATE`: rows that name the team (a new run, a version) hold a key-share
-        // lock on it, which that would wait for, and they for it.
-        select = select.lock(sea_orm::sea_query::LockType::NoKeyUpdate);
-    }
-    let rows: Vec<(Uuid, i64, Option<String>)> = select.into_tuple().all(txn).await?;
+        .into_tuple()
+        .all(txn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(id, length, hash)| {
@@ -201,6 +194,40 @@ pub async fn all_heads(
             ))
         })
         .collect())
+}
+
+/// Postgres: the teams whose chain has events linked and not all published: each with the
+/// place published through and the chain's length.
+pub async fn chains_in_flight(db: &impl ConnectionTrait) -> Result<Vec<(Uuid, i64, i64)>, DbErr> {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    team::Entity::find()
+        .select_only()
+        .columns([
+            team::Column::Id,
+            team::Column::ChainPublished,
+            team::Column::ChainLength,
+        ])
+        .filter(Expr::col(team::Column::ChainLength).gt(Expr::col(team::Column::ChainPublished)))
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Postgres: the teams' chains published through these places.
+pub async fn chains_published(
+    db: &impl ConnectionTrait,
+    through: &std::collections::HashMap<Uuid, i64>,
+) -> Result<(), DbErr> {
+    use sea_orm::sea_query::Expr;
+    for (id, place) in through {
+        team::Entity::update_many()
+            .col_expr(team::Column::ChainPublished, Expr::value(*place))
+            .filter(team::Column::Id.eq(*id))
+            .filter(team::Column::ChainPublished.lt(*place))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The statements that record `heads` as the teams' chain heads.

@@ -17,8 +17,6 @@
 //! <payload>          the event's bytes, exactly as published
 //! ```
 
-use std::fmt::Write as _;
-
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -32,12 +30,24 @@ const TAG: &str = "sop-chain-v1";
 
 /// The hash of one event in its team's chain (the canonical form above).
 pub fn hash(team_id: Uuid, index: i64, prev: &str, event_id: Uuid, payload: &[u8]) -> String {
+    let mut uuid = Uuid::encode_buffer();
     let mut h = Sha256::new();
-    h.update(format!("{TAG}\n{team_id}\n{index}\n{prev}\n{event_id}\n").as_bytes());
+    h.update(TAG.as_bytes());
+    h.update(b"\n");
+    h.update(team_id.hyphenated().encode_lower(&mut uuid).as_bytes());
+    h.update(b"\n");
+    h.update(index.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(event_id.hyphenated().encode_lower(&mut uuid).as_bytes());
+    h.update(b"\n");
     h.update(payload);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(64);
     for byte in h.finalize() {
-        let _ = write!(text, "{byte:02x}");
+        text.push(HEX[usize::from(byte >> 4)] as char);
+        text.push(HEX[usize::from(byte & 15)] as char);
     }
     text
 }
@@ -282,6 +292,17 @@ mod tests {
             })
             .collect();
         (team, held, head)
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_the_canonical_form() {
+        let (team, event) = (Uuid::from_u128(7), Uuid::from_u128(9));
+        let form = format!("sop-chain-v1\n{team}\n12\n{GENESIS}\n{event}\n{{\"n\":1}}");
+        let expected: String = Sha256::digest(form.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hash(team, 12, GENESIS, event, br#"{"n":1}"#), expected);
     }
 
     #[test]

@@ -209,6 +209,17 @@ async fn wait_for_outcomes(app: &TestApp, n: u64) {
     .await
 }
 
+/// `sop audit verify` finds `team`'s chain whole and the same in both copies, `events` long.
+async fn assert_chain_whole(app: &TestApp, team: &str, events: usize) {
+    let (code, out, err) = app
+        .sop(&["audit", "verify", "--team", team, "--json"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found["database"]["events"], events, "{found}");
+    assert_eq!(found["stream"]["events"], events, "{found}");
+}
+
 /// In-process workers stop consuming, so only the child processes work the stream.
 async fn without_in_process_worker(backend: Backend) -> (TestApp, Team) {
     let mut app = TestApp::spawn(backend).await;
@@ -471,6 +482,8 @@ async fn sigkill_under_load_three_times_loses_and_doubles_nothing(backend: Backe
         events.len(),
         "each event id exactly once in the stream"
     );
+    // The team's chain holds across the kills: a message sent again carries the same link.
+    assert_chain_whole(&app, "crashes", events.len()).await;
     assert!(worker.terminate().await.success());
     app.stop().await;
 }
@@ -604,6 +617,8 @@ async fn two_worker_processes_share_the_load_and_keep_every_guarantee() {
     let unique: std::collections::BTreeSet<Uuid> = events.iter().map(|e| e.event_id).collect();
     assert_eq!(unique.len(), events.len());
     assert_eq!(events.len(), ids.len());
+    // Linked by two relays taking turns, from commits out of position order: one chain.
+    assert_chain_whole(&app, "processes", events.len()).await;
     assert!(a.terminate().await.success() && b.terminate().await.success());
     app.stop().await;
 }

@@ -90,8 +90,7 @@ async fn a_deleted_events_stream_is_rebuilt_from_the_outbox_identical(backend: B
 async fn history_older_than_a_horizon_is_archived_removed_and_replayed_into_a_fresh_stream(
     backend: Backend,
 ) {
-    let mut app =
-        TestApp::spawn_configured(backend, None, None, |s| s.worker.audit_chain = true).await;
+    let mut app = TestApp::spawn(backend).await;
     let team = app.register_team("archived").await;
     let series = approved_sop(&app, &team).await;
     let execute = serde_json::json!({ "series_id": series });

@@ -301,13 +301,20 @@ async fn every_message_keeps_its_bytes_order_and_place_across_migration_17_both_
     app.drained().await;
     app.pause_consumer().await;
     let db = app.db();
+    // Below migration 20 there is no chain: the events' links go with it.
+    let unlinked = |headers: &Option<serde_json::Value>| {
+        let mut headers = headers.clone()?;
+        let map = headers.as_object_mut()?;
+        map.retain(|name, _| !name.starts_with("Sop-Chain-"));
+        (!map.is_empty()).then_some(headers)
+    };
     let shape = |m: &store::outbox::Stored| {
         let p = &m.publication;
         (
             p.message_id,
             m.kind.clone(),
             p.subject.clone(),
-            p.headers.clone(),
+            unlinked(&p.headers),
             p.payload.clone(),
             m.causation_id,
             m.created_at.timestamp_micros(),

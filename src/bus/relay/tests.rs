@@ -8,6 +8,7 @@ fn message(seq: i64, bytes: usize) -> Publication {
         headers: None,
         payload: vec![b'x'; bytes].into(),
         reply_to: None,
+        chain_team: None,
     }
 }
 
