@@ -175,14 +175,35 @@ async fn behind_kept(
     let teams: std::collections::BTreeSet<uuid::Uuid> = runs.iter().map(|r| r.team_id).collect();
     let mut behind = std::collections::HashSet::new();
     for team in teams {
-        let theirs = runs.iter().filter(|r| r.team_id == team);
+        let theirs: Vec<_> = runs.iter().filter(|r| r.team_id == team).collect();
         // The chain's first runs, one more than these: the first the database keeps is there.
-        let first = super::chain::first_runs(db, team, theirs.clone().count() as u64 + 1).await?;
+        let first = super::chain::first_runs(db, team, theirs.len() as u64 + 1).await?;
         if let Some(kept) = first.iter().find(|r| !removed.contains(&r.seq)) {
-            behind.extend(theirs.filter(|r| r.place > kept.place).map(|r| r.seq));
+            behind.extend(kept_records(&theirs, kept.place));
         }
     }
     Ok(behind)
+}
+
+/// The records of one team's `runs` (of records to be removed) to keep when the part of the
+/// chain the database keeps starts at `kept_from`: each with a run there or after it, and, as
+/// a record kept keeps every run of its own, each those pull the start back over.
+fn kept_records(runs: &[&entity::outbox_chain::Model], mut kept_from: i64) -> Vec<i64> {
+    loop {
+        let kept = |seq: i64| runs.iter().any(|r| r.seq == seq && r.place >= kept_from);
+        let from = runs
+            .iter()
+            .filter(|r| kept(r.seq))
+            .map(|r| r.place)
+            .fold(kept_from, i64::min);
+        if from == kept_from {
+            let mut seqs: Vec<i64> = runs.iter().filter(|r| kept(r.seq)).map(|r| r.seq).collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            return seqs;
+        }
+        kept_from = from;
+    }
 }
 
 /// The records from `first` to `last` with a message pending or parked.
@@ -210,4 +231,34 @@ async fn listed_within(
         .chain(parked)
         .map(|p| records::record_of(p).0)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seq: i64, place: i64) -> entity::outbox_chain::Model {
+        entity::outbox_chain::Model {
+            team_id: uuid::Uuid::nil(),
+            place,
+            seq,
+            first: 1,
+            events: 1,
+            prev: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_database_keeps_each_chains_end_whole() {
+        // Record 3 committed late: its place follows record 4's, which the database keeps.
+        let runs = [run(1, 1), run(2, 2), run(3, 9)];
+        let runs: Vec<&_> = runs.iter().collect();
+        assert_eq!(kept_records(&runs, 5), [3]);
+        // Record 2's events went out in two passes, the second after the kept part's start:
+        // kept whole, it pulls the start back to its first run, and record 5 (place 3) too.
+        let split = [run(1, 1), run(2, 2), run(5, 3), run(2, 7)];
+        let split: Vec<&_> = split.iter().collect();
+        assert_eq!(kept_records(&split, 6), [2, 5]);
+        assert!(kept_records(&split, 8).is_empty());
+    }
 }
