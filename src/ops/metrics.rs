@@ -162,6 +162,16 @@ impl Readiness {
     }
 }
 
+/// How long a sample waits for each answer: a database or server that does not answer within
+/// it (a connection to a host that went away can hang for minutes) counts as down, so that
+/// readiness says so within a sample or two.
+const PROBE: Duration = Duration::from_secs(2);
+
+/// `probe` within [`PROBE`], or `None`.
+async fn within<T, E>(probe: impl std::future::Future<Output = Result<T, E>>) -> Option<T> {
+    tokio::time::timeout(PROBE, probe).await.ok()?.ok()
+}
+
 async fn sample(
     db: &DatabaseConnection,
     nats: &async_nats::Client,
@@ -169,14 +179,13 @@ async fn sample(
     ready: &Readiness,
 ) {
     let nats_up = nats.connection_state() == async_nats::connection::State::Connected;
-    let db_up = db.ping().await.is_ok();
+    let db_up = within(db.ping()).await.is_some();
     let migrated = db_up
-        && Migrator::get_pending_migrations_read_only(db)
+        && within(Migrator::get_pending_migrations_read_only(db))
             .await
-            .map(|p| p.is_empty())
-            .unwrap_or(false);
+            .is_some_and(|p| p.is_empty());
     ready.set(nats_up && db_up && migrated);
-    if db_up && let Ok((backlog, oldest)) = store::outbox::lag(db).await {
+    if db_up && let Some((backlog, oldest)) = within(store::outbox::lag(db)).await {
         gauge!(OUTBOX_BACKLOG).set(backlog as f64);
         gauge!(OUTBOX_OLDEST_AGE).set(
             oldest
@@ -184,10 +193,10 @@ async fn sample(
                 .unwrap_or(0.0),
         );
     }
-    if db_up && let Ok(parked) = store::outbox::parked_count(db).await {
+    if db_up && let Some(parked) = within(store::outbox::parked_count(db)).await {
         gauge!(OUTBOX_PARKED).set(parked as f64);
     }
-    if nats_up && let Ok(info) = consumer.info().await {
+    if nats_up && let Some(info) = within(consumer.info()).await {
         gauge!(CONSUMER_PENDING).set(info.num_pending as f64);
         gauge!(CONSUMER_ACK_PENDING).set(info.num_ack_pending as f64);
     }
